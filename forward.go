@@ -1,0 +1,355 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Default timeouts. None cuts a healthy stream: FirstByte allows for long
+// non-streamed completions, whose headers come only when they are done.
+const (
+	defaultConnectTimeout   = 10 * time.Second
+	defaultFirstByteTimeout = 10 * time.Minute
+	defaultIdleTimeout      = 5 * time.Minute
+)
+
+// Causes of cancellation of an upstream attempt.
+const (
+	errConnectTimeout   = Error("upstream connect timeout")
+	errFirstByteTimeout = Error("upstream first byte timeout")
+	errIdleTimeout      = Error("upstream idle timeout")
+	errTotalTimeout     = Error("upstream total timeout")
+)
+
+// defaultTransport is tuned for a gateway: many long-lived connections to
+// few hosts, no implicit compression (bodies pass through as the upstream
+// encoded them), and HTTP/2 where the upstream offers it.
+func defaultTransport() *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   30 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1000,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+}
+
+// hopHeaders are meaningful only for one connection and are never
+// forwarded, in either direction (RFC 9110, section 7.6.1).
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+// isClientCredential reports headers that carry the client's credentials
+// for the relay; they must never reach an upstream.
+func isClientCredential(k string) bool {
+	switch k {
+	case "Authorization", "X-Api-Key", "Api-Key", "Ocp-Apim-Subscription-Key",
+		"X-Goog-Api-Key", "Cookie":
+		return true
+	}
+	return false
+}
+
+// connectionListed reports whether k is named in a Connection header.
+func connectionListed(h http.Header, k string) bool {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(f)) == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// copyHeaders copies end-to-end headers from src to dst.
+func copyHeaders(dst, src http.Header, skip func(string) bool) {
+	for k, vv := range src {
+		if isHopHeader(k) || (skip != nil && skip(k)) {
+			continue
+		}
+		if _, listed := src["Connection"]; listed && connectionListed(src, k) {
+			continue
+		}
+		dst[k] = vv
+	}
+}
+
+// upstreamRequest builds the request for one attempt.
+func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Request {
+	r := ex.r
+	h := make(http.Header, len(r.Header)+len(b.Header)+3)
+	copyHeaders(h, r.Header, func(k string) bool {
+		return isClientCredential(k) || k == "Host" || k == "Content-Length" || k == "X-Request-Id"
+	})
+	for k, v := range b.Header {
+		h[k] = v
+	}
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		h.Set("X-Forwarded-For", ip)
+	}
+	if h.Get("X-Forwarded-Proto") == "" {
+		proto := "http"
+		if r.TLS != nil {
+			proto = "https"
+		}
+		h.Set("X-Forwarded-Proto", proto)
+	}
+	h.Set("X-Request-Id", ex.rec.RequestID)
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""} // keep Go's default agent off the wire
+	}
+	out := (&http.Request{
+		Method:     r.Method,
+		URL:        b.URL,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h,
+		Host:       b.URL.Host,
+	}).WithContext(ctx)
+	body := ex.body
+	out.ContentLength = int64(len(body))
+	if len(body) > 0 {
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	} else {
+		out.Body = http.NoBody
+		if ex.r.ContentLength == 0 && methodHasNoBody(r.Method) {
+			out.ContentLength = 0
+		}
+	}
+	return out
+}
+
+func methodHasNoBody(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions || m == http.MethodDelete
+}
+
+// attempt is one upstream round trip with its timers.
+type attempt struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  *time.Timer // connect, then first byte, then idle
+	phase  atomic.Int32
+	idle   time.Duration
+}
+
+const (
+	phaseConnect int32 = iota
+	phaseFirstByte
+	phaseBody
+)
+
+func (a *attempt) fire() {
+	switch a.phase.Load() {
+	case phaseConnect:
+		a.cancel(errConnectTimeout)
+	case phaseFirstByte:
+		a.cancel(errFirstByteTimeout)
+	default:
+		a.cancel(errIdleTimeout)
+	}
+}
+
+// gotConn moves from the connect to the first-byte phase.
+func (a *attempt) gotConn(fb time.Duration) {
+	a.phase.Store(phaseFirstByte)
+	if fb > 0 {
+		a.timer.Reset(fb)
+	} else {
+		a.timer.Stop()
+	}
+}
+
+// touch restarts the idle timer after a read from the body.
+func (a *attempt) touch() {
+	if a.idle > 0 {
+		a.timer.Reset(a.idle)
+	}
+}
+
+func (a *attempt) end() {
+	a.timer.Stop()
+	a.cancel(nil)
+}
+
+// forward sends the request upstream, failing over between backends until
+// one answers or the attempts run out, then relays the response.
+func (ex *exchange) forward() {
+	rl, t := ex.rl, ex.target
+	to := t.Timeouts.merge(rl.cfg.timeouts).merge(Timeouts{
+		Connect: defaultConnectTimeout, FirstByte: defaultFirstByteTimeout, Idle: defaultIdleTimeout,
+	})
+
+	base, cancelBase := context.WithCancelCause(ex.r.Context())
+	defer cancelBase(nil)
+	stop := context.AfterFunc(rl.stopCtx, func() { cancelBase(errShutdown) })
+	defer stop()
+	if to.Total > 0 {
+		var cancelTotal context.CancelFunc
+		base, cancelTotal = context.WithTimeoutCause(base, to.Total, errTotalTimeout)
+		defer cancelTotal()
+	}
+
+	tries := t.MaxAttempts
+	if tries <= 0 || tries > len(t.Backends) {
+		tries = len(t.Backends)
+	}
+	for i := range tries {
+		b := t.Backends[i]
+		ex.rec.Attempts = i + 1
+		ex.rec.Upstream = b.Name
+		last := i == tries-1
+
+		a := &attempt{idle: to.Idle}
+		a.ctx, a.cancel = context.WithCancelCause(base)
+		a.timer = time.AfterFunc(to.Connect, a.fire)
+		trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { a.gotConn(to.FirstByte) }}
+		req := ex.upstreamRequest(httptrace.WithClientTrace(a.ctx, trace), b)
+
+		resp, err := rl.transport.RoundTrip(req)
+		a.phase.Store(phaseBody)
+		a.timer.Stop()
+
+		res := AttemptResult{Err: err}
+		if err == nil {
+			res.Status = resp.StatusCode
+			res.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), rl.clock.Now())
+		}
+		if b.Done != nil {
+			b.Done(res)
+		}
+		rl.metrics.upstreamReqs.WithLabelValues(ex.route, b.Name, upstreamStatus(res.Status, err)).Inc()
+
+		if err != nil {
+			cause := context.Cause(a.ctx)
+			a.end()
+			if ex.r.Context().Err() != nil {
+				ex.clientGone()
+				return
+			}
+			typ, status := ErrTypeUpstreamConnect, http.StatusBadGateway
+			if isTimeout(cause, err) {
+				typ, status = ErrTypeUpstreamTimeout, http.StatusGatewayTimeout
+			}
+			if cause == errShutdown {
+				typ, status = ErrTypeShuttingDown, http.StatusServiceUnavailable
+				last = true
+			}
+			rl.log.Warn("relay: upstream request failed", "request_id", ex.rec.RequestID,
+				"route", ex.route, "upstream", b.Name, "attempt", i+1, "error", safeError(err, cause))
+			if !last && cause != errTotalTimeout {
+				continue
+			}
+			msg := "The upstream service could not be reached."
+			if status == http.StatusGatewayTimeout {
+				msg = "The upstream service did not answer in time."
+			}
+			ex.fail(relayError{status, typ, msg})
+			return
+		}
+		if !last && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) {
+			// Drain a little so the connection can be reused, then fail over.
+			_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+			resp.Body.Close()
+			a.end()
+			continue
+		}
+		ex.relayResponse(a, resp)
+		a.end()
+		return
+	}
+}
+
+// isTimeout reports whether an attempt failed by a timeout of ours or of
+// the transport's.
+func isTimeout(cause, err error) bool {
+	switch cause {
+	case errConnectTimeout, errFirstByteTimeout, errIdleTimeout, errTotalTimeout:
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// safeError describes a transport error for logs without a URL, whose
+// query may hold a credential (Gemini's ?key=).
+func safeError(err, cause error) string {
+	if cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause.Error()
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return err.Error()
+}
+
+// parseRetryAfter reads a Retry-After in seconds or as an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// requestID returns the client's X-Request-ID when it is well formed (1
+// to 128 characters of letters, digits and -_.:), or a new random one.
+func requestID(r *http.Request) string {
+	if v := r.Header.Get("X-Request-Id"); len(v) > 0 && len(v) <= 128 && wellFormedID(v) {
+		return v
+	}
+	var b [32]byte
+	const hex = "0123456789abcdef"
+	x, y := rand.Uint64(), rand.Uint64()
+	for i := range 16 {
+		b[i] = hex[x>>(60-4*i)&0xf]
+		b[16+i] = hex[y>>(60-4*i)&0xf]
+	}
+	return string(b[:])
+}
+
+func wellFormedID(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}

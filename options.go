@@ -1,0 +1,216 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Clock tells the time. The relay reads it for record timestamps,
+// durations and limiter decisions; network deadlines and timeouts use the
+// operating system's clock, since sockets do.
+type Clock interface {
+	Now() time.Time
+}
+
+// ClockFunc adapts a function to the Clock interface.
+type ClockFunc func() time.Time
+
+// Now calls f().
+func (f ClockFunc) Now() time.Time { return f() }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Option configures a Relay.
+type Option func(*config) error
+
+type config struct {
+	routes        []Route
+	resolver      UpstreamResolver
+	keys          []APIKey
+	auth          Authenticator
+	limiter       Limiter
+	failOpen      bool
+	recorder      Recorder
+	asyncOpt      AsyncOptions
+	registerer    prometheus.Registerer
+	transport     http.RoundTripper
+	logger        *slog.Logger
+	clock         Clock
+	maxBody       int64
+	timeouts      Timeouts
+	shape         ErrorShape
+	writeTimeout  time.Duration
+	usage         usageOptions
+	metricsModels []string
+}
+
+func defaultConfig() config {
+	return config{
+		failOpen:     true,
+		maxBody:      10 << 20,
+		writeTimeout: 30 * time.Second,
+		shape:        ShapeAuto,
+		usage:        usageOptions{includeUsage: true, defaultMaxTokens: 4096},
+	}
+}
+
+// WithRoutes sets the routes of the built-in RouteTable. It is ignored when
+// WithResolver is given.
+func WithRoutes(routes ...Route) Option {
+	return func(c *config) error { c.routes = append(c.routes, routes...); return nil }
+}
+
+// WithResolver replaces the built-in RouteTable.
+func WithResolver(r UpstreamResolver) Option {
+	return func(c *config) error { c.resolver = r; return nil }
+}
+
+// WithAPIKeys accepts these static client keys (see NewStaticKeys). It is
+// ignored when WithAuthenticator is given.
+func WithAPIKeys(keys ...APIKey) Option {
+	return func(c *config) error { c.keys = append(c.keys, keys...); return nil }
+}
+
+// WithAuthenticator sets how callers are identified. New fails when neither
+// this nor WithAPIKeys is given: there is no unauthenticated default. Use
+// AllowAll deliberately where the host authenticates before the relay.
+func WithAuthenticator(a Authenticator) Option {
+	return func(c *config) error { c.auth = a; return nil }
+}
+
+// WithLimiter sets the rate limiter. The default admits everything.
+func WithLimiter(l Limiter) Option {
+	return func(c *config) error { c.limiter = l; return nil }
+}
+
+// WithRateLimit installs a MemoryLimiter with these default per-tenant
+// limits. An Identity's own Limits replace them.
+func WithRateLimit(l Limits) Option {
+	return func(c *config) error {
+		if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.Burst < 0 || l.TokenBurst < 0 {
+			return errors.New("relay: negative rate limit")
+		}
+		c.limiter = NewMemoryLimiter(l)
+		return nil
+	}
+}
+
+// WithLimiterFailOpen says what happens when the Limiter returns an error:
+// admit the request (true, the default) or refuse it with 503 (false).
+// Either way the error is counted as type "limiter" and logged.
+func WithLimiterFailOpen(open bool) Option {
+	return func(c *config) error { c.failOpen = open; return nil }
+}
+
+// WithRecorder sets where records go; several recorders are combined with
+// MultiRecorder. Unless it is already an *AsyncRecorder, the recorder is
+// wrapped in one built from WithRecordQueue's options, so it is never
+// called on the request path. The default discards records.
+func WithRecorder(recs ...Recorder) Option {
+	return func(c *config) error {
+		switch len(recs) {
+		case 0:
+			c.recorder = nil
+		case 1:
+			c.recorder = recs[0]
+		default:
+			c.recorder = MultiRecorder(recs...)
+		}
+		return nil
+	}
+}
+
+// WithRecordQueue sets the options of the AsyncRecorder that New wraps
+// around the recorder. Its Registerer and OnError are set by the relay.
+func WithRecordQueue(o AsyncOptions) Option {
+	return func(c *config) error { c.asyncOpt = o; return nil }
+}
+
+// WithRegisterer sets where metrics are registered. The default is a new
+// registry of the relay's own, served by (*Relay).MetricsHandler; the
+// global default registry is never used unless passed here.
+func WithRegisterer(r prometheus.Registerer) Option {
+	return func(c *config) error { c.registerer = r; return nil }
+}
+
+// WithTransport sets the RoundTripper for upstream requests. The default
+// is an http.Transport tuned for many long streams, with its own
+// connection pool and with transparent decompression disabled so that
+// compressed bodies pass through byte for byte. Connect timeouts are
+// enforced by the relay, whatever the transport.
+func WithTransport(t http.RoundTripper) Option {
+	return func(c *config) error { c.transport = t; return nil }
+}
+
+// WithLogger sets the logger. The default discards logs. Logs never
+// contain credentials, request bodies or upstream URLs' queries.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error { c.logger = l; return nil }
+}
+
+// WithClock sets the clock. The default is the system clock.
+func WithClock(k Clock) Option {
+	return func(c *config) error { c.clock = k; return nil }
+}
+
+// WithMaxBodyBytes bounds request bodies; larger ones get 413. Default
+// 10 MiB.
+func WithMaxBodyBytes(n int64) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return fmt.Errorf("relay: max body size %d is not positive", n)
+		}
+		c.maxBody = n
+		return nil
+	}
+}
+
+// WithTimeouts sets default upstream timeouts; routes override them field
+// by field. The default is no timeout at all but the client's own.
+func WithTimeouts(t Timeouts) Option {
+	return func(c *config) error { c.timeouts = t; return nil }
+}
+
+// WithClientWriteTimeout bounds how long one write to a client may block.
+// The relay extends the host server's write deadline as a stream
+// progresses, so a server WriteTimeout never cuts a healthy stream; a
+// client that stops reading for this long is dropped. Default 30s.
+func WithClientWriteTimeout(d time.Duration) Option {
+	return func(c *config) error { c.writeTimeout = d; return nil }
+}
+
+// WithErrorShape sets the shape of the errors the relay itself emits.
+// The default, ShapeAuto, uses the route's provider (Anthropic style on
+// Anthropic routes, OpenAI style elsewhere) and, before a route is known,
+// the request's own signals (an anthropic-version header).
+func WithErrorShape(s ErrorShape) Option {
+	return func(c *config) error { c.shape = s; return nil }
+}
+
+// WithIncludeUsage says whether streaming OpenAI-style chat requests get
+// "stream_options": {"include_usage": true} added, so that their usage is
+// always known. On by default. The extra usage-only chunk (with empty
+// "choices") then reaches clients that did not ask for it; the official
+// SDKs accept it.
+func WithIncludeUsage(on bool) Option {
+	return func(c *config) error { c.usage.includeUsage = on; return nil }
+}
+
+// WithDefaultMaxTokens is the output budget reserved against token limits
+// for a request that names no max_tokens. Default 4096.
+func WithDefaultMaxTokens(n int64) Option {
+	return func(c *config) error { c.usage.defaultMaxTokens = n; return nil }
+}
+
+// WithModels names the models that get their own metric label; any other
+// model is labelled "other", which keeps label cardinality bounded.
+func WithModels(models ...string) Option {
+	return func(c *config) error { c.metricsModels = append(c.metricsModels, models...); return nil }
+}

@@ -1,0 +1,556 @@
+// Package relay is a streaming gateway for LLM and TTS APIs that mounts in
+// any Go HTTP server.
+//
+// A Relay is an http.Handler. Each request is authenticated, rate limited,
+// resolved to an upstream whose credentials are injected, and its response
+// is streamed back byte for byte (server-sent events event by event, audio
+// chunk by chunk, JSON whole); then metrics are updated and one Record is
+// written. Four small interfaces make it pluggable — Authenticator, Limiter,
+// UpstreamResolver and Recorder — each with a Func adapter and a built-in
+// default, so that
+//
+//	relay.New(relay.WithRoutes(...), relay.WithAPIKeys(...))
+//
+// is a complete gateway.
+//
+// The relay holds no global state: metrics go to an injected (or its own)
+// Prometheus registry, and the clock, logger and transport are options.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Relay is the gateway handler. Create it with New; it is safe for
+// concurrent use.
+type Relay struct {
+	cfg       config
+	auth      Authenticator
+	resolver  UpstreamResolver
+	limiter   Limiter
+	settler   TokenSettler // nil when the limiter keeps no token budgets
+	recorder  Recorder
+	async     *AsyncRecorder // nil when records are discarded
+	metrics   *metrics
+	gatherer  prometheus.Gatherer
+	transport http.RoundTripper
+	log       *slog.Logger
+	clock     Clock
+	models    map[string]bool
+	bufs      sync.Pool // *[]byte of copyBufSize
+
+	mu       sync.Mutex
+	draining bool
+	inflight int
+	idle     chan struct{} // closed when inflight drops to 0 while draining
+
+	stopCtx context.Context // cancelled when Shutdown gives up waiting
+	stop    context.CancelCauseFunc
+}
+
+// copyBufSize is the read size from upstreams. Reads return what has
+// arrived, so a small SSE event is relayed as soon as it is read.
+const copyBufSize = 32 << 10
+
+// New builds a Relay. It fails when the options are invalid, when no
+// authenticator is configured, or when a route names an environment
+// variable that is empty.
+func New(opts ...Option) (*Relay, error) {
+	c := defaultConfig()
+	for _, o := range opts {
+		if err := o(&c); err != nil {
+			return nil, err
+		}
+	}
+	rl := &Relay{cfg: c, clock: c.clock, log: c.logger, transport: c.transport, limiter: c.limiter}
+	if rl.clock == nil {
+		rl.clock = systemClock{}
+	}
+	if rl.log == nil {
+		rl.log = slog.New(slog.DiscardHandler)
+	}
+	if rl.transport == nil {
+		rl.transport = defaultTransport()
+	}
+	if rl.limiter == nil {
+		rl.limiter = noLimit{}
+	}
+	rl.settler, _ = rl.limiter.(TokenSettler)
+
+	switch {
+	case c.auth != nil:
+		rl.auth = c.auth
+	case len(c.keys) > 0:
+		a, err := NewStaticKeys(c.keys...)
+		if err != nil {
+			return nil, err
+		}
+		rl.auth = a
+	default:
+		return nil, errors.New("relay: no authenticator: use WithAPIKeys or WithAuthenticator")
+	}
+
+	switch {
+	case c.resolver != nil:
+		rl.resolver = c.resolver
+	case len(c.routes) > 0:
+		t, err := NewRouteTable(c.routes, rl.clock)
+		if err != nil {
+			return nil, err
+		}
+		rl.resolver = t
+	default:
+		return nil, errors.New("relay: no routes: use WithRoutes or WithResolver")
+	}
+
+	reg := c.registerer
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		reg, rl.gatherer = r, r
+	} else if g, ok := reg.(prometheus.Gatherer); ok {
+		rl.gatherer = g
+	}
+	rl.metrics = newMetrics(reg)
+
+	switch r := c.recorder.(type) {
+	case nil, NopRecorder:
+		rl.recorder = NopRecorder{}
+	case *AsyncRecorder:
+		rl.async, rl.recorder = r, r
+	default:
+		o := c.asyncOpt
+		o.Registerer = reg
+		o.OnError = rl.storageError
+		rl.async = NewAsyncRecorder(r, o)
+		rl.recorder = rl.async
+	}
+
+	rl.models = make(map[string]bool, len(c.metricsModels))
+	for _, m := range c.metricsModels {
+		rl.models[m] = true
+	}
+	rl.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
+	rl.stopCtx, rl.stop = context.WithCancelCause(context.Background())
+	return rl, nil
+}
+
+// storageError counts and logs a failed record write.
+func (rl *Relay) storageError(err error) {
+	rl.metrics.errors.WithLabelValues("", string(ErrTypeStorage)).Inc()
+	rl.log.Warn("relay: writing records failed", "error", err)
+}
+
+// ServeHTTP implements http.Handler.
+func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ex := exchange{rl: rl, w: w, r: r}
+	ex.rec.Start = rl.clock.Now()
+	ex.rec.RequestID = requestID(r)
+	ex.rec.Method = r.Method
+	ex.rec.Path = r.URL.Path
+	ex.route = "none"
+	w.Header().Set("X-Request-Id", ex.rec.RequestID)
+	defer ex.finish()
+	ex.serve()
+}
+
+// serve runs the pipeline; finish, deferred by the caller, records it
+// whatever happens, a panic included.
+func (ex *exchange) serve() {
+	rl, r := ex.rl, ex.r
+	if !rl.enter() {
+		ex.shape = shapeFor(rl.cfg.shape, r, nil)
+		ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeShuttingDown, "The gateway is shutting down; retry on another instance."})
+		return
+	}
+	ex.entered = true
+
+	target, rerr := rl.resolver.Resolve(r)
+	if rerr == nil && (target == nil || len(target.Backends) == 0) {
+		rerr = fmt.Errorf("%w: resolver returned no backend", ErrNoRoute)
+	}
+	if rerr == nil {
+		ex.target = target
+		ex.route = target.Route
+		ex.rec.Route = target.Route
+		ex.rec.Provider = target.Provider
+		ex.rec.Kind = target.Kind
+	}
+	ex.shape = shapeFor(rl.cfg.shape, r, ex.target)
+	rl.metrics.active.WithLabelValues(ex.route).Inc()
+	ex.counted = true
+
+	id, aerr := rl.auth.Authenticate(r)
+	if aerr != nil {
+		if !isUnauthenticated(aerr) {
+			rl.log.Warn("relay: authenticator failed", "request_id", ex.rec.RequestID, "error", aerr)
+		}
+		ex.fail(relayError{http.StatusUnauthorized, ErrTypeAuth, "Invalid or missing API key."})
+		return
+	}
+	ex.id = id
+	ex.rec.Tenant, ex.rec.KeyID, ex.rec.Labels = id.Tenant, id.KeyID, id.Labels
+
+	if rerr != nil {
+		if !errors.Is(rerr, ErrNoRoute) {
+			rl.log.Warn("relay: resolver failed", "request_id", ex.rec.RequestID, "error", rerr)
+		}
+		ex.fail(relayError{http.StatusNotFound, ErrTypeNoRoute, "No route serves this path."})
+		return
+	}
+
+	body, rerr2 := ex.readBody()
+	if rerr2 != nil {
+		return // readBody answered
+	}
+	ex.body = body
+	// A host server's ReadTimeout would otherwise fire in net/http's
+	// background read during a long stream and cancel the request.
+	_ = http.NewResponseController(ex.w).SetReadDeadline(time.Time{})
+	ex.inspectRequest()
+
+	if !ex.admit() {
+		return
+	}
+	ex.forward()
+}
+
+// exchange is the state of one request as it moves through the pipeline.
+type exchange struct {
+	rl *Relay
+	w  http.ResponseWriter
+	r  *http.Request
+
+	rec     Record
+	route   string // metric label: the route name, "none" before one is known
+	target  *Target
+	shape   ErrorShape
+	id      Identity
+	body    []byte
+	entered bool // counted in rl.inflight
+	counted bool // counted in relay_active_connections
+
+	limitReq LimitRequest // what was reserved, for settlement
+	reserved bool
+
+	req    requestFacts
+	stream streamFacts
+
+	now        time.Time // clock reading of the current read from upstream
+	deadline   time.Time // the client write deadline last set
+	noDeadline bool      // the ResponseWriter cannot set deadlines
+}
+
+// fail answers with a relay error before any byte of a response was sent.
+func (ex *exchange) fail(e relayError) {
+	ex.rec.Status = e.status
+	ex.rec.ErrorType = e.typ
+	writeError(ex.w, ex.shape, e)
+}
+
+// readBody reads the request body up to the size limit. The body is held
+// in memory so that it can be sent with a Content-Length (which also
+// sidesteps golang/go#40747) and resent on failover.
+func (ex *exchange) readBody() ([]byte, error) {
+	r, max := ex.r, ex.rl.cfg.maxBody
+	tooLarge := relayError{http.StatusRequestEntityTooLarge, ErrTypeBodyTooLarge,
+		"Request body is larger than the gateway accepts (" + strconv.FormatInt(max, 10) + " bytes)."}
+	if r.ContentLength > max {
+		ex.fail(tooLarge)
+		return nil, errTooLarge
+	}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil, nil
+	}
+	size := r.ContentLength
+	if size < 0 {
+		size = 512
+	}
+	buf := make([]byte, 0, size+1)
+	lr := io.LimitReader(r.Body, max+1)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if r.Context().Err() != nil {
+				ex.clientGone()
+			} else {
+				ex.fail(relayError{http.StatusBadRequest, ErrTypeBadRequest, "The request body could not be read."})
+			}
+			return nil, err
+		}
+	}
+	ex.rec.BytesIn = int64(len(buf))
+	if int64(len(buf)) > max {
+		ex.fail(tooLarge)
+		return nil, errTooLarge
+	}
+	return buf, nil
+}
+
+const errTooLarge = Error("request body too large")
+
+// clientGone marks the exchange as abandoned by the client.
+func (ex *exchange) clientGone() {
+	ex.rec.ClientGone = true
+	ex.rec.Status = StatusClientClosedRequest
+	ex.rec.ErrorType = ErrTypeClientCanceled
+}
+
+// StatusClientClosedRequest is the status recorded when the client went
+// away before the response was complete (nginx's convention).
+const StatusClientClosedRequest = 499
+
+// admit asks the limiter. It answers and returns false when the request
+// must not proceed.
+func (ex *exchange) admit() bool {
+	rl := ex.rl
+	ex.limitReq = LimitRequest{Identity: ex.id, Route: ex.route, Now: ex.rec.Start,
+		Cost: Cost{Requests: 1, Tokens: ex.req.tokenEstimate}}
+	d, err := rl.limiter.Allow(ex.r.Context(), ex.limitReq)
+	if err != nil {
+		rl.metrics.errors.WithLabelValues(ex.route, string(ErrTypeLimiter)).Inc()
+		rl.log.Warn("relay: limiter failed", "request_id", ex.rec.RequestID, "fail_open", rl.cfg.failOpen, "error", err)
+		if rl.cfg.failOpen {
+			return true
+		}
+		ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeLimiter, "Rate limiting is unavailable; retry shortly."})
+		return false
+	}
+	setQuotaHeaders(ex.w.Header(), d)
+	if !d.Allowed {
+		rl.metrics.limited.WithLabelValues(ex.route, d.Reason).Inc()
+		if d.RetryAfter > 0 {
+			secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
+			ex.w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		}
+		msg := "Rate limit exceeded: too many requests."
+		if d.Reason == "tokens" {
+			msg = "Rate limit exceeded: token budget exhausted."
+		}
+		ex.fail(relayError{http.StatusTooManyRequests, ErrTypeRateLimited, msg})
+		return false
+	}
+	ex.reserved = ex.limitReq.Cost.Tokens > 0 && rl.settler != nil
+	return true
+}
+
+// setQuotaHeaders sets OpenAI-style x-ratelimit-* headers for the budgets
+// the decision reports.
+func setQuotaHeaders(h http.Header, d Decision) {
+	set := func(kind string, q Quota) {
+		if q.Limit <= 0 {
+			return
+		}
+		h.Set("X-Ratelimit-Limit-"+kind, strconv.FormatInt(q.Limit, 10))
+		h.Set("X-Ratelimit-Remaining-"+kind, strconv.FormatInt(q.Remaining, 10))
+		h.Set("X-Ratelimit-Reset-"+kind, formatReset(q.Reset))
+	}
+	set("Requests", d.Requests)
+	set("Tokens", d.Tokens)
+}
+
+// formatReset renders a duration as OpenAI does ("1s", "6m0s", "20ms").
+func formatReset(d time.Duration) string {
+	if d < time.Second {
+		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	}
+	return d.Round(time.Second).String()
+}
+
+// finish records the exchange. It runs deferred, so a panic (such as
+// http.ErrAbortHandler for an interrupted binary stream) still records.
+func (ex *exchange) finish() {
+	rl := ex.rl
+	now := rl.clock.Now()
+	ex.rec.Duration = now.Sub(ex.rec.Start)
+	if ex.rec.Status == 0 {
+		// The handler ended without a status: only a panic gets here.
+		ex.rec.Status = http.StatusInternalServerError
+	}
+	if ex.entered {
+		defer rl.leave()
+	}
+	if ex.counted {
+		rl.metrics.active.WithLabelValues(ex.route).Dec()
+	}
+	ex.observeUsage()
+	m := rl.metrics
+	m.requests.WithLabelValues(ex.route, statusClass(ex.rec.Status)).Inc()
+	m.duration.WithLabelValues(ex.route).Observe(ms(ex.rec.Duration))
+	if ex.rec.ErrorType != ErrTypeNone {
+		m.errors.WithLabelValues(ex.route, string(ex.rec.ErrorType)).Inc()
+	}
+	if ex.reserved {
+		// A failed request generated nothing and gets its reservation back;
+		// a successful one whose usage went unreported keeps the estimate.
+		used := ex.rec.Usage.Total()
+		if used == 0 && ex.rec.Status < 400 {
+			used = ex.limitReq.Cost.Tokens
+		}
+		req := ex.limitReq
+		req.Now = now
+		if err := rl.settler.Settle(context.WithoutCancel(ex.r.Context()), req, used); err != nil {
+			rl.metrics.errors.WithLabelValues(ex.route, string(ErrTypeLimiter)).Inc()
+			rl.log.Warn("relay: settling tokens failed", "request_id", ex.rec.RequestID, "error", err)
+		}
+	}
+	_ = rl.recorder.Record(ex.r.Context(), ex.rec)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// enter admits a request unless the relay is draining.
+func (rl *Relay) enter() bool {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if rl.draining {
+		return false
+	}
+	rl.inflight++
+	return true
+}
+
+func (rl *Relay) leave() {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	rl.inflight--
+	if rl.inflight == 0 && rl.idle != nil {
+		close(rl.idle)
+		rl.idle = nil
+	}
+}
+
+// ErrDraining is returned by Ready once Shutdown has begun.
+const ErrDraining = Error("relay: shutting down")
+
+// errShutdown is the cause given to streams cut by Shutdown.
+const errShutdown = Error("relay: shutdown deadline reached")
+
+// Shutdown stops the relay gracefully: new requests get 503 at once; live
+// streams run on until they finish or ctx ends, when they are ended with
+// an error event (or aborted, for binary streams); then queued records are
+// written. It returns ctx's error if streams had to be cut, or the record
+// queue's error if records could not be written. Call it before the host
+// server's own Shutdown, which would otherwise wait on the streams.
+func (rl *Relay) Shutdown(ctx context.Context) error {
+	rl.mu.Lock()
+	rl.draining = true
+	var idle chan struct{}
+	if rl.inflight > 0 {
+		if rl.idle == nil {
+			rl.idle = make(chan struct{})
+		}
+		idle = rl.idle
+	}
+	rl.mu.Unlock()
+
+	var err error
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			err = ctx.Err()
+			rl.stop(errShutdown)
+			// Cut streams end at their next read; a handler blocked on a
+			// client write is bounded by the client write timeout.
+			t := time.NewTimer(rl.cfg.writeTimeout + time.Second)
+			select {
+			case <-idle:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+	if rl.async != nil {
+		fctx := ctx
+		if ctx.Err() != nil {
+			var cancel context.CancelFunc
+			fctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+		}
+		if cerr := rl.async.Close(fctx); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// Ready reports whether the relay should receive traffic: it is not
+// draining, and its limiter and recorder (when they implement
+// HealthChecker) are healthy.
+func (rl *Relay) Ready(ctx context.Context) error {
+	rl.mu.Lock()
+	draining := rl.draining
+	rl.mu.Unlock()
+	if draining {
+		return ErrDraining
+	}
+	if hc, ok := rl.limiter.(HealthChecker); ok {
+		if err := hc.Healthy(ctx); err != nil {
+			return fmt.Errorf("limiter: %w", err)
+		}
+	}
+	if hc, ok := rl.recorder.(HealthChecker); ok {
+		if err := hc.Healthy(ctx); err != nil {
+			return fmt.Errorf("recorder: %w", err)
+		}
+	}
+	return nil
+}
+
+// HealthzHandler answers 200 "ok" while the process is alive.
+func (rl *Relay) HealthzHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+}
+
+// ReadyzHandler answers 200 "ready" when Ready returns nil and 503 with
+// the reason otherwise. The reason names the failing component, never a
+// secret.
+func (rl *Relay) ReadyzHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := rl.Ready(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "not ready: "+err.Error()+"\n")
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+}
+
+// MetricsHandler serves the relay's metrics in the Prometheus format. It
+// serves the relay's own registry, or the Registerer given to
+// WithRegisterer when that is also a Gatherer (a *prometheus.Registry is);
+// otherwise it answers 404, and the host serves its registry itself.
+func (rl *Relay) MetricsHandler() http.Handler {
+	if rl.gatherer == nil {
+		return http.NotFoundHandler()
+	}
+	return promhttp.HandlerFor(rl.gatherer, promhttp.HandlerOpts{})
+}
+
+// Recorder returns the queue records go through, so that hosts can Flush
+// it; nil when records are discarded.
+func (rl *Relay) Recorder() *AsyncRecorder { return rl.async }

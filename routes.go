@@ -1,0 +1,501 @@
+package relay
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// StreamKind says how a response body is relayed.
+type StreamKind string
+
+// Stream kinds.
+const (
+	// KindAuto picks by the response Content-Type: text/event-stream is SSE,
+	// audio/* and application/octet-stream are audio, anything else JSON.
+	KindAuto StreamKind = "auto"
+	// KindSSE relays server-sent events, flushing after every read.
+	KindSSE StreamKind = "sse"
+	// KindAudio relays binary chunks (TTS audio), flushing after every read.
+	KindAudio StreamKind = "audio"
+	// KindJSON relays a complete body, keeping its Content-Length.
+	KindJSON StreamKind = "json"
+)
+
+// Provider names the API family behind a route. It selects the error shape
+// and how usage is read from responses.
+type Provider string
+
+// Providers.
+const (
+	ProviderOpenAI    Provider = "openai"    // OpenAI and OpenAI-compatible APIs
+	ProviderAzure     Provider = "azure"     // Azure OpenAI
+	ProviderAnthropic Provider = "anthropic" // Anthropic Messages
+	ProviderAzureTTS  Provider = "azure-tts" // Azure Speech REST text to speech
+)
+
+// Timeouts bound an upstream exchange. A zero field means no limit.
+//
+// None of them is http.Client.Timeout, which would cut long streams: a
+// healthy stream that keeps sending is bounded only by Total.
+type Timeouts struct {
+	// Connect bounds dialing and the TLS handshake.
+	Connect time.Duration
+	// FirstByte bounds the wait for the response headers, counted from
+	// when the request is sent.
+	FirstByte time.Duration
+	// Idle bounds the silence between two reads of the response body.
+	Idle time.Duration
+	// Total bounds the whole exchange, streaming included.
+	Total time.Duration
+}
+
+// merge fills t's zero fields from d.
+func (t Timeouts) merge(d Timeouts) Timeouts {
+	if t.Connect == 0 {
+		t.Connect = d.Connect
+	}
+	if t.FirstByte == 0 {
+		t.FirstByte = d.FirstByte
+	}
+	if t.Idle == 0 {
+		t.Idle = d.Idle
+	}
+	if t.Total == 0 {
+		t.Total = d.Total
+	}
+	return t
+}
+
+// Upstream is one backend of a route.
+type Upstream struct {
+	// Name labels the upstream in metrics and records. Empty means the URL's
+	// host.
+	Name string
+	// URL is the base URL; the request path is appended to its path.
+	URL string
+	// AuthHeader is the header that carries the upstream credential, such
+	// as "Authorization", "x-api-key", "api-key" or
+	// "Ocp-Apim-Subscription-Key". An Authorization value gets "Bearer "
+	// prepended. Empty means no credential is injected.
+	AuthHeader string
+	// AuthValue is the credential itself. It is a secret: it is never
+	// logged, recorded or returned.
+	AuthValue string
+	// AuthEnv names an environment variable holding the credential, read
+	// once by New. Used when AuthValue is empty.
+	AuthEnv string
+	// Keys is a pool of credentials used in turn, for spreading load over
+	// several upstream accounts. When set, it replaces AuthValue/AuthEnv.
+	Keys []string
+	// Weight is the upstream's share in weighted selection. Zero means 1.
+	Weight int
+}
+
+// Route maps a path prefix to upstreams.
+type Route struct {
+	// Name labels the route in metrics and records. Required and unique.
+	Name string
+	// Prefix is matched against the request path on whole segments: "/v1"
+	// matches "/v1" and "/v1/chat" but not "/v1x". The longest match wins.
+	Prefix string
+	// StripPrefix removes Prefix from the forwarded path.
+	StripPrefix bool
+	// RewritePrefix, when set, replaces Prefix in the forwarded path.
+	RewritePrefix string
+
+	// Upstream, AuthHeader, AuthValue and AuthEnv describe a single upstream
+	// in short form; they are ignored when Upstreams is set.
+	Upstream   string
+	AuthHeader string
+	AuthValue  string
+	AuthEnv    string
+	// Upstreams lists the backends for failover, tried in order of
+	// preference. See Upstream.
+	Upstreams []Upstream
+
+	// Kind says how responses are relayed. Empty means KindAuto.
+	Kind StreamKind
+	// Provider selects the error shape and usage extraction. Empty means
+	// ProviderOpenAI.
+	Provider Provider
+	// Headers are set on every upstream request, after the client's own
+	// (for example a default "anthropic-version").
+	Headers map[string]string
+	// Timeouts override the relay's defaults field by field.
+	Timeouts Timeouts
+	// MaxAttempts bounds how many backends one request may try before the
+	// first byte reaches the client. Zero means one per upstream, at most 3.
+	MaxAttempts int
+}
+
+// Target is a resolved request: where it goes and how it is relayed.
+type Target struct {
+	// Route names the matched route; it is the metric label.
+	Route    string
+	Kind     StreamKind
+	Provider Provider
+	Timeouts Timeouts
+	// Backends are tried in order until one answers with something other
+	// than a connection error, a timeout, a 429 or a 5xx; at most
+	// MaxAttempts of them. There is at least one.
+	Backends    []Backend
+	MaxAttempts int
+}
+
+// Backend is one concrete upstream request.
+type Backend struct {
+	// Name labels the upstream in metrics and records.
+	Name string
+	// URL is the full URL to send the request to.
+	URL *url.URL
+	// Header is set on the upstream request after the client's headers,
+	// replacing those of the same name. It carries credentials: never log it.
+	Header http.Header
+	// Done, if not nil, is told how the attempt went, so that a resolver can
+	// rest a failing key.
+	Done func(AttemptResult)
+}
+
+// AttemptResult is the outcome of one upstream attempt.
+type AttemptResult struct {
+	// Status is the upstream's status, 0 when Err is not nil.
+	Status int
+	// Err is the transport error, if any. It may contain the upstream URL:
+	// do not show it to clients.
+	Err error
+	// RetryAfter is the upstream's Retry-After, when it sent one.
+	RetryAfter time.Duration
+}
+
+// UpstreamResolver picks the target of a request.
+//
+// Resolve must be safe for concurrent use and must not read the body. It
+// returns an error wrapping ErrNoRoute when nothing serves the path; the
+// relay answers 404.
+type UpstreamResolver interface {
+	Resolve(r *http.Request) (*Target, error)
+}
+
+// UpstreamResolverFunc adapts a function to the UpstreamResolver interface.
+type UpstreamResolverFunc func(r *http.Request) (*Target, error)
+
+// Resolve calls f(r).
+func (f UpstreamResolverFunc) Resolve(r *http.Request) (*Target, error) { return f(r) }
+
+// ErrNoRoute is wrapped by resolver errors meaning no route serves a path.
+const ErrNoRoute = Error("no route")
+
+// RouteTable is the built-in UpstreamResolver. It is immutable after
+// NewRouteTable and safe for concurrent use.
+type RouteTable struct {
+	routes []*compiledRoute // longest prefix first
+	clock  Clock
+}
+
+type compiledRoute struct {
+	Route
+	prefix   string
+	backends []*backendPool
+	maxTries int
+	cursor   uint64
+	mu       sync.Mutex
+}
+
+// backendPool is one Upstream with its key pool and resting state.
+type backendPool struct {
+	name   string
+	base   *url.URL
+	header string
+	keys   []poolKey
+	weight int
+
+	mu   sync.Mutex // guards next and keys' resting state
+	next int
+}
+
+type poolKey struct {
+	value     string // the header value, with "Bearer " when needed
+	restUntil time.Time
+	failures  int
+}
+
+// NewRouteTable validates routes and compiles them into a resolver.
+// Environment variables named by AuthEnv are read here, once.
+func NewRouteTable(routes []Route, clock Clock) (*RouteTable, error) {
+	if clock == nil {
+		clock = systemClock{}
+	}
+	t := &RouteTable{clock: clock}
+	names := map[string]bool{}
+	prefixes := map[string]string{}
+	for i, r := range routes {
+		if r.Name == "" {
+			return nil, fmt.Errorf("relay: route %d has no name", i)
+		}
+		if names[r.Name] {
+			return nil, fmt.Errorf("relay: route name %q is used twice", r.Name)
+		}
+		names[r.Name] = true
+		p := normalizePrefix(r.Prefix)
+		if !strings.HasPrefix(p, "/") {
+			return nil, fmt.Errorf("relay: route %q: prefix %q must start with /", r.Name, r.Prefix)
+		}
+		if other, dup := prefixes[p]; dup {
+			return nil, fmt.Errorf("relay: routes %q and %q have the same prefix %q", other, r.Name, p)
+		}
+		prefixes[p] = r.Name
+		switch r.Kind {
+		case "":
+			r.Kind = KindAuto
+		case KindAuto, KindSSE, KindAudio, KindJSON:
+		default:
+			return nil, fmt.Errorf("relay: route %q: unknown kind %q (want auto, sse, audio or json)", r.Name, r.Kind)
+		}
+		switch r.Provider {
+		case "":
+			r.Provider = ProviderOpenAI
+		case ProviderOpenAI, ProviderAzure, ProviderAnthropic, ProviderAzureTTS:
+		default:
+			return nil, fmt.Errorf("relay: route %q: unknown provider %q", r.Name, r.Provider)
+		}
+		ups := r.Upstreams
+		if len(ups) == 0 {
+			if r.Upstream == "" {
+				return nil, fmt.Errorf("relay: route %q has no upstream", r.Name)
+			}
+			ups = []Upstream{{URL: r.Upstream, AuthHeader: r.AuthHeader, AuthValue: r.AuthValue, AuthEnv: r.AuthEnv}}
+		}
+		cr := &compiledRoute{Route: r, prefix: p}
+		for j, u := range ups {
+			bp, err := compileUpstream(u)
+			if err != nil {
+				return nil, fmt.Errorf("relay: route %q upstream %d: %w", r.Name, j, err)
+			}
+			cr.backends = append(cr.backends, bp)
+		}
+		cr.maxTries = r.MaxAttempts
+		if cr.maxTries <= 0 {
+			cr.maxTries = min(3, len(cr.backends))
+		}
+		t.routes = append(t.routes, cr)
+	}
+	sort.SliceStable(t.routes, func(i, j int) bool { return len(t.routes[i].prefix) > len(t.routes[j].prefix) })
+	return t, nil
+}
+
+func normalizePrefix(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if len(p) > 1 {
+		p = strings.TrimRight(p, "/")
+		if p == "" {
+			p = "/"
+		}
+	}
+	return p
+}
+
+func compileUpstream(u Upstream) (*backendPool, error) {
+	base, err := url.Parse(u.URL)
+	if err != nil || base.Scheme == "" || base.Host == "" {
+		// The URL may hold a secret (a key in the query): do not echo it.
+		return nil, fmt.Errorf("upstream URL is not an absolute http(s) URL")
+	}
+	if base.Scheme != "http" && base.Scheme != "https" {
+		return nil, fmt.Errorf("upstream URL scheme %q is not http or https", base.Scheme)
+	}
+	bp := &backendPool{name: u.Name, base: base, header: http.CanonicalHeaderKey(u.AuthHeader), weight: max(1, u.Weight)}
+	if bp.name == "" {
+		bp.name = base.Host
+	}
+	secrets := u.Keys
+	if len(secrets) == 0 {
+		v := u.AuthValue
+		if v == "" && u.AuthEnv != "" {
+			v = os.Getenv(u.AuthEnv)
+			if v == "" {
+				return nil, fmt.Errorf("environment variable %s is empty or unset", u.AuthEnv)
+			}
+		}
+		if v != "" {
+			secrets = []string{v}
+		}
+	}
+	if len(secrets) > 0 && bp.header == "" {
+		return nil, fmt.Errorf("a credential is set but auth header is empty")
+	}
+	for _, s := range secrets {
+		if bp.header == "Authorization" && !strings.HasPrefix(s, "Bearer ") {
+			s = "Bearer " + s
+		}
+		bp.keys = append(bp.keys, poolKey{value: s})
+	}
+	return bp, nil
+}
+
+// match returns the route serving path, or nil.
+func (t *RouteTable) match(path string) *compiledRoute {
+	for _, r := range t.routes {
+		if r.prefix == "/" || path == r.prefix ||
+			(strings.HasPrefix(path, r.prefix) && path[len(r.prefix)] == '/') {
+			return r
+		}
+	}
+	return nil
+}
+
+// Resolve implements UpstreamResolver.
+func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
+	path := r.URL.Path
+	if hasDotSegment(path) {
+		return nil, fmt.Errorf("%w: path has dot segments", ErrNoRoute)
+	}
+	cr := t.match(path)
+	if cr == nil {
+		return nil, fmt.Errorf("%w for %s", ErrNoRoute, path)
+	}
+	fwd := r.URL.EscapedPath()
+	if cr.StripPrefix || cr.RewritePrefix != "" {
+		// Work on the escaped path; the prefix is plain ASCII in practice,
+		// so its escaped and unescaped forms agree.
+		rest := strings.TrimPrefix(fwd, cr.prefix)
+		if cr.prefix == "/" {
+			rest = fwd
+		}
+		fwd = strings.TrimRight(cr.RewritePrefix, "/") + rest
+		if !strings.HasPrefix(fwd, "/") {
+			fwd = "/" + fwd
+		}
+	}
+	tg := &Target{
+		Route:       cr.Name,
+		Kind:        cr.Kind,
+		Provider:    cr.Provider,
+		Timeouts:    cr.Timeouts,
+		MaxAttempts: cr.maxTries,
+	}
+	tg.Backends = cr.pick(t.clock.Now(), fwd, r.URL.RawQuery)
+	return tg, nil
+}
+
+// pick orders the route's backends for one request: weighted round robin
+// for the first choice, then the others in order, each with its next
+// non-resting key.
+func (cr *compiledRoute) pick(now time.Time, path, query string) []Backend {
+	cr.mu.Lock()
+	slot0 := cr.cursor
+	cr.cursor++
+	cr.mu.Unlock()
+	n := len(cr.backends)
+	total := 0
+	for _, b := range cr.backends {
+		total += b.weight
+	}
+	slot := int(slot0 % uint64(total))
+	first := 0
+	for i, b := range cr.backends {
+		if slot < b.weight {
+			first = i
+			break
+		}
+		slot -= b.weight
+	}
+	out := make([]Backend, 0, n)
+	for k := range n {
+		b := cr.backends[(first+k)%n]
+		out = append(out, b.backend(now, path, query, cr.Headers))
+	}
+	return out
+}
+
+func (b *backendPool) backend(now time.Time, path, query string, extra map[string]string) Backend {
+	u := *b.base
+	u.Path = strings.TrimRight(b.base.Path, "/") + mustUnescape(path)
+	u.RawPath = strings.TrimRight(b.base.EscapedPath(), "/") + path
+	if u.RawPath == u.EscapedPath() {
+		u.RawPath = ""
+	}
+	switch {
+	case b.base.RawQuery == "":
+		u.RawQuery = query
+	case query != "":
+		u.RawQuery = b.base.RawQuery + "&" + query
+	}
+	h := make(http.Header, len(extra)+1)
+	for k, v := range extra {
+		h.Set(k, v)
+	}
+	be := Backend{Name: b.name, URL: &u, Header: h}
+	if len(b.keys) == 0 {
+		return be
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// Next key that is not resting; if all rest, the one resting least long.
+	idx := -1
+	for k := range len(b.keys) {
+		i := (b.next + k) % len(b.keys)
+		if !b.keys[i].restUntil.After(now) {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		idx = 0
+		for i := range b.keys {
+			if b.keys[i].restUntil.Before(b.keys[idx].restUntil) {
+				idx = i
+			}
+		}
+	}
+	b.next = idx + 1
+	h.Set(b.header, b.keys[idx].value)
+	be.Done = func(a AttemptResult) { b.report(idx, now, a) }
+	return be
+}
+
+// report rests a key after failures: 401, 429 and 5xx answers and
+// connection errors. A Retry-After rests it that long at once; otherwise
+// from the second failure in a row the rest doubles, up to a minute.
+func (b *backendPool) report(idx int, now time.Time, a AttemptResult) {
+	status := a.Status
+	failed := a.Err != nil || status == http.StatusTooManyRequests || status >= 500 || status == http.StatusUnauthorized
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k := &b.keys[idx]
+	if !failed {
+		k.failures = 0
+		return
+	}
+	k.failures++
+	if a.RetryAfter > 0 {
+		k.restUntil = now.Add(min(a.RetryAfter, 5*time.Minute))
+	} else if k.failures >= 2 {
+		rest := time.Second << min(k.failures-2, 6)
+		k.restUntil = now.Add(min(rest, time.Minute))
+	}
+}
+
+func hasDotSegment(p string) bool {
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+func mustUnescape(p string) string {
+	u, err := url.PathUnescape(p)
+	if err != nil {
+		return p
+	}
+	return u
+}

@@ -1,0 +1,179 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// maxObservedEvent bounds the bytes of one SSE event kept for observation
+// (usage is read from them). Longer events still pass through whole.
+const maxObservedEvent = 4 << 20
+
+// responseKind decides how to relay a response: an event stream is always
+// relayed as SSE, whatever the route says, so that no stream is ever
+// buffered; a route's kind decides the rest.
+func responseKind(route StreamKind, contentType string) StreamKind {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	switch {
+	case mt == "text/event-stream":
+		return KindSSE
+	case strings.HasPrefix(mt, "audio/") || mt == "application/octet-stream":
+		return KindAudio
+	case route == KindAudio:
+		return KindAudio
+	case route == KindSSE && mt == "":
+		return KindSSE
+	default:
+		return KindJSON
+	}
+}
+
+// relayResponse streams resp to the client. Each read from the upstream is
+// written and, for SSE and audio, flushed at once; SSE is parsed only after
+// the bytes are on their way, to observe events.
+func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
+	defer resp.Body.Close()
+	rl, w := ex.rl, ex.w
+	kind := responseKind(ex.target.Kind, resp.Header.Get("Content-Type"))
+	ex.rec.Kind = kind
+
+	h := w.Header()
+	copyHeaders(h, resp.Header, func(k string) bool { return k == "X-Request-Id" })
+	if v := resp.Header.Get("X-Request-Id"); v != "" {
+		h.Set("X-Upstream-Request-Id", v) // the provider's id, for support tickets
+	}
+	if kind == KindSSE {
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no") // tell nginx-style proxies not to buffer
+	}
+	ex.rec.Status = resp.StatusCode
+	if resp.StatusCode >= 400 {
+		ex.rec.ErrorType = ErrTypeUpstreamStatus
+	}
+	rc := http.NewResponseController(w)
+	ex.extendWriteDeadline(rc)
+	w.WriteHeader(resp.StatusCode)
+	flush := kind != KindJSON
+	if flush {
+		// Headers go out now: SDKs wait for them before reading events.
+		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			ex.clientGone()
+			return
+		}
+	}
+
+	var p *sseParser
+	if kind == KindSSE {
+		p = &sseParser{maxData: maxObservedEvent, onEvent: ex.onEvent}
+	}
+	ex.beginBody(kind, resp)
+
+	bufp := rl.bufs.Get().(*[]byte)
+	defer rl.bufs.Put(bufp)
+	buf := *bufp
+	a.touch()
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			a.touch()
+			chunk := buf[:n]
+			ex.now = rl.clock.Now()
+			if ex.rec.BytesOut == 0 {
+				ex.rec.TTFB = ex.now.Sub(ex.rec.Start)
+			}
+			ex.extendWriteDeadline(rc)
+			if _, werr := w.Write(chunk); werr != nil {
+				ex.clientGone()
+				return
+			}
+			ex.rec.BytesOut += int64(n)
+			if flush {
+				if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
+					ex.clientGone()
+					return
+				}
+			}
+			if p != nil {
+				p.feed(chunk)
+			} else {
+				ex.rec.Events++
+				ex.observeChunk(chunk)
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			ex.interrupted(a, kind, p, rc, err)
+			return
+		}
+	}
+	if p != nil {
+		ex.rec.Events = p.events
+	}
+}
+
+// interrupted ends a response whose upstream failed after the first byte:
+// an SSE stream gets a final error event; any other body is aborted, so
+// the client sees a truncated response rather than a clean end.
+func (ex *exchange) interrupted(a *attempt, kind StreamKind, p *sseParser, rc *http.ResponseController, err error) {
+	cause := context.Cause(a.ctx)
+	if ex.r.Context().Err() != nil {
+		ex.clientGone()
+		return
+	}
+	e := relayError{http.StatusBadGateway, ErrTypeStreamInterrupted, "The upstream stream was interrupted."}
+	switch {
+	case cause == errShutdown:
+		e = relayError{http.StatusServiceUnavailable, ErrTypeShuttingDown, "The gateway is shutting down; the stream was cut."}
+	case isTimeout(cause, err):
+		e = relayError{http.StatusGatewayTimeout, ErrTypeUpstreamTimeout, "The upstream stream stalled."}
+	}
+	ex.rec.ErrorType = e.typ
+	ex.rl.log.Warn("relay: upstream stream failed", "request_id", ex.rec.RequestID,
+		"route", ex.route, "upstream", ex.rec.Upstream, "error", safeError(err, cause))
+	if p == nil {
+		a.end()
+		panic(http.ErrAbortHandler)
+	}
+	ex.rec.Events = p.events
+	b := make([]byte, 0, 256)
+	// Close a half-written line or event first, so that the error event is
+	// parsed as an event of its own.
+	switch midLine, pending := p.midEvent(); {
+	case midLine:
+		b = append(b, "\n\n"...)
+	case pending:
+		b = append(b, '\n')
+	}
+	b = appendErrorEvent(b, ex.shape, e)
+	ex.extendWriteDeadline(rc)
+	if _, werr := ex.w.Write(b); werr == nil {
+		ex.rec.BytesOut += int64(len(b))
+		_ = rc.Flush()
+	}
+}
+
+// extendWriteDeadline keeps the host server's WriteTimeout from cutting a
+// healthy stream: before each write the deadline is pushed to
+// writeTimeout from now, but only once half of it is used, so most writes
+// touch no timer.
+func (ex *exchange) extendWriteDeadline(rc *http.ResponseController) {
+	wt := ex.rl.cfg.writeTimeout
+	if wt <= 0 || ex.noDeadline {
+		return
+	}
+	now := time.Now()
+	if !ex.deadline.IsZero() && ex.deadline.Sub(now) > wt/2 {
+		return
+	}
+	ex.deadline = now.Add(wt)
+	if err := rc.SetWriteDeadline(ex.deadline); err != nil {
+		ex.noDeadline = true // the writer cannot: stop trying
+	}
+}
