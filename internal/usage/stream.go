@@ -32,8 +32,15 @@ func NewStream(provider string) *Stream {
 
 // Reset prepares s for a new response from provider.
 func (s *Stream) Reset(provider string) {
-	*s = Stream{provider: provider, model: s.model[:0]}
+	model := s.model[:0]
+	if cap(model) > maxKeptModel {
+		model = nil // do not pin a freak buffer in a pool
+	}
+	*s = Stream{provider: provider, model: model}
 }
+
+// maxKeptModel bounds the model buffer Reset keeps for reuse.
+const maxKeptModel = 256
 
 // Usage returns the usage seen so far (the last report wins: providers
 // that repeat usage on every chunk send cumulative numbers).
@@ -152,7 +159,8 @@ func (s *Stream) chunk(d []byte) bool {
 			s.captureModel(member(d, "modelVersion")) // Gemini native
 		}
 	}
-	if hasObjectKey(d, `"usage"`) {
+	usage, usageMetadata := usageKeys(d)
+	if usage {
 		u := member(d, "usage")
 		if !isObject(u) {
 			u = member(member(d, "x_groq"), "usage") // Groq before mid-2024
@@ -161,7 +169,7 @@ func (s *Stream) chunk(d []byte) bool {
 			s.setOpenAI(u)
 		}
 	}
-	if hasObjectKey(d, `"usageMetadata"`) {
+	if usageMetadata {
 		if u := member(d, "usageMetadata"); isObject(u) {
 			s.setGemini(u)
 		}
@@ -172,6 +180,42 @@ func (s *Stream) chunk(d []byte) bool {
 		}
 	}
 	return content
+}
+
+// usageKeys reports whether d has a "usage" or a "usageMetadata" key with
+// an object value, in one scan since every chunk pays for it.
+func usageKeys(d []byte) (usage, usageMetadata bool) {
+	const prefix = `"usage`
+	for from := 0; from < len(d); {
+		j := bytes.Index(d[from:], []byte(prefix))
+		if j < 0 {
+			break
+		}
+		j += from + len(prefix)
+		from = j
+		meta := false
+		switch {
+		case j < len(d) && d[j] == '"':
+			j++
+		case bytes.HasPrefix(d[j:], []byte(`Metadata"`)):
+			j += len(`Metadata"`)
+			meta = true
+		default:
+			continue
+		}
+		j = skipWS(d, j)
+		if j >= len(d) || d[j] != ':' {
+			continue
+		}
+		if j = skipWS(d, j+1); j < len(d) && d[j] == '{' {
+			if meta {
+				usageMetadata = true
+			} else {
+				usage = true
+			}
+		}
+	}
+	return usage, usageMetadata
 }
 
 // chatContent reports whether a chat-style chunk carries generated output.

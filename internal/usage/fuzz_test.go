@@ -1,0 +1,54 @@
+package usage
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// The fuzz targets run their seeds in every `go test`; run them with
+// -fuzz to search further. They check that hostile input never panics and
+// that AddIncludeUsage only ever emits valid JSON.
+
+func FuzzEvent(f *testing.F) {
+	f.Add("", `{"choices":[{"delta":{"content":"x"}}],"usage":{"prompt_tokens":1}}`)
+	f.Add("message_start", `{"type":"message_start","message":{"model":"m","usage":{"input_tokens":1}}}`)
+	f.Add("response.completed", `{"type":"response.completed","response":{"model":"m","usage":{"input_tokens":1}}}`)
+	f.Add("error", `{"type":"error","error":{"type":"overloaded_error"}}`)
+	f.Add("", `{"usageMetadata":{"promptTokenCount":1},"error":{"code":1}}`)
+	f.Add("", `{"x_groq":{"usage":{"prompt_tokens":"\`)
+	f.Fuzz(func(t *testing.T, name, data string) {
+		s := NewStream(ProviderOpenAI)
+		s.Event([]byte(name), []byte(data), false)
+		s.Body([]byte(data), true)
+		s.Reset(ProviderAnthropic)
+		s.Event([]byte(name), []byte(data), true)
+		s.Body([]byte(data), false)
+		_ = ParseRequest(ProviderOpenAI, "/v1/audio/speech", "application/json", []byte(data))
+		_ = ParseRequest(ProviderAzureTTS, "/", "application/ssml+xml", []byte(data))
+	})
+}
+
+func FuzzAddIncludeUsage(f *testing.F) {
+	f.Add(`{"stream":true}`)
+	f.Add(`{"stream":true,"stream_options":{}}`)
+	f.Add(`{"stream":true,"stream_options":{"include_usage":false}}`)
+	f.Add(`{"stream":true,"stream_options":null}`)
+	f.Add(` { "stream" : true , "a" : [ "}" ] } `)
+	f.Fuzz(func(t *testing.T, body string) {
+		out, ok := AddIncludeUsage("/v1/chat/completions", []byte(body))
+		if !ok {
+			if string(out) != body {
+				t.Fatalf("ok=false but body changed: %q", out)
+			}
+			return
+		}
+		var v struct {
+			StreamOptions struct {
+				IncludeUsage bool `json:"include_usage"`
+			} `json:"stream_options"`
+		}
+		if err := json.Unmarshal(out, &v); err != nil || !v.StreamOptions.IncludeUsage {
+			t.Fatalf("bad output %q from %q: %v", out, body, err)
+		}
+	})
+}

@@ -1,0 +1,212 @@
+package usage
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseRequest(t *testing.T) {
+	tests := []struct {
+		name, provider, path, contentType, body string
+		want                                    RequestInfo
+	}{
+		{"openai chat streaming", ProviderOpenAI, "/v1/chat/completions", "application/json",
+			`{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"max_tokens":256,
+			  "messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello there, how are you?"}]}`,
+			// "Be brief." 9 + 25 = 34 bytes -> 9 tokens; roles are not counted
+			RequestInfo{Model: "gpt-4o", Stream: true, MaxOutputTokens: 256, PromptEstimate: 9, IncludeUsage: true}},
+		{"include_usage false", ProviderOpenAI, "/v1/chat/completions", "application/json",
+			`{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[]}`,
+			RequestInfo{Model: "m", Stream: true}},
+		{"stream false", ProviderOpenAI, "/v1/chat/completions", "",
+			`{"model":"m","stream":false,"max_completion_tokens":100,"max_tokens":50,"messages":[{"role":"user","content":"abcd"}]}`,
+			RequestInfo{Model: "m", MaxOutputTokens: 100, PromptEstimate: 1}},
+		{"responses", ProviderOpenAI, "/v1/responses", "application/json",
+			`{"model":"gpt-5","input":"Summarize this text please","instructions":"Short.","max_output_tokens":2048,"stream":true}`,
+			// 26 + 6 = 32 bytes -> 8
+			RequestInfo{Model: "gpt-5", Stream: true, MaxOutputTokens: 2048, PromptEstimate: 8}},
+		{"responses with image", ProviderOpenAI, "/v1/responses", "application/json",
+			`{"model":"gpt-5","input":[{"role":"user","content":[{"type":"input_text","text":"What is this?"},{"type":"input_image","image_url":"data:image/png;base64,` + strings.Repeat("A", 4000) + `"}]}]}`,
+			// only "What is this?" (13 bytes) counts
+			RequestInfo{Model: "gpt-5", PromptEstimate: 4}},
+		{"anthropic", ProviderAnthropic, "/v1/messages", "application/json",
+			`{"model":"claude-sonnet-4-5","max_tokens":32000,"stream":true,"system":[{"type":"text","text":"You are terse.","cache_control":{"type":"ephemeral"}}],
+			  "messages":[{"role":"user","content":[{"type":"text","text":"What is 1+1?"}]}]}`,
+			// 14 + 12 = 26 bytes -> 7
+			RequestInfo{Model: "claude-sonnet-4-5", Stream: true, MaxOutputTokens: 32000, PromptEstimate: 7}},
+		{"legacy completions", ProviderOpenAI, "/v1/completions", "application/json",
+			`{"model":"instruct","prompt":"Once upon a time","max_tokens":7}`,
+			RequestInfo{Model: "instruct", MaxOutputTokens: 7, PromptEstimate: 4}},
+		{"azure deployment from path", ProviderAzure, "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21", "application/json",
+			`{"stream":true,"messages":[{"role":"user","content":"Hi"}]}`,
+			RequestInfo{Model: "my-gpt4o", Stream: true, PromptEstimate: 1}},
+		{"body model beats azure path", ProviderAzure, "/openai/deployments/dep/chat/completions", "application/json",
+			`{"model":"gpt-4o-mini","messages":[]}`,
+			RequestInfo{Model: "gpt-4o-mini"}},
+		{"gemini native stream", ProviderOpenAI, "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", "application/json",
+			`{"contents":[{"role":"user","parts":[{"text":"Count to ten"}]}],"generationConfig":{"maxOutputTokens":500}}`,
+			RequestInfo{Model: "gemini-2.5-flash", Stream: true, MaxOutputTokens: 500, PromptEstimate: 3}},
+		{"gemini native unary", ProviderOpenAI, "/v1beta/models/gemini-2.5-flash:generateContent", "application/json",
+			`{"contents":[{"parts":[{"text":"Hi"}]}]}`,
+			RequestInfo{Model: "gemini-2.5-flash", PromptEstimate: 1}},
+		{"openai speech sse", ProviderOpenAI, "/v1/audio/speech", "application/json",
+			// Héllo\nworld 😀 : 13 characters, written with escapes
+			`{"model":"gpt-4o-mini-tts","input":"H\u00e9llo\nworld \ud83d\ude00","voice":"alloy","stream_format":"sse"}`,
+			RequestInfo{Model: "gpt-4o-mini-tts", Stream: true, Characters: 13, StreamFormat: "sse", PromptEstimate: 8}},
+		{"openai speech binary", ProviderOpenAI, "/v1/audio/speech", "application/json",
+			`{"model":"tts-1","input":"Größe: 5 €","voice":"alloy"}`,
+			RequestInfo{Model: "tts-1", Characters: 10, PromptEstimate: 4}},
+		{"openai speech audio format", ProviderOpenAI, "/v1/audio/speech", "application/json",
+			`{"model":"gpt-4o-mini-tts","input":"abc","voice":"alloy","stream_format":"audio"}`,
+			RequestInfo{Model: "gpt-4o-mini-tts", Characters: 3, StreamFormat: "audio", PromptEstimate: 1}},
+		{"invalid json", ProviderOpenAI, "/v1/chat/completions", "application/json",
+			`{"model":"m","stream":tr`,
+			RequestInfo{Model: "m"}},
+		{"empty body", ProviderOpenAI, "/v1/chat/completions", "application/json", ``, RequestInfo{}},
+		{"json array", ProviderOpenAI, "/v1/chat/completions", "application/json", `[1,2]`, RequestInfo{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ParseRequest(tt.provider, tt.path, tt.contentType, []byte(tt.body))
+			if got != tt.want {
+				t.Errorf("got  %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseRequestSSML(t *testing.T) {
+	tests := []struct {
+		name, provider, contentType, body string
+		chars                             int64
+		model                             string
+	}{
+		{"doc example", ProviderAzureTTS, "application/ssml+xml",
+			`<speak version='1.0' xml:lang='en-US'><voice xml:lang='en-US' xml:gender='Male' name='en-US-ChristopherNeural'>I'm excited to try text to speech!</voice></speak>`,
+			34, "en-US-ChristopherNeural"},
+		{"indented with prolog and comment", ProviderAzureTTS, "application/ssml+xml; charset=utf-8",
+			"<?xml version=\"1.0\"?>\n<speak version=\"1.0\" xmlns=\"http://www.w3.org/2001/10/synthesis\" xml:lang=\"de-DE\">\n  <!-- greeting <voice name=\"x\"> -->\n  <voice name=\"de-DE-KatjaNeural\">\n    Grüße  aus\n    Köln\n  </voice>\n</speak>\n",
+			// "Grüße aus Köln"
+			14, "de-DE-KatjaNeural"},
+		{"entities, break and prosody", ProviderAzureTTS, "",
+			`<speak><voice name="v1">Fish &amp; chips<break time="500ms"/>cost &#163;5 <prosody rate="+10%">today</prosody>.</voice><voice name="v2">Bye</voice></speak>`,
+			// "Fish & chipscost £5 today.Bye"
+			29, "v1"},
+		{"cdata and quoted angle bracket", "", "application/ssml+xml",
+			`<speak><voice name='a>b'><![CDATA[x < y]]></voice></speak>`,
+			5, "a>b"},
+		{"plain text body", ProviderAzureTTS, "text/plain", "  Hello,\n world  ", 12, ""}, // "Hello, world"
+		{"detected by leading angle bracket", ProviderOpenAI, "", `<speak><voice name="v">日本語</voice></speak>`, 3, "v"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ParseRequest(tt.provider, "/cognitiveservices/v1", tt.contentType, []byte(tt.body))
+			if got.Characters != tt.chars || got.Model != tt.model {
+				t.Errorf("Characters %d, Model %q; want %d, %q", got.Characters, got.Model, tt.chars, tt.model)
+			}
+			if got.Stream || got.IncludeUsage || got.MaxOutputTokens != 0 {
+				t.Errorf("unexpected fields: %+v", got)
+			}
+		})
+	}
+}
+
+func TestAddIncludeUsage(t *testing.T) {
+	const chat = "/v1/chat/completions"
+	tests := []struct {
+		name, path, body string
+		want             string // "" means unchanged with ok=false
+	}{
+		{"adds at top level", chat,
+			`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+			`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}`},
+		{"keeps pretty layout", chat,
+			"{\n  \"model\": \"m\",\n  \"stream\": true\n}\n",
+			"{\n  \"model\": \"m\",\n  \"stream\": true,\"stream_options\":{\"include_usage\":true}\n}\n"},
+		{"into existing stream_options", chat,
+			`{"stream":true,"stream_options":{"continuous_usage_stats":true},"model":"m"}`,
+			`{"stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true},"model":"m"}`},
+		{"into empty stream_options", chat,
+			`{"stream":true,"stream_options":{ },"model":"m"}`,
+			`{"stream":true,"stream_options":{"include_usage":true },"model":"m"}`},
+		{"stream_options null", chat,
+			`{"stream":true,"stream_options":null}`,
+			`{"stream":true,"stream_options":{"include_usage":true}}`},
+		{"include_usage false", chat,
+			`{"stream":true,"stream_options":{"include_usage": false,"x":1}}`,
+			`{"stream":true,"stream_options":{"include_usage": true,"x":1}}`},
+		{"azure path with query", "/openai/deployments/d/chat/completions?api-version=2024-10-21",
+			`{"stream":true,"messages":[]}`,
+			`{"stream":true,"messages":[],"stream_options":{"include_usage":true}}`},
+		{"escaped strings untouched", chat,
+			`{"messages":[{"content":"say \"}\" and \\"}],"stream":true}`,
+			`{"messages":[{"content":"say \"}\" and \\"}],"stream":true,"stream_options":{"include_usage":true}}`},
+		{"already present", chat, `{"stream":true,"stream_options":{"include_usage":true}}`, ""},
+		{"not streaming", chat, `{"stream":false,"messages":[]}`, ""},
+		{"stream absent", chat, `{"messages":[]}`, ""},
+		{"stream as string", chat, `{"stream":"true"}`, ""},
+		{"responses api", "/v1/responses", `{"stream":true,"input":"x"}`, ""},
+		{"legacy completions", "/v1/completions", `{"stream":true,"prompt":"x"}`, ""},
+		{"invalid json", chat, `{"stream":true,`, ""},
+		{"trailing garbage", chat, `{"stream":true} x`, ""},
+		{"array", chat, `[{"stream":true}]`, ""},
+		{"stream_options not an object", chat, `{"stream":true,"stream_options":5}`, ""},
+		{"empty", chat, ``, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := []byte(tt.body)
+			orig := string(in)
+			out, ok := AddIncludeUsage(tt.path, in)
+			if string(in) != orig {
+				t.Fatal("input body was modified in place")
+			}
+			if tt.want == "" {
+				if ok || string(out) != orig {
+					t.Errorf("ok=%v out=%s; want unchanged", ok, out)
+				}
+				return
+			}
+			if !ok || string(out) != tt.want {
+				t.Fatalf("ok=%v\n got %s\nwant %s", ok, out, tt.want)
+			}
+			if !json.Valid(out) {
+				t.Fatalf("output is not valid JSON: %s", out)
+			}
+			if ri := ParseRequest(ProviderOpenAI, tt.path, "application/json", out); !ri.IncludeUsage || !ri.Stream {
+				t.Errorf("ParseRequest on output: %+v", ri)
+			}
+		})
+	}
+}
+
+// TestAddIncludeUsagePreservesFields decodes before and after: every other
+// field must be unchanged.
+func TestAddIncludeUsagePreservesFields(t *testing.T) {
+	body := []byte(`{"model":"gpt-4o-mini","stream":true,"temperature":0.2,"n":1,
+		"messages":[{"role":"user","content":"Use the tool."}],
+		"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"stream_options":{"type":"string"}}}}}],
+		"stream_options":{"chunk_size":3},"metadata":{"a":"b"},"logit_bias":{"50256":-100}}`)
+	out, ok := AddIncludeUsage("/v1/chat/completions", body)
+	if !ok {
+		t.Fatal("not applied")
+	}
+	var before, after map[string]any
+	if err := json.Unmarshal(body, &before); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(out, &after); err != nil {
+		t.Fatal(err)
+	}
+	so := after["stream_options"].(map[string]any)
+	if so["include_usage"] != true || so["chunk_size"] != float64(3) {
+		t.Errorf("stream_options = %v", so)
+	}
+	delete(before, "stream_options")
+	delete(after, "stream_options")
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("other fields changed:\nbefore %v\nafter  %v", before, after)
+	}
+}
