@@ -301,8 +301,8 @@ func (b *tenantBucket) full(now time.Time) bool {
 // to whole seconds because Retry-After carries seconds.
 func ceilSecond(l *rate.Limiter, n int, now time.Time) time.Duration {
 	missing := float64(n) - l.TokensAt(now)
-	d := time.Duration(missing / float64(l.Limit()) * float64(time.Second))
-	return max(time.Second, d.Truncate(time.Second)+time.Second)
+	secs := math.Ceil(missing/float64(l.Limit()) - 1e-9) // 1e-9: float noise must not add a second
+	return max(time.Second, time.Duration(secs)*time.Second)
 }
 
 // tokenBucket is a leaky token budget that may go negative (debt) when

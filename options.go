@@ -128,7 +128,8 @@ func WithRecorder(recs ...Recorder) Option {
 }
 
 // WithRecordQueue sets the options of the AsyncRecorder that New wraps
-// around the recorder. Its Registerer and OnError are set by the relay.
+// around the recorder. Its Registerer is the relay's; an OnError given here
+// is called after the relay has counted and logged the error.
 func WithRecordQueue(o AsyncOptions) Option {
 	return func(c *config) error { c.asyncOpt = o; return nil }
 }

@@ -131,7 +131,11 @@ func New(opts ...Option) (*Relay, error) {
 	default:
 		o := c.asyncOpt
 		o.Registerer = reg
-		o.OnError = rl.storageError
+		if user := o.OnError; user != nil {
+			o.OnError = func(err error) { rl.storageError(err); user(err) }
+		} else {
+			o.OnError = rl.storageError
+		}
 		rl.async = NewAsyncRecorder(r, o)
 		rl.recorder = rl.async
 	}
@@ -325,9 +329,11 @@ func (ex *exchange) admit() bool {
 		Cost: Cost{Requests: 1, Tokens: ex.req.tokenEstimate}}
 	d, err := rl.limiter.Allow(ex.r.Context(), ex.limitReq)
 	if err != nil {
-		rl.metrics.errors.WithLabelValues(ex.route, string(ErrTypeLimiter)).Inc()
 		rl.log.Warn("relay: limiter failed", "request_id", ex.rec.RequestID, "fail_open", rl.cfg.failOpen, "error", err)
 		if rl.cfg.failOpen {
+			// Counted here: the request itself goes on to succeed or fail
+			// on its own account. A refusal is counted by finish.
+			rl.metrics.errors.WithLabelValues(ex.route, string(ErrTypeLimiter)).Inc()
 			return true
 		}
 		ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeLimiter, "Rate limiting is unavailable; retry shortly."})
