@@ -1,0 +1,226 @@
+package relayredis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/streamrelay/relay"
+)
+
+// Limiter keeps per-tenant request and token budgets in Redis, so that all
+// relay replicas sharing the Redis (and the prefix) share the budgets. It
+// implements relay.Limiter, relay.TokenSettler and relay.HealthChecker.
+//
+// Each tenant has a request bucket and a token bucket with the semantics
+// of relay.MemoryLimiter: RequestsPerMinute refills the request bucket,
+// which holds Burst requests (zero: max(1, RequestsPerMinute/6)); the
+// token bucket holds TokenBurst tokens (zero: TokensPerMinute) and may go
+// into debt when a request uses more than it reserved. Allow and Settle
+// are one round trip each (one Lua script over both keys), timed by
+// Redis's clock; the relay's clock (LimitRequest.Now) is ignored.
+//
+// Every call is bounded by the timeout (WithTimeout). When Redis does not
+// answer in time, Allow returns an error and the relay fails open or
+// closed as configured by relay.WithLimiterFailOpen. A call that timed out
+// may still have been applied by Redis, so budgets can be slightly over
+// charged around an outage. Recovery needs nothing: the next call that
+// gets through uses Redis again (go-redis reconnects, and the script is
+// reloaded if Redis lost it).
+//
+// It is safe for concurrent use. The client is not closed by the Limiter.
+type Limiter struct {
+	client   redis.UniversalClient
+	script   *redis.Script
+	prefix   string
+	defaults relay.Limits
+	timeout  time.Duration
+	calls    *caller
+}
+
+// NewLimiter returns a Limiter using client, configured by WithPrefix,
+// WithDefaultLimits, WithTimeout and WithLogger. It does not contact
+// Redis: the relay's readiness check (Healthy) does.
+func NewLimiter(client redis.UniversalClient, opts ...Option) (*Limiter, error) {
+	if client == nil {
+		return nil, errors.New("relayredis: nil client")
+	}
+	s, err := newSettings(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Limiter{
+		client:   client,
+		script:   redis.NewScript(bucketScript),
+		prefix:   s.prefix,
+		defaults: s.defaults,
+		timeout:  s.timeout,
+		calls:    newCaller(client, "limiter", s.logger),
+	}, nil
+}
+
+// bucket is one budget: rate per second and size. A zero rate means the
+// budget is unlimited.
+type bucket struct {
+	rate  float64
+	burst float64
+}
+
+// buckets turns Limits into buckets, with relay.MemoryLimiter's defaults.
+func buckets(lim relay.Limits) (req, tok bucket) {
+	if lim.RequestsPerMinute > 0 {
+		burst := lim.Burst
+		if burst <= 0 {
+			burst = max(1, int(lim.RequestsPerMinute/6))
+		}
+		req = bucket{rate: lim.RequestsPerMinute / 60, burst: float64(burst)}
+	}
+	if lim.TokensPerMinute > 0 {
+		burst := lim.TokenBurst
+		if burst <= 0 {
+			burst = lim.TokensPerMinute
+		}
+		tok = bucket{rate: float64(lim.TokensPerMinute) / 60, burst: float64(burst)}
+	}
+	return req, tok
+}
+
+// keys are the tenant's request and token bucket keys. The hash tag (the
+// part in braces) puts both in one Cluster slot, as a script's keys must
+// be. A tenant containing '}' shortens the tag but both keys keep the same
+// one, and the keys still differ from every other tenant's.
+func (l *Limiter) keys(tenant string) []string {
+	tag := "{" + l.prefix + ":" + tenant + "}"
+	return []string{tag + ":req", tag + ":tok"}
+}
+
+func (l *Limiter) limits(id relay.Identity) relay.Limits {
+	if id.Limits != nil {
+		return *id.Limits
+	}
+	return l.defaults
+}
+
+func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+// Allow implements relay.Limiter. A tenant without limits is admitted
+// without a call to Redis. The error, when Redis fails or is too slow,
+// wraps the cause (context.DeadlineExceeded for a timeout, ErrBusy).
+func (l *Limiter) Allow(ctx context.Context, req relay.LimitRequest) (relay.Decision, error) {
+	lim := l.limits(req.Identity)
+	rb, tb := buckets(lim)
+	if rb.rate == 0 && tb.rate == 0 {
+		return relay.Decision{Allowed: true}, nil
+	}
+	n := max(1, req.Cost.Requests)
+	tokens := max(0, req.Cost.Tokens)
+	keys := l.keys(req.Identity.Tenant)
+	res, err := call(l.calls, ctx, l.timeout, func(ctx context.Context) ([]any, error) {
+		return l.script.Run(ctx, l.client, keys, "allow",
+			formatFloat(rb.rate), formatFloat(rb.burst), n,
+			formatFloat(tb.rate), formatFloat(tb.burst), tokens).Slice()
+	})
+	if err != nil {
+		return relay.Decision{}, fmt.Errorf("relayredis: allow: %w", err)
+	}
+	refusal, rv, tv, err := parseReply(res)
+	if err != nil {
+		return relay.Decision{}, fmt.Errorf("relayredis: allow: %w", err)
+	}
+	return decide(lim, rb, tb, n, tokens, refusal, rv, tv), nil
+}
+
+// parseReply reads the script's {refusal, request level, token level}.
+func parseReply(res []any) (refusal int64, rv, tv float64, err error) {
+	if len(res) != 3 {
+		return 0, 0, 0, fmt.Errorf("unexpected script reply of %d elements", len(res))
+	}
+	refusal, ok := res[0].(int64)
+	rs, ok2 := res[1].(string)
+	ts, ok3 := res[2].(string)
+	if !ok || !ok2 || !ok3 {
+		return 0, 0, 0, fmt.Errorf("unexpected script reply %T %T %T", res[0], res[1], res[2])
+	}
+	if rv, err = strconv.ParseFloat(rs, 64); err == nil {
+		tv, err = strconv.ParseFloat(ts, 64)
+	}
+	return refusal, rv, tv, err
+}
+
+// decide builds the Decision from the script's answer the way
+// relay.MemoryLimiter does, so that the relay sends the same headers
+// whichever limiter is used. rv and tv are the bucket levels after the
+// decision.
+func decide(lim relay.Limits, rb, tb bucket, n, tokens, refusal int64, rv, tv float64) relay.Decision {
+	d := relay.Decision{Allowed: refusal == 0}
+	switch refusal {
+	case 1:
+		d.Reason = "requests"
+		// Rounded up to whole seconds, at least one: Retry-After carries
+		// seconds.
+		wait := time.Duration((float64(n) - rv) / rb.rate * float64(time.Second))
+		d.RetryAfter = max(time.Second, wait.Truncate(time.Second)+time.Second)
+	case 2:
+		d.Reason = "tokens"
+		d.RetryAfter = refillTime(min(float64(tokens), tb.burst)-tv, tb.rate)
+	}
+	if rb.rate > 0 {
+		d.Requests = relay.Quota{
+			Limit:     int64(lim.RequestsPerMinute),
+			Remaining: max(0, int64(math.Floor(rv))),
+			Reset:     time.Duration((rb.burst - rv) / rb.rate * float64(time.Second)),
+		}
+	}
+	if tb.rate > 0 {
+		d.Tokens = relay.Quota{
+			Limit:     lim.TokensPerMinute,
+			Remaining: max(0, int64(tv)),
+			Reset:     refillTime(tb.burst-tv, tb.rate),
+		}
+	}
+	return d
+}
+
+// refillTime is how long a bucket needs to gain n tokens, in whole seconds
+// rounded up.
+func refillTime(n, rate float64) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	return time.Duration(math.Ceil(n/rate)) * time.Second
+}
+
+// Settle implements relay.TokenSettler: it gives back (used < reserved) or
+// charges (used > reserved, possibly into debt) the difference between the
+// tokens req reserved and those used, in one round trip. A refund never
+// fills the bucket above its burst. It does nothing when the difference is
+// zero or the tenant has no token budget.
+func (l *Limiter) Settle(ctx context.Context, req relay.LimitRequest, used int64) error {
+	delta := max(0, used) - max(0, req.Cost.Tokens)
+	_, tb := buckets(l.limits(req.Identity))
+	if delta == 0 || tb.rate == 0 {
+		return nil
+	}
+	keys := l.keys(req.Identity.Tenant)
+	_, err := call(l.calls, ctx, l.timeout, func(ctx context.Context) (any, error) {
+		return l.script.Run(ctx, l.client, keys, "settle", 0, 0, 0,
+			formatFloat(tb.rate), formatFloat(tb.burst), delta).Result()
+	})
+	if err != nil {
+		return fmt.Errorf("relayredis: settle: %w", err)
+	}
+	return nil
+}
+
+// Healthy implements relay.HealthChecker: it fails while Redis does not
+// answer a PING within the timeout.
+func (l *Limiter) Healthy(ctx context.Context) error {
+	if err := l.calls.ping(ctx, l.timeout); err != nil {
+		return fmt.Errorf("relayredis: %w", err)
+	}
+	return nil
+}
