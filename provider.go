@@ -1,6 +1,14 @@
 package relay
 
-import "net/http"
+import (
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/streamrelay/relay/internal/usage"
+)
 
 // usageOptions configure what the relay reads from requests and responses.
 type usageOptions struct {
@@ -8,20 +16,160 @@ type usageOptions struct {
 	defaultMaxTokens int64
 }
 
+// maxCapturedBody bounds how much of a non-streamed JSON response is kept
+// to read its usage; the client gets the whole body regardless.
+const maxCapturedBody = 1 << 20
+
 // requestFacts is what the relay learned from the request body.
 type requestFacts struct {
-	tokenEstimate int64
+	info          usage.RequestInfo
+	tokenEstimate int64 // reserved against token budgets; 0 when not an LLM call
 }
 
-// streamFacts is what the relay learned from the response.
-type streamFacts struct{}
+// streamFacts is what the relay learns from the response as it passes.
+type streamFacts struct {
+	obs         *usage.Stream
+	capture     []byte // start of a JSON body, for usage
+	captureFull bool   // the body was longer than maxCapturedBody
+	lastContent time.Time
+	interChunk  prometheus.Observer // resolved once per stream, not per event
+}
 
-func (ex *exchange) inspectRequest()                                {}
-func (ex *exchange) beginBody(kind StreamKind, resp *http.Response) {}
-func (ex *exchange) onEvent(name, data []byte, truncated bool)      {}
-func (ex *exchange) observeChunk(b []byte)                          {}
-func (ex *exchange) observeUsage() {
-	if ex.rec.TTFB > 0 {
-		ex.rl.metrics.ttfb.WithLabelValues(ex.route).Observe(ms(ex.rec.TTFB))
+// isLLMProvider reports whether requests of the provider are billed in
+// tokens (TTS is billed in characters).
+func isLLMPath(p Provider, path string) bool {
+	return p != ProviderAzureTTS && !strings.Contains(path, "/audio/")
+}
+
+// inspectRequest reads the model, stream flag and budgets from the body,
+// estimates the tokens to reserve, and asks OpenAI-style streams to report
+// usage.
+func (ex *exchange) inspectRequest() {
+	t := ex.target
+	if len(ex.body) == 0 {
+		return
 	}
+	ct := ex.r.Header.Get("Content-Type")
+	info := usage.ParseRequest(string(t.Provider), ex.r.URL.Path, ct, ex.body)
+	ex.req.info = info
+	ex.rec.Model = info.Model
+	ex.rec.Stream = info.Stream
+	ex.rec.Characters = info.Characters
+	if isLLMPath(t.Provider, ex.r.URL.Path) && (info.Model != "" || info.PromptEstimate > 0) {
+		out := info.MaxOutputTokens
+		if out <= 0 {
+			out = ex.rl.cfg.usage.defaultMaxTokens
+		}
+		ex.req.tokenEstimate = info.PromptEstimate + out
+	}
+	if ex.rl.cfg.usage.includeUsage && info.Stream && !info.IncludeUsage &&
+		(t.Provider == ProviderOpenAI || t.Provider == ProviderAzure) {
+		if b, ok := usage.AddIncludeUsage(ex.r.URL.Path, ex.body); ok {
+			ex.body = b
+		}
+	}
+}
+
+// beginBody prepares to observe a response body.
+func (ex *exchange) beginBody(kind StreamKind, resp *http.Response) {
+	if kind == KindAudio {
+		return // audio carries no usage; its record holds bytes and timing
+	}
+	if kind == KindJSON {
+		mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+		if mt != "application/json" && !strings.HasSuffix(mt, "+json") {
+			return
+		}
+		if resp.Header.Get("Content-Encoding") != "" {
+			return // compressed: the relay does not decode what it passes on
+		}
+	}
+	obs, _ := ex.rl.streams.Get().(*usage.Stream)
+	obs.Reset(string(ex.target.Provider))
+	ex.stream.obs = obs
+}
+
+// onEvent observes one SSE event, after its bytes were sent on.
+func (ex *exchange) onEvent(name, data []byte, truncated bool) {
+	s := &ex.stream
+	if s.obs == nil || !s.obs.Event(name, data, truncated) {
+		return
+	}
+	now := ex.now
+	if ex.rec.TTFT == 0 {
+		ex.rec.TTFT = max(now.Sub(ex.rec.Start), 1)
+	} else {
+		if s.interChunk == nil {
+			s.interChunk = ex.rl.metrics.interChunk.WithLabelValues(ex.route, ex.rl.modelLabel(ex.rec.Model))
+		}
+		s.interChunk.Observe(ms(now.Sub(s.lastContent)))
+	}
+	s.lastContent = now
+}
+
+// observeChunk keeps the start of a JSON body for its usage.
+func (ex *exchange) observeChunk(b []byte) {
+	s := &ex.stream
+	if s.obs == nil {
+		return
+	}
+	if room := maxCapturedBody - len(s.capture); room > 0 {
+		s.capture = append(s.capture, b[:min(room, len(b))]...)
+	}
+	if len(b) > maxCapturedBody-len(s.capture) {
+		s.captureFull = true
+	}
+}
+
+// observeUsage moves what was observed into the record and the metrics.
+func (ex *exchange) observeUsage() {
+	rl, s := ex.rl, &ex.stream
+	if s.obs != nil {
+		if len(s.capture) > 0 {
+			s.obs.Body(s.capture, s.captureFull)
+		}
+		u := s.obs.Usage()
+		ex.rec.Usage = Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
+			CachedInputTokens: u.CachedInputTokens, ReasoningTokens: u.ReasoningTokens}
+		if m := s.obs.Model(); m != "" && m != ex.rec.Model {
+			ex.rec.ResponseModel = m
+		}
+		if s.obs.ErrorType() != "" && ex.rec.ErrorType == ErrTypeNone {
+			ex.rec.ErrorType = ErrTypeUpstreamEvent
+		}
+		rl.streams.Put(s.obs)
+		s.obs = nil
+	}
+	if ex.rec.TTFB > 0 {
+		rl.metrics.ttfb.WithLabelValues(ex.route).Observe(ms(ex.rec.TTFB))
+	}
+	model := ex.rec.Model
+	if model == "" {
+		model = ex.rec.ResponseModel
+	}
+	label := rl.modelLabel(model)
+	if ex.rec.TTFT > 0 {
+		rl.metrics.ttft.WithLabelValues(ex.route, label).Observe(ms(ex.rec.TTFT))
+	}
+	for _, t := range [...]struct {
+		typ string
+		n   int64
+	}{
+		{"input", ex.rec.Usage.InputTokens},
+		{"output", ex.rec.Usage.OutputTokens},
+		{"cached_input", ex.rec.Usage.CachedInputTokens},
+		{"reasoning", ex.rec.Usage.ReasoningTokens},
+	} {
+		if t.n > 0 {
+			rl.metrics.tokens.WithLabelValues(ex.route, label, t.typ).Add(float64(t.n))
+		}
+	}
+}
+
+// modelLabel bounds the model label to the models named by WithModels.
+func (rl *Relay) modelLabel(model string) string {
+	if rl.models[model] {
+		return model
+	}
+	return "other"
 }

@@ -418,10 +418,9 @@ func (cr *compiledRoute) pick(now time.Time, path, query string) []Backend {
 func (b *backendPool) backend(now time.Time, path, query string, extra map[string]string) Backend {
 	u := *b.base
 	u.Path = strings.TrimRight(b.base.Path, "/") + mustUnescape(path)
+	// RawPath keeps the client's escaping (%2F stays %2F); url.URL uses it
+	// only while it is a valid encoding of Path.
 	u.RawPath = strings.TrimRight(b.base.EscapedPath(), "/") + path
-	if u.RawPath == u.EscapedPath() {
-		u.RawPath = ""
-	}
 	switch {
 	case b.base.RawQuery == "":
 		u.RawQuery = query

@@ -1,0 +1,332 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// sharedFixtures returns ../shared/fixtures beside the repository: other
+// projects' recordings, read in place and never copied here. Locally the
+// tests skip without them; in CI (CI=true) a missing folder fails.
+func sharedFixtures(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "shared", "fixtures"))
+	require.NoError(t, err)
+	if _, err := os.Stat(dir); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("shared fixtures missing in CI: %v", err)
+		}
+		t.Skipf("shared fixtures not available: %v", err)
+	}
+	return dir
+}
+
+// replay serves a recorded stream in small uneven writes, flushing each, so
+// that events and even CRLF pairs straddle reads.
+func replay(stream []byte, contentType string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", contentType)
+		for i, size := 0, 1; i < len(stream); size = size%97 + 13 {
+			end := min(len(stream), i+size)
+			_, _ = w.Write(stream[i:end])
+			w.(http.Flusher).Flush()
+			i = end
+		}
+	}
+}
+
+type replayCase struct {
+	file     string
+	provider Provider
+	path     string
+	usage    Usage
+	upstream ErrorType // expected in-band error, if any
+}
+
+func runReplay(t *testing.T, dir string, tt replayCase) {
+	stream, err := os.ReadFile(filepath.Join(dir, tt.file))
+	require.NoError(t, err)
+	e := newEnv(t, replay(stream, "text/event-stream"), Route{Prefix: "/", Provider: tt.provider}, WithModels("m-known"))
+	resp, body := e.do(e.request("POST", tt.path, `{"model":"m-known","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.True(t, bytes.Equal(stream, body), "relayed bytes differ from the recording")
+	rec := e.lastRecord()
+	assert.Equal(t, tt.usage, rec.Usage)
+	assert.Equal(t, "m-known", rec.Model)
+	assert.True(t, rec.Stream)
+	assert.Equal(t, tt.upstream, rec.ErrorType)
+	if tt.usage.OutputTokens > 0 {
+		assert.Positive(t, rec.TTFT, "time to first token")
+		assert.GreaterOrEqual(t, rec.TTFT, rec.TTFB)
+	}
+	for typ, n := range map[string]int64{"input": tt.usage.InputTokens, "output": tt.usage.OutputTokens,
+		"cached_input": tt.usage.CachedInputTokens, "reasoning": tt.usage.ReasoningTokens} {
+		assert.Equal(t, float64(n), testutil.ToFloat64(e.relay.metrics.tokens.WithLabelValues("test", "m-known", typ)), typ)
+	}
+}
+
+// TestReplaySharedFixtures relays every recorded provider stream: the
+// client gets the recording byte for byte, and the record and metrics hold
+// exactly the usage the recording reports (fixtures/README.md).
+func TestReplaySharedFixtures(t *testing.T) {
+	dir := sharedFixtures(t)
+	chat, msgs, resp := "/v1/chat/completions", "/v1/messages", "/v1/responses"
+	for _, tt := range []replayCase{
+		{"openai_chat_stream_tool_calls_include_usage.sse", ProviderOpenAI, chat, Usage{InputTokens: 53, OutputTokens: 15}, ""},
+		{"openai_chat_stream_text_include_usage.sse", ProviderOpenAI, chat, Usage{InputTokens: 78, OutputTokens: 9}, ""},
+		{"openai_chat_stream_text_include_usage_fullheaders.sse", ProviderOpenAI, chat, Usage{InputTokens: 16, OutputTokens: 10}, ""},
+		{"openai_chat_stream_no_usage_2023.sse", ProviderOpenAI, chat, Usage{}, ""},
+		{"openai_responses_stream_text_2025-03.sse", ProviderOpenAI, resp, Usage{InputTokens: 27, OutputTokens: 11}, ""},
+		{"openai_responses_stream_text_seqnum.sse", ProviderOpenAI, resp, Usage{InputTokens: 20, OutputTokens: 10}, ""},
+		{"openai_responses_stream_reasoning_function_call.sse", ProviderOpenAI, resp, Usage{InputTokens: 53, OutputTokens: 469, ReasoningTokens: 448}, ""},
+		{"anthropic_messages_stream_text.sse", ProviderAnthropic, msgs, Usage{InputTokens: 20, OutputTokens: 5}, ""},
+		{"anthropic_messages_stream_tool_use_parallel.sse", ProviderAnthropic, msgs, Usage{InputTokens: 416, OutputTokens: 109}, ""},
+		{"anthropic_messages_stream_overloaded_error_CONSTRUCTED.sse", ProviderAnthropic, msgs, Usage{InputTokens: 20, OutputTokens: 1}, ErrTypeUpstreamEvent},
+		{"azure_openai_chat_stream_text_include_usage.sse", ProviderAzure, chat, Usage{InputTokens: 15, OutputTokens: 12}, ""},
+		{"azure_openai_chat_stream_tool_calls_include_usage.sse", ProviderAzure, chat, Usage{InputTokens: 159, OutputTokens: 127, ReasoningTokens: 64}, ""},
+		{"azure_openai_chat_stream_no_usage_gpt4o.sse", ProviderAzure, chat, Usage{}, ""},
+		{"azure_openai_chat_stream_async_filter.sse", ProviderAzure, chat, Usage{}, ""},
+		{"deepseek_chat_stream_reasoning_content.sse", ProviderOpenAI, chat, Usage{InputTokens: 6, OutputTokens: 212, ReasoningTokens: 198}, ""},
+		{"deepseek_chat_stream_no_include_usage.sse", ProviderOpenAI, chat, Usage{InputTokens: 5, OutputTokens: 11}, ""},
+		{"siliconflow_chat_stream_reasoning_usage_every_chunk_EXCERPT.sse", ProviderOpenAI, chat, Usage{InputTokens: 294, OutputTokens: 51, ReasoningTokens: 38}, ""},
+		{"openrouter_chat_stream_comments_midstream_error.sse", ProviderOpenAI, chat, Usage{InputTokens: 43, OutputTokens: 10, ReasoningTokens: 11}, ErrTypeUpstreamEvent},
+		{"groq_chat_stream_x_groq_usage.sse", ProviderOpenAI, chat, Usage{InputTokens: 12, OutputTokens: 24}, ""},
+		{"gemini_native_stream_crlf.sse", ProviderOpenAI, "/v1beta/models/m:streamGenerateContent", Usage{InputTokens: 18, OutputTokens: 115, ReasoningTokens: 35}, ""},
+		{"openai_speech_sse_CONSTRUCTED.sse", ProviderOpenAI, "/v1/audio/speech", Usage{InputTokens: 14, OutputTokens: 101}, ""},
+	} {
+		t.Run(tt.file, func(t *testing.T) { runReplay(t, dir, tt) })
+	}
+}
+
+// TestReplayOwnStreams runs anywhere, on the project's own recordings.
+func TestReplayOwnStreams(t *testing.T) {
+	dir := filepath.Join("internal", "usage", "testdata")
+	for _, tt := range []replayCase{
+		{"openai_chat_include_usage.sse", ProviderOpenAI, "/v1/chat/completions", Usage{InputTokens: 120, OutputTokens: 33, CachedInputTokens: 64, ReasoningTokens: 7}, ""},
+		{"anthropic_full.sse", ProviderAnthropic, "/v1/messages", Usage{InputTokens: 512, OutputTokens: 42, CachedInputTokens: 300}, ""},
+	} {
+		t.Run(tt.file, func(t *testing.T) { runReplay(t, dir, tt) })
+	}
+}
+
+func TestIncludeUsageInjection(t *testing.T) {
+	var got []byte
+	var mu sync.Mutex
+	up := func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got, _ = io.ReadAll(r.Body)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: [DONE]\n\n")
+	}
+	tests := []struct {
+		name string
+		opts []Option
+		body string
+		want bool
+	}{
+		{"streaming chat gets usage", nil, `{"model":"m","stream":true,"messages":[]}`, true},
+		{"option off", []Option{WithIncludeUsage(false)}, `{"model":"m","stream":true,"messages":[]}`, false},
+		{"not streaming", nil, `{"model":"m","messages":[]}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, up, Route{Prefix: "/v1"}, tt.opts...)
+			e.do(e.request("POST", "/v1/chat/completions", tt.body))
+			mu.Lock()
+			defer mu.Unlock()
+			var m map[string]any
+			require.NoError(t, json.Unmarshal(got, &m))
+			so, _ := m["stream_options"].(map[string]any)
+			assert.Equal(t, tt.want, so["include_usage"] == true, string(got))
+			assert.Equal(t, "m", m["model"])
+		})
+	}
+}
+
+func TestNonStreamingJSONUsage(t *testing.T) {
+	const body = `{"id":"c1","object":"chat.completion","model":"m-2030","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":11,"completion_tokens":4,"total_tokens":15}}`
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, body)
+	}, Route{Prefix: "/v1"})
+	_, got := e.do(e.request("POST", "/v1/chat/completions", `{"model":"m","messages":[]}`))
+	assert.Equal(t, body, string(got))
+	rec := e.lastRecord()
+	assert.Equal(t, Usage{InputTokens: 11, OutputTokens: 4}, rec.Usage)
+	assert.Equal(t, "m-2030", rec.ResponseModel)
+	assert.False(t, rec.Stream)
+}
+
+// TestTokenBudget: 1,000 tokens per minute and requests reserving 300
+// output tokens each: the fourth is refused at admission, and the budget
+// comes back as the (injected) clock moves on.
+func TestTokenBudget(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := ClockFunc(func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"model":"m","usage":{"prompt_tokens":1,"completion_tokens":300}}`)
+	}, Route{Prefix: "/v1"}, WithRateLimit(Limits{TokensPerMinute: 1000}), WithClock(clock))
+	const req = `{"model":"m","max_tokens":300,"messages":[{"role":"user","content":"hi"}]}`
+	for i := range 3 {
+		resp, _ := e.do(e.request("POST", "/v1/chat/completions", req))
+		require.Equal(t, 200, resp.StatusCode, "request %d", i+1)
+	}
+	resp, body := e.do(e.request("POST", "/v1/chat/completions", req))
+	assert.Equal(t, 429, resp.StatusCode)
+	assert.Contains(t, string(body), "token budget")
+	assert.Equal(t, "1000", resp.Header.Get("X-Ratelimit-Limit-Tokens"))
+	assert.Equal(t, "97", resp.Header.Get("X-Ratelimit-Remaining-Tokens"))
+	assert.NotEmpty(t, resp.Header.Get("X-Ratelimit-Reset-Tokens"))
+	assert.Equal(t, "13", resp.Header.Get("Retry-After"), "204 missing tokens at 1000/min")
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.limited.WithLabelValues("test", "tokens")))
+
+	mu.Lock()
+	now = now.Add(13 * time.Second)
+	mu.Unlock()
+	resp, _ = e.do(e.request("POST", "/v1/chat/completions", req))
+	assert.Equal(t, 200, resp.StatusCode, "recovered as the window passed")
+}
+
+func TestTokenSettlementRefunds(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := ClockFunc(func() time.Time { return now })
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"usage":{"prompt_tokens":1,"completion_tokens":9}}`)
+	}, Route{Prefix: "/v1"}, WithRateLimit(Limits{TokensPerMinute: 1000}), WithClock(clock))
+	// Each reserves 301 but uses 10: far more than three fit.
+	for i := range 10 {
+		resp, _ := e.do(e.request("POST", "/v1/chat/completions", `{"model":"m","max_tokens":300,"messages":[{"role":"user","content":"hi"}]}`))
+		require.Equal(t, 200, resp.StatusCode, "request %d", i+1)
+	}
+}
+
+func TestFailover(t *testing.T) {
+	deadURL := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer l.Close()
+		return "http://" + l.Addr().String()
+	}()
+	const good = "data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\ndata: [DONE]\n\n"
+	var mu sync.Mutex
+	secondCalls := 0
+	alive := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		secondCalls++
+		mu.Unlock()
+		replay([]byte(good), "text/event-stream")(w, r)
+	}))
+	defer alive.Close()
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "30")
+		w.WriteHeader(429)
+	}))
+	defer busy.Close()
+	flaky := httptest.NewServer(hijackAfter("text/event-stream", "data: {\"a\":1}\n\n"))
+	defer flaky.Close()
+	unused := func(w http.ResponseWriter, r *http.Request) { t.Error("unexpected upstream call") }
+
+	tests := []struct {
+		name      string
+		first     string
+		body      string // prefix of what the client gets
+		attempts  int
+		upstream  string
+		secondHit int
+	}{
+		{"connection refused moves on", deadURL, good, 2, "alive", 1},
+		{"429 moves on", busy.URL, good, 2, "alive", 1},
+		{"failure after the first byte is never retried", flaky.URL, "data: {\"a\":1}\n\nevent: error\n", 1, "first", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			before := secondCalls
+			mu.Unlock()
+			e := newEnv(t, unused, Route{Prefix: "/v1", Upstreams: []Upstream{
+				{Name: "first", URL: tt.first}, {Name: "alive", URL: alive.URL},
+			}})
+			resp, body := e.do(e.request("POST", "/v1/chat/completions", `{"model":"m","stream":true}`))
+			assert.Equal(t, 200, resp.StatusCode)
+			assert.True(t, strings.HasPrefix(string(body), tt.body), string(body))
+			rec := e.lastRecord()
+			assert.Equal(t, tt.attempts, rec.Attempts)
+			assert.Equal(t, tt.upstream, rec.Upstream)
+			mu.Lock()
+			assert.Equal(t, tt.secondHit, secondCalls-before)
+			mu.Unlock()
+		})
+	}
+}
+
+func TestKeyPoolRotatesAndRests(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rt, err := NewRouteTable([]Route{{Name: "r", Prefix: "/", Upstreams: []Upstream{
+		{URL: "http://up", AuthHeader: "Authorization", Keys: []string{"k1", "k2", "k3"}},
+	}}}, ClockFunc(func() time.Time { return now }))
+	require.NoError(t, err)
+	req, _ := http.NewRequest("POST", "http://relay/v1/x", nil)
+	var seen []string
+	for range 4 {
+		tg, err := rt.Resolve(req)
+		require.NoError(t, err)
+		seen = append(seen, tg.Backends[0].Header.Get("Authorization"))
+	}
+	assert.Equal(t, []string{"Bearer k1", "Bearer k2", "Bearer k3", "Bearer k1"}, seen)
+
+	// k2 answers 429 with Retry-After: it rests for that long.
+	tg, _ := rt.Resolve(req) // k2
+	require.Equal(t, "Bearer k2", tg.Backends[0].Header.Get("Authorization"))
+	tg.Backends[0].Done(AttemptResult{Status: 429, RetryAfter: time.Minute})
+	seen = nil
+	for range 3 {
+		tg, _ := rt.Resolve(req)
+		seen = append(seen, tg.Backends[0].Header.Get("Authorization"))
+	}
+	assert.NotContains(t, seen, "Bearer k2")
+}
+
+func TestRouteMatching(t *testing.T) {
+	rt, err := NewRouteTable([]Route{
+		{Name: "root", Prefix: "/", Upstream: "http://root"},
+		{Name: "v1", Prefix: "/v1", Upstream: "http://v1"},
+		{Name: "chat", Prefix: "/v1/chat/", Upstream: "http://chat/base/"},
+		{Name: "strip", Prefix: "/azure", StripPrefix: true, Upstream: "http://azure"},
+	}, nil)
+	require.NoError(t, err)
+	tests := []struct{ path, route, url string }{
+		{"/v1/chat/completions?x=1", "chat", "http://chat/base/v1/chat/completions?x=1"},
+		{"/v1/chat", "chat", "http://chat/base/v1/chat"},
+		{"/v1/chatx", "v1", "http://v1/v1/chatx"},
+		{"/v1", "v1", "http://v1/v1"},
+		{"/v1x", "root", "http://root/v1x"},
+		{"/azure/openai/deployments/d/chat?api-version=1", "strip", "http://azure/openai/deployments/d/chat?api-version=1"},
+		{"/v1/a%2Fb", "v1", "http://v1/v1/a%2Fb"},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest("GET", "http://relay"+tt.path, nil)
+		tg, err := rt.Resolve(req)
+		require.NoError(t, err, tt.path)
+		assert.Equal(t, tt.route, tg.Route, tt.path)
+		assert.Equal(t, tt.url, tg.Backends[0].URL.String(), tt.path)
+	}
+}
