@@ -30,6 +30,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/streamrelay/relay/internal/usage"
 )
 
 // Relay is the gateway handler. Create it with New; it is safe for
@@ -49,6 +50,7 @@ type Relay struct {
 	clock     Clock
 	models    map[string]bool
 	bufs      sync.Pool // *[]byte of copyBufSize
+	streams   sync.Pool // *usage.Stream
 
 	mu       sync.Mutex
 	draining bool
@@ -145,6 +147,7 @@ func New(opts ...Option) (*Relay, error) {
 		rl.models[m] = true
 	}
 	rl.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
+	rl.streams.New = func() any { return usage.NewStream("") }
 	rl.stopCtx, rl.stop = context.WithCancelCause(context.Background())
 	return rl, nil
 }

@@ -1,0 +1,101 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMemoryLimiterRequests(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := NewMemoryLimiter(Limits{RequestsPerMinute: 60, Burst: 3})
+	id := Identity{Tenant: "a"}
+	vip := Identity{Tenant: "vip", Limits: &Limits{RequestsPerMinute: 600, Burst: 10}}
+	tests := []struct {
+		at      time.Duration
+		id      Identity
+		allowed bool
+		remain  int64
+		retry   time.Duration
+	}{
+		{0, id, true, 2, 0},
+		{0, id, true, 1, 0},
+		{0, id, true, 0, 0},
+		{0, id, false, 0, time.Second},
+		{500 * time.Millisecond, id, false, 0, time.Second},
+		{time.Second, id, true, 0, 0},
+		{time.Second, vip, true, 9, 0}, // overrides apply per tenant
+	}
+	for i, tt := range tests {
+		d := m.AllowAt(t0.Add(tt.at), LimitRequest{Identity: tt.id, Cost: Cost{Requests: 1}})
+		assert.Equal(t, tt.allowed, d.Allowed, "step %d", i)
+		assert.Equal(t, tt.remain, d.Requests.Remaining, "step %d", i)
+		assert.Equal(t, tt.retry, d.RetryAfter, "step %d", i)
+		if !tt.allowed {
+			assert.Equal(t, "requests", d.Reason)
+		}
+	}
+}
+
+func TestMemoryLimiterTokensDoNotSpendRequests(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := NewMemoryLimiter(Limits{RequestsPerMinute: 60, Burst: 2, TokensPerMinute: 100})
+	req := LimitRequest{Identity: Identity{Tenant: "a"}, Cost: Cost{Requests: 1, Tokens: 80}}
+	assert.True(t, m.AllowAt(t0, req).Allowed)
+	d := m.AllowAt(t0, req)
+	assert.False(t, d.Allowed)
+	assert.Equal(t, "tokens", d.Reason)
+	assert.Equal(t, int64(1), d.Requests.Remaining, "a token refusal must not spend a request")
+	// Settling gives back what was not used.
+	m.SettleAt(t0, req, 10)
+	assert.True(t, m.AllowAt(t0, req).Allowed)
+	// Using more than reserved puts the tenant in debt.
+	m.SettleAt(t0, req, 180)
+	d = m.AllowAt(t0.Add(30*time.Second), LimitRequest{Identity: Identity{Tenant: "a"}, Cost: Cost{Requests: 1, Tokens: 1}})
+	assert.False(t, d.Allowed, "debt of 110 tokens takes more than 30s to repay")
+}
+
+// TestMemoryLimiterManyKeys sends 100,000 distinct tenants through the
+// limiter: no goroutine per key, and idle buckets are evicted so memory
+// stays bounded, while an active tenant keeps its state.
+func TestMemoryLimiterManyKeys(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := NewMemoryLimiter(Limits{RequestsPerMinute: 60, Burst: 2})
+	goroutines := runtime.NumGoroutine()
+	active := LimitRequest{Identity: Identity{Tenant: "active"}, Cost: Cost{Requests: 1}}
+	require.True(t, m.AllowAt(t0, active).Allowed)
+	require.True(t, m.AllowAt(t0, active).Allowed)
+	for i := range 100_000 {
+		d := m.AllowAt(t0, LimitRequest{Identity: Identity{Tenant: fmt.Sprint("t", i)}, Cost: Cost{Requests: 1}})
+		require.True(t, d.Allowed)
+	}
+	assert.Equal(t, 100_001, m.Len())
+	assert.LessOrEqual(t, runtime.NumGoroutine(), goroutines, "no goroutine per key")
+
+	// A minute later every idle bucket is full again and is evicted on the
+	// next call; the active tenant, drained again just before, is kept.
+	later := t0.Add(time.Minute + time.Second)
+	require.True(t, m.AllowAt(later.Add(-time.Second), active).Allowed)
+	require.True(t, m.AllowAt(later.Add(-time.Second), active).Allowed)
+	m.AllowAt(later, LimitRequest{Identity: Identity{Tenant: "probe"}, Cost: Cost{Requests: 1}})
+	assert.LessOrEqual(t, m.Len(), 2, "idle buckets evicted")
+	d := m.AllowAt(later, active)
+	assert.True(t, d.Allowed)
+	assert.Equal(t, int64(0), d.Requests.Remaining, "the active tenant's bucket was not reset")
+}
+
+func TestLimiterFuncAndNoLimit(t *testing.T) {
+	var seen LimitRequest
+	l := LimiterFunc(func(_ context.Context, r LimitRequest) (Decision, error) { seen = r; return Decision{Allowed: true}, nil })
+	_, err := l.Allow(context.Background(), LimitRequest{Route: "r"})
+	require.NoError(t, err)
+	assert.Equal(t, "r", seen.Route)
+	d, err := noLimit{}.Allow(context.Background(), LimitRequest{})
+	assert.NoError(t, err)
+	assert.True(t, d.Allowed)
+}

@@ -1,0 +1,173 @@
+package relay
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+type sseEvent struct {
+	name, data string
+	truncated  bool
+}
+
+// parseAll feeds the stream in pieces of the given sizes (cycling) and
+// collects the events.
+func parseAll(stream string, sizes []int, maxData int) ([]sseEvent, *sseParser) {
+	var got []sseEvent
+	p := &sseParser{maxData: maxData}
+	p.onEvent = func(name, data []byte, truncated bool) {
+		got = append(got, sseEvent{string(name), string(data), truncated})
+	}
+	b := []byte(stream)
+	for i := 0; len(b) > 0; i++ {
+		n := len(b)
+		if len(sizes) > 0 {
+			n = min(max(1, sizes[i%len(sizes)]), len(b))
+		}
+		p.feed(b[:n])
+		b = b[n:]
+	}
+	return got, p
+}
+
+// referenceParse is a direct transcription of the WHATWG event-stream
+// parsing rules over a whole stream, for comparison.
+func referenceParse(stream string) []sseEvent {
+	var lines []string
+	for len(stream) > 0 {
+		i := strings.IndexAny(stream, "\r\n")
+		if i < 0 {
+			break // an unterminated last line is never processed
+		}
+		lines = append(lines, stream[:i])
+		if stream[i] == '\r' && i+1 < len(stream) && stream[i+1] == '\n' {
+			i++
+		}
+		stream = stream[i+1:]
+	}
+	var out []sseEvent
+	var name, data strings.Builder
+	hasData := false
+	for _, l := range lines {
+		if l == "" {
+			if hasData {
+				out = append(out, sseEvent{name: truncName(name.String()), data: data.String()})
+			}
+			name.Reset()
+			data.Reset()
+			hasData = false
+			continue
+		}
+		if l[0] == ':' {
+			continue
+		}
+		field, value, found := strings.Cut(l, ":")
+		if found {
+			value = strings.TrimPrefix(value, " ")
+		}
+		switch field {
+		case "data":
+			if hasData {
+				data.WriteByte('\n')
+			}
+			data.WriteString(value)
+			hasData = true
+		case "event":
+			name.Reset()
+			name.WriteString(value)
+		}
+	}
+	return out
+}
+
+func truncName(s string) string { return s[:min(len(s), maxEventName)] }
+
+func TestSSEParser(t *testing.T) {
+	tests := []struct {
+		name   string
+		stream string
+		want   []sseEvent
+	}{
+		{"simple", "data: a\n\n", []sseEvent{{"", "a", false}}},
+		{"named", "event: delta\ndata: {}\n\n", []sseEvent{{"delta", "{}", false}}},
+		{"multi-line data", "data: a\ndata: b\n\n", []sseEvent{{"", "a\nb", false}}},
+		{"no space after colon", "data:a\n\n", []sseEvent{{"", "a", false}}},
+		{"two spaces keep one", "data:  a\n\n", []sseEvent{{"", " a", false}}},
+		{"crlf", "event: x\r\ndata: 1\r\n\r\n", []sseEvent{{"x", "1", false}}},
+		{"cr", "data: 1\r\rdata: 2\r\r", []sseEvent{{"", "1", false}, {"", "2", false}}},
+		{"comment", ": ping\n\ndata: x\n\n", []sseEvent{{"", "x", false}}},
+		{"empty data field", "data\n\n", []sseEvent{{"", "", false}}},
+		{"id and retry ignored", "id: 3\nretry: 5\ndata: x\n\n", []sseEvent{{"", "x", false}}},
+		{"event without data is not dispatched", "event: x\n\ndata: y\n\n", []sseEvent{{"", "y", false}}},
+		{"unterminated", "data: x\n", nil},
+		{"long field name", strings.Repeat("d", 100) + ": x\ndata: y\n\n", []sseEvent{{"", "y", false}}},
+		{"truncated", "data: " + strings.Repeat("z", 20) + "\n\n", []sseEvent{{"", strings.Repeat("z", 16), true}}},
+	}
+	for _, tt := range tests {
+		for _, sizes := range [][]int{nil, {1}, {2, 3}, {7}} {
+			got, p := parseAll(tt.stream, sizes, 16)
+			assert.Equal(t, tt.want, got, "%s split %v", tt.name, sizes)
+			assert.Equal(t, int64(len(tt.want)), p.events)
+		}
+	}
+}
+
+func TestSSEParserMidEvent(t *testing.T) {
+	tests := []struct {
+		stream           string
+		midLine, pending bool
+	}{
+		{"data: a\n\n", false, false},
+		{"data: a\n", false, true},
+		{"data: a", true, true},
+		{"event: x\n", false, true},
+		{": comment", true, false},
+	}
+	for _, tt := range tests {
+		_, p := parseAll(tt.stream, nil, 1<<10)
+		ml, pe := p.midEvent()
+		assert.Equal(t, tt.midLine, ml, tt.stream)
+		assert.Equal(t, tt.pending, pe, tt.stream)
+	}
+}
+
+// TestSSEParserDoesNotAllocate checks steady-state parsing: once the
+// buffers have grown, parsing more events allocates nothing.
+func TestSSEParserDoesNotAllocate(t *testing.T) {
+	chunk := []byte("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"hello\"}}\n\n: ping\r\ndata: x\r\n\r\n")
+	var n int
+	p := &sseParser{maxData: 1 << 20, onEvent: func(name, data []byte, truncated bool) { n++ }}
+	p.feed(chunk)
+	allocs := testing.AllocsPerRun(1000, func() {
+		p.feed(chunk[:17])
+		p.feed(chunk[17:])
+	})
+	assert.Zero(t, allocs)
+	assert.Equal(t, 2+2*1001, n) // AllocsPerRun adds one warm-up run
+}
+
+func FuzzSSEParser(f *testing.F) {
+	for _, s := range []string{
+		"data: a\n\n",
+		"event: x\r\ndata: 1\r\n\r\n",
+		"data: 1\r\rdata: 2\r\r",
+		": c\n\ndata\n\n",
+		"data: a\ndata: b\n\nevent: e\n\n",
+		"data:\r\n\r\n\r\ndata:  x\r",
+		"retry: 1\nid: 2\nfoo: bar\ndata: y\n\n",
+	} {
+		f.Add(s, uint8(1), uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, stream string, a, b uint8) {
+		want := referenceParse(stream)
+		whole, _ := parseAll(stream, nil, 1<<20)
+		split, _ := parseAll(stream, []int{int(a), int(b)}, 1<<20)
+		if len(want) == 0 {
+			want = nil
+		}
+		assert.Equal(t, want, whole, "whole")
+		assert.Equal(t, want, split, "split %d/%d", a, b)
+	})
+}
