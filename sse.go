@@ -64,7 +64,7 @@ func (p *sseParser) feed(b []byte) {
 				continue
 			}
 		}
-		i := bytes.IndexAny(b, "\r\n")
+		i := lineEnd(b)
 		if i < 0 {
 			p.line(b)
 			return
@@ -74,6 +74,21 @@ func (p *sseParser) feed(b []byte) {
 		b = b[i+1:]
 		p.endLine()
 	}
+}
+
+// lineEnd returns the index of the first CR or LF in b, or -1. Two
+// vectorised IndexByte scans beat IndexAny's byte-at-a-time loop; the CR
+// scan only covers the bytes before the first LF.
+func lineEnd(b []byte) int {
+	lf := bytes.IndexByte(b, '\n')
+	head := b
+	if lf >= 0 {
+		head = b[:lf]
+	}
+	if cr := bytes.IndexByte(head, '\r'); cr >= 0 {
+		return cr
+	}
+	return lf
 }
 
 // line handles part of a line's content (no line ending in it).

@@ -1,0 +1,192 @@
+package relay
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Micro-benchmarks of the hot path. Each handler benchmark runs the relay
+// and a bare httputil.ReverseProxy over the same in-memory transport, so
+// their results compare directly (see BENCHMARKS.md for benchstat use):
+//
+//	go test -run '^$' -bench . -benchmem -count 10 | tee new.txt
+
+const benchEvents = 200
+
+// benchStream is an OpenAI-style stream of benchEvents content chunks.
+func benchStream() [][]byte {
+	evs := make([][]byte, 0, benchEvents+2)
+	for i := range benchEvents {
+		evs = append(evs, fmt.Appendf(nil, `data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"content":"tok%d"}}]}`+"\n\n", i))
+	}
+	evs = append(evs, []byte(`data: {"id":"c","model":"m","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":200}}`+"\n\n"), []byte("data: [DONE]\n\n"))
+	return evs
+}
+
+// eventReader returns one event per Read, as a network read of a paced
+// stream would.
+type eventReader struct {
+	evs [][]byte
+	i   int
+}
+
+func (r *eventReader) Read(p []byte) (int, error) {
+	if r.i >= len(r.evs) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.evs[r.i])
+	r.i++
+	return n, nil
+}
+
+func (r *eventReader) Close() error { return nil }
+
+// memTransport answers every request from memory.
+type memTransport struct {
+	sse  [][]byte
+	json []byte
+	pool sync.Pool
+}
+
+func (m *memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+		req.Body.Close()
+	}
+	if strings.HasSuffix(req.URL.Path, "/json") {
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(bytes.NewReader(m.json)), ContentLength: int64(len(m.json)), Request: req}, nil
+	}
+	r, _ := m.pool.Get().(*eventReader)
+	if r == nil {
+		r = &eventReader{}
+	}
+	r.evs, r.i = m.sse, 0
+	return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}},
+		Body: r, ContentLength: -1, Request: req}, nil
+}
+
+// discardWriter is a flushable ResponseWriter that keeps nothing.
+type discardWriter struct {
+	h http.Header
+	n int
+}
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(b []byte) (int, error) { d.n += len(b); return len(b), nil }
+func (d *discardWriter) WriteHeader(int)             {}
+func (d *discardWriter) Flush()                      {}
+
+func benchHandlers(b *testing.B) (map[string]http.Handler, *memTransport) {
+	b.Helper()
+	tr := &memTransport{sse: benchStream(), json: []byte(`{"id":"c","model":"m","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}`)}
+	rl, err := New(
+		WithRoutes(Route{Name: "r", Prefix: "/", Upstream: "http://upstream.test", AuthHeader: "Authorization", AuthValue: "sk-up"}),
+		WithAPIKeys(APIKey{Key: testKey, Tenant: "t"}),
+		WithRateLimit(Limits{RequestsPerMinute: 1e12, Burst: 1 << 30}),
+		WithRegisterer(prometheus.NewRegistry()),
+		WithRecorder(NopRecorder{}),
+		WithTransport(tr),
+	)
+	if err != nil {
+		b.Fatal(err)
+	}
+	target, _ := url.Parse("http://upstream.test")
+	bare := &httputil.ReverseProxy{
+		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.SetXForwarded() },
+		Transport:     tr,
+		FlushInterval: -1,
+		BufferPool:    bufferPool{},
+	}
+	return map[string]http.Handler{"bare": bare, "relay": rl}, tr
+}
+
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte { return make([]byte, 32<<10) }
+func (bufferPool) Put([]byte)  {}
+func benchRequest(path string) *http.Request {
+	req := httptest.NewRequest("POST", path, strings.NewReader(`{"model":"m","stream":true,"messages":[{"role":"user","content":"hello"}]}`))
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	req.Header.Set("Content-Type", "application/json")
+	return req
+}
+
+// BenchmarkHandlerSSE relays one stream of 200 events per op. allocs/op
+// divided by 200 bounds the allocations per event.
+func BenchmarkHandlerSSE(b *testing.B) {
+	hs, _ := benchHandlers(b)
+	for _, name := range []string{"bare", "relay"} {
+		b.Run(name, func(b *testing.B) {
+			h := hs[name]
+			w := &discardWriter{h: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				h.ServeHTTP(w, benchRequest("/v1/chat/completions"))
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchEvents, "ns/event")
+		})
+	}
+}
+
+// BenchmarkHandlerJSON relays one small non-streamed response per op.
+func BenchmarkHandlerJSON(b *testing.B) {
+	hs, _ := benchHandlers(b)
+	for _, name := range []string{"bare", "relay"} {
+		b.Run(name, func(b *testing.B) {
+			h := hs[name]
+			w := &discardWriter{h: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				h.ServeHTTP(w, benchRequest("/v1/json"))
+			}
+		})
+	}
+}
+
+// BenchmarkSSEParser parses one typical event per op.
+func BenchmarkSSEParser(b *testing.B) {
+	ev := benchStream()[0]
+	p := &sseParser{maxData: maxObservedEvent, onEvent: func(name, data []byte, truncated bool) {}}
+	b.SetBytes(int64(len(ev)))
+	b.ReportAllocs()
+	for b.Loop() {
+		p.feed(ev)
+	}
+}
+
+// TestNoAllocationPerEvent checks the steady state the benchmarks report:
+// a stream of 200 events costs no more allocations than one of 2 events.
+func TestNoAllocationPerEvent(t *testing.T) {
+	tr := &memTransport{}
+	rl, err := New(WithRoutes(Route{Name: "r", Prefix: "/", Upstream: "http://upstream.test"}),
+		WithAPIKeys(APIKey{Key: testKey}), WithTransport(tr), WithRegisterer(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := benchStream()
+	measure := func(n int) float64 {
+		tr.sse = append(append([][]byte{}, evs[:n]...), evs[len(evs)-2:]...)
+		w := &discardWriter{h: http.Header{}}
+		return testing.AllocsPerRun(200, func() {
+			clear(w.h)
+			rl.ServeHTTP(w, benchRequest("/v1/chat/completions"))
+		})
+	}
+	short, long := measure(2), measure(benchEvents)
+	if long > short {
+		t.Fatalf("allocations grow with events: %v for 2 events, %v for %d", short, long, benchEvents)
+	}
+}
