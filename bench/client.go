@@ -1,0 +1,341 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// arm is one way to reach the upstream: directly, through the bare proxy,
+// or through the relay.
+type arm struct {
+	name string
+	base string   // base URL
+	key  string   // the credential the driver presents
+	proc *process // nil for the direct arm
+	h2c  bool     // the server speaks cleartext HTTP/2 to the upstream
+	sent atomic.Int64
+}
+
+// Arm names, in report order.
+const (
+	armDirect = "direct"
+	armBare   = "bare"
+	armRelay  = "relay"
+)
+
+// driver sends requests and checks every response byte for byte.
+type driver struct {
+	hc *http.Client
+}
+
+func newDriver() *driver {
+	tr := &http.Transport{
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return &driver{hc: &http.Client{Transport: tr}}
+}
+
+// Request bodies: an OpenAI chat request (asking for usage in streams, so
+// that the relay need not rewrite it and every arm gets the same stream)
+// and an OpenAI speech request.
+const (
+	chatStreamBody = `{"model":"` + modelName + `","stream":true,"stream_options":{"include_usage":true},` +
+		`"max_tokens":256,"messages":[{"role":"system","content":"You are a benchmark."},` +
+		`{"role":"user","content":"Tell me about streams, briefly."}]}`
+	chatBody = `{"model":"` + modelName + `","max_tokens":256,"messages":[{"role":"system",` +
+		`"content":"You are a benchmark."},{"role":"user","content":"Tell me about streams, briefly."}]}`
+	speechBody = `{"model":"tts-1","voice":"alloy","input":"Streams are sacred; never buffer them."}`
+)
+
+// outcome is what one checked response measured.
+type outcome struct {
+	// ttfb is the time to the response headers for JSON, and to the first
+	// event or audio chunk for streams.
+	ttfb   time.Duration
+	events int // SSE events including the usage chunk and [DONE], or audio chunks
+}
+
+// Failure kinds, for the report.
+const (
+	failTransport = "transport"
+	failStatus    = "status"
+	failTruncated = "truncated"
+	failAltered   = "altered"
+	failTimeout   = "timeout"
+)
+
+// checkError is a response that failed its check.
+type checkError struct {
+	kind string
+	msg  string
+}
+
+func (e *checkError) Error() string { return e.kind + ": " + e.msg }
+
+func failf(kind, format string, args ...any) error {
+	return &checkError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+// kindOf classifies an error returned by do.
+func kindOf(err error) string {
+	var ce *checkError
+	if errors.As(err, &ce) {
+		return ce.kind
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return failTimeout
+	}
+	return failTransport
+}
+
+// do sends one request through a and checks the whole response. lat, when
+// not nil, receives each SSE event's latency (receive time minus send
+// stamp). opened, when not nil, is called once the first event or chunk
+// has arrived (or the request failed before that).
+func (d *driver) do(ctx context.Context, a *arm, s spec, lat *[]time.Duration, opened func()) (outcome, error) {
+	once := opened
+	open := func() {
+		if once != nil {
+			once()
+			once = nil
+		}
+	}
+	defer open()
+	var body string
+	switch s.mode {
+	case modeSSE:
+		body = chatStreamBody
+	case modeJSON:
+		body = chatBody
+	default:
+		body = speechBody
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+s.path()+"?"+s.query(), strings.NewReader(body))
+	if err != nil {
+		return outcome{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.key)
+	req.Header.Set("Content-Type", "application/json")
+	a.sent.Add(1)
+	start := time.Now()
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		return outcome{}, wrapTransport(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+		return outcome{}, failf(failStatus, "%s: %s", resp.Status, snippet)
+	}
+	switch s.mode {
+	case modeJSON:
+		return checkJSON(resp, s, time.Since(start))
+	case modeSSE:
+		return checkSSE(resp, s, start, lat, open)
+	default:
+		return checkAudio(resp, s, start, open)
+	}
+}
+
+func wrapTransport(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return failf(failTransport, "%v", err)
+}
+
+// readErr classifies an error while reading a body that had begun well.
+func readErr(err error, what string) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return failf(failTruncated, "%s: %v", what, err)
+}
+
+func checkJSON(resp *http.Response, s spec, ttfb time.Duration) (outcome, error) {
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return outcome{}, readErr(err, "reading JSON body")
+	}
+	if resp.ContentLength >= 0 && int64(len(got)) != resp.ContentLength {
+		return outcome{}, failf(failTruncated, "JSON body has %d bytes, Content-Length %d", len(got), resp.ContentLength)
+	}
+	t, err := stamp(got)
+	if err != nil {
+		return outcome{}, failf(failAltered, "JSON body: %v", err)
+	}
+	want := appendCompletion(make([]byte, 0, len(got)), s.seed, s.n, t)
+	if !bytes.Equal(got, want) {
+		return outcome{}, failf(failAltered, "JSON body differs: got %q, want %q", clip(got), clip(want))
+	}
+	return outcome{ttfb: ttfb, events: 1}, nil
+}
+
+// checkSSE reads a chat stream, checking each event as it arrives: n
+// content chunks in order, the usage chunk, then [DONE], each a data line
+// followed by a blank line, every byte but the send stamps as the upstream
+// generates them, and the content's hash.
+func checkSSE(resp *http.Response, s spec, start time.Time, lat *[]time.Duration, opened func()) (outcome, error) {
+	var out outcome
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		return out, failf(failAltered, "Content-Type %q", ct)
+	}
+	br := bufio.NewReaderSize(resp.Body, 4096)
+	h := fnv.New64a()
+	want := make([]byte, 0, 512)
+	var (
+		i         int  // next content chunk expected
+		usageSeen bool // the usage chunk arrived
+		done      bool // [DONE] arrived
+		blank     bool // a blank line is due
+	)
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			if err == io.EOF && len(line) == 0 && done && !blank {
+				break
+			}
+			if err == io.EOF {
+				return out, failf(failTruncated, "stream ended after %d of %d chunks (usage %v, done %v)", i, s.n, usageSeen, done)
+			}
+			return out, readErr(err, fmt.Sprintf("after %d of %d chunks", i, s.n))
+		}
+		now := time.Now()
+		if blank {
+			if len(line) != 1 {
+				return out, failf(failAltered, "expected a blank line after event %d, got %q", out.events, clip(line))
+			}
+			blank = false
+			continue
+		}
+		payload, ok := bytes.CutPrefix(line[:len(line)-1], []byte("data: "))
+		if !ok {
+			if bytes.HasPrefix(line, []byte("event: error")) {
+				rest, _ := io.ReadAll(io.LimitReader(br, 300))
+				return out, failf(failTruncated, "stream ended with an error event after %d chunks: %q", i, rest)
+			}
+			return out, failf(failAltered, "unexpected line %q after %d chunks", clip(line), i)
+		}
+		out.events++
+		blank = true
+		switch {
+		case done:
+			return out, failf(failAltered, "data after [DONE]: %q", clip(payload))
+		case string(payload) == "[DONE]":
+			if !usageSeen {
+				return out, failf(failTruncated, "[DONE] after %d of %d chunks, no usage", i, s.n)
+			}
+			done = true
+			continue
+		case usageSeen:
+			return out, failf(failAltered, "data after the usage chunk: %q", clip(payload))
+		}
+		t, err := stamp(payload)
+		if err != nil {
+			return out, failf(failAltered, "chunk %d: %v: %q", i, err, clip(payload))
+		}
+		if i < s.n {
+			want = appendChunk(want[:0], s.seed, i, t)
+		} else {
+			want = appendUsageChunk(want[:0], s.seed, s.n, t)
+		}
+		if !bytes.Equal(payload, want) {
+			return out, failf(failAltered, "chunk %d differs: got %q, want %q", i, clip(payload), clip(want))
+		}
+		if i == s.n {
+			usageSeen = true
+			continue
+		}
+		if c, ok := content(payload); ok {
+			_, _ = h.Write(c)
+		}
+		if i == 0 {
+			out.ttfb = now.Sub(start)
+			opened()
+		}
+		if lat != nil {
+			*lat = append(*lat, time.Duration(now.UnixNano()-t))
+		}
+		i++
+	}
+	if got, want := h.Sum64(), contentHash(s.seed, s.n); got != want {
+		return out, failf(failAltered, "content hash %x, want %x", got, want)
+	}
+	return out, nil
+}
+
+// content returns the delta content of a chunk.
+func content(p []byte) ([]byte, bool) {
+	const key = `"content":"`
+	i := bytes.Index(p, []byte(key))
+	if i < 0 {
+		return nil, false
+	}
+	p = p[i+len(key):]
+	j := bytes.IndexByte(p, '"')
+	if j < 0 {
+		return nil, false
+	}
+	return p[:j], true
+}
+
+func checkAudio(resp *http.Response, s spec, start time.Time, opened func()) (outcome, error) {
+	var out outcome
+	if ct := resp.Header.Get("Content-Type"); ct != "audio/mpeg" {
+		return out, failf(failAltered, "Content-Type %q", ct)
+	}
+	h := fnv.New64a()
+	buf := make([]byte, 32<<10)
+	var total int
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if total == 0 {
+				out.ttfb = time.Since(start)
+				opened()
+			}
+			total += n
+			_, _ = h.Write(buf[:n])
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return out, readErr(err, fmt.Sprintf("audio after %d of %d bytes", total, s.n*s.size))
+		}
+	}
+	out.events = s.n
+	if total != s.n*s.size {
+		return out, failf(failTruncated, "audio has %d of %d bytes", total, s.n*s.size)
+	}
+	if got, want := h.Sum64(), audioHash(s.seed, s.n, s.size); got != want {
+		return out, failf(failAltered, "audio hash %x, want %x", got, want)
+	}
+	return out, nil
+}
+
+// clip shortens a payload for an error message.
+func clip(b []byte) string {
+	const max = 160
+	if len(b) > max {
+		return string(b[:max]) + "…(" + strconv.Itoa(len(b)) + " bytes)"
+	}
+	return string(b)
+}

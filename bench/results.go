@@ -1,0 +1,172 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// results are a run's raw figures, indexed by arm (direct, bare, relay).
+type results struct {
+	started, finished time.Time
+
+	mu      sync.Mutex
+	checked [3]int64 // responses checked and found intact (or cut as expected)
+	bad     [3]int64
+
+	procs     map[string]runtimeStats // each role's stats at start (GOMAXPROCS)
+	latency   latencyResult
+	tput      []tputResult
+	stream    streamResult
+	mem       []memResult
+	scale     []scaleResult
+	instances []*relayInstance
+	profile   *profileSummary
+}
+
+func armIndex(name string) int {
+	switch name {
+	case armDirect:
+		return 0
+	case armBare:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// count tallies one checked response.
+func (r *results) count(armName string, ok bool) {
+	i := armIndex(armName)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ok {
+		r.checked[i]++
+	} else {
+		r.bad[i]++
+	}
+}
+
+type latencyResult struct {
+	jsonTTFB, sseTTFB, events [3]samples
+}
+
+type tputResult struct {
+	conc int
+	reqs [3]int64
+	arms [3]usage
+}
+
+type streamResult struct {
+	long  [3]usage
+	longN [3]int64
+	// allocLong and allocShort measure allocations per event.
+	allocLong, allocShort   [3]usage
+	allocLongN, allocShortN [3]int64
+}
+
+type memPoint struct {
+	streams int
+	rawRSS  int64 // as measured with the streams open
+	rss     int64 // after a GC and returning freed memory
+	held    int64 // streams the upstream held at that moment
+	stats   runtimeStats
+}
+
+type memResult struct {
+	arm       string
+	proto     string // of the upstream hop
+	baseRSS   int64
+	baseStats runtimeStats
+	points    []memPoint
+}
+
+type scaleResult struct {
+	arm                 string
+	proto               string // of the upstream hop
+	streams             int
+	peakHeld            int64
+	completed, failed   int64
+	openTime, drainTime time.Duration
+}
+
+// relayInstance is one relay process and the records it must have
+// written: one line per request it was sent, less those it counted as
+// dropped, none containing a credential.
+type relayInstance struct {
+	name        string
+	file        string
+	sent        int64
+	dropped     float64
+	haveDropped bool
+	lines       int64
+	err         error
+}
+
+func (ri *relayInstance) check() {
+	f, err := os.Open(ri.file)
+	if err != nil {
+		ri.err = err
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var leaked bool
+	for sc.Scan() {
+		ri.lines++
+		line := sc.Bytes()
+		if bytes.Contains(line, []byte(clientKey)) || bytes.Contains(line, []byte(upstreamKey)) {
+			leaked = true
+		}
+	}
+	switch {
+	case sc.Err() != nil:
+		ri.err = sc.Err()
+	case leaked:
+		ri.err = failf(failAltered, "a record in %s contains a credential", ri.file)
+	case !ri.haveDropped:
+		ri.err = failf(failTruncated, "the relay's last scrape failed; records cannot be reconciled")
+	case ri.lines+int64(ri.dropped) != ri.sent:
+		ri.err = failf(failTruncated, "relay %s: %d requests sent, %d records written, %.0f counted as dropped",
+			ri.name, ri.sent, ri.lines, ri.dropped)
+	}
+}
+
+// metricValue finds an unlabelled sample in a Prometheus text exposition.
+func metricValue(exposition []byte, name string) (float64, bool) {
+	sc := bufio.NewScanner(bytes.NewReader(exposition))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		rest, ok := bytes.CutPrefix(sc.Bytes(), []byte(name+" "))
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(string(bytes.TrimSpace(rest)), 64)
+		return v, err == nil
+	}
+	return 0, false
+}
+
+// Formatting helpers for the report.
+
+func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond)) }
+
+func signedUS(d time.Duration) string {
+	return fmt.Sprintf("%+.1f µs", float64(d)/float64(time.Microsecond))
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func kib(b float64) string { return fmt.Sprintf("%.1f KiB", b/1024) }
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}

@@ -1,0 +1,201 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// upstream is the mock provider. It serves OpenAI-style SSE and JSON chat
+// completions and chunked audio, shaped by the request's spec, and stamps
+// every payload with the time it was sent. It answers 401 unless the
+// upstream key is presented and 400 if the client's key reached it, so a
+// proxy that fails to swap credentials cannot pass.
+//
+// It is safe for concurrent use. Streams asked to hold wait, after their
+// first event, until their hold group is released or the upstream closes.
+type upstream struct {
+	mu    sync.Mutex
+	gates map[string]chan struct{}
+	held  atomic.Int64
+	done  chan struct{} // closed by close: ends every hold
+	once  sync.Once
+}
+
+func newUpstream() *upstream {
+	return &upstream{gates: make(map[string]chan struct{}), done: make(chan struct{})}
+}
+
+// close releases every held stream.
+func (u *upstream) close() { u.once.Do(func() { close(u.done) }) }
+
+// gate returns the channel a hold group waits on.
+func (u *upstream) gate(name string) chan struct{} {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	g, ok := u.gates[name]
+	if !ok {
+		g = make(chan struct{})
+		u.gates[name] = g
+	}
+	return g
+}
+
+// release lets the streams of a hold group, present and future, go on.
+func (u *upstream) release(name string) {
+	g := u.gate(name)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	select {
+	case <-g:
+	default:
+		close(g)
+	}
+}
+
+// wait blocks a stream of a hold group until it is released.
+func (u *upstream) wait(ctx context.Context, name string) bool {
+	u.held.Add(1)
+	defer u.held.Add(-1)
+	select {
+	case <-u.gate(name):
+		return true
+	case <-u.done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// control serves the upstream's control endpoints: POST /release?hold=G
+// and GET /held (the number of streams holding now).
+func (u *upstream) control() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /release", func(w http.ResponseWriter, r *http.Request) {
+		u.release(r.URL.Query().Get("hold"))
+	})
+	mux.HandleFunc("GET /held", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strconv.FormatInt(u.held.Load(), 10))
+	})
+	return mux
+}
+
+func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer "+upstreamKey {
+		http.Error(w, `{"error":{"message":"bad upstream key"}}`, http.StatusUnauthorized)
+		return
+	}
+	for _, vv := range r.Header {
+		for _, v := range vv {
+			if strings.Contains(v, clientKey) {
+				http.Error(w, `{"error":{"message":"the client key reached the upstream"}}`, http.StatusBadRequest)
+				return
+			}
+		}
+	}
+	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		return
+	}
+	s, err := parseSpec(r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ctx := r.Context()
+	var tm *time.Timer
+	if s.delay > 0 || s.interval > 0 {
+		tm = time.NewTimer(time.Hour)
+		defer tm.Stop()
+	}
+	if s.delay > 0 && !pause(ctx, tm, s.delay) {
+		return
+	}
+	switch s.mode {
+	case modeJSON:
+		u.serveJSON(w, s)
+	case modeSSE:
+		u.serveSSE(ctx, w, s, tm)
+	case modeAudio:
+		u.serveAudio(ctx, w, s, tm)
+	}
+}
+
+// pause waits for d, reusing the request's timer, unless ctx ends first.
+func pause(ctx context.Context, tm *time.Timer, d time.Duration) bool {
+	tm.Reset(d)
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (u *upstream) serveJSON(w http.ResponseWriter, s spec) {
+	body := appendCompletion(make([]byte, 0, 256+6*s.n), s.seed, s.n, time.Now().UnixNano())
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
+}
+
+func (u *upstream) serveSSE(ctx context.Context, w http.ResponseWriter, s spec, tm *time.Timer) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 0, 512)
+	for i := range s.n {
+		if i > 0 && s.interval > 0 && !pause(ctx, tm, s.interval) {
+			return
+		}
+		if s.failAt > 0 && i == s.failAt {
+			panic(http.ErrAbortHandler) // cut the connection mid-stream
+		}
+		buf = append(buf[:0], "data: "...)
+		buf = appendChunk(buf, s.seed, i, time.Now().UnixNano())
+		buf = append(buf, "\n\n"...)
+		if _, err := w.Write(buf); err != nil {
+			return
+		}
+		if rc.Flush() != nil {
+			return
+		}
+		if i == 0 && s.hold != "" && !u.wait(ctx, s.hold) {
+			return
+		}
+	}
+	buf = append(buf[:0], "data: "...)
+	buf = appendUsageChunk(buf, s.seed, s.n, time.Now().UnixNano())
+	buf = append(buf, "\n\ndata: [DONE]\n\n"...)
+	_, _ = w.Write(buf)
+}
+
+func (u *upstream) serveAudio(ctx context.Context, w http.ResponseWriter, s spec, tm *time.Timer) {
+	w.Header().Set("Content-Type", "audio/mpeg")
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 0, s.size)
+	for i := range s.n {
+		if i > 0 && s.interval > 0 && !pause(ctx, tm, s.interval) {
+			return
+		}
+		if s.failAt > 0 && i == s.failAt {
+			panic(http.ErrAbortHandler)
+		}
+		buf = appendAudio(buf[:0], s.seed, i, s.size)
+		if _, err := w.Write(buf); err != nil {
+			return
+		}
+		if rc.Flush() != nil {
+			return
+		}
+		if i == 0 && s.hold != "" && !u.wait(ctx, s.hold) {
+			return
+		}
+	}
+}
