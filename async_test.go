@@ -17,7 +17,6 @@ type batchSink struct {
 	mu      sync.Mutex
 	batches []int
 	fail    int
-	failed  chan error
 }
 
 func (b *batchSink) Record(ctx context.Context, r Record) error {

@@ -43,11 +43,6 @@ const maxFieldName = 16
 // maxEventName bounds a kept event name.
 const maxEventName = 256
 
-func (p *sseParser) reset() {
-	*p = sseParser{maxData: p.maxData, onEvent: p.onEvent,
-		field: p.field[:0], name: p.name[:0], data: p.data[:0]}
-}
-
 // midEvent reports whether the stream stopped inside a line or an event, so
 // that an appended error event must first close it.
 func (p *sseParser) midEvent() (midLine, pending bool) {
