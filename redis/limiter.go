@@ -29,8 +29,14 @@ import (
 // closed as configured by relay.WithLimiterFailOpen. A call that timed out
 // may still have been applied by Redis, so budgets can be slightly over
 // charged around an outage. Recovery needs nothing: the next call that
-// gets through uses Redis again (go-redis reconnects, and the script is
-// reloaded if Redis lost it).
+// gets through uses Redis again (go-redis reconnects, probing once a second
+// after many failed dials, and the script is reloaded if Redis lost it).
+//
+// State lives only in Redis. A restart without persistence, or a failover
+// that loses writes not yet replicated, refills the affected buckets: a
+// tenant may briefly get up to a burst more than its limit.
+//
+// It needs Redis 4.0 or later; it is tested on 7.0.
 //
 // It is safe for concurrent use. The client is not closed by the Limiter.
 type Limiter struct {

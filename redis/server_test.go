@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -80,19 +81,45 @@ func redisNow(t testing.TB, c redis.UniversalClient) time.Time {
 // redisServer is a redis-server process of the test's own, for tests that
 // stop and restart Redis.
 type redisServer struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	addr string
+	t     testing.TB
+	bin   string
+	dir   string
+	addr  string
+	args  []string
+	ready string // the log line that says it serves
 
 	cmd    *exec.Cmd     // nil when not running
 	exited chan struct{} // closed when cmd has exited
 }
 
 // startRedisServer starts redis-server (RELAY_TEST_REDIS_SERVER, or the
-// one on PATH) on a free loopback port, without persistence, and waits
-// until it accepts connections. It is killed when the test ends.
-func startRedisServer(t testing.TB) *redisServer {
+// one on PATH) on a free loopback port, without persistence, with extra
+// arguments, and waits until it accepts connections. It is killed when the
+// test ends.
+func startRedisServer(t testing.TB, extra ...string) *redisServer {
+	t.Helper()
+	s := newRedisServer(t)
+	s.args = append(s.args, extra...)
+	s.start()
+	return s
+}
+
+// startSentinel starts a Sentinel watching the master at addr under the
+// name "mymaster", and waits until it monitors it.
+func startSentinel(t testing.TB, master string) *redisServer {
+	t.Helper()
+	s := newRedisServer(t)
+	host, port, _ := net.SplitHostPort(master)
+	conf := filepath.Join(s.dir, "sentinel.conf") // Sentinel rewrites it
+	require.NoError(t, os.WriteFile(conf, []byte("sentinel monitor mymaster "+host+" "+port+" 1\n"), 0o600))
+	s.args = append([]string{conf, "--sentinel"}, s.args...)
+	s.ready = "+monitor master mymaster"
+	s.start()
+	return s
+}
+
+// newRedisServer prepares a server on a free port; start runs it.
+func newRedisServer(t testing.TB) *redisServer {
 	t.Helper()
 	bin := os.Getenv("RELAY_TEST_REDIS_SERVER")
 	if bin == "" {
@@ -105,21 +132,20 @@ func startRedisServer(t testing.TB) *redisServer {
 	require.NoError(t, err)
 	addr := l.Addr().String()
 	require.NoError(t, l.Close())
-	s := &redisServer{t: t, bin: bin, dir: t.TempDir(), addr: addr}
-	s.start()
+	_, port, _ := net.SplitHostPort(addr)
+	s := &redisServer{t: t, bin: bin, dir: t.TempDir(), addr: addr, ready: "Ready to accept connections"}
+	s.args = []string{"--port", port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no",
+		"--logfile", "", "--dir", s.dir}
 	t.Cleanup(s.kill)
 	return s
 }
 
-// start runs the server and waits for its "Ready to accept connections"
-// log line.
+// start runs the server and waits for its readiness log line.
 func (s *redisServer) start() {
 	s.t.Helper()
-	_, port, _ := net.SplitHostPort(s.addr)
-	w := newLineWatcher("Ready to accept connections")
-	cmd := exec.Command(s.bin, "--port", port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no",
-		"--logfile", "", "--dir", s.dir)
+	w := newLineWatcher(s.ready)
+	cmd := exec.Command(s.bin, s.args...)
 	cmd.Stdout, cmd.Stderr = w, w
 	require.NoError(s.t, cmd.Start())
 	exited := make(chan struct{})
