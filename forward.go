@@ -104,7 +104,10 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 	r := ex.r
 	h := make(http.Header, len(r.Header)+len(b.Header)+3)
 	copyHeaders(h, r.Header, func(k string) bool {
-		return isClientCredential(k) || k == "Host" || k == "Content-Length" || k == "X-Request-Id"
+		// Expect: the body is already read; forwarding it would make the
+		// transport wait for a 100 Continue the upstream may never send.
+		return isClientCredential(k) || k == "Host" || k == "Content-Length" ||
+			k == "X-Request-Id" || k == "Expect"
 	})
 	for k, v := range b.Header {
 		h[k] = v
@@ -142,15 +145,8 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	} else {
 		out.Body = http.NoBody
-		if ex.r.ContentLength == 0 && methodHasNoBody(r.Method) {
-			out.ContentLength = 0
-		}
 	}
 	return out
-}
-
-func methodHasNoBody(m string) bool {
-	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions || m == http.MethodDelete
 }
 
 // attempt is one upstream round trip with its timers.

@@ -591,7 +591,9 @@ func TestHeaders(t *testing.T) {
 	req.Header.Set("X-Forwarded-For", "10.1.1.1")
 	req.Header.Set("X-Request-Id", "client-id-123")
 	req.Header.Set("X-Custom", "kept")
+	req.Header.Set("Expect", "100-continue")
 	resp, _ := e.do(req)
+	assert.Empty(t, got.Get("Expect"), "the body is already read: no 100-continue upstream")
 
 	assert.Empty(t, got.Get("X-Client-Hop"), "headers named in Connection are hop-by-hop")
 	assert.Empty(t, got.Get("Te"))

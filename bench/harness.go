@@ -172,6 +172,7 @@ func (h *harness) logf(format string, args ...any) {
 func (h *harness) run() int {
 	raiseFileLimit()
 	h.res.started = time.Now()
+	h.res.loadStart = loadAverage()
 	h.workDir = h.cfg.WorkDir
 	if h.workDir == "" {
 		dir, err := os.MkdirTemp("", "relaybench-")
@@ -207,6 +208,7 @@ func (h *harness) run() int {
 		}
 	}
 	h.res.finished = time.Now()
+	h.res.loadEnd = loadAverage()
 	report := h.report()
 	if _, err := io.WriteString(h.cfg.Stdout, report); err != nil {
 		return 2

@@ -96,7 +96,8 @@ func (h *harness) machine(w func(string, ...any)) {
 	procs = append(procs, fmt.Sprintf("driver %d", runtime.GOMAXPROCS(0)))
 	w("| Machine | |\n|---|---|\n")
 	w("| CPUs (nproc) | %d |\n| CPU model | %s |\n| Go | %s |\n| Kernel | %s |\n", onlineCPUs(), model, runtime.Version(), kernel)
-	w("| Pinning | %s |\n| GOMAXPROCS | %s |\n| Open-file limit | %d |\n\n", pin, strings.Join(procs, ", "), fileLimit())
+	w("| Pinning | %s |\n| GOMAXPROCS | %s |\n| Open-file limit | %d |\n", pin, strings.Join(procs, ", "), fileLimit())
+	w("| Load average (1 min) at start, end | %s, %s |\n\n", r.loadStart, r.loadEnd)
 }
 
 // perK is CPU seconds per 1,000 units.
@@ -240,22 +241,26 @@ func (h *harness) throughputSection(w func(string, ...any)) {
 	w("## 2. Non-streaming throughput\n\n")
 	w("Closed loop, %d round(s) of %v per arm; each request is a %d-token chat completion (~600-byte body). "+
 		"Server CPU is utime+stime of the server process from /proc; \"load CPU\" is the mock upstream's plus the "+
-		"driver's (they share core 0), which shows whether the server or the load side was the bottleneck.\n\n",
+		"driver's (they share core 0), which shows whether the server or the load side was the bottleneck. "+
+		"\"req/s per server core\" is requests divided by server CPU seconds: the rate the server would reach with a core to itself.\n\n",
 		h.plan.tputRounds, h.plan.tputDur, jsonTokens)
-	w("| Concurrency | Arm | Requests | req/s | Server CPU s / 1k req | Server core use | Load CPU s / 1k req | Allocs / req | KiB alloc / req |\n")
-	w("|---|---|---|---|---|---|---|---|---|\n")
+	w("| Concurrency | Arm | Requests | req/s | Server CPU s / 1k req | Server core use | req/s per server core | Load CPU s / 1k req | Allocs / req | KiB alloc / req |\n")
+	w("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, t := range h.res.tput {
 		for i, name := range []string{armDirect, armBare, armRelay} {
 			u := t.arms[i]
-			srv, use, allocs, kb := "—", "—", "—", "—"
+			srv, use, perCore, allocs, kb := "—", "—", "—", "—", "—"
 			if i > 0 {
 				srv = fmt.Sprintf("%.3f", perK(u.cpu, t.reqs[i]))
 				use = fmt.Sprintf("%.0f%%", 100*u.cpu.Seconds()/u.wall.Seconds())
+				if u.cpu > 0 {
+					perCore = fmt.Sprintf("%.0f", float64(t.reqs[i])/u.cpu.Seconds())
+				}
 				allocs = fmt.Sprintf("%.1f", perN(u.allocs, t.reqs[i]))
 				kb = fmt.Sprintf("%.1f", perN(u.allocBytes, t.reqs[i])/1024)
 			}
-			w("| %d | %s | %d | %.0f | %s | %s | %.3f | %s | %s |\n", t.conc, name, t.reqs[i], rps(t.reqs[i], u.wall),
-				srv, use, perK(u.loadCPU, t.reqs[i]), allocs, kb)
+			w("| %d | %s | %d | %.0f | %s | %s | %s | %.3f | %s | %s |\n", t.conc, name, t.reqs[i], rps(t.reqs[i], u.wall),
+				srv, use, perCore, perK(u.loadCPU, t.reqs[i]), allocs, kb)
 		}
 	}
 	w("\n")

@@ -12,7 +12,8 @@ import (
 
 // results are a run's raw figures, indexed by arm (direct, bare, relay).
 type results struct {
-	started, finished time.Time
+	started, finished  time.Time
+	loadStart, loadEnd string // 1-minute load average
 
 	mu      sync.Mutex
 	checked [3]int64 // responses checked and found intact (or cut as expected)
@@ -169,4 +170,17 @@ func ratio(a, b float64) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.2f×", a/b)
+}
+
+// loadAverage is the 1-minute load average, or "?".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := bytes.Fields(b)
+	if len(f) == 0 {
+		return "?"
+	}
+	return string(f[0])
 }
