@@ -1,0 +1,123 @@
+package main
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/streamrelay/relay"
+)
+
+// newRegistry is the process's own metrics registry (never the global
+// default): the relay's metrics plus the Go runtime's and the process's.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// relayOptions turns a validated configuration into the relay's options.
+// Credentials named by auth_env are read through getenv here, once.
+func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool), log *slog.Logger, reg prometheus.Registerer) []relay.Option {
+	routes := make([]relay.Route, 0, len(c.Routes))
+	for _, r := range c.Routes {
+		routes = append(routes, r.route(getenv))
+	}
+	keys := make([]relay.APIKey, 0, len(c.Auth.APIKeys))
+	for _, k := range c.Auth.APIKeys {
+		ak := relay.APIKey{Key: k.Key, ID: k.ID, Tenant: k.Tenant, Labels: k.Labels}
+		if l := k.Limits; l != nil {
+			ak.Limits = &relay.Limits{RequestsPerMinute: l.RequestsPerMinute, Burst: l.Burst,
+				TokensPerMinute: l.TokensPerMinute, TokenBurst: l.TokenBurst}
+		}
+		keys = append(keys, ak)
+	}
+	s := &c.Server
+	opts := []relay.Option{
+		relay.WithRoutes(routes...),
+		relay.WithAPIKeys(keys...),
+		relay.WithLogger(log),
+		relay.WithRegisterer(reg),
+		relay.WithMaxBodyBytes(s.MaxBodySize),
+		// server.timeout bounds the wait for response headers only, so it
+		// limits a non-streamed request as a whole but never cuts a stream.
+		relay.WithTimeouts(relay.Timeouts{FirstByte: time.Duration(s.Timeout)}),
+		relay.WithClientWriteTimeout(time.Duration(s.ClientWriteTimeout)),
+		relay.WithLimiterFailOpen(c.RateLimit.FailOpen),
+		relay.WithRecordQueue(c.Storage.Queue.options(c.has("storage.queue.max_retries"))),
+		relay.WithRecorder(st.recorders...),
+	}
+	if len(c.Models) > 0 {
+		opts = append(opts, relay.WithModels(c.Models...))
+	}
+	if c.RateLimit.Enabled {
+		if st.limiter != nil {
+			opts = append(opts, relay.WithLimiter(st.limiter))
+		} else {
+			opts = append(opts, relay.WithRateLimit(c.RateLimit.limits()))
+		}
+	}
+	return opts
+}
+
+// route converts a route, resolving auth_env through getenv.
+func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
+	rt := relay.Route{
+		Name:          r.Name,
+		Prefix:        r.Path,
+		StripPrefix:   r.StripPrefix,
+		RewritePrefix: r.RewritePrefix,
+		Kind:          relay.StreamKind(r.Kind),
+		Provider:      relay.Provider(r.Provider),
+		Headers:       r.Headers,
+		MaxAttempts:   r.MaxAttempts,
+		Timeouts: relay.Timeouts{
+			Connect:   time.Duration(r.Timeouts.Connect),
+			FirstByte: time.Duration(r.Timeouts.FirstByte),
+			Idle:      time.Duration(r.Timeouts.Idle),
+			Total:     time.Duration(r.Timeouts.Total),
+		},
+	}
+	if len(r.Upstreams) == 0 {
+		rt.Upstream = r.Upstream
+		rt.AuthHeader = r.AuthHeader
+		rt.AuthValue = credential(r.AuthEnv, r.AuthValue, getenv)
+		return rt
+	}
+	for _, u := range r.Upstreams {
+		rt.Upstreams = append(rt.Upstreams, relay.Upstream{
+			Name:       u.Name,
+			URL:        u.URL,
+			AuthHeader: u.AuthHeader,
+			AuthValue:  credential(u.AuthEnv, u.AuthValue, getenv),
+			Keys:       u.Keys,
+			Weight:     u.Weight,
+		})
+	}
+	return rt
+}
+
+func credential(env, value string, getenv func(string) (string, bool)) string {
+	if env == "" {
+		return value
+	}
+	v, _ := getenv(env)
+	return v
+}
+
+// options converts the queue settings; an explicit max_retries of 0 means
+// no retry (the relay's zero means its default).
+func (q queueConfig) options(retriesSet bool) relay.AsyncOptions {
+	o := relay.AsyncOptions{
+		QueueSize:     q.Size,
+		BatchSize:     q.BatchSize,
+		FlushInterval: time.Duration(q.FlushInterval),
+		WriteTimeout:  time.Duration(q.WriteTimeout),
+		MaxRetries:    q.MaxRetries,
+	}
+	if retriesSet && q.MaxRetries == 0 {
+		o.MaxRetries = -1
+	}
+	return o
+}

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// fileConfig is the YAML configuration file. Field tags name the keys; the
+// decoder (decode.go) refuses any key not listed here. Zero values are
+// replaced by defaultConfig's before decoding, so a key that is absent
+// keeps its default.
+type fileConfig struct {
+	Server        serverConfig        `yaml:"server"`
+	Routes        []routeConfig       `yaml:"routes"`
+	RateLimit     rateLimitConfig     `yaml:"rate_limit"`
+	Auth          authConfig          `yaml:"auth"`
+	Storage       storageConfig       `yaml:"storage"`
+	Observability observabilityConfig `yaml:"observability"`
+	Log           logConfig           `yaml:"log"`
+	// Models get their own metric label; others are labelled "other".
+	Models []string `yaml:"models"`
+
+	// lines maps a key path ("routes[0].kind") to the line it is on, so that
+	// validation can point at the line of a bad value.
+	lines map[string]int
+	// fromEnv holds the paths whose values came from ${VAR} expansion; such
+	// values are never echoed in messages.
+	fromEnv map[string]bool
+	// file names the configuration in messages.
+	file string
+}
+
+type serverConfig struct {
+	// Host is the interface to listen on; empty means all of them.
+	Host string `yaml:"host"`
+	// Addr is a full listen address (host:port); it replaces Host and Port.
+	Addr string `yaml:"addr"`
+	Port int    `yaml:"port"`
+	// Timeout bounds the wait for an upstream's response headers. It is the
+	// routes' default Timeouts.FirstByte: it bounds a non-streamed request
+	// as a whole (its headers come when it is done) but never cuts a stream
+	// that has started.
+	Timeout            duration `yaml:"timeout"`
+	MaxBodySize        int64    `yaml:"max_body_size"`
+	ShutdownTimeout    duration `yaml:"shutdown_timeout"`
+	ReadHeaderTimeout  duration `yaml:"read_header_timeout"`
+	KeepaliveTimeout   duration `yaml:"keepalive_timeout"`
+	ClientWriteTimeout duration `yaml:"client_write_timeout"`
+}
+
+type routeConfig struct {
+	Name          string            `yaml:"name"`
+	Path          string            `yaml:"path"`
+	StripPrefix   bool              `yaml:"strip_prefix"`
+	RewritePrefix string            `yaml:"rewrite_prefix"`
+	Upstream      string            `yaml:"upstream"`
+	AuthHeader    string            `yaml:"auth_header"`
+	AuthEnv       string            `yaml:"auth_env"`
+	AuthValue     string            `yaml:"auth_value"`
+	Upstreams     []upstreamConfig  `yaml:"upstreams"`
+	Kind          string            `yaml:"kind"`
+	Provider      string            `yaml:"provider"`
+	Headers       map[string]string `yaml:"headers"`
+	Timeouts      timeoutsConfig    `yaml:"timeouts"`
+	MaxAttempts   int               `yaml:"max_attempts"`
+}
+
+type upstreamConfig struct {
+	Name       string   `yaml:"name"`
+	URL        string   `yaml:"url"`
+	AuthHeader string   `yaml:"auth_header"`
+	AuthEnv    string   `yaml:"auth_env"`
+	AuthValue  string   `yaml:"auth_value"`
+	Keys       []string `yaml:"keys"`
+	Weight     int      `yaml:"weight"`
+}
+
+type timeoutsConfig struct {
+	Connect   duration `yaml:"connect"`
+	FirstByte duration `yaml:"first_byte"`
+	Idle      duration `yaml:"idle"`
+	Total     duration `yaml:"total"`
+}
+
+type rateLimitConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Default is the requests per minute of each tenant.
+	Default         float64 `yaml:"default"`
+	Burst           int     `yaml:"burst"`
+	TokensPerMinute int64   `yaml:"tokens_per_minute"`
+	TokenBurst      int64   `yaml:"token_burst"`
+	FailOpen        bool    `yaml:"fail_open"`
+}
+
+type authConfig struct {
+	APIKeys []apiKeyConfig `yaml:"api_keys"`
+}
+
+// apiKeyConfig is a client key: a plain string, or an object.
+type apiKeyConfig struct {
+	Key    string            `yaml:"key"`
+	ID     string            `yaml:"id"`
+	Tenant string            `yaml:"tenant"`
+	Limits *limitsConfig     `yaml:"limits"`
+	Labels map[string]string `yaml:"labels"`
+}
+
+// fromScalar lets a key be written as a bare string.
+func (k *apiKeyConfig) fromScalar(s string) { k.Key = s }
+
+type limitsConfig struct {
+	RequestsPerMinute float64 `yaml:"requests_per_minute"`
+	Burst             int     `yaml:"burst"`
+	TokensPerMinute   int64   `yaml:"tokens_per_minute"`
+	TokenBurst        int64   `yaml:"token_burst"`
+}
+
+type storageConfig struct {
+	JSONL      *jsonlConfig      `yaml:"jsonl"`
+	Log        bool              `yaml:"log"`
+	Discard    bool              `yaml:"discard"`
+	Redis      *redisConfig      `yaml:"redis"`
+	ClickHouse *clickhouseConfig `yaml:"clickhouse"`
+	Queue      queueConfig       `yaml:"queue"`
+}
+
+type jsonlConfig struct {
+	// Path is a file to append to, or "-" for standard output.
+	Path string `yaml:"path"`
+}
+
+type redisConfig struct {
+	Addr     string `yaml:"addr"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	DB       int    `yaml:"db"`
+	// Records says whether records go to a Redis stream. Default true.
+	Records bool `yaml:"records"`
+	// Stream names that stream; empty means the recorder's default.
+	Stream string `yaml:"stream"`
+	// MaxLen caps the stream's length (approximately); 0 means the
+	// recorder's default.
+	MaxLen int64 `yaml:"max_len"`
+	// Prefix namespaces the limiter's keys and the default stream name;
+	// empty means the module's default ("relay").
+	Prefix string `yaml:"prefix"`
+}
+
+type clickhouseConfig struct {
+	Addr     string `yaml:"addr"`
+	Database string `yaml:"database"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// Table is the table records go to. Default "relay_requests".
+	Table string `yaml:"table"`
+	// CreateTable creates the table at start unless it exists. Default
+	// true.
+	CreateTable bool `yaml:"create_table"`
+}
+
+type queueConfig struct {
+	Size          int      `yaml:"size"`
+	BatchSize     int      `yaml:"batch_size"`
+	FlushInterval duration `yaml:"flush_interval"`
+	WriteTimeout  duration `yaml:"write_timeout"`
+	MaxRetries    int      `yaml:"max_retries"`
+}
+
+type observabilityConfig struct {
+	Prometheus prometheusConfig `yaml:"prometheus"`
+}
+
+type prometheusConfig struct {
+	Enabled bool   `yaml:"enabled"`
+	Path    string `yaml:"path"`
+}
+
+type logConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json or text.
+	Format string `yaml:"format"`
+}
+
+// duration is a time.Duration written as Go does ("300s", "1m30s").
+type duration time.Duration
+
+// Defaults, in one place so that the README's table can be checked
+// against them.
+const (
+	defaultPort               = 8080
+	defaultMaxBodySize        = 10 << 20
+	defaultShutdownTimeout    = 30 * time.Second
+	defaultReadHeaderTimeout  = 10 * time.Second
+	defaultKeepaliveTimeout   = 2 * time.Minute
+	defaultClientWriteTimeout = 30 * time.Second
+	defaultMetricsPath        = "/metrics"
+)
+
+// defaultConfig is the configuration an empty file would give (less the
+// routes and keys, which have no defaults).
+func defaultConfig() fileConfig {
+	return fileConfig{
+		Server: serverConfig{
+			Port:               defaultPort,
+			MaxBodySize:        defaultMaxBodySize,
+			ShutdownTimeout:    duration(defaultShutdownTimeout),
+			ReadHeaderTimeout:  duration(defaultReadHeaderTimeout),
+			KeepaliveTimeout:   duration(defaultKeepaliveTimeout),
+			ClientWriteTimeout: duration(defaultClientWriteTimeout),
+		},
+		RateLimit:     rateLimitConfig{FailOpen: true},
+		Observability: observabilityConfig{Prometheus: prometheusConfig{Enabled: true, Path: defaultMetricsPath}},
+		Log:           logConfig{Level: "info", Format: "json"},
+	}
+}
+
+// defaultsFor fills in the defaults of optional sections that exist only
+// when written (pointers), after decoding.
+func (c *fileConfig) defaultsFor() {
+	if r := c.Storage.Redis; r != nil && !c.has("storage.redis.records") {
+		r.Records = true
+	}
+	if ch := c.Storage.ClickHouse; ch != nil {
+		if ch.Table == "" {
+			ch.Table = "relay_requests"
+		}
+		if !c.has("storage.clickhouse.create_table") {
+			ch.CreateTable = true
+		}
+	}
+}
+
+// has reports whether the file set the key at path.
+func (c *fileConfig) has(path string) bool {
+	_, ok := c.lines[path]
+	return ok
+}
+
+// loadConfig reads, decodes and validates a configuration file. getenv
+// resolves ${VAR} references and auth_env names.
+func loadConfig(path string, getenv func(string) (string, bool)) (*fileConfig, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return parseConfig(src, path, getenv)
+}
+
+// parseConfig decodes and validates a configuration. Every error names
+// the file, the line and the key, and none quotes a secret.
+func parseConfig(src []byte, name string, getenv func(string) (string, bool)) (*fileConfig, error) {
+	c := defaultConfig()
+	c.file = name
+	if err := decodeYAML(src, name, &c, getenv); err != nil {
+		return nil, err
+	}
+	c.defaultsFor()
+	if err := c.validate(getenv); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}

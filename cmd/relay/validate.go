@@ -1,0 +1,362 @@
+package main
+
+import (
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// validate checks values the decoder cannot: ranges, names, URLs,
+// duplicates and environment variables named by auth_env. Like the
+// decoder's, its messages name the key and its line and never quote a
+// secret.
+func (c *fileConfig) validate(getenv func(string) (string, bool)) error {
+	p := &problems{file: c.file}
+	c.validateServer(p)
+	c.validateRoutes(p, getenv)
+	c.validateAuth(p)
+	c.validateStorage(p)
+	c.validateObservability(p)
+	return p.err()
+}
+
+// line is the line of the value at path, or of its closest ancestor that
+// the file wrote.
+func (c *fileConfig) line(path string) int {
+	for {
+		if l, ok := c.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return 0
+		}
+		path = path[:i]
+	}
+}
+
+// bad records a problem with the value at path.
+func (c *fileConfig) bad(p *problems, path, format string, args ...any) {
+	p.add(c.line(path), path, format, args...)
+}
+
+// show quotes a value for a message, unless it came from the environment.
+// Only values of non-secret keys (kinds, providers, levels) are shown.
+func (c *fileConfig) show(path, v string) string {
+	if c.fromEnv[path] {
+		return "(value from the environment)"
+	}
+	return strconv.Quote(printable(v))
+}
+
+func (c *fileConfig) validateServer(p *problems) {
+	s := &c.Server
+	if s.Addr != "" {
+		_, port, err := net.SplitHostPort(s.Addr)
+		if err != nil || !validPort(port, true) {
+			c.bad(p, "server.addr", "want host:port (such as :8080 or 127.0.0.1:8080)")
+		}
+		if c.has("server.host") || c.has("server.port") {
+			c.bad(p, "server.addr", "give either addr or host and port, not both")
+		}
+	} else if s.Port < 1 || s.Port > 65535 {
+		c.bad(p, "server.port", "want a port from 1 to 65535")
+	}
+	if strings.ContainsAny(s.Host, " /") {
+		c.bad(p, "server.host", "want a host name or IP address")
+	}
+	if s.MaxBodySize <= 0 {
+		c.bad(p, "server.max_body_size", "want a positive number of bytes")
+	}
+	if s.ShutdownTimeout <= 0 {
+		c.bad(p, "server.shutdown_timeout", "want a positive duration")
+	}
+	if s.ReadHeaderTimeout <= 0 {
+		c.bad(p, "server.read_header_timeout", "want a positive duration")
+	}
+	if s.ClientWriteTimeout <= 0 {
+		c.bad(p, "server.client_write_timeout", "want a positive duration")
+	}
+}
+
+func validPort(s string, zeroOK bool) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n <= 65535 && (n > 0 || zeroOK && n == 0)
+}
+
+func (c *fileConfig) validateRoutes(p *problems, getenv func(string) (string, bool)) {
+	if len(c.Routes) == 0 {
+		c.bad(p, "routes", "at least one route is required")
+	}
+	names := map[string]string{}
+	prefixes := map[string]string{}
+	reserved := []string{"/healthz", "/readyz"}
+	if c.Observability.Prometheus.Enabled {
+		reserved = append(reserved, c.Observability.Prometheus.Path)
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		at := "routes[" + strconv.Itoa(i) + "]"
+		switch first, dup := names[r.Name]; {
+		case r.Name == "":
+			c.bad(p, at+".name", "a route needs a name (it labels metrics and records)")
+		case dup:
+			c.bad(p, at+".name", "route name %s is already used by %s", strconv.Quote(r.Name), first)
+		default:
+			names[r.Name] = at
+		}
+		switch {
+		case !strings.HasPrefix(r.Path, "/"):
+			c.bad(p, at+".path", "want a path prefix starting with /")
+		case hasDotSegment(r.Path):
+			c.bad(p, at+".path", "a path cannot contain . or .. segments")
+		default:
+			np := normalizePrefix(r.Path)
+			if first, dup := prefixes[np]; dup {
+				c.bad(p, at+".path", "path %s is already routed by %s", strconv.Quote(np), first)
+			}
+			prefixes[np] = at
+			for _, rs := range reserved {
+				if np == rs || strings.HasPrefix(rs, np+"/") && np != "/" || strings.HasPrefix(np, rs+"/") {
+					c.bad(p, at+".path", "path %s overlaps %s, which the server answers itself", strconv.Quote(np), rs)
+				}
+			}
+		}
+		if r.RewritePrefix != "" && !strings.HasPrefix(r.RewritePrefix, "/") {
+			c.bad(p, at+".rewrite_prefix", "want a path starting with /")
+		}
+		switch r.Kind {
+		case "", "auto", "sse", "audio", "json":
+		default:
+			c.bad(p, at+".kind", "unknown kind %s (want auto, sse, audio or json)", c.show(at+".kind", r.Kind))
+		}
+		switch r.Provider {
+		case "", "openai", "azure", "anthropic", "azure-tts":
+		default:
+			c.bad(p, at+".provider", "unknown provider %s (want openai, azure, anthropic or azure-tts)", c.show(at+".provider", r.Provider))
+		}
+		if r.MaxAttempts < 0 {
+			c.bad(p, at+".max_attempts", "cannot be negative")
+		}
+		for k, v := range r.Headers {
+			if !validHeaderName(k) {
+				c.bad(p, at+".headers."+k, "%s is not a valid header name", strconv.Quote(printable(k)))
+			}
+			if strings.ContainsAny(v, "\r\n\x00") {
+				c.bad(p, at+".headers."+k, "a header value cannot contain line breaks")
+			}
+		}
+		switch {
+		case len(r.Upstreams) > 0:
+			if r.Upstream != "" {
+				c.bad(p, at+".upstream", "give either upstream or upstreams, not both")
+			}
+			for _, k := range []string{"auth_header", "auth_env", "auth_value"} {
+				if c.has(at + "." + k) {
+					c.bad(p, at+"."+k, "with upstreams, credentials belong to each upstream")
+				}
+			}
+			for j := range r.Upstreams {
+				u := &r.Upstreams[j]
+				uat := at + ".upstreams[" + strconv.Itoa(j) + "]"
+				c.validateUpstream(p, uat, "url", u.URL, u.AuthHeader, u.AuthEnv, u.AuthValue, u.Keys, getenv)
+				if u.Weight < 0 {
+					c.bad(p, uat+".weight", "cannot be negative")
+				}
+			}
+		case r.Upstream == "":
+			c.bad(p, at, "a route needs an upstream (or a list of upstreams)")
+		default:
+			c.validateUpstream(p, at, "upstream", r.Upstream, r.AuthHeader, r.AuthEnv, r.AuthValue, nil, getenv)
+		}
+	}
+	for i, m := range c.Models {
+		if m == "" {
+			c.bad(p, "models["+strconv.Itoa(i)+"]", "a model name cannot be empty")
+		}
+	}
+}
+
+// validateUpstream checks one upstream's URL and credentials; at is its
+// path and urlKey the key of its URL.
+func (c *fileConfig) validateUpstream(p *problems, at, urlKey, rawURL, header, env, value string, keys []string, getenv func(string) (string, bool)) {
+	// The URL may carry a credential (?key=…): never echo it.
+	u, err := url.Parse(rawURL)
+	switch {
+	case rawURL == "":
+		c.bad(p, at+"."+urlKey, "an upstream URL is required")
+	case err != nil || u.Host == "":
+		c.bad(p, at+"."+urlKey, "want an absolute URL such as https://api.openai.com")
+	case u.Scheme != "http" && u.Scheme != "https":
+		c.bad(p, at+"."+urlKey, "the URL scheme must be http or https")
+	}
+	credentials := 0
+	if env != "" {
+		credentials++
+		if !validEnvName(env) {
+			c.bad(p, at+".auth_env", "want the name of an environment variable")
+		} else if v, _ := getenv(env); v == "" {
+			c.bad(p, at+".auth_env", "environment variable %s is empty or unset", env)
+		}
+	}
+	if c.has(at + ".auth_value") {
+		credentials++
+		if value == "" {
+			c.bad(p, at+".auth_value", "the credential is empty")
+		}
+	}
+	if len(keys) > 0 {
+		credentials++
+		for i, k := range keys {
+			if k == "" {
+				c.bad(p, at+".keys["+strconv.Itoa(i)+"]", "the credential is empty")
+			}
+		}
+	}
+	switch {
+	case credentials > 1:
+		c.bad(p, at, "give one of auth_env, auth_value or keys")
+	case credentials == 1 && header == "":
+		c.bad(p, at, "a credential is set but auth_header is not (Authorization, x-api-key, api-key…)")
+	case credentials == 0 && header != "":
+		c.bad(p, at+".auth_header", "auth_header is set but no credential is (auth_env, auth_value or keys)")
+	}
+	if header != "" && !validHeaderName(header) {
+		c.bad(p, at+".auth_header", "%s is not a valid header name", strconv.Quote(printable(header)))
+	}
+}
+
+func (c *fileConfig) validateAuth(p *problems) {
+	rl := &c.RateLimit
+	if rl.Default < 0 {
+		c.bad(p, "rate_limit.default", "cannot be negative")
+	}
+	if rl.Burst < 0 {
+		c.bad(p, "rate_limit.burst", "cannot be negative")
+	}
+	if rl.TokensPerMinute < 0 {
+		c.bad(p, "rate_limit.tokens_per_minute", "cannot be negative")
+	}
+	if rl.TokenBurst < 0 {
+		c.bad(p, "rate_limit.token_burst", "cannot be negative")
+	}
+	if len(c.Auth.APIKeys) == 0 {
+		c.bad(p, "auth.api_keys", "at least one client key is required (the relay has no unauthenticated mode)")
+	}
+	keys := map[string]string{}
+	ids := map[string]string{}
+	perKey := false
+	for i, k := range c.Auth.APIKeys {
+		at := "auth.api_keys[" + strconv.Itoa(i) + "]"
+		if k.Key == "" {
+			c.bad(p, at, "the key is empty")
+		} else if first, dup := keys[k.Key]; dup {
+			c.bad(p, at, "this key is the same as %s", first)
+		} else {
+			keys[k.Key] = at
+		}
+		if k.ID != "" {
+			if first, dup := ids[k.ID]; dup {
+				c.bad(p, at+".id", "id %s is already used by %s", strconv.Quote(k.ID), first)
+			}
+			ids[k.ID] = at
+		}
+		if l := k.Limits; l != nil {
+			perKey = true
+			if l.RequestsPerMinute < 0 || l.Burst < 0 || l.TokensPerMinute < 0 || l.TokenBurst < 0 {
+				c.bad(p, at+".limits", "limits cannot be negative")
+			}
+			if !rl.Enabled {
+				c.bad(p, at+".limits", "limits are set but rate_limit.enabled is false")
+			}
+		}
+	}
+	if rl.Enabled && rl.Default == 0 && rl.TokensPerMinute == 0 && !perKey {
+		c.bad(p, "rate_limit.enabled", "rate limiting is enabled but no limit is set (default, tokens_per_minute or a key's limits)")
+	}
+}
+
+func (c *fileConfig) validateStorage(p *problems) {
+	s := &c.Storage
+	if s.JSONL != nil && s.JSONL.Path == "" {
+		c.bad(p, "storage.jsonl.path", "want a file name, or - for standard output")
+	}
+	if s.Redis != nil && s.Redis.Addr == "" {
+		c.bad(p, "storage.redis.addr", "want the Redis address, host:port")
+	}
+	if s.Redis != nil && s.Redis.MaxLen < 0 {
+		c.bad(p, "storage.redis.max_len", "cannot be negative")
+	}
+	if s.Redis != nil && strings.ContainsAny(s.Redis.Prefix, "{}") {
+		c.bad(p, "storage.redis.prefix", "cannot contain { or }")
+	}
+	if s.ClickHouse != nil && s.ClickHouse.Addr == "" {
+		c.bad(p, "storage.clickhouse.addr", "want the ClickHouse native-protocol address, host:port")
+	}
+	if s.Discard && (s.JSONL != nil || s.Log || s.ClickHouse != nil || s.Redis != nil && s.Redis.Records) {
+		c.bad(p, "storage.discard", "discard cannot be combined with a recorder")
+	}
+	q := &s.Queue
+	if q.Size < 0 || q.BatchSize < 0 {
+		c.bad(p, "storage.queue", "sizes cannot be negative")
+	}
+}
+
+func (c *fileConfig) validateObservability(p *problems) {
+	if pr := c.Observability.Prometheus; pr.Enabled {
+		if !strings.HasPrefix(pr.Path, "/") || pr.Path == "/" {
+			c.bad(p, "observability.prometheus.path", "want a path such as /metrics")
+		}
+		if pr.Path == "/healthz" || pr.Path == "/readyz" {
+			c.bad(p, "observability.prometheus.path", "%s is taken by the health checks", pr.Path)
+		}
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "warning", "error":
+	default:
+		c.bad(p, "log.level", "unknown level %s (want debug, info, warn or error)", c.show("log.level", c.Log.Level))
+	}
+	switch strings.ToLower(c.Log.Format) {
+	case "json", "text":
+	default:
+		c.bad(p, "log.format", "unknown format %s (want json or text)", c.show("log.format", c.Log.Format))
+	}
+}
+
+// normalizePrefix and hasDotSegment follow the relay's RouteTable, so that
+// duplicates are caught here, with their line.
+func normalizePrefix(s string) string {
+	if len(s) > 1 {
+		s = strings.TrimRight(s, "/")
+		if s == "" {
+			s = "/"
+		}
+	}
+	return s
+}
+
+func hasDotSegment(s string) bool {
+	for seg := range strings.SplitSeq(s, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// validHeaderName reports whether s is an HTTP token (RFC 9110).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
+}
