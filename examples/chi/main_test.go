@@ -1,0 +1,24 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"github.com/streamrelay/relay/examples/internal/streamtest"
+)
+
+func TestRelayUnderChi(t *testing.T) {
+	up := streamtest.NewUpstream(t)
+	rl, err := newRelay(up.URL, streamtest.UpstreamKey, streamtest.ClientKey, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rl.Shutdown(context.Background()) })
+	base := streamtest.Check(t, up, newHandler(rl), "/llm")
+
+	// chi's Recoverer lets http.ErrAbortHandler through.
+	if sawError, _ := streamtest.AudioBreak(t, base+"/llm"); !sawError {
+		t.Error("an interrupted audio stream ended cleanly")
+	}
+}
