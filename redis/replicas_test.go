@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -64,8 +65,12 @@ func newReplica(t *testing.T, upstream, tenant string, limits *relay.Limits, opt
 // post sends one chat request and returns the response, its body read
 // and closed. It may be called from any goroutine.
 func (r *replica) post(c *http.Client) (*http.Response, error) {
-	req, err := http.NewRequest(http.MethodPost, r.front.URL+"/v1/chat/completions",
-		strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+	return r.postBody(c, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+}
+
+// postBody is post with a request body of the caller's.
+func (r *replica) postBody(c *http.Client, body string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodPost, r.front.URL+"/v1/chat/completions", strings.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
@@ -264,6 +269,58 @@ func TestReplicasShareTokenBudget(t *testing.T) {
 	assert.InDelta(t, 54, d.RetryAfter.Seconds(), 1, "900 tokens at 1000/min")
 	assert.Equal(t, int64(0), d.Tokens.Remaining)
 	assert.Equal(t, int64(1000), d.Tokens.Limit)
+}
+
+// TestRelaySettlesTokensAcrossReplicas: relays reserve a request's
+// max_tokens (plus its prompt) at admission and settle with the usage the
+// upstream reported (8 tokens) when the response is done. 1000 tokens
+// hold three reservations of 300 at once, but since each gives back what
+// it did not use, nine requests in a row pass; one that would need more
+// than the bucket holds waits for a full bucket and is refused.
+func TestRelaySettlesTokensAcrossReplicas(t *testing.T) {
+	addr := sharedRedisAddr(t)
+	upstream := startUpstream(t)
+	prefix := uniquePrefix(t)
+	limits := &relay.Limits{TokensPerMinute: 1000}
+	// Settle runs in the relay's finish step, before the record is
+	// queued: a record seen (with batches of one) means settled.
+	records := make(chan relay.Record, 16)
+	sink := relay.RecorderFunc(func(_ context.Context, rec relay.Record) error {
+		records <- rec
+		return nil
+	})
+	var reps [3]*replica
+	for i := range reps {
+		lim, err := NewLimiter(newClient(t, addr, true), WithPrefix(prefix), WithTimeout(5*time.Second))
+		require.NoError(t, err)
+		reps[i] = newReplica(t, upstream.URL, "acme", limits, relay.WithLimiter(lim),
+			relay.WithRecorder(sink), relay.WithRecordQueue(relay.AsyncOptions{BatchSize: 1}))
+	}
+	hc := newHTTPClient(t)
+	const body = `{"model":"m","max_tokens":300,"messages":[{"role":"user","content":"hi"}]}`
+	wait := time.NewTimer(10 * time.Second)
+	defer wait.Stop()
+	var last *http.Response
+	for i := range 9 {
+		resp, err := reps[i%3].postBody(hc, body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "request %d", i)
+		select {
+		case rec := <-records:
+			require.Equal(t, int64(8), rec.Usage.Total())
+		case <-wait.C:
+			t.Fatal("no record within 10s")
+		}
+		last = resp
+	}
+	remaining, err := strconv.Atoi(last.Header.Get("X-Ratelimit-Remaining-Tokens"))
+	require.NoError(t, err)
+	assert.Greater(t, remaining, 600, "only the usage is kept, not the reservations")
+
+	resp, err := reps[0].postBody(hc, `{"model":"m","max_tokens":2000,"messages":[]}`)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	assert.NotEmpty(t, resp.Header.Get("Retry-After"))
 }
 
 // TestLimiterReloadsTheScript: the script cache is per Redis process and
