@@ -38,8 +38,13 @@ type shorthand interface {
 // problems collects configuration errors, each with its line.
 type problems struct {
 	file string
-	list []string
+	list []problem
 	more int
+}
+
+type problem struct {
+	line int
+	msg  string
 }
 
 func (p *problems) add(line int, path, format string, args ...any) {
@@ -57,14 +62,20 @@ func (p *problems) add(line int, path, format string, args ...any) {
 		b.WriteString(path + ": ")
 	}
 	fmt.Fprintf(&b, format, args...)
-	p.list = append(p.list, b.String())
+	p.list = append(p.list, problem{line, b.String()})
 }
 
+// err lists the problems in the order of their lines.
 func (p *problems) err() error {
 	if len(p.list) == 0 {
 		return nil
 	}
-	msg := strings.Join(p.list, "\n")
+	sort.SliceStable(p.list, func(i, j int) bool { return p.list[i].line < p.list[j].line })
+	msgs := make([]string, len(p.list))
+	for i, q := range p.list {
+		msgs[i] = q.msg
+	}
+	msg := strings.Join(msgs, "\n")
 	if p.more > 0 {
 		msg += fmt.Sprintf("\n(and %d more)", p.more)
 	}
