@@ -3,6 +3,7 @@ package relayredis
 import (
 	"context"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,24 @@ func fullRecord() relay.Record {
 		Characters:    99,
 		Labels:        map[string]string{"team": "search", "env": "prod"},
 	}
+}
+
+// TestFullRecordSetsEveryField guards the round trip below: when
+// relay.Record gains a field, this fails until fullRecord sets it, and
+// then the round trip fails until EncodeRecord and DecodeRecord carry it.
+func TestFullRecordSetsEveryField(t *testing.T) {
+	var walk func(v reflect.Value, path string)
+	walk = func(v reflect.Value, path string) {
+		for i := range v.NumField() {
+			f, name := v.Field(i), path+v.Type().Field(i).Name
+			if f.Kind() == reflect.Struct && f.Type() != reflect.TypeFor[time.Time]() {
+				walk(f, name+".")
+				continue
+			}
+			assert.False(t, f.IsZero(), "fullRecord leaves %s zero", name)
+		}
+	}
+	walk(reflect.ValueOf(fullRecord()), "")
 }
 
 func TestRecorderWritesFlatFields(t *testing.T) {
