@@ -21,11 +21,14 @@ const demoKey = "demo-key"
 // for `curl -N` to show tokens arriving one by one.
 const demoPace = 60 * time.Millisecond
 
-// demoConfig is the configuration of -demo: three routes to the demo
-// upstream at base, the demo key, and the defaults otherwise.
+// demoConfig is the configuration of -demo: 127.0.0.1:8080, three routes
+// to the demo upstream at base, the demo key, and the defaults otherwise.
 func demoConfig(base string) *fileConfig {
 	c := defaultConfig()
 	c.file = "(demo)"
+	// Loopback only: the demo key is public. -addr :8080 exposes it (in a
+	// container, say).
+	c.Server.Host = "127.0.0.1"
 	c.Routes = []routeConfig{
 		{Name: "openai", Path: "/v1/chat/completions", Upstream: base, Kind: "sse", Provider: "openai"},
 		{Name: "anthropic", Path: "/v1/messages", Upstream: base, Kind: "sse", Provider: "anthropic"},
