@@ -513,16 +513,26 @@ func (rl *Relay) Ready(ctx context.Context) error {
 	}
 	if hc, ok := rl.limiter.(HealthChecker); ok {
 		if err := hc.Healthy(ctx); err != nil {
-			return fmt.Errorf("limiter: %w", err)
+			return &NotReadyError{Component: "limiter", Err: err}
 		}
 	}
 	if hc, ok := rl.recorder.(HealthChecker); ok {
 		if err := hc.Healthy(ctx); err != nil {
-			return fmt.Errorf("recorder: %w", err)
+			return &NotReadyError{Component: "recorder", Err: err}
 		}
 	}
 	return nil
 }
+
+// NotReadyError says which component failed a readiness check.
+type NotReadyError struct {
+	Component string // "limiter" or "recorder"
+	Err       error
+}
+
+func (e *NotReadyError) Error() string { return e.Component + ": " + e.Err.Error() }
+
+func (e *NotReadyError) Unwrap() error { return e.Err }
 
 // HealthzHandler answers 200 "ok" while the process is alive.
 func (rl *Relay) HealthzHandler() http.Handler {
@@ -532,17 +542,24 @@ func (rl *Relay) HealthzHandler() http.Handler {
 	})
 }
 
-// ReadyzHandler answers 200 "ready" when Ready returns nil and 503 with
-// the reason otherwise. The reason names the failing component, never a
-// secret.
+// ReadyzHandler answers 200 "ready" when Ready returns nil and 503
+// otherwise. The body names only the failing component ("draining",
+// "limiter", "recorder"); the error itself, which may name internal
+// addresses, goes to the log.
 func (rl *Relay) ReadyzHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := rl.Ready(ctx); err != nil {
+			reason := "draining"
+			var nr *NotReadyError
+			if errors.As(err, &nr) {
+				reason = nr.Component
+				rl.log.Warn("relay: not ready", "component", nr.Component, "error", nr.Err)
+			}
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, "not ready: "+err.Error()+"\n")
+			_, _ = io.WriteString(w, "not ready: "+reason+"\n")
 			return
 		}
 		_, _ = io.WriteString(w, "ready\n")

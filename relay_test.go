@@ -909,7 +909,28 @@ func TestHealthAndMetricsHandlers(t *testing.T) {
 	w := httptest.NewRecorder()
 	rl.ReadyzHandler().ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
 	assert.Equal(t, 503, w.Code)
+	assert.Equal(t, "not ready: draining\n", w.Body.String())
+
+	// A failing limiter is named, its error (an internal address) is not.
+	sick := struct {
+		Limiter
+		HealthChecker
+	}{noLimit{}, healthFunc(func(context.Context) error { return errors.New("dial tcp 10.0.0.7:6379: refused") })}
+	rl2, err := New(WithRoutes(Route{Name: "r", Prefix: "/", Upstream: "http://127.0.0.1:1"}),
+		WithAuthenticator(AllowAll("t")), WithLimiter(sick))
+	require.NoError(t, err)
+	defer rl2.Shutdown(context.Background())
+	w = httptest.NewRecorder()
+	rl2.ReadyzHandler().ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
+	assert.Equal(t, 503, w.Code)
+	assert.Equal(t, "not ready: limiter\n", w.Body.String())
+	var nr *NotReadyError
+	assert.ErrorAs(t, rl2.Ready(context.Background()), &nr)
 }
+
+type healthFunc func(context.Context) error
+
+func (f healthFunc) Healthy(ctx context.Context) error { return f(ctx) }
 
 func TestNewValidates(t *testing.T) {
 	t.Setenv("RELAY_TEST_EMPTY", "")
