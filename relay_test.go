@@ -446,6 +446,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	assert.Equal(t, StatusClientClosedRequest, rec.Status)
 	assert.Equal(t, ErrTypeClientCanceled, rec.ErrorType)
 	assert.True(t, rec.ClientGone)
+	assert.Equal(t, int64(1), rec.Events, "events sent before the disconnect are counted")
 }
 
 // TestSlowClientMemoryBounded streams 64 MiB to a client that reads

@@ -70,6 +70,7 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 	var p *sseParser
 	if kind == KindSSE {
 		p = &sseParser{maxData: maxObservedEvent, onEvent: ex.onEvent}
+		defer func() { ex.rec.Events = p.events }() // on every exit, disconnects included
 	}
 	ex.beginBody(kind, resp)
 
@@ -113,9 +114,6 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 			return
 		}
 	}
-	if p != nil {
-		ex.rec.Events = p.events
-	}
 }
 
 // interrupted ends a response whose upstream failed after the first byte:
@@ -141,7 +139,6 @@ func (ex *exchange) interrupted(a *attempt, kind StreamKind, p *sseParser, rc *h
 		a.end()
 		panic(http.ErrAbortHandler)
 	}
-	ex.rec.Events = p.events
 	b := make([]byte, 0, 256)
 	// Close a half-written line or event first, so that the error event is
 	// parsed as an event of its own.
