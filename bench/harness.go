@@ -50,6 +50,9 @@ type Config struct {
 	// costs the relay a little CPU, so keep timing figures from runs
 	// without it.
 	CPUProfile string
+	// BareCPUProfile, if set, is where the bare proxy's process writes a
+	// CPU profile, for comparison with the relay's.
+	BareCPUProfile string
 	// HeapProfileDir, if set, receives heap profiles of the bare proxy and
 	// the relay at each point of the memory scenario.
 	HeapProfileDir string
@@ -259,6 +262,9 @@ func (h *harness) startServer(a *arm, instance string, h2c bool) error {
 		if instance == "main" {
 			cfg.CPUProfile = h.cfg.CPUProfile
 		}
+	}
+	if a.name == armBare && instance == "main" {
+		cfg.CPUProfile = h.cfg.BareCPUProfile
 	}
 	p, err := h.spawn(cfg, 1)
 	if err != nil {

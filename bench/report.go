@@ -46,14 +46,24 @@ func (h *harness) report() string {
 		w("## Targets (relay with everything on versus the bare proxy, same run)\n\n")
 		w("| Target | Relay | Bare | Relay vs bare | Wanted | Result |\n|---|---|---|---|---|---|\n")
 		for _, t := range ts {
-			w("| %s | %s | %s | %s | %s | %s |\n", t.name, t.relay, t.bare, t.versus, t.want, t.verdict())
+			if t.measured {
+				w("| %s | %s | %s | %s | %s | %s |\n", t.name, t.relay, t.bare, t.versus, t.want, t.verdict())
+			}
 		}
 		w("\nAdded figures are an arm's minus the direct arm's, so they are what the proxy hop costs. " +
 			"Targets are reported, never asserted: only fidelity fails a run.\n\n")
-		h.latencySection(w)
-		h.throughputSection(w)
-		h.streamingSection(w)
-		h.memorySection(w)
+		if h.wants(scenarioLatency) {
+			h.latencySection(w)
+		}
+		if h.wants(scenarioThroughput) {
+			h.throughputSection(w)
+		}
+		if h.wants(scenarioStreaming) {
+			h.streamingSection(w)
+		}
+		if h.wants(scenarioMemory) {
+			h.memorySection(w)
+		}
 	}
 	h.scaleSection(w)
 	h.fidelitySection(w)

@@ -42,7 +42,7 @@ type roleConfig struct {
 	Role       string `json:"role"`
 	Upstream   string `json:"upstream,omitempty"`    // bare, relay: the mock upstream's base URL
 	RecordFile string `json:"record_file,omitempty"` // relay: where records go, as JSON lines
-	CPUProfile string `json:"cpu_profile,omitempty"` // relay: where to write a CPU profile
+	CPUProfile string `json:"cpu_profile,omitempty"` // bare, relay: where to write a CPU profile
 	// UpstreamH2C makes the bare proxy and the relay speak cleartext
 	// HTTP/2 to the upstream, multiplexing streams over few connections.
 	UpstreamH2C bool `json:"upstream_h2c,omitempty"`
@@ -101,6 +101,13 @@ func runRole(cfg roleConfig, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.CPUProfile != "" {
+		stopProfile, err := startCPUProfile(cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	srv.control.HandleFunc("GET /stats", serveStats)
 	srv.control.HandleFunc("POST /gc", func(http.ResponseWriter, *http.Request) { debug.FreeOSMemory() })
 	srv.control.HandleFunc("GET /heap", func(w http.ResponseWriter, _ *http.Request) {
@@ -136,6 +143,22 @@ func runRole(cfg roleConfig, stdin io.Reader, stdout io.Writer) error {
 	}
 	errs = append(errs, ctl.Close())
 	return errors.Join(errs...)
+}
+
+// startCPUProfile profiles the process until the returned function runs.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 // newHTTPServer is the host server of every role, configured alike. It
@@ -203,26 +226,10 @@ func relayServer(cfg roleConfig) (*server, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	var prof *os.File
-	if cfg.CPUProfile != "" {
-		if prof, err = os.Create(cfg.CPUProfile); err != nil {
-			_ = f.Close()
-			return nil, err
-		}
-		if err := pprof.StartCPUProfile(prof); err != nil {
-			_ = f.Close()
-			_ = prof.Close()
-			return nil, err
-		}
-	}
 	ctl := http.NewServeMux()
 	ctl.Handle("GET /metrics", rl.MetricsHandler())
 	stop := func(ctx context.Context) error {
 		err := rl.Shutdown(ctx) // writes the queued records
-		if prof != nil {
-			pprof.StopCPUProfile()
-			err = errors.Join(err, prof.Close())
-		}
 		return errors.Join(err, f.Close())
 	}
 	return &server{handler: rl, control: ctl, stop: stop}, nil

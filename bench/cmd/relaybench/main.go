@@ -27,6 +27,7 @@ func main() {
 		quick   = flag.Bool("quick", false, "every scenario at small sizes")
 		out     = flag.String("out", "", "also write the markdown report to this file")
 		prof    = flag.String("cpuprofile", "", "have the relay process write a CPU profile here; the report then lists its hot spots")
+		bprof   = flag.String("bare-cpuprofile", "", "have the bare proxy's process write a CPU profile here, for comparison")
 		heap    = flag.String("heapprofiles", "", "save heap profiles of the servers at each point of the memory scenario in this directory")
 		workDir = flag.String("workdir", "", "directory for the relay's record files (default: a temporary directory)")
 		only    = flag.String("scenarios", "", "comma-separated timed scenarios to run (default all): "+strings.Join(bench.Scenarios(), ", "))
@@ -64,6 +65,7 @@ func main() {
 		CPUProfile:     profPath,
 		Out:            *out,
 		HeapProfileDir: *heap,
+		BareCPUProfile: *bprof,
 		WorkDir:        *workDir,
 		NoPin:          *noPin,
 		PinDriver:      !*noPin && mode != bench.ModeSmoke,
