@@ -1,11 +1,10 @@
 package deployments
 
 // Helpers that collect every PromQL expression of the monitoring assets.
-// They live in a test file so that they cost the module nothing, and are
-// meant to be reused by a live test that evaluates the expressions against
-// a Prometheus scraping a running relay: such a test should call
-// expressions(t) for what must return series, and allExpressions(t) when it
-// also wants the alert conditions (which only return series while firing).
+// They live in a test file so that they cost the module nothing. The
+// static tests and the live one (live_test.go) use allExpressions(t), and
+// promExpr.mustReturnSeries to leave out the alert conditions, which only
+// return series while they fire.
 
 import (
 	"bufio"
@@ -71,21 +70,6 @@ var grafanaVars = strings.NewReplacer(
 // substitute replaces the Grafana variables of expr by the values above.
 // Anything still starting with '$' afterwards is an unsupported variable.
 func substitute(expr string) string { return grafanaVars.Replace(expr) }
-
-// expressions returns every expression that must return series on a
-// Prometheus scraping a relay that served traffic: dashboard panels and
-// variables, queries.md, recording rules and the query side of each alert,
-// with Grafana variables substituted.
-func expressions(t testing.TB) []string {
-	t.Helper()
-	var out []string
-	for _, e := range allExpressions(t) {
-		if e.mustReturnSeries() {
-			out = append(out, e.Expr)
-		}
-	}
-	return out
-}
 
 // allExpressions returns every expression of the dashboard, the alert rules
 // (both query side and whole condition) and queries.md.
