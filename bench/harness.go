@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +64,10 @@ type Config struct {
 	WorkDir string
 	// NoPin disables pinning with taskset.
 	NoPin bool
+	// Nice, when not zero, is the niceness every benchmark process runs
+	// at (with nice(1); negative values need CAP_SYS_NICE), so that other
+	// work on the machine disturbs the measurements less.
+	Nice int
 	// PinDriver re-executes the harness under `taskset -c 0` so that the
 	// driver shares core 0 with the mock upstream. Only for a harness run
 	// as its own program: the process is replaced.
@@ -83,6 +88,7 @@ type harness struct {
 	plan    plan
 	exe     string
 	taskset string
+	nice    string // path of nice(1), when Config.Nice is used
 	workDir string
 	up      *process
 	arms    [3]*arm // direct, bare, relay
@@ -142,13 +148,28 @@ func newHarness(cfg Config) (*harness, error) {
 			h.taskset = path
 		}
 	}
-	if cfg.PinDriver && h.taskset != "" && os.Getenv(pinnedEnv) == "" {
+	if cfg.Nice != 0 {
+		if path, err := exec.LookPath("nice"); err == nil {
+			h.nice = path
+		}
+	}
+	if cfg.PinDriver && (h.taskset != "" || h.nice != "") && os.Getenv(pinnedEnv) == "" {
 		// Replace this process with itself on core 0; the pid stays.
-		args := append([]string{h.taskset, "-c", "0", h.exe}, os.Args[1:]...)
+		args := append(append(h.prefix(0), h.exe), os.Args[1:]...)
 		env := append(os.Environ(), pinnedEnv+"=1")
-		return nil, fmt.Errorf("pinning the driver: %w", syscall.Exec(h.taskset, args, env))
+		return nil, fmt.Errorf("pinning the driver: %w", syscall.Exec(args[0], args, env))
 	}
 	return h, nil
+}
+
+// currentNice is this process's niceness.
+func currentNice() int {
+	// The raw system call answers 20 - niceness, so that it is positive.
+	prio, err := syscall.Getpriority(syscall.PRIO_PROCESS, 0)
+	if err != nil {
+		return 0
+	}
+	return 20 - prio
 }
 
 // onlineCPUs counts the machine's CPUs, whatever this process's affinity.
@@ -250,7 +271,22 @@ func (h *harness) start() error {
 
 // spawn starts a child on core cpu (when pinning).
 func (h *harness) spawn(cfg roleConfig, cpu int) (*process, error) {
-	return startProcess(h.exe, h.taskset, cpu, cfg, h.cfg.Stderr)
+	return startProcess(h.prefix(cpu), h.exe, cfg, h.cfg.Stderr)
+}
+
+// prefix is the launcher command line that puts a program on core cpu at
+// the configured niceness; empty when neither applies.
+func (h *harness) prefix(cpu int) []string {
+	var p []string
+	// nice(1) adjusts relative to the current niceness, which a re-executed
+	// driver already has.
+	if adj := h.cfg.Nice - currentNice(); h.nice != "" && adj != 0 {
+		p = append(p, h.nice, "-n", strconv.Itoa(adj))
+	}
+	if h.taskset != "" {
+		p = append(p, h.taskset, "-c", strconv.Itoa(cpu))
+	}
+	return p
 }
 
 // startServer starts a fresh process for a server arm, on core 1.

@@ -141,3 +141,22 @@ func TestMetricValue(t *testing.T) {
 		t.Error("found a metric that is not there")
 	}
 }
+
+func TestParseCoreBusy(t *testing.T) {
+	stat := []byte("cpu  100 0 50 1000 5 0 1 0 0 0\ncpu0 60 0 30 500 2 0 1 0 0 0\ncpu1 40 1 20 500 3 2 0 7 0 0\nintr 1\n")
+	tests := []struct {
+		core int
+		want time.Duration
+		ok   bool
+	}{
+		{0, 910 * time.Millisecond, true},
+		{1, 700 * time.Millisecond, true},
+		{2, 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseCoreBusy(stat, tt.core)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("core %d: %v, %v; want %v, ok %v", tt.core, got, err, tt.want, tt.ok)
+		}
+	}
+}

@@ -18,7 +18,6 @@ import (
 // process is a running child server.
 type process struct {
 	role   string
-	cpu    int // the core it is pinned to, -1 when not pinned
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	addrs  roleAddrs
@@ -27,21 +26,16 @@ type process struct {
 	ctlCli *http.Client
 }
 
-// startProcess starts exe as a child in the given role, pinned to core
-// cpu with taskset when taskset is not empty, and waits for its addresses.
-func startProcess(exe, taskset string, cpu int, cfg roleConfig, stderr io.Writer) (*process, error) {
+// startProcess starts exe as a child in the given role, behind the
+// launcher commands in prefix (taskset, nice: each execs the next, so the
+// pid is the server's own), and waits for its addresses.
+func startProcess(prefix []string, exe string, cfg roleConfig, stderr io.Writer) (*process, error) {
 	js, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
 	}
-	var cmd *exec.Cmd
-	if taskset != "" && cpu >= 0 {
-		// taskset execs the program, so the pid is the server's own.
-		cmd = exec.Command(taskset, "-c", strconv.Itoa(cpu), exe)
-	} else {
-		cmd = exec.Command(exe)
-		cpu = -1
-	}
+	argv := append(append([]string(nil), prefix...), exe)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(childEnv(), roleEnv+"="+string(js))
 	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe()
@@ -55,7 +49,7 @@ func startProcess(exe, taskset string, cpu int, cfg roleConfig, stderr io.Writer
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", cfg.Role, err)
 	}
-	p := &process{role: cfg.Role, cpu: cpu, cmd: cmd, stdin: stdin, done: make(chan struct{}),
+	p := &process{role: cfg.Role, cmd: cmd, stdin: stdin, done: make(chan struct{}),
 		ctlCli: &http.Client{Timeout: 30 * time.Second}}
 	type answer struct {
 		a   roleAddrs
@@ -223,4 +217,41 @@ func parseVmRSS(b []byte) (int64, error) {
 		return kb << 10, nil
 	}
 	return 0, benchError("no VmRSS line")
+}
+
+// coreBusy is the time core n has spent busy (not idle or waiting for
+// I/O) since boot, from /proc/stat.
+func coreBusy(n int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseCoreBusy(b, n)
+}
+
+func parseCoreBusy(b []byte, n int) (time.Duration, error) {
+	prefix := "cpu" + strconv.Itoa(n) + " "
+	for line := range strings.SplitSeq(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 8 {
+			return 0, benchError("short cpu line in /proc/stat")
+		}
+		var busy uint64
+		for i, v := range f[:8] {
+			if i == 3 || i == 4 { // idle, iowait
+				continue
+			}
+			t, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return 0, benchError("malformed cpu line in /proc/stat")
+			}
+			busy += t
+		}
+		return time.Duration(busy) * time.Second / clockTicks, nil
+	}
+	return 0, benchError("no " + prefix + "line in /proc/stat")
 }

@@ -97,6 +97,9 @@ func (h *harness) machine(w func(string, ...any)) {
 			pin += "; driver unpinned"
 		}
 	}
+	if h.nice != "" {
+		pin += fmt.Sprintf("; every process at niceness %d (`nice -n %d`)", h.cfg.Nice, h.cfg.Nice)
+	}
 	procs := make([]string, 0, 3)
 	for _, role := range []string{roleUpstream, roleBare, roleRelay} {
 		if st, ok := r.procs[role]; ok {
@@ -252,15 +255,18 @@ func (h *harness) throughputSection(w func(string, ...any)) {
 	w("Closed loop, %d round(s) of %v per arm; each request is a %d-token chat completion (~600-byte body). "+
 		"Server CPU is utime+stime of the server process from /proc; \"load CPU\" is the mock upstream's plus the "+
 		"driver's (they share core 0), which shows whether the server or the load side was the bottleneck. "+
-		"\"req/s per server core\" is requests divided by server CPU seconds: the rate the server would reach with a core to itself.\n\n",
+		"\"Others on core 1\" is the share of core 1 that processes other than the server used meanwhile (other work on "+
+		"the machine; it should be near 0%%). \"req/s per server core\" is requests divided by server CPU seconds: the rate the "+
+		"server would reach with a core to itself.\n\n",
 		h.plan.tputRounds, h.plan.tputDur, jsonTokens)
-	w("| Concurrency | Arm | Requests | req/s | Server CPU s / 1k req | Server core use | req/s per server core | Load CPU s / 1k req | Allocs / req | KiB alloc / req |\n")
-	w("|---|---|---|---|---|---|---|---|---|---|\n")
+	w("| Concurrency | Arm | Requests | req/s | Server CPU s / 1k req | Server core use | Others on core 1 | req/s per server core | Load CPU s / 1k req | Allocs / req | KiB alloc / req |\n")
+	w("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, t := range h.res.tput {
 		for i, name := range []string{armDirect, armBare, armRelay} {
 			u := t.arms[i]
-			srv, use, perCore, allocs, kb := "—", "—", "—", "—", "—"
+			srv, use, oth, perCore, allocs, kb := "—", "—", "—", "—", "—", "—"
 			if i > 0 {
+				oth = others(u)
 				srv = fmt.Sprintf("%.3f", perK(u.cpu, t.reqs[i]))
 				use = fmt.Sprintf("%.0f%%", 100*u.cpu.Seconds()/u.wall.Seconds())
 				if u.cpu > 0 {
@@ -269,8 +275,8 @@ func (h *harness) throughputSection(w func(string, ...any)) {
 				allocs = fmt.Sprintf("%.1f", perN(u.allocs, t.reqs[i]))
 				kb = fmt.Sprintf("%.1f", perN(u.allocBytes, t.reqs[i])/1024)
 			}
-			w("| %d | %s | %d | %.0f | %s | %s | %s | %.3f | %s | %s |\n", t.conc, name, t.reqs[i], rps(t.reqs[i], u.wall),
-				srv, use, perCore, perK(u.loadCPU, t.reqs[i]), allocs, kb)
+			w("| %d | %s | %d | %.0f | %s | %s | %s | %s | %.3f | %s | %s |\n", t.conc, name, t.reqs[i], rps(t.reqs[i], u.wall),
+				srv, use, oth, perCore, perK(u.loadCPU, t.reqs[i]), allocs, kb)
 		}
 	}
 	w("\n")
@@ -286,19 +292,20 @@ func (h *harness) streamingSection(w func(string, ...any)) {
 		h.plan.streamRounds, h.plan.streamCount, streamEvents, eventInterval, streamConc,
 		allocConc, h.plan.allocStreams, streamEvents, eventInterval, h.plan.allocStreams, shortEvents,
 		shortInterval.Round(10*time.Microsecond), streamEvents-shortEvents)
-	w("| Arm | Streams | Wall s | Server CPU s / 1k streams | Server core use | Load CPU s / 1k streams | Allocs / stream | Allocs / event |\n")
-	w("|---|---|---|---|---|---|---|---|\n")
+	w("| Arm | Streams | Wall s | Server CPU s / 1k streams | Server core use | Others on core 1 | Load CPU s / 1k streams | Allocs / stream | Allocs / event |\n")
+	w("|---|---|---|---|---|---|---|---|---|\n")
 	for i, name := range []string{armDirect, armBare, armRelay} {
 		u := s.long[i]
-		srv, use, allocs, ev := "—", "—", "—", "—"
+		srv, use, oth, allocs, ev := "—", "—", "—", "—", "—"
 		if i > 0 {
+			oth = others(u)
 			srv = fmt.Sprintf("%.3f", perK(u.cpu, s.longN[i]))
 			use = fmt.Sprintf("%.0f%%", 100*u.cpu.Seconds()/u.wall.Seconds())
 			allocs = fmt.Sprintf("%.1f", perN(u.allocs, s.longN[i]))
 			ev = fmt.Sprintf("%.3f", s.eventAllocs(i))
 		}
-		w("| %s | %d | %.1f | %s | %s | %.3f | %s | %s |\n", name, s.longN[i], u.wall.Seconds(), srv, use,
-			perK(u.loadCPU, s.longN[i]), allocs, ev)
+		w("| %s | %d | %.1f | %s | %s | %s | %.3f | %s | %s |\n", name, s.longN[i], u.wall.Seconds(), srv, use,
+			oth, perK(u.loadCPU, s.longN[i]), allocs, ev)
 	}
 	w("\n")
 }
@@ -370,4 +377,13 @@ func (h *harness) fidelitySection(w func(string, ...any)) {
 		w("- %s\n", strings.ReplaceAll(e, "\n", " "))
 	}
 	w("\n")
+}
+
+// others is the share of core 1 used by anything but the server under
+// test during a window.
+func others(u usage) string {
+	if u.wall <= 0 || u.core1 == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f%%", 100*max(0, (u.core1-u.cpu).Seconds())/u.wall.Seconds())
 }

@@ -285,6 +285,7 @@ type usage struct {
 	wall       time.Duration
 	cpu        time.Duration // the server's
 	loadCPU    time.Duration // the mock upstream's and the driver's
+	core1      time.Duration // all CPU time spent on core 1, by any process
 	allocs     uint64
 	allocBytes uint64
 }
@@ -293,6 +294,7 @@ type snapshot struct {
 	at       time.Time
 	cpu      time.Duration
 	loadCPU  time.Duration
+	core1    time.Duration
 	st       runtimeStats
 	hasStats bool
 }
@@ -305,6 +307,7 @@ func (h *harness) snap(a *arm) snapshot {
 	if self, err := cpuTime(os.Getpid()); err == nil {
 		s.loadCPU += self
 	}
+	s.core1, _ = coreBusy(1)
 	if a.proc != nil {
 		s.cpu, _ = cpuTime(a.proc.pid())
 		st, err := a.proc.stats(context.Background())
@@ -317,6 +320,7 @@ func (u *usage) add(from, to snapshot) {
 	u.wall += to.at.Sub(from.at)
 	u.cpu += to.cpu - from.cpu
 	u.loadCPU += to.loadCPU - from.loadCPU
+	u.core1 += to.core1 - from.core1
 	if from.hasStats && to.hasStats {
 		u.allocs += to.st.Allocs - from.st.Allocs
 		u.allocBytes += to.st.AllocBytes - from.st.AllocBytes

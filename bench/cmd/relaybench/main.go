@@ -31,6 +31,7 @@ func main() {
 		heap    = flag.String("heapprofiles", "", "save heap profiles of the servers at each point of the memory scenario in this directory")
 		workDir = flag.String("workdir", "", "directory for the relay's record files (default: a temporary directory)")
 		only    = flag.String("scenarios", "", "comma-separated timed scenarios to run (default all): "+strings.Join(bench.Scenarios(), ", "))
+		nice    = flag.Int("nice", -20, "niceness of every benchmark process in quick and full runs (0: leave it); shields the measurements from other work on the machine")
 		noPin   = flag.Bool("no-pin", false, "do not pin processes to cores with taskset")
 	)
 	flag.Parse()
@@ -68,6 +69,7 @@ func main() {
 		BareCPUProfile: *bprof,
 		WorkDir:        *workDir,
 		NoPin:          *noPin,
+		Nice:           niceness(mode, *nice),
 		PinDriver:      !*noPin && mode != bench.ModeSmoke,
 		Command:        command(),
 	}))
@@ -81,4 +83,12 @@ func command() string {
 		prog = "go run ./cmd/relaybench"
 	}
 	return strings.TrimSpace(prog + " " + strings.Join(os.Args[1:], " "))
+}
+
+// niceness leaves smoke runs, which measure nothing, at normal priority.
+func niceness(mode string, n int) int {
+	if mode == bench.ModeSmoke {
+		return 0
+	}
+	return n
 }
