@@ -348,19 +348,26 @@ func markdownExpressions(t testing.TB, path string) []promExpr {
 	return out
 }
 
-// promtool returns the path of promtool. Without it the test fails under
-// CI=true and is skipped otherwise.
+// promtool returns the path of promtool: the RELAY_TEST_PROMTOOL_BIN
+// environment variable, else promtool on PATH or in /usr/bin. Without it
+// the test fails under CI=true and is skipped otherwise.
 func promtool(t testing.TB) string {
 	t.Helper()
+	if p := os.Getenv("RELAY_TEST_PROMTOOL_BIN"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("RELAY_TEST_PROMTOOL_BIN: %v", err)
+		}
+		return p
+	}
 	p, err := exec.LookPath("promtool")
 	if err != nil {
 		if _, serr := os.Stat("/usr/bin/promtool"); serr == nil {
 			return "/usr/bin/promtool"
 		}
 		if os.Getenv("CI") == "true" {
-			t.Fatal("promtool not found (install Debian's prometheus package): required under CI=true")
+			t.Fatal("promtool not found (set RELAY_TEST_PROMTOOL_BIN or install Debian's prometheus package): required under CI=true")
 		}
-		t.Skip("promtool not found; install Debian's prometheus package to run this test")
+		t.Skip("promtool not found; set RELAY_TEST_PROMTOOL_BIN or install Debian's prometheus package to run this test")
 	}
 	return p
 }
