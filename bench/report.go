@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"time"
@@ -110,7 +111,22 @@ func (h *harness) machine(w func(string, ...any)) {
 	w("| Machine | |\n|---|---|\n")
 	w("| CPUs (nproc) | %d |\n| CPU model | %s |\n| Go | %s |\n| Kernel | %s |\n", onlineCPUs(), model, runtime.Version(), kernel)
 	w("| Pinning | %s |\n| GOMAXPROCS | %s |\n| Open-file limit | %d |\n", pin, strings.Join(procs, ", "), fileLimit())
-	w("| Load average (1 min) at start, end | %s, %s |\n\n", r.loadStart, r.loadEnd)
+	w("| Load average (1 min) at start, end | %s, %s |\n", r.loadStart, r.loadEnd)
+	w("| Source | %s |\n\n", revision())
+}
+
+// revision names the git commit the harness runs in, and whether tracked
+// files differ from it, or "unknown" outside a repository.
+func revision() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	rev := "commit " + strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+		rev += " with uncommitted changes"
+	}
+	return rev
 }
 
 // perK is CPU seconds per 1,000 units.
