@@ -144,8 +144,8 @@ func pct(part, whole time.Duration) string {
 func (h *harness) profileSection(w func(string, ...any)) {
 	p := h.res.profile
 	w("## Relay CPU profile\n\n")
-	w("`%s`: %v of CPU sampled over %v (the whole life of the main relay process: warm-up, fidelity, "+
-		"latency, throughput and streaming). Percentages are of the sampled CPU. Inspect with "+
+	w("`%s`: %v of CPU sampled over %v (the whole life of the main relay process: every scenario of "+
+		"the run but memory, which uses fresh processes). Percentages are of the sampled CPU. Inspect with "+
 		"`go tool pprof -top %s`.\n\n", p.path, p.sampled.Round(time.Millisecond), p.wall.Round(time.Second), p.path)
 	w("### By feature (time in its code and callees; a stack may count in several)\n\n| Area | CPU | Share |\n|---|---|---|\n")
 	for _, a := range p.areas {
