@@ -149,61 +149,111 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 	return out
 }
 
-// attempt is one upstream round trip with its timers.
+// attempt is one upstream round trip with its timer, which bounds in turn
+// the wait for a connection, the wait for the response headers, and each
+// wait inside a body Read.
 type attempt struct {
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	timer  *time.Timer // connect, then first byte, then idle
-	phase  atomic.Int32
-	idle   time.Duration
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
+	timer     *time.Timer
+	phase     atomic.Int32
+	connect   time.Duration
+	firstByte time.Duration
+	idle      time.Duration
 }
 
 const (
-	phaseConnect int32 = iota
+	// phaseHeaders: before the transport reports a connection attempt. A
+	// transport that fires no httptrace hooks stays here until the headers
+	// come, bounded by Connect+FirstByte together.
+	phaseHeaders int32 = iota
+	phaseConnect
 	phaseFirstByte
 	phaseBody
 )
+
+func newAttempt(base context.Context, to Timeouts) *attempt {
+	a := &attempt{connect: to.Connect, firstByte: to.FirstByte, idle: to.Idle}
+	a.ctx, a.cancel = context.WithCancelCause(base)
+	a.timer = time.AfterFunc(time.Hour, a.fire)
+	a.arm(a.connect + a.firstByte)
+	return a
+}
+
+// arm restarts the timer, or stops it for a zero (unlimited) duration.
+func (a *attempt) arm(d time.Duration) {
+	if d > 0 {
+		a.timer.Reset(d)
+	} else {
+		a.timer.Stop()
+	}
+}
 
 func (a *attempt) fire() {
 	switch a.phase.Load() {
 	case phaseConnect:
 		a.cancel(errConnectTimeout)
-	case phaseFirstByte:
+	case phaseHeaders, phaseFirstByte:
 		a.cancel(errFirstByteTimeout)
 	default:
 		a.cancel(errIdleTimeout)
 	}
 }
 
-// gotConn moves from the connect to the first-byte phase.
-func (a *attempt) gotConn(fb time.Duration) {
-	a.phase.Store(phaseFirstByte)
-	if fb > 0 {
-		a.timer.Reset(fb)
-	} else {
-		a.timer.Stop()
+func (a *attempt) trace() *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{
+		GetConn: func(string) {
+			a.phase.Store(phaseConnect)
+			a.arm(a.connect)
+		},
+		GotConn: func(httptrace.GotConnInfo) {
+			a.phase.Store(phaseFirstByte)
+			a.arm(a.firstByte)
+		},
 	}
 }
 
-// touch restarts the idle timer after a read from the body.
-func (a *attempt) touch() {
+// headersIn stops the header timers. It reports false when a timer fired
+// as the response arrived, which leaves the attempt's context cancelled:
+// the response must then be treated as timed out, not relayed.
+func (a *attempt) headersIn() bool {
+	a.timer.Stop()
+	a.phase.Store(phaseBody)
+	return a.ctx.Err() == nil
+}
+
+// reading brackets a body Read with the idle timer, so that only upstream
+// silence counts: time spent writing to a slow client does not.
+func (a *attempt) reading() {
 	if a.idle > 0 {
 		a.timer.Reset(a.idle)
 	}
 }
+
+func (a *attempt) read() { a.timer.Stop() }
 
 func (a *attempt) end() {
 	a.timer.Stop()
 	a.cancel(nil)
 }
 
+// effective resolves a route's timeouts: zero takes the relay's option,
+// then the default; negative means no limit.
+func effective(route, relay Timeouts) Timeouts {
+	to := route.merge(relay).merge(Timeouts{
+		Connect: defaultConnectTimeout, FirstByte: defaultFirstByteTimeout, Idle: defaultIdleTimeout,
+	})
+	for _, d := range []*time.Duration{&to.Connect, &to.FirstByte, &to.Idle, &to.Total} {
+		*d = max(*d, 0)
+	}
+	return to
+}
+
 // forward sends the request upstream, failing over between backends until
 // one answers or the attempts run out, then relays the response.
 func (ex *exchange) forward() {
 	rl, t := ex.rl, ex.target
-	to := t.Timeouts.merge(rl.cfg.timeouts).merge(Timeouts{
-		Connect: defaultConnectTimeout, FirstByte: defaultFirstByteTimeout, Idle: defaultIdleTimeout,
-	})
+	to := effective(t.Timeouts, rl.cfg.timeouts)
 
 	base, cancelBase := context.WithCancelCause(ex.r.Context())
 	defer cancelBase(nil)
@@ -224,29 +274,38 @@ func (ex *exchange) forward() {
 		ex.rec.Attempts = i + 1
 		ex.rec.Upstream = b.Name
 		last := i == tries-1
+		if b.URL == nil {
+			rl.log.Error("relay: resolver returned a backend without a URL", "route", ex.route, "upstream", b.Name)
+			ex.fail(relayError{http.StatusBadGateway, ErrTypeUpstreamConnect, "The upstream service could not be reached."})
+			return
+		}
 
-		a := &attempt{idle: to.Idle}
-		a.ctx, a.cancel = context.WithCancelCause(base)
-		a.timer = time.AfterFunc(to.Connect, a.fire)
-		trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { a.gotConn(to.FirstByte) }}
-		req := ex.upstreamRequest(httptrace.WithClientTrace(a.ctx, trace), b)
-
+		a := newAttempt(base, to)
+		req := ex.upstreamRequest(httptrace.WithClientTrace(a.ctx, a.trace()), b)
 		resp, err := rl.transport.RoundTrip(req)
-		a.phase.Store(phaseBody)
-		a.timer.Stop()
+		if !a.headersIn() && err == nil {
+			resp.Body.Close()
+			resp, err = nil, context.Cause(a.ctx)
+		}
+		cause := context.Cause(a.ctx)
+		// A client that left, or a shutdown, says nothing about the upstream.
+		ours := ex.r.Context().Err() != nil || cause == errShutdown
 
 		res := AttemptResult{Err: err}
 		if err == nil {
 			res.Status = resp.StatusCode
 			res.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), rl.clock.Now())
 		}
-		if b.Done != nil {
+		if b.Done != nil && !ours {
 			b.Done(res)
 		}
-		rl.metrics.upstreamReqs.WithLabelValues(ex.route, b.Name, upstreamStatus(res.Status, err)).Inc()
+		status := upstreamStatus(res.Status, err)
+		if ours && err != nil {
+			status = "canceled"
+		}
+		rl.metrics.upstreamReqs.WithLabelValues(ex.route, b.Name, status).Inc()
 
 		if err != nil {
-			cause := context.Cause(a.ctx)
 			a.end()
 			if ex.r.Context().Err() != nil {
 				ex.clientGone()
@@ -273,8 +332,12 @@ func (ex *exchange) forward() {
 			return
 		}
 		if !last && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) {
-			// Drain a little so the connection can be reused, then fail over.
-			_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+			// Drain a short known-length body so the connection can be
+			// reused; anything else is closed rather than waited for.
+			if resp.ContentLength >= 0 && resp.ContentLength <= 4<<10 {
+				a.reading()
+				_, _ = io.Copy(io.Discard, resp.Body)
+			}
 			resp.Body.Close()
 			a.end()
 			continue

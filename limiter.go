@@ -131,6 +131,18 @@ type tenantBucket struct {
 	limits   Limits
 	requests *rate.Limiter // nil when requests are unlimited
 	tokens   tokenBucket
+	seen     time.Time // latest time used: readings never go back
+}
+
+// at clamps a clock reading that is older than one already used:
+// concurrent requests reach the limiter slightly out of order, and
+// x/time/rate would credit the same interval twice.
+func (b *tenantBucket) at(now time.Time) time.Time {
+	if now.Before(b.seen) {
+		return b.seen
+	}
+	b.seen = now
+	return now
 }
 
 // NewMemoryLimiter returns a MemoryLimiter with the given default limits,
@@ -161,6 +173,7 @@ func (m *MemoryLimiter) AllowAt(now time.Time, req LimitRequest) Decision {
 	defer m.mu.Unlock()
 	m.sweep(now)
 	b := m.bucket(req.Identity.Tenant, lim, now)
+	now = b.at(now)
 
 	var d Decision
 	d.Allowed = true
@@ -237,7 +250,9 @@ func (m *MemoryLimiter) SettleAt(now time.Time, req LimitRequest, used int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	// A bucket evicted as full is rebuilt full, which is what it was.
-	m.bucket(req.Identity.Tenant, lim, now).tokens.take(now, float64(delta))
+	b := m.bucket(req.Identity.Tenant, lim, now)
+	now = b.at(now)
+	b.tokens.take(now, float64(delta))
 }
 
 // Len reports how many tenants have a bucket, for tests and monitoring.
@@ -247,13 +262,38 @@ func (m *MemoryLimiter) Len() int {
 	return len(m.buckets)
 }
 
-// bucket returns the tenant's bucket, creating it, or rebuilding it when the
-// tenant's limits changed. Called with m.mu held.
+// bucket returns the tenant's bucket, creating it, or adapting it when the
+// tenant's limits changed (keys of one tenant may carry different limits):
+// what was spent stays spent, clamped to the new burst. Called with m.mu
+// held.
 func (m *MemoryLimiter) bucket(tenant string, lim Limits, now time.Time) *tenantBucket {
-	if b, ok := m.buckets[tenant]; ok && b.limits == lim {
-		return b
+	old, ok := m.buckets[tenant]
+	if ok && old.limits == lim {
+		return old
 	}
-	b := &tenantBucket{limits: lim}
+	b := m.newBucket(lim, now)
+	if ok {
+		now = old.at(now)
+		b.seen = old.seen
+		if old.requests != nil && b.requests != nil {
+			// Carry over what is left, not what was spent: a larger burst
+			// must not hand out its difference on every switch.
+			left := min(max(old.requests.TokensAt(now), 0), float64(b.requests.Burst()))
+			if n := int(math.Ceil(float64(b.requests.Burst()) - left)); n > 0 {
+				b.requests.ReserveN(now, n)
+			}
+		}
+		if old.limits.TokensPerMinute > 0 && lim.TokensPerMinute > 0 {
+			b.tokens.level = min(old.tokens.available(now), float64(b.tokens.burst))
+			b.tokens.at = now
+		}
+	}
+	m.buckets[tenant] = b
+	return b
+}
+
+func (m *MemoryLimiter) newBucket(lim Limits, now time.Time) *tenantBucket {
+	b := &tenantBucket{limits: lim, seen: now}
 	if lim.RequestsPerMinute > 0 {
 		burst := lim.Burst
 		if burst <= 0 {
@@ -268,7 +308,6 @@ func (m *MemoryLimiter) bucket(tenant string, lim Limits, now time.Time) *tenant
 		}
 		b.tokens = tokenBucket{perSec: float64(lim.TokensPerMinute) / 60, burst: burst, level: float64(burst), at: now}
 	}
-	m.buckets[tenant] = b
 	return b
 }
 

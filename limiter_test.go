@@ -99,3 +99,38 @@ func TestLimiterFuncAndNoLimit(t *testing.T) {
 	assert.NoError(t, err)
 	assert.True(t, d.Allowed)
 }
+
+func TestMemoryLimiterClockGoingBack(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := NewMemoryLimiter(Limits{RequestsPerMinute: 6, Burst: 1}) // one per 10s
+	req := LimitRequest{Identity: Identity{Tenant: "a"}, Cost: Cost{Requests: 1}}
+	admitted := 0
+	for i := range 10 {
+		at := t0.Add(10 * time.Second)
+		if i%2 == 1 {
+			at = t0 // a reading from a request that started earlier
+		}
+		if m.AllowAt(at, req).Allowed {
+			admitted++
+		}
+	}
+	assert.LessOrEqual(t, admitted, 2, "out-of-order readings must not mint requests")
+}
+
+func TestMemoryLimiterLimitsChangeKeepsState(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := NewMemoryLimiter(Limits{})
+	a := LimitRequest{Identity: Identity{Tenant: "t", Limits: &Limits{RequestsPerMinute: 6, Burst: 1}}, Cost: Cost{Requests: 1}}
+	b := LimitRequest{Identity: Identity{Tenant: "t", Limits: &Limits{RequestsPerMinute: 6, Burst: 2}}, Cost: Cost{Requests: 1}}
+	admitted := 0
+	for i := range 20 {
+		req := a
+		if i%2 == 1 {
+			req = b
+		}
+		if m.AllowAt(t0, req).Allowed {
+			admitted++
+		}
+	}
+	assert.LessOrEqual(t, admitted, 2, "alternating keys of one tenant must not reset its bucket")
+}

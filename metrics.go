@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"fmt"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,7 +27,7 @@ type metrics struct {
 // msBuckets are the latency buckets of the original project, in ms.
 func msBuckets() []float64 { return []float64{100, 500, 1000, 2000, 5000, 10000, 30000, 60000} }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_requests_total",
@@ -75,9 +76,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.errors, m.active, m.ttfb,
 		m.tokens, m.ttft, m.interChunk, m.upstreamReqs, m.limited} {
-		reg.MustRegister(c)
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("relay: registering metrics: %w (two relays on one registry need "+
+				"prometheus.WrapRegistererWith(prometheus.Labels{\"relay\": name}, reg))", err)
+		}
 	}
-	return m
+	return m, nil
 }
 
 // statusClass maps a status to its label value.

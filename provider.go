@@ -31,6 +31,7 @@ type streamFacts struct {
 	obs         *usage.Stream
 	capture     []byte // start of a JSON body, for usage
 	captureFull bool   // the body was longer than maxCapturedBody
+	encoded     bool // the body has a Content-Encoding: never append to it
 	lastContent time.Time
 	interChunk  prometheus.Observer // resolved once per stream, not per event
 }

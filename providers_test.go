@@ -321,6 +321,7 @@ func TestRouteMatching(t *testing.T) {
 		{"/v1x", "root", "http://root/v1x"},
 		{"/azure/openai/deployments/d/chat?api-version=1", "strip", "http://azure/openai/deployments/d/chat?api-version=1"},
 		{"/v1/a%2Fb", "v1", "http://v1/v1/a%2Fb"},
+		{"/azur%65/deployments/x", "strip", "http://azure/deployments/x"},
 	}
 	for _, tt := range tests {
 		req, _ := http.NewRequest("GET", "http://relay"+tt.path, nil)
@@ -329,4 +330,28 @@ func TestRouteMatching(t *testing.T) {
 		assert.Equal(t, tt.route, tg.Route, tt.path)
 		assert.Equal(t, tt.url, tg.Backends[0].URL.String(), tt.path)
 	}
+}
+
+func TestKeyPoolFailsOverToNextKey(t *testing.T) {
+	var mu sync.Mutex
+	var keys []string
+	up := func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		keys = append(keys, r.Header.Get("Authorization"))
+		mu.Unlock()
+		if r.Header.Get("Authorization") == "Bearer k1" {
+			w.WriteHeader(429)
+			return
+		}
+		_, _ = io.WriteString(w, "{}")
+	}
+	e := newEnv(t, up, Route{Prefix: "/v1", AuthHeader: "Authorization"})
+	u := e.upstream.URL
+	e2 := newEnv(t, up, Route{Prefix: "/v1", Upstreams: []Upstream{{URL: u, AuthHeader: "Authorization", Keys: []string{"k1", "k2"}}}})
+	resp, _ := e2.do(e2.request("POST", "/v1/x", `{}`))
+	assert.Equal(t, 200, resp.StatusCode)
+	mu.Lock()
+	assert.Equal(t, []string{"Bearer k1", "Bearer k2"}, keys)
+	mu.Unlock()
+	assert.Equal(t, 2, e2.lastRecord().Attempts)
 }

@@ -51,6 +51,7 @@ type Relay struct {
 	models    map[string]bool
 	bufs      sync.Pool // *[]byte of copyBufSize
 	streams   sync.Pool // *usage.Stream
+	settling  sync.WaitGroup
 
 	mu       sync.Mutex
 	draining bool
@@ -123,7 +124,11 @@ func New(opts ...Option) (*Relay, error) {
 	} else if g, ok := reg.(prometheus.Gatherer); ok {
 		rl.gatherer = g
 	}
-	rl.metrics = newMetrics(reg)
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	rl.metrics = m
 
 	switch r := c.recorder.(type) {
 	case nil, NopRecorder:
@@ -166,6 +171,7 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.rec.Method = r.Method
 	ex.rec.Path = r.URL.Path
 	ex.route = "none"
+	ex.h2 = r.ProtoMajor >= 2
 	w.Header().Set("X-Request-Id", ex.rec.RequestID)
 	defer ex.finish()
 	ex.serve()
@@ -222,8 +228,14 @@ func (ex *exchange) serve() {
 	}
 	ex.body = body
 	// A host server's ReadTimeout would otherwise fire in net/http's
-	// background read during a long stream and cancel the request.
-	_ = http.NewResponseController(ex.w).SetReadDeadline(time.Time{})
+	// background read during a long stream and cancel the request, and its
+	// WriteTimeout would cut the wait for the upstream's headers; the relay
+	// sets write deadlines of its own before each write instead.
+	rc := http.NewResponseController(ex.w)
+	_ = rc.SetReadDeadline(time.Time{})
+	if ex.rl.cfg.writeTimeout > 0 {
+		_ = rc.SetWriteDeadline(time.Time{})
+	}
 	ex.inspectRequest()
 
 	if !ex.admit() {
@@ -256,13 +268,17 @@ type exchange struct {
 	now        time.Time // clock reading of the current read from upstream
 	deadline   time.Time // the client write deadline last set
 	noDeadline bool      // the ResponseWriter cannot set deadlines
+	h2         bool      // the client speaks HTTP/2 or later
 }
 
 // fail answers with a relay error before any byte of a response was sent.
 func (ex *exchange) fail(e relayError) {
 	ex.rec.Status = e.status
 	ex.rec.ErrorType = e.typ
+	rc := http.NewResponseController(ex.w)
+	ex.extendWriteDeadline(rc)
 	writeError(ex.w, ex.shape, e)
+	ex.wrote(rc)
 }
 
 // readBody reads the request body up to the size limit. The body is held
@@ -279,11 +295,13 @@ func (ex *exchange) readBody() ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil, nil
 	}
+	// A declared length is a hint, not a promise: cap what is reserved
+	// before the bytes arrive.
 	size := r.ContentLength
 	if size < 0 {
 		size = 512
 	}
-	buf := make([]byte, 0, size+1)
+	buf := make([]byte, 0, min(size, 64<<10)+1)
 	lr := io.LimitReader(r.Body, max+1)
 	for {
 		if len(buf) == cap(buf) {
@@ -328,7 +346,7 @@ const StatusClientClosedRequest = 499
 // must not proceed.
 func (ex *exchange) admit() bool {
 	rl := ex.rl
-	ex.limitReq = LimitRequest{Identity: ex.id, Route: ex.route, Now: ex.rec.Start,
+	ex.limitReq = LimitRequest{Identity: ex.id, Route: ex.route, Now: rl.clock.Now(),
 		Cost: Cost{Requests: 1, Tokens: ex.req.tokenEstimate}}
 	d, err := rl.limiter.Allow(ex.r.Context(), ex.limitReq)
 	if err != nil {
@@ -407,20 +425,42 @@ func (ex *exchange) finish() {
 		m.errors.WithLabelValues(ex.route, string(ex.rec.ErrorType)).Inc()
 	}
 	if ex.reserved {
-		// A failed request generated nothing and gets its reservation back;
-		// a successful one whose usage went unreported keeps the estimate.
+		// A request refused before anything reached the client generated
+		// nothing and gets its reservation back; any other whose usage went
+		// unreported (a client that left mid-stream included) keeps it.
 		used := ex.rec.Usage.Total()
-		if used == 0 && ex.rec.Status < 400 {
+		if used == 0 && (ex.rec.Status < 400 || ex.rec.BytesOut > 0) {
 			used = ex.limitReq.Cost.Tokens
 		}
 		req := ex.limitReq
 		req.Now = now
-		if err := rl.settler.Settle(context.WithoutCancel(ex.r.Context()), req, used); err != nil {
-			rl.metrics.errors.WithLabelValues(ex.route, string(ErrTypeLimiter)).Inc()
-			rl.log.Warn("relay: settling tokens failed", "request_id", ex.rec.RequestID, "error", err)
-		}
+		rl.settle(ex.r.Context(), req, used, ex.rec.RequestID)
 	}
 	_ = rl.recorder.Record(ex.r.Context(), ex.rec)
+}
+
+// settleTimeout bounds one settlement with a remote limiter.
+const settleTimeout = 5 * time.Second
+
+// settle gives back or charges the difference between reserved and used
+// tokens. The in-memory limiter settles inline; any other limiter may be
+// remote, so it settles in the background, bounded in time and awaited by
+// Shutdown, and never delays the end of a stream.
+func (rl *Relay) settle(ctx context.Context, req LimitRequest, used int64, requestID string) {
+	if ml, ok := rl.settler.(*MemoryLimiter); ok {
+		ml.SettleAt(req.Now, req, used)
+		return
+	}
+	rl.settling.Add(1)
+	go func() {
+		defer rl.settling.Done()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+		defer cancel()
+		if err := rl.settler.Settle(ctx, req, used); err != nil {
+			rl.metrics.errors.WithLabelValues(req.Route, string(ErrTypeLimiter)).Inc()
+			rl.log.Warn("relay: settling tokens failed", "request_id", requestID, "error", err)
+		}
+	}()
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -486,6 +526,10 @@ func (rl *Relay) Shutdown(ctx context.Context) error {
 			}
 			t.Stop()
 		}
+	}
+	rl.settling.Wait() // bounded by settleTimeout
+	if t, ok := rl.transport.(interface{ CloseIdleConnections() }); ok && rl.cfg.transport == nil {
+		t.CloseIdleConnections() // the relay's own transport only
 	}
 	if rl.async != nil {
 		fctx := ctx

@@ -63,11 +63,12 @@ type env struct {
 	front    *httptest.Server
 	sink     *sink
 	reg      *prometheus.Registry
+	served   chan struct{} // one value each time the relay's handler returns
 }
 
 func newEnv(t *testing.T, upstream http.HandlerFunc, route Route, opts ...Option) *env {
 	t.Helper()
-	e := &env{t: t, sink: &sink{}, reg: prometheus.NewRegistry()}
+	e := &env{t: t, sink: &sink{}, reg: prometheus.NewRegistry(), served: make(chan struct{}, 4096)}
 	e.upstream = httptest.NewServer(upstream)
 	t.Cleanup(e.upstream.Close)
 	if route.Name == "" {
@@ -85,7 +86,15 @@ func newEnv(t *testing.T, upstream http.HandlerFunc, route Route, opts ...Option
 	rl, err := New(append(base, opts...)...)
 	require.NoError(t, err)
 	e.relay = rl
-	e.front = httptest.NewServer(rl)
+	e.front = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			select {
+			case e.served <- struct{}{}:
+			default:
+			}
+		}()
+		rl.ServeHTTP(w, r)
+	}))
 	t.Cleanup(func() {
 		e.front.CloseClientConnections()
 		e.front.Close()
@@ -442,6 +451,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("upstream request was not cancelled")
 	}
+	<-e.served // the record is queued when the handler returns
 	rec := e.lastRecord()
 	assert.Equal(t, StatusClientClosedRequest, rec.Status)
 	assert.Equal(t, ErrTypeClientCanceled, rec.ErrorType)

@@ -130,7 +130,8 @@ type Route struct {
 	// Timeouts override the relay's defaults field by field.
 	Timeouts Timeouts
 	// MaxAttempts bounds how many backends one request may try before the
-	// first byte reaches the client. Zero means one per upstream, at most 3.
+	// first byte reaches the client, counting each key of a pool. Zero
+	// means one per upstream key, at most 3.
 	MaxAttempts int
 }
 
@@ -215,6 +216,8 @@ type backendPool struct {
 	keys   []poolKey
 	weight int
 
+	clock Clock
+
 	mu   sync.Mutex // guards next and keys' resting state
 	next int
 }
@@ -273,7 +276,7 @@ func NewRouteTable(routes []Route, clock Clock) (*RouteTable, error) {
 		}
 		cr := &compiledRoute{Route: r, prefix: p}
 		for j, u := range ups {
-			bp, err := compileUpstream(u)
+			bp, err := compileUpstream(u, clock)
 			if err != nil {
 				return nil, fmt.Errorf("relay: route %q upstream %d: %w", r.Name, j, err)
 			}
@@ -281,7 +284,13 @@ func NewRouteTable(routes []Route, clock Clock) (*RouteTable, error) {
 		}
 		cr.maxTries = r.MaxAttempts
 		if cr.maxTries <= 0 {
-			cr.maxTries = min(3, len(cr.backends))
+			// One try per upstream key (an upstream without keys counts
+			// once), at most 3.
+			keys := 0
+			for _, b := range cr.backends {
+				keys += max(1, len(b.keys))
+			}
+			cr.maxTries = min(3, keys)
 		}
 		t.routes = append(t.routes, cr)
 	}
@@ -302,7 +311,7 @@ func normalizePrefix(p string) string {
 	return p
 }
 
-func compileUpstream(u Upstream) (*backendPool, error) {
+func compileUpstream(u Upstream, clock Clock) (*backendPool, error) {
 	base, err := url.Parse(u.URL)
 	if err != nil || base.Scheme == "" || base.Host == "" {
 		// The URL may hold a secret (a key in the query): do not echo it.
@@ -311,7 +320,8 @@ func compileUpstream(u Upstream) (*backendPool, error) {
 	if base.Scheme != "http" && base.Scheme != "https" {
 		return nil, fmt.Errorf("upstream URL scheme %q is not http or https", base.Scheme)
 	}
-	bp := &backendPool{name: u.Name, base: base, header: http.CanonicalHeaderKey(u.AuthHeader), weight: max(1, u.Weight)}
+	bp := &backendPool{name: u.Name, base: base, header: http.CanonicalHeaderKey(u.AuthHeader),
+		weight: max(1, u.Weight), clock: clock}
 	if bp.name == "" {
 		bp.name = base.Host
 	}
@@ -363,11 +373,17 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 	}
 	fwd := r.URL.EscapedPath()
 	if cr.StripPrefix || cr.RewritePrefix != "" {
-		// Work on the escaped path; the prefix is plain ASCII in practice,
-		// so its escaped and unescaped forms agree.
-		rest := strings.TrimPrefix(fwd, cr.prefix)
-		if cr.prefix == "/" {
+		// Work on the escaped path to keep the client's escaping. When the
+		// client escaped part of the prefix itself (/v%31), rebuild the rest
+		// from the decoded path instead.
+		var rest string
+		switch {
+		case cr.prefix == "/":
 			rest = fwd
+		case strings.HasPrefix(fwd, cr.prefix) && (len(fwd) == len(cr.prefix) || fwd[len(cr.prefix)] == '/'):
+			rest = fwd[len(cr.prefix):]
+		default:
+			rest = (&url.URL{Path: path[len(cr.prefix):]}).EscapedPath()
 		}
 		fwd = strings.TrimRight(cr.RewritePrefix, "/") + rest
 		if !strings.HasPrefix(fwd, "/") {
@@ -384,6 +400,10 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 	tg.Backends = cr.pick(t.clock.Now(), fwd, r.URL.RawQuery)
 	return tg, nil
 }
+
+// A route's backends for one request: the first choice by weighted round
+// robin, then the other upstreams, then further keys of the same pools,
+// up to maxTries, so that a pool of keys on one upstream fails over too.
 
 // pick orders the route's backends for one request: weighted round robin
 // for the first choice, then the others in order, each with its next
@@ -407,15 +427,18 @@ func (cr *compiledRoute) pick(now time.Time, path, query string) []Backend {
 		}
 		slot -= b.weight
 	}
-	out := make([]Backend, 0, n)
-	for k := range n {
+	out := make([]Backend, 0, max(n, cr.maxTries))
+	for k := range max(n, cr.maxTries) {
 		b := cr.backends[(first+k)%n]
-		out = append(out, b.backend(now, path, query, cr.Headers))
+		out = append(out, b.backend(now, path, query, cr.Headers, k/n))
 	}
 	return out
 }
 
-func (b *backendPool) backend(now time.Time, path, query string, extra map[string]string) Backend {
+// backend builds the request to this upstream for the round'th use of the
+// pool in one request: round 0 takes the pool's next key and advances it,
+// later rounds (failover) take the keys after it.
+func (b *backendPool) backend(now time.Time, path, query string, extra map[string]string, round int) Backend {
 	u := *b.base
 	u.Path = strings.TrimRight(b.base.Path, "/") + mustUnescape(path)
 	// RawPath keeps the client's escaping (%2F stays %2F); url.URL uses it
@@ -437,13 +460,23 @@ func (b *backendPool) backend(now time.Time, path, query string, extra map[strin
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	// Next key that is not resting; if all rest, the one resting least long.
-	idx := -1
+	// The round'th key that is not resting; if all rest, the one resting
+	// least long.
+	// Round 0 advanced next past its key, so round r takes the (r-1)th
+	// free key from next.
+	want := 0
+	if round > 0 {
+		want = (round - 1) % len(b.keys)
+	}
+	idx, seen := -1, 0
 	for k := range len(b.keys) {
 		i := (b.next + k) % len(b.keys)
 		if !b.keys[i].restUntil.After(now) {
-			idx = i
-			break
+			if seen == want {
+				idx = i
+				break
+			}
+			seen++
 		}
 	}
 	if idx < 0 {
@@ -454,9 +487,11 @@ func (b *backendPool) backend(now time.Time, path, query string, extra map[strin
 			}
 		}
 	}
-	b.next = idx + 1
+	if round == 0 {
+		b.next = idx + 1
+	}
 	h.Set(b.header, b.keys[idx].value)
-	be.Done = func(a AttemptResult) { b.report(idx, now, a) }
+	be.Done = func(a AttemptResult) { b.report(idx, b.clock.Now(), a) }
 	return be
 }
 

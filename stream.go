@@ -58,7 +58,10 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 	rc := http.NewResponseController(w)
 	ex.extendWriteDeadline(rc)
 	w.WriteHeader(resp.StatusCode)
-	flush := kind != KindJSON
+	// A JSON body of unknown length may be a stream too (NDJSON, Gemini's
+	// JSON array stream): relay it as it comes.
+	flush := kind != KindJSON || resp.ContentLength < 0
+	ex.stream.encoded = resp.Header.Get("Content-Encoding") != ""
 	if flush {
 		// Headers go out now: SDKs wait for them before reading events.
 		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
@@ -77,11 +80,11 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 	bufp := rl.bufs.Get().(*[]byte)
 	defer rl.bufs.Put(bufp)
 	buf := *bufp
-	a.touch()
 	for {
+		a.reading()
 		n, err := resp.Body.Read(buf)
+		a.read()
 		if n > 0 {
-			a.touch()
 			chunk := buf[:n]
 			ex.now = rl.clock.Now()
 			if ex.rec.BytesOut == 0 {
@@ -99,6 +102,7 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 					return
 				}
 			}
+			ex.wrote(rc)
 			if p != nil {
 				p.feed(chunk)
 			} else {
@@ -122,7 +126,12 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 func (ex *exchange) interrupted(a *attempt, kind StreamKind, p *sseParser, rc *http.ResponseController, err error) {
 	cause := context.Cause(a.ctx)
 	if ex.r.Context().Err() != nil {
-		ex.clientGone()
+		// The SDKs hang up as soon as they read the final event, often
+		// before the upstream's end of body reaches the relay: that
+		// response was delivered whole.
+		if ex.stream.obs == nil || !ex.stream.obs.Done() {
+			ex.clientGone()
+		}
 		return
 	}
 	e := relayError{http.StatusBadGateway, ErrTypeStreamInterrupted, "The upstream stream was interrupted."}
@@ -135,13 +144,19 @@ func (ex *exchange) interrupted(a *attempt, kind StreamKind, p *sseParser, rc *h
 	ex.rec.ErrorType = e.typ
 	ex.rl.log.Warn("relay: upstream stream failed", "request_id", ex.rec.RequestID,
 		"route", ex.route, "upstream", ex.rec.Upstream, "error", safeError(err, cause))
-	if p == nil {
+	if p == nil || ex.stream.encoded {
+		// Not SSE, or SSE inside a compressed body that plain text would
+		// corrupt: abort, so the client sees a truncated response.
 		a.end()
 		panic(http.ErrAbortHandler)
 	}
 	b := make([]byte, 0, 256)
 	// Close a half-written line or event first, so that the error event is
-	// parsed as an event of its own.
+	// parsed as an event of its own. A stream cut between CR and LF gets
+	// the LF first: the client would pair a lone LF with that CR.
+	if p.lastCR {
+		b = append(b, '\n')
+	}
 	switch midLine, pending := p.midEvent(); {
 	case midLine:
 		b = append(b, "\n\n"...)
@@ -154,23 +169,36 @@ func (ex *exchange) interrupted(a *attempt, kind StreamKind, p *sseParser, rc *h
 		ex.rec.BytesOut += int64(len(b))
 		_ = rc.Flush()
 	}
+	ex.wrote(rc)
 }
 
 // extendWriteDeadline keeps the host server's WriteTimeout from cutting a
-// healthy stream: before each write the deadline is pushed to
-// writeTimeout from now, but only once half of it is used, so most writes
-// touch no timer.
+// healthy stream, while still dropping a client that stops reading: before
+// each write the deadline is set to writeTimeout from now. On HTTP/1 the
+// deadline matters only during writes, so it is renewed only once half of
+// it is used, and most writes touch no timer. On HTTP/2 an expired
+// deadline resets the stream even between writes, so it is set before each
+// write and cleared after it (see wrote).
 func (ex *exchange) extendWriteDeadline(rc *http.ResponseController) {
 	wt := ex.rl.cfg.writeTimeout
 	if wt <= 0 || ex.noDeadline {
 		return
 	}
 	now := time.Now()
-	if !ex.deadline.IsZero() && ex.deadline.Sub(now) > wt/2 {
+	if !ex.h2 && !ex.deadline.IsZero() && ex.deadline.Sub(now) > wt/2 {
 		return
 	}
 	ex.deadline = now.Add(wt)
 	if err := rc.SetWriteDeadline(ex.deadline); err != nil {
 		ex.noDeadline = true // the writer cannot: stop trying
+	}
+}
+
+// wrote clears an HTTP/2 stream's write deadline after a write, so that a
+// quiet upstream does not get the stream reset.
+func (ex *exchange) wrote(rc *http.ResponseController) {
+	if ex.h2 && !ex.noDeadline && ex.rl.cfg.writeTimeout > 0 {
+		ex.deadline = time.Time{}
+		_ = rc.SetWriteDeadline(time.Time{})
 	}
 }

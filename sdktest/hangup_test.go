@@ -2,7 +2,6 @@ package sdktest
 
 import (
 	"net/http"
-	"os"
 	"testing"
 
 	"github.com/streamrelay/relay"
@@ -15,14 +14,7 @@ import (
 // before the relay reads it. The client got everything, so the exchange
 // must be recorded as the upstream answered it: not as a 499 cancelled by
 // the client, and with every event counted.
-//
-// The relay currently records these as 499 client_canceled with no events
-// (see the sdktest report), so the test runs only when
-// RELAY_TEST_KNOWN_BUGS=1; delete that guard once the relay is fixed.
 func TestHangUpAfterFinalEvent(t *testing.T) {
-	if os.Getenv("RELAY_TEST_KNOWN_BUGS") != "1" {
-		t.Skip("known relay bug: a hang-up after the final event is recorded as client_canceled; set RELAY_TEST_KNOWN_BUGS=1 to run")
-	}
 	tests := []struct {
 		name      string
 		call      sdkCall

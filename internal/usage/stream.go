@@ -21,6 +21,7 @@ type Stream struct {
 
 	model   []byte // reused across Reset so capture does not allocate
 	errType string
+	done    bool // a final event was seen
 }
 
 // NewStream returns a Stream ready for a response from provider.
@@ -60,6 +61,12 @@ func (s *Stream) Model() string { return string(s.model) }
 // "400"), else "error".
 func (s *Stream) ErrorType() string { return s.errType }
 
+// Done reports whether the stream's final event has been seen: [DONE],
+// message_stop, an error event, a terminal Responses event or
+// speech.audio.done. A client that hangs up after it got the response
+// whole, as the SDKs do, has not cancelled anything.
+func (s *Stream) Done() bool { return s.done }
+
 // Event handles one complete SSE event. name is the event field (nil if
 // none), data the joined data lines. truncated means data was cut to a
 // cap by the caller; values are only read when complete, so a cut event
@@ -69,9 +76,17 @@ func (s *Stream) Event(name, data []byte, truncated bool) (content bool) {
 	_ = truncated // see above: the scanner never trusts incomplete values
 	d := data[skipWS(data, 0):]
 	if len(d) == 0 || d[0] != '{' {
+		if string(bytes.TrimSpace(d)) == "[DONE]" {
+			s.done = true
+		}
 		return false // [DONE], comments, keep-alives
 	}
 	typ := eventType(name, d)
+	switch string(typ) {
+	case "message_stop", "error", "response.completed", "response.failed", "response.incomplete",
+		"speech.audio.done", "transcript.text.done":
+		s.done = true
+	}
 	switch string(typ) {
 	case "":
 		return s.chunk(d)
