@@ -80,8 +80,8 @@ func planFor(mode string) (plan, error) {
 	case ModeFull:
 		return plan{
 			rounds: 6, jsonTTFB: 400, sseTTFB: 300, eventStreams: 4,
-			tputConcs: []int{16, 64}, tputRounds: 3, tputDur: 2 * time.Second,
-			streamRounds: 2, streamCount: 500, allocStreams: 200,
+			tputConcs: []int{16, 64}, tputRounds: 5, tputDur: 1200 * time.Millisecond,
+			streamRounds: 4, streamCount: 250, allocStreams: 200,
 			memSets:  []memSet{{false, []int{1000}}, {true, []int{1000, 10000}}},
 			fidelity: 100, timings: true, warmRequests: 500,
 		}, nil
