@@ -182,7 +182,9 @@ func (a *AsyncRecorder) Flush(ctx context.Context) error {
 
 // Close stops accepting records and writes those queued. If ctx ends
 // first, the write under way is cancelled, what remains is counted as
-// dropped, and ctx's error is returned. Close is idempotent.
+// dropped, and ctx's error is returned at once: a recorder that ignores
+// its context finishes its last write in the background, but gets no
+// more. Close is idempotent.
 func (a *AsyncRecorder) Close(ctx context.Context) error {
 	a.mu.Lock()
 	if !a.closed {
@@ -195,7 +197,6 @@ func (a *AsyncRecorder) Close(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		a.cancel()
-		<-a.done
 		return ctx.Err()
 	}
 }
@@ -249,9 +250,14 @@ func (a *AsyncRecorder) run() {
 }
 
 // write stores one batch, retrying with backoff; a batch that cannot be
-// stored is counted as dropped.
+// stored is counted as dropped, and so is every batch once Close has
+// given up.
 func (a *AsyncRecorder) write(batch []Record) {
 	if len(batch) == 0 {
+		return
+	}
+	if a.ctx.Err() != nil {
+		a.dropped.Add(uint64(len(batch)))
 		return
 	}
 	backoff := a.opt.RetryBackoff

@@ -139,3 +139,27 @@ func TestMultiRecorder(t *testing.T) {
 	assert.Len(t, a.all(), 1)
 	assert.Len(t, b.all(), 1, "one failing recorder does not stop the others")
 }
+
+// deafRecorder ignores its context and blocks until released.
+type deafRecorder struct{ entered, release chan struct{} }
+
+func (d *deafRecorder) Record(context.Context, Record) error {
+	d.entered <- struct{}{}
+	<-d.release
+	return nil
+}
+
+func TestAsyncRecorderCloseDoesNotWaitForDeafRecorder(t *testing.T) {
+	d := &deafRecorder{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	a := NewAsyncRecorder(d, AsyncOptions{BatchSize: 1})
+	for range 3 {
+		_ = a.Record(context.Background(), Record{})
+	}
+	<-d.entered
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	assert.ErrorIs(t, a.Close(ctx), context.Canceled, "returns although the write hangs")
+	close(d.release)
+	<-a.done
+	assert.Equal(t, uint64(2), a.Dropped(), "what was left is dropped, not written")
+}

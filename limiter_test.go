@@ -91,7 +91,10 @@ func TestMemoryLimiterManyKeys(t *testing.T) {
 
 func TestLimiterFuncAndNoLimit(t *testing.T) {
 	var seen LimitRequest
-	l := LimiterFunc(func(_ context.Context, r LimitRequest) (Decision, error) { seen = r; return Decision{Allowed: true}, nil })
+	l := LimiterFunc(func(_ context.Context, r LimitRequest) (Decision, error) {
+		seen = r
+		return Decision{Allowed: true}, nil
+	})
 	_, err := l.Allow(context.Background(), LimitRequest{Route: "r"})
 	require.NoError(t, err)
 	assert.Equal(t, "r", seen.Route)

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"mime"
 	"net/http"
 	"strings"
@@ -16,9 +17,14 @@ type usageOptions struct {
 	defaultMaxTokens int64
 }
 
-// maxCapturedBody bounds how much of a non-streamed JSON response is kept
-// to read its usage; the client gets the whole body regardless.
-const maxCapturedBody = 1 << 20
+// A non-streamed JSON response is observed through its first
+// maxCapturedHead bytes (model, and everything when it is small) and its
+// last capturedTail bytes (where OpenAI puts "usage" after megabytes of
+// embeddings); the client gets the whole body regardless.
+const (
+	maxCapturedHead = 64 << 10
+	capturedTail    = 16 << 10
+)
 
 // requestFacts is what the relay learned from the request body.
 type requestFacts struct {
@@ -29,9 +35,10 @@ type requestFacts struct {
 // streamFacts is what the relay learns from the response as it passes.
 type streamFacts struct {
 	obs         *usage.Stream
-	capture     []byte // start of a JSON body, for usage
-	captureFull bool   // the body was longer than maxCapturedBody
-	encoded     bool // the body has a Content-Encoding: never append to it
+	capture     []byte // start of a JSON body
+	tail        []byte // its end, once capture is full
+	captureFull bool   // the body was longer than maxCapturedHead
+	encoded     bool   // the body has a Content-Encoding: never append to it
 	lastContent time.Time
 	interChunk  prometheus.Observer // resolved once per stream, not per event
 }
@@ -58,8 +65,8 @@ func (ex *exchange) inspectRequest() {
 	ex.rec.Characters = info.Characters
 	if isLLMPath(t.Provider, ex.r.URL.Path) && (info.Model != "" || info.PromptEstimate > 0) {
 		out := info.MaxOutputTokens
-		if out <= 0 {
-			out = ex.rl.cfg.usage.defaultMaxTokens
+		if out <= 0 && !strings.Contains(ex.r.URL.Path, "/embeddings") {
+			out = ex.rl.cfg.usage.defaultMaxTokens // embeddings generate no output
 		}
 		ex.req.tokenEstimate = info.PromptEstimate + out
 	}
@@ -108,18 +115,51 @@ func (ex *exchange) onEvent(name, data []byte, truncated bool) {
 	s.lastContent = now
 }
 
-// observeChunk keeps the start of a JSON body for its usage.
+// observeChunk keeps the head and the tail of a JSON body.
 func (ex *exchange) observeChunk(b []byte) {
 	s := &ex.stream
 	if s.obs == nil {
 		return
 	}
-	if room := maxCapturedBody - len(s.capture); room > 0 {
-		s.capture = append(s.capture, b[:min(room, len(b))]...)
+	if room := maxCapturedHead - len(s.capture); room > 0 {
+		n := min(room, len(b))
+		s.capture = append(s.capture, b[:n]...)
+		b = b[n:]
 	}
-	if len(b) > maxCapturedBody-len(s.capture) {
-		s.captureFull = true
+	if len(b) == 0 {
+		return
 	}
+	s.captureFull = true
+	s.tail = append(s.tail, b...)
+	if len(s.tail) > 2*capturedTail {
+		s.tail = s.tail[:copy(s.tail, s.tail[len(s.tail)-capturedTail:])]
+	}
+}
+
+// tailUsage finds the last top-level-looking "usage" object in the tail
+// of a long body and wraps it as a small document of its own.
+func tailUsage(tail []byte) []byte {
+	i := bytes.LastIndex(tail, []byte(`"usage"`))
+	if i < 0 {
+		return nil
+	}
+	j := bytes.IndexByte(tail[i:], '{')
+	if j < 0 {
+		return nil
+	}
+	start, depth := i+j, 0
+	for k := start; k < len(tail); k++ {
+		switch tail[k] {
+		case '{':
+			depth++
+		case '}':
+			depth--
+			if depth == 0 {
+				return append(append([]byte(`{"usage":`), tail[start:k+1]...), '}')
+			}
+		}
+	}
+	return nil
 }
 
 // observeUsage moves what was observed into the record and the metrics.
@@ -128,6 +168,11 @@ func (ex *exchange) observeUsage() {
 	if s.obs != nil {
 		if len(s.capture) > 0 {
 			s.obs.Body(s.capture, s.captureFull)
+		}
+		if s.captureFull {
+			if u := tailUsage(s.tail); u != nil {
+				s.obs.Body(u, false)
+			}
 		}
 		u := s.obs.Usage()
 		ex.rec.Usage = Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,

@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -354,4 +355,30 @@ func TestKeyPoolFailsOverToNextKey(t *testing.T) {
 	assert.Equal(t, []string{"Bearer k1", "Bearer k2"}, keys)
 	mu.Unlock()
 	assert.Equal(t, 2, e2.lastRecord().Attempts)
+}
+
+// TestLargeJSONUsage: usage at the end of a multi-megabyte body (batched
+// embeddings) is still read.
+func TestLargeJSONUsage(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"object":"list","model":"text-embedding-3-small","data":[`)
+	for i := range 100 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"object":"embedding","index":%d,"embedding":[%s0.1]}`, i, strings.Repeat("0.0123456789,", 1500))
+	}
+	b.WriteString(`],"usage":{"prompt_tokens":4242,"total_tokens":4242}}`)
+	body := b.String()
+	require.Greater(t, len(body), 1<<20)
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		_, _ = io.WriteString(w, body)
+	}, Route{Prefix: "/v1"})
+	_, got := e.do(e.request("POST", "/v1/embeddings", `{"model":"text-embedding-3-small","input":["a","b"]}`))
+	assert.Equal(t, len(body), len(got))
+	rec := e.lastRecord()
+	assert.Equal(t, int64(4242), rec.Usage.InputTokens)
+	assert.Equal(t, "text-embedding-3-small", rec.Model)
 }

@@ -108,7 +108,8 @@ type Recorder interface {
 
 // BatchRecorder is implemented by Recorders that can store many records in
 // one round trip (a database insert, a pipeline). The async worker prefers
-// it over Record.
+// it over Record. The slice is reused after RecordBatch returns: copy what
+// you keep.
 type BatchRecorder interface {
 	Recorder
 	RecordBatch(ctx context.Context, recs []Record) error
