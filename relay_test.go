@@ -335,6 +335,14 @@ func TestMidStreamFailureIsVisible(t *testing.T) {
 			errType: ErrTypeStreamInterrupted,
 		},
 		{
+			name:     "reset between CR and LF",
+			upstream: hijackAfter("text/event-stream", "data: {\"a\":1}\r"),
+			route:    Route{Prefix: "/v1"},
+			want: "data: {\"a\":1}\r" + "\n\n" + "event: error\ndata: " +
+				`{"error":{"message":"The upstream stream was interrupted.","type":"server_error","param":null,"code":"upstream_error"}}` + "\n\n",
+			errType: ErrTypeStreamInterrupted,
+		},
+		{
 			name: "stall mid-stream",
 			upstream: func(w http.ResponseWriter, r *http.Request) {
 				_, _ = io.ReadAll(r.Body)
@@ -978,4 +986,69 @@ func TestRecordJSONHasNoSecrets(t *testing.T) {
 	require.NoError(t, json.Unmarshal(buf.Bytes(), &rec))
 	assert.Equal(t, "/v1/x", rec["path"])
 	assert.NotContains(t, buf.String(), "sk-")
+}
+
+// TestHTTP2QuietStreamSurvivesWriteDeadline: on HTTP/2 an expired write
+// deadline resets the stream even between writes, so a quiet upstream
+// must not get a stream killed by the relay's own client write timeout.
+func TestHTTP2QuietStreamSurvivesWriteDeadline(t *testing.T) {
+	const wt = 100 * time.Millisecond
+	up := func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		<-time.After(4 * wt) // quiet for longer than the write timeout
+		_, _ = io.WriteString(w, "data: 2\n\n")
+	}
+	e := newEnv(t, up, Route{Prefix: "/v1"}, WithClientWriteTimeout(wt))
+	srv := httptest.NewUnstartedServer(e.relay)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	req := e.request("POST", "/v1/x", `{}`)
+	req.URL.Scheme, req.URL.Host = "https", strings.TrimPrefix(srv.URL, "https://")
+	resp, err := srv.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, 2, resp.ProtoMajor)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, "data: 1\n\ndata: 2\n\n", string(b))
+}
+
+// TestUnknownLengthJSONIsStreamed: NDJSON and chunked JSON (Gemini's array
+// stream) are relayed as they come, not buffered.
+func TestUnknownLengthJSONIsStreamed(t *testing.T) {
+	for _, ct := range []string{"application/x-ndjson", "application/json"} {
+		t.Run(ct, func(t *testing.T) {
+			acks := make(chan struct{})
+			up := func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.ReadAll(r.Body)
+				w.Header().Set("Content-Type", ct)
+				for i := range 3 {
+					fmt.Fprintf(w, "{\"i\":%d}\n", i)
+					w.(http.Flusher).Flush()
+					select {
+					case <-acks:
+					case <-r.Context().Done():
+						return
+					}
+				}
+			}
+			e := newEnv(t, up, Route{Prefix: "/v1"})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := e.front.Client().Do(e.request("POST", "/v1/x", `{}`).WithContext(ctx))
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body)
+			for i := range 3 {
+				line, err := br.ReadString('\n')
+				require.NoError(t, err)
+				assert.Equal(t, fmt.Sprintf("{\"i\":%d}\n", i), line)
+				acks <- struct{}{}
+			}
+		})
+	}
 }

@@ -39,7 +39,9 @@ const (
 	ProviderAzureTTS  Provider = "azure-tts" // Azure Speech REST text to speech
 )
 
-// Timeouts bound an upstream exchange. A zero field means no limit.
+// Timeouts bound an upstream exchange. A zero field takes the relay's
+// value (WithTimeouts), then the default: Connect 10s, FirstByte 10m,
+// Idle 5m, Total none. A negative field means no limit.
 //
 // None of them is http.Client.Timeout, which would cut long streams: a
 // healthy stream that keeps sending is bounded only by Total.
