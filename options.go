@@ -183,7 +183,9 @@ func WithTimeouts(t Timeouts) Option {
 // WithClientWriteTimeout bounds how long one write to a client may block.
 // The relay extends the host server's write deadline as a stream
 // progresses, so a server WriteTimeout never cuts a healthy stream; a
-// client that stops reading for this long is dropped. Default 30s.
+// client that stops reading is dropped within this time (on HTTP/1 after
+// between half of it and all of it: the deadline is renewed at half-life
+// so that most writes touch no timer). Default 30s.
 func WithClientWriteTimeout(d time.Duration) Option {
 	return func(c *config) error { c.writeTimeout = d; return nil }
 }
