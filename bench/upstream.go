@@ -58,10 +58,16 @@ func (u *upstream) release(name string) {
 	}
 }
 
+// hold counts a stream as held from before its first event is sent, so
+// that a client that has the event can rely on the count, until the
+// returned function runs.
+func (u *upstream) hold() func() {
+	u.held.Add(1)
+	return func() { u.held.Add(-1) }
+}
+
 // wait blocks a stream of a hold group until it is released.
 func (u *upstream) wait(ctx context.Context, name string) bool {
-	u.held.Add(1)
-	defer u.held.Add(-1)
 	select {
 	case <-u.gate(name):
 		return true
@@ -73,7 +79,8 @@ func (u *upstream) wait(ctx context.Context, name string) bool {
 }
 
 // control serves the upstream's control endpoints: POST /release?hold=G
-// and GET /held (the number of streams holding now).
+// and GET /held (the number of streams of hold groups open now, counted
+// from before their first event is sent).
 func (u *upstream) control() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /release", func(w http.ResponseWriter, r *http.Request) {
@@ -149,6 +156,9 @@ func (u *upstream) serveSSE(ctx context.Context, w http.ResponseWriter, s spec, 
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	rc := http.NewResponseController(w)
+	if s.hold != "" {
+		defer u.hold()()
+	}
 	buf := make([]byte, 0, 512)
 	for i := range s.n {
 		if i > 0 && s.interval > 0 && !pause(ctx, tm, s.interval) {
@@ -179,6 +189,9 @@ func (u *upstream) serveSSE(ctx context.Context, w http.ResponseWriter, s spec, 
 func (u *upstream) serveAudio(ctx context.Context, w http.ResponseWriter, s spec, tm *time.Timer) {
 	w.Header().Set("Content-Type", "audio/mpeg")
 	rc := http.NewResponseController(w)
+	if s.hold != "" {
+		defer u.hold()()
+	}
 	buf := make([]byte, 0, s.size)
 	for i := range s.n {
 		if i > 0 && s.interval > 0 && !pause(ctx, tm, s.interval) {
