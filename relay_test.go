@@ -183,16 +183,15 @@ func TestSSEPassesThroughByteForByte(t *testing.T) {
 	}
 }
 
-// TestSSEEventsAreNotBuffered proves each event reaches the client before
-// the upstream sends the next: the upstream waits for the client's
-// acknowledgement, so any buffering would deadlock until the deadline.
-func TestSSEEventsAreNotBuffered(t *testing.T) {
-	acks := make(chan struct{})
-	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// lockstep is an upstream that sends each chunk, flushes, and waits for the
+// client's acknowledgement before the next, so that any buffering between
+// them deadlocks (and fails at the test's deadline) instead of passing.
+func lockstep(contentType string, acks <-chan struct{}, chunks ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.ReadAll(r.Body)
-		w.Header().Set("Content-Type", "text/event-stream")
-		for i := range 5 {
-			fmt.Fprintf(w, "data: {\"i\":%d}\n\n", i)
+		w.Header().Set("Content-Type", contentType)
+		for _, c := range chunks {
+			_, _ = io.WriteString(w, c)
 			w.(http.Flusher).Flush()
 			select {
 			case <-acks:
@@ -200,8 +199,19 @@ func TestSSEEventsAreNotBuffered(t *testing.T) {
 				return
 			}
 		}
-	})
-	e := newEnv(t, up, Route{Prefix: "/v1"})
+	}
+}
+
+// TestSSEEventsAreNotBuffered proves each event reaches the client before
+// the upstream sends the next: the upstream waits for the client's
+// acknowledgement, so any buffering would deadlock until the deadline.
+func TestSSEEventsAreNotBuffered(t *testing.T) {
+	acks := make(chan struct{})
+	var events []string
+	for i := range 5 {
+		events = append(events, fmt.Sprintf("data: {\"i\":%d}\n\n", i))
+	}
+	e := newEnv(t, lockstep("text/event-stream", acks, events...), Route{Prefix: "/v1"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req := e.request("POST", "/v1/chat/completions", `{}`).WithContext(ctx)
@@ -870,20 +880,7 @@ func (u unwrapWriter) Unwrap() http.ResponseWriter { return u.w }
 
 func TestFlushesThroughUnwrap(t *testing.T) {
 	acks := make(chan struct{})
-	up := func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.ReadAll(r.Body)
-		w.Header().Set("Content-Type", "text/event-stream")
-		for range 3 {
-			_, _ = io.WriteString(w, "data: x\n\n")
-			w.(http.Flusher).Flush()
-			select {
-			case <-acks:
-			case <-r.Context().Done():
-				return
-			}
-		}
-	}
-	e := newEnv(t, up, Route{Prefix: "/v1"})
+	e := newEnv(t, lockstep("text/event-stream", acks, "data: x\n\n", "data: x\n\n", "data: x\n\n"), Route{Prefix: "/v1"})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.relay.ServeHTTP(unwrapWriter{w}, r)
 	}))
@@ -1023,20 +1020,7 @@ func TestUnknownLengthJSONIsStreamed(t *testing.T) {
 	for _, ct := range []string{"application/x-ndjson", "application/json"} {
 		t.Run(ct, func(t *testing.T) {
 			acks := make(chan struct{})
-			up := func(w http.ResponseWriter, r *http.Request) {
-				_, _ = io.ReadAll(r.Body)
-				w.Header().Set("Content-Type", ct)
-				for i := range 3 {
-					fmt.Fprintf(w, "{\"i\":%d}\n", i)
-					w.(http.Flusher).Flush()
-					select {
-					case <-acks:
-					case <-r.Context().Done():
-						return
-					}
-				}
-			}
-			e := newEnv(t, up, Route{Prefix: "/v1"})
+			e := newEnv(t, lockstep(ct, acks, "{\"i\":0}\n", "{\"i\":1}\n", "{\"i\":2}\n"), Route{Prefix: "/v1"})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			resp, err := e.front.Client().Do(e.request("POST", "/v1/x", `{}`).WithContext(ctx))

@@ -47,20 +47,11 @@ func TestTTSAudioStreamsChunkByChunk(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			acks := make(chan struct{})
 			var gotHeader, gotFormat string
+			audio := lockstep("audio/mpeg", acks, "\xff\xf3\x00\x00", "\xff\xf3\x01\x00", "\xff\xf3\x02\x00", "\xff\xf3\x03\x00")
 			up := func(w http.ResponseWriter, r *http.Request) {
-				_, _ = io.ReadAll(r.Body)
 				gotHeader = r.Header.Get(tt.upHeader)
 				gotFormat = r.Header.Get("X-Microsoft-OutputFormat")
-				w.Header().Set("Content-Type", "audio/mpeg")
-				for i := range 4 {
-					_, _ = w.Write([]byte{0xff, 0xf3, byte(i), 0})
-					w.(http.Flusher).Flush()
-					select {
-					case <-acks:
-					case <-r.Context().Done():
-						return
-					}
-				}
+				audio(w, r)
 			}
 			e := newEnv(t, up, tt.route)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
