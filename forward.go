@@ -39,7 +39,9 @@ func defaultTransport() *http.Transport {
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
 		DialContext: (&net.Dialer{
-			Timeout:   30 * time.Second,
+			// The default Connect timeout, enforced here so that requests
+			// with default timeouts need no per-request trace.
+			Timeout:   defaultConnectTimeout,
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
 		ForceAttemptHTTP2:     true,
@@ -157,6 +159,12 @@ type attempt struct {
 	cancel    context.CancelCauseFunc
 	timer     *time.Timer
 	phase     atomic.Int32
+	reads     atomic.Uint64 // body phase: Reads that returned
+	inRead    atomic.Bool   // a Read is under way
+	ended     atomic.Bool
+	// Owned by the timer's goroutine in the body phase.
+	lastReads    uint64
+	lastProgress time.Time
 	connect   time.Duration
 	firstByte time.Duration
 	idle      time.Duration
@@ -196,7 +204,21 @@ func (a *attempt) fire() {
 	case phaseHeaders, phaseFirstByte:
 		a.cancel(errFirstByteTimeout)
 	default:
-		a.cancel(errIdleTimeout)
+		// In the body phase the timer ticks every idle/4 and the read loop
+		// only counts its reads, which keeps clock readings and timer
+		// resets off the per-event path. A Read under way with no Read
+		// returned for idle is upstream silence: cut it (within idle/4).
+		if a.ended.Load() {
+			return
+		}
+		now := time.Now()
+		if n := a.reads.Load(); n != a.lastReads || !a.inRead.Load() {
+			a.lastReads, a.lastProgress = n, now
+		} else if now.Sub(a.lastProgress) >= a.idle {
+			a.cancel(errIdleTimeout)
+			return
+		}
+		a.timer.Reset(a.idle / 4)
 	}
 }
 
@@ -222,17 +244,25 @@ func (a *attempt) headersIn() bool {
 	return a.ctx.Err() == nil
 }
 
-// reading brackets a body Read with the idle timer, so that only upstream
-// silence counts: time spent writing to a slow client does not.
-func (a *attempt) reading() {
+// startBody arms the idle watch for the body phase.
+func (a *attempt) startBody() {
 	if a.idle > 0 {
-		a.timer.Reset(a.idle)
+		a.lastProgress = time.Now()
+		a.timer.Reset(a.idle / 4)
 	}
 }
 
-func (a *attempt) read() { a.timer.Stop() }
+// reading and read bracket a body Read, so that only upstream silence
+// counts: time spent writing to a slow client does not.
+func (a *attempt) reading() { a.inRead.Store(true) }
+
+func (a *attempt) read() {
+	a.reads.Add(1)
+	a.inRead.Store(false)
+}
 
 func (a *attempt) end() {
+	a.ended.Store(true)
 	a.timer.Stop()
 	a.cancel(nil)
 }
@@ -255,10 +285,7 @@ func (ex *exchange) forward() {
 	rl, t := ex.rl, ex.target
 	to := effective(t.Timeouts, rl.cfg.timeouts)
 
-	base, cancelBase := context.WithCancelCause(ex.r.Context())
-	defer cancelBase(nil)
-	stop := context.AfterFunc(rl.stopCtx, func() { cancelBase(errShutdown) })
-	defer stop()
+	base := ex.ctx
 	if to.Total > 0 {
 		var cancelTotal context.CancelFunc
 		base, cancelTotal = context.WithTimeoutCause(base, to.Total, errTotalTimeout)
@@ -281,7 +308,16 @@ func (ex *exchange) forward() {
 		}
 
 		a := newAttempt(base, to)
-		req := ex.upstreamRequest(httptrace.WithClientTrace(a.ctx, a.trace()), b)
+		ctx := a.ctx
+		if rl.cfg.transport != nil || to.Connect != defaultConnectTimeout {
+			// A connect timeout of the route's own, or a transport whose
+			// dialer the relay does not know: watch the connection phase.
+			ctx = httptrace.WithClientTrace(ctx, a.trace())
+		} else {
+			a.phase.Store(phaseFirstByte)
+			a.arm(a.firstByte)
+		}
+		req := ex.upstreamRequest(ctx, b)
 		resp, err := rl.transport.RoundTrip(req)
 		if !a.headersIn() && err == nil {
 			resp.Body.Close()
@@ -335,6 +371,7 @@ func (ex *exchange) forward() {
 			// Drain a short known-length body so the connection can be
 			// reused; anything else is closed rather than waited for.
 			if resp.ContentLength >= 0 && resp.ContentLength <= 4<<10 {
+				a.startBody()
 				a.reading()
 				_, _ = io.Copy(io.Discard, resp.Body)
 			}

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"bytes"
-	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -84,8 +83,8 @@ func (ex *exchange) beginBody(kind StreamKind, resp *http.Response) {
 		return // audio carries no usage; its record holds bytes and timing
 	}
 	if kind == KindJSON {
-		mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-		if mt != "application/json" && !strings.HasSuffix(mt, "+json") {
+		mt := mediaType(resp.Header.Get("Content-Type"))
+		if mt != "application/json" && !strings.HasSuffix(mt, "+json") && mt != "application/x-ndjson" {
 			return
 		}
 		if resp.Header.Get("Content-Encoding") != "" {

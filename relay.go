@@ -48,6 +48,7 @@ type Relay struct {
 	transport http.RoundTripper
 	log       *slog.Logger
 	clock     Clock
+	sysClock  bool // clock is the system clock: stream timings reuse wall readings
 	models    map[string]bool
 	bufs      sync.Pool // *[]byte of copyBufSize
 	streams   sync.Pool // *usage.Stream
@@ -56,10 +57,8 @@ type Relay struct {
 	mu       sync.Mutex
 	draining bool
 	inflight int
+	live     *exchange     // in-flight exchanges, linked through prev/next
 	idle     chan struct{} // closed when inflight drops to 0 while draining
-
-	stopCtx context.Context // cancelled when Shutdown gives up waiting
-	stop    context.CancelCauseFunc
 }
 
 // copyBufSize is the read size from upstreams. Reads return what has
@@ -80,6 +79,7 @@ func New(opts ...Option) (*Relay, error) {
 	if rl.clock == nil {
 		rl.clock = systemClock{}
 	}
+	_, rl.sysClock = rl.clock.(systemClock)
 	if rl.log == nil {
 		rl.log = slog.New(slog.DiscardHandler)
 	}
@@ -153,7 +153,6 @@ func New(opts ...Option) (*Relay, error) {
 	}
 	rl.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	rl.streams.New = func() any { return usage.NewStream("") }
-	rl.stopCtx, rl.stop = context.WithCancelCause(context.Background())
 	return rl, nil
 }
 
@@ -181,7 +180,10 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // whatever happens, a panic included.
 func (ex *exchange) serve() {
 	rl, r := ex.rl, ex.r
-	if !rl.enter() {
+	// One cancellable context per exchange: the upstream request runs in
+	// it, and Shutdown cancels it through the live list.
+	ex.ctx, ex.cancel = context.WithCancelCause(r.Context())
+	if !rl.enter(ex) {
 		ex.shape = shapeFor(rl.cfg.shape, r, nil)
 		ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeShuttingDown, "The gateway is shutting down; retry on another instance."})
 		return
@@ -249,6 +251,10 @@ type exchange struct {
 	rl *Relay
 	w  http.ResponseWriter
 	r  *http.Request
+
+	ctx        context.Context // r's context, also cancelled by Shutdown
+	cancel     context.CancelCauseFunc
+	prev, next *exchange // in rl.live while entered
 
 	rec     Record
 	route   string // metric label: the route name, "none" before one is known
@@ -379,18 +385,19 @@ func (ex *exchange) admit() bool {
 }
 
 // setQuotaHeaders sets OpenAI-style x-ratelimit-* headers for the budgets
-// the decision reports.
+// the decision reports. The keys are canonical constants, so setting them
+// costs no key allocation.
 func setQuotaHeaders(h http.Header, d Decision) {
-	set := func(kind string, q Quota) {
-		if q.Limit <= 0 {
-			return
-		}
-		h.Set("X-Ratelimit-Limit-"+kind, strconv.FormatInt(q.Limit, 10))
-		h.Set("X-Ratelimit-Remaining-"+kind, strconv.FormatInt(q.Remaining, 10))
-		h.Set("X-Ratelimit-Reset-"+kind, formatReset(q.Reset))
+	if q := d.Requests; q.Limit > 0 {
+		h["X-Ratelimit-Limit-Requests"] = []string{strconv.FormatInt(q.Limit, 10)}
+		h["X-Ratelimit-Remaining-Requests"] = []string{strconv.FormatInt(q.Remaining, 10)}
+		h["X-Ratelimit-Reset-Requests"] = []string{formatReset(q.Reset)}
 	}
-	set("Requests", d.Requests)
-	set("Tokens", d.Tokens)
+	if q := d.Tokens; q.Limit > 0 {
+		h["X-Ratelimit-Limit-Tokens"] = []string{strconv.FormatInt(q.Limit, 10)}
+		h["X-Ratelimit-Remaining-Tokens"] = []string{strconv.FormatInt(q.Remaining, 10)}
+		h["X-Ratelimit-Reset-Tokens"] = []string{formatReset(q.Reset)}
+	}
 }
 
 // formatReset renders a duration as OpenAI does ("1s", "6m0s", "20ms").
@@ -412,7 +419,10 @@ func (ex *exchange) finish() {
 		ex.rec.Status = http.StatusInternalServerError
 	}
 	if ex.entered {
-		defer rl.leave()
+		defer rl.leave(ex)
+	}
+	if ex.cancel != nil {
+		defer ex.cancel(nil)
 	}
 	if ex.counted {
 		rl.metrics.active.WithLabelValues(ex.route).Dec()
@@ -466,23 +476,46 @@ func (rl *Relay) settle(ctx context.Context, req LimitRequest, used int64, reque
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // enter admits a request unless the relay is draining.
-func (rl *Relay) enter() bool {
+func (rl *Relay) enter(ex *exchange) bool {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	if rl.draining {
 		return false
 	}
 	rl.inflight++
+	ex.next = rl.live
+	if rl.live != nil {
+		rl.live.prev = ex
+	}
+	rl.live = ex
 	return true
 }
 
-func (rl *Relay) leave() {
+func (rl *Relay) leave(ex *exchange) {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
+	if ex.prev != nil {
+		ex.prev.next = ex.next
+	} else {
+		rl.live = ex.next
+	}
+	if ex.next != nil {
+		ex.next.prev = ex.prev
+	}
+	ex.prev, ex.next = nil, nil
 	rl.inflight--
 	if rl.inflight == 0 && rl.idle != nil {
 		close(rl.idle)
 		rl.idle = nil
+	}
+}
+
+// cut ends every in-flight exchange with errShutdown.
+func (rl *Relay) cut() {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	for ex := rl.live; ex != nil; ex = ex.next {
+		ex.cancel(errShutdown)
 	}
 }
 
@@ -516,7 +549,7 @@ func (rl *Relay) Shutdown(ctx context.Context) error {
 		case <-idle:
 		case <-ctx.Done():
 			err = ctx.Err()
-			rl.stop(errShutdown)
+			rl.cut()
 			// Cut streams end at their next read; a handler blocked on a
 			// client write is bounded by the client write timeout.
 			t := time.NewTimer(rl.cfg.writeTimeout + time.Second)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -18,7 +17,7 @@ const maxObservedEvent = 4 << 20
 // relayed as SSE, whatever the route says, so that no stream is ever
 // buffered; a route's kind decides the rest.
 func responseKind(route StreamKind, contentType string) StreamKind {
-	mt, _, _ := mime.ParseMediaType(contentType)
+	mt := mediaType(contentType)
 	switch {
 	case mt == "text/event-stream":
 		return KindSSE
@@ -31,6 +30,20 @@ func responseKind(route StreamKind, contentType string) StreamKind {
 	default:
 		return KindJSON
 	}
+}
+
+// mediaType returns a Content-Type's media type in lower case, without
+// parameters. Unlike mime.ParseMediaType it does not allocate for the
+// lower-case types upstreams send.
+func mediaType(ct string) string {
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimSpace(mt)
+	for i := 0; i < len(mt); i++ {
+		if c := mt[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(mt)
+		}
+	}
+	return mt
 }
 
 // relayResponse streams resp to the client. Each read from the upstream is
@@ -80,17 +93,24 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 	bufp := rl.bufs.Get().(*[]byte)
 	defer rl.bufs.Put(bufp)
 	buf := *bufp
+	a.startBody()
 	for {
 		a.reading()
 		n, err := resp.Body.Read(buf)
 		a.read()
 		if n > 0 {
 			chunk := buf[:n]
-			ex.now = rl.clock.Now()
+			// One clock reading per read serves the write deadline and,
+			// with the system clock, the event timings.
+			wall := time.Now()
+			ex.now = wall
+			if !rl.sysClock {
+				ex.now = rl.clock.Now()
+			}
 			if ex.rec.BytesOut == 0 {
 				ex.rec.TTFB = ex.now.Sub(ex.rec.Start)
 			}
-			ex.extendWriteDeadline(rc)
+			ex.extendWriteDeadlineAt(rc, wall)
 			if _, werr := w.Write(chunk); werr != nil {
 				ex.clientGone()
 				return
@@ -180,11 +200,16 @@ func (ex *exchange) interrupted(a *attempt, kind StreamKind, p *sseParser, rc *h
 // deadline resets the stream even between writes, so it is set before each
 // write and cleared after it (see wrote).
 func (ex *exchange) extendWriteDeadline(rc *http.ResponseController) {
+	if ex.rl.cfg.writeTimeout > 0 && !ex.noDeadline {
+		ex.extendWriteDeadlineAt(rc, time.Now())
+	}
+}
+
+func (ex *exchange) extendWriteDeadlineAt(rc *http.ResponseController, now time.Time) {
 	wt := ex.rl.cfg.writeTimeout
 	if wt <= 0 || ex.noDeadline {
 		return
 	}
-	now := time.Now()
 	if !ex.h2 && !ex.deadline.IsZero() && ex.deadline.Sub(now) > wt/2 {
 		return
 	}
