@@ -155,19 +155,19 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 // the wait for a connection, the wait for the response headers, and each
 // wait inside a body Read.
 type attempt struct {
-	ctx       context.Context
-	cancel    context.CancelCauseFunc
-	timer     *time.Timer
-	phase     atomic.Int32
-	reads     atomic.Uint64 // body phase: Reads that returned
-	inRead    atomic.Bool   // a Read is under way
-	ended     atomic.Bool
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	phase  atomic.Int32
+	reads  atomic.Uint64 // body phase: Reads that returned
+	inRead atomic.Bool   // a Read is under way
+	ended  atomic.Bool
 	// Owned by the timer's goroutine in the body phase.
 	lastReads    uint64
 	lastProgress time.Time
-	connect   time.Duration
-	firstByte time.Duration
-	idle      time.Duration
+	connect      time.Duration
+	firstByte    time.Duration
+	idle         time.Duration
 }
 
 const (

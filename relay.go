@@ -51,6 +51,7 @@ type Relay struct {
 	sysClock  bool // clock is the system clock: stream timings reuse wall readings
 	models    map[string]bool
 	bufs      sync.Pool // *[]byte of copyBufSize
+	smallBufs sync.Pool // *[]byte of smallBufSize
 	streams   sync.Pool // *usage.Stream
 	settling  sync.WaitGroup
 
@@ -61,9 +62,13 @@ type Relay struct {
 	idle     chan struct{} // closed when inflight drops to 0 while draining
 }
 
-// copyBufSize is the read size from upstreams. Reads return what has
-// arrived, so a small SSE event is relayed as soon as it is read.
-const copyBufSize = 32 << 10
+// copyBufSize and smallBufSize are the read sizes from upstreams: every
+// response starts with the small one. Reads return what has arrived, so a
+// small SSE event is relayed as soon as it is read.
+const (
+	copyBufSize  = 32 << 10
+	smallBufSize = 4 << 10
+)
 
 // New builds a Relay. It fails when the options are invalid, when no
 // authenticator is configured, or when a route names an environment
@@ -152,6 +157,7 @@ func New(opts ...Option) (*Relay, error) {
 		rl.models[m] = true
 	}
 	rl.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
+	rl.smallBufs.New = func() any { b := make([]byte, smallBufSize); return &b }
 	rl.streams.New = func() any { return usage.NewStream("") }
 	return rl, nil
 }

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -155,16 +154,13 @@ type JSONLinesRecorder struct {
 // NewJSONLinesRecorder returns a recorder writing to w (a file, os.Stdout).
 func NewJSONLinesRecorder(w io.Writer) *JSONLinesRecorder { return &JSONLinesRecorder{w: w} }
 
-// Record implements Recorder.
+// Record implements Recorder. The object is the one json.Marshal makes of
+// the Record, encoded without reflection.
 func (j *JSONLinesRecorder) Record(_ context.Context, rec Record) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.buf = append(append(j.buf[:0], b...), '\n')
-	_, err = j.w.Write(j.buf)
+	j.buf = append(appendRecordJSON(j.buf[:0], &rec), '\n')
+	_, err := j.w.Write(j.buf)
 	return err
 }
 
@@ -174,11 +170,7 @@ func (j *JSONLinesRecorder) RecordBatch(_ context.Context, recs []Record) error 
 	defer j.mu.Unlock()
 	j.buf = j.buf[:0]
 	for i := range recs {
-		b, err := json.Marshal(recs[i])
-		if err != nil {
-			return err
-		}
-		j.buf = append(append(j.buf, b...), '\n')
+		j.buf = append(appendRecordJSON(j.buf, &recs[i]), '\n')
 	}
 	_, err := j.w.Write(j.buf)
 	return err

@@ -42,3 +42,37 @@ func TestSlogRecorder(t *testing.T) {
 	assert.Equal(t, float64(429), m["status"])
 	assert.Equal(t, "rate_limited", m["error_type"])
 }
+
+// TestRecordJSONMatchesEncodingJSON: the hand-written encoder produces the
+// very document json.Marshal does, awkward strings included.
+func TestRecordJSONMatchesEncodingJSON(t *testing.T) {
+	full := Record{RequestID: "r\"1", Start: time.Date(2026, 1, 2, 3, 4, 5, 600700, time.FixedZone("x", 3600)),
+		Tenant: "<acme> & co\n\t\x01", KeyID: "k\u2028\u2029", Route: "r", Upstream: "u", Method: "POST",
+		Path: "/v1/ünï\xff", Model: "m", ResponseModel: "m2", Provider: ProviderAnthropic, Kind: KindSSE,
+		Stream: true, Status: 499, ErrorType: ErrTypeClientCanceled, BytesIn: 1, BytesOut: 2, Events: 3,
+		TTFB: 4, TTFT: 5, Duration: 6, ClientGone: true, Usage: Usage{1, 2, 3, 4}, Attempts: 2,
+		Characters: 9, Labels: map[string]string{"b": "2", "a": "1", "é": "\\"}}
+	for _, rec := range []Record{full, {}} {
+		want, err := json.Marshal(rec)
+		require.NoError(t, err)
+		assert.Equal(t, string(want), string(appendRecordJSON(nil, &rec)))
+	}
+}
+
+func BenchmarkRecordJSON(b *testing.B) {
+	rec := Record{RequestID: "0123456789abcdef0123456789abcdef", Start: time.Now(), Tenant: "acme", KeyID: "k1",
+		Route: "openai", Upstream: "api.openai.com", Method: "POST", Path: "/v1/chat/completions", Model: "gpt-4o-mini",
+		Kind: KindSSE, Stream: true, Status: 200, BytesIn: 300, BytesOut: 20000, Events: 200, TTFB: 1e6, TTFT: 2e6,
+		Duration: 3e9, Usage: Usage{InputTokens: 10, OutputTokens: 200}, Attempts: 1}
+	b.Run("reflection", func(b *testing.B) {
+		for b.Loop() {
+			_, _ = json.Marshal(rec)
+		}
+	})
+	b.Run("appender", func(b *testing.B) {
+		buf := make([]byte, 0, 1024)
+		for b.Loop() {
+			buf = appendRecordJSON(buf[:0], &rec)
+		}
+	})
+}

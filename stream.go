@@ -90,8 +90,12 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 	}
 	ex.beginBody(kind, resp)
 
-	bufp := rl.bufs.Get().(*[]byte)
-	defer rl.bufs.Put(bufp)
+	// Start with a small buffer: LLM events are small and most streams
+	// idle between them, so an open stream holds 4 KiB, not 32. A read
+	// that fills it moves the stream to a large one.
+	pool := &rl.smallBufs
+	bufp := pool.Get().(*[]byte)
+	defer func() { pool.Put(bufp) }()
 	buf := *bufp
 	a.startBody()
 	for {
@@ -136,6 +140,12 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 		if err != nil {
 			ex.interrupted(a, kind, p, rc, err)
 			return
+		}
+		if n == len(buf) && pool != &rl.bufs {
+			pool.Put(bufp)
+			pool = &rl.bufs
+			bufp = pool.Get().(*[]byte)
+			buf = *bufp
 		}
 	}
 }
