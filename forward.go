@@ -32,10 +32,13 @@ const (
 	errTotalTimeout     = Error("upstream total timeout")
 )
 
-// defaultTransport is tuned for a gateway: many long-lived connections to
-// few hosts, no implicit compression (bodies pass through as the upstream
-// encoded them), and HTTP/2 where the upstream offers it.
-func defaultTransport() *http.Transport {
+// NewTransport returns a new transport configured as the relay's default
+// one: tuned for a gateway (many long-lived connections to few hosts),
+// with no implicit compression (bodies pass through as the upstream
+// encoded them), HTTP/2 where the upstream offers it, and a 10s dial
+// timeout. Start from it to customise the transport given to
+// WithTransport.
+func NewTransport() *http.Transport {
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
 		DialContext: (&net.Dialer{

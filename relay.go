@@ -89,7 +89,7 @@ func New(opts ...Option) (*Relay, error) {
 		rl.log = slog.New(slog.DiscardHandler)
 	}
 	if rl.transport == nil {
-		rl.transport = defaultTransport()
+		rl.transport = NewTransport()
 	}
 	if rl.limiter == nil {
 		rl.limiter = noLimit{}
