@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"time"
+
+	"github.com/streamrelay/relay"
 )
 
 // The bare baseline is the fairest plain reverse proxy we can build from
@@ -18,8 +18,8 @@ import (
 // before forwarding it, as the relay must in order to inspect it and fail
 // over. Whatever the relay costs beyond this is the price of its features.
 
-// copyBufSize matches the relay's read size from upstreams and
-// httputil's own default.
+// copyBufSize is httputil's own default copy buffer, and the size the
+// relay's reads grow to (it starts each response with 4 KiB).
 const copyBufSize = 32 << 10
 
 // maxBodyBytes matches the relay's default request size limit.
@@ -42,25 +42,13 @@ func newBareProxy(target *url.URL, h2c bool) http.Handler {
 	return bodyFirst{next: rp}
 }
 
-// upstreamTransport has the settings of the relay's default transport, so
-// that the two arms pool upstream connections alike. With h2c it speaks
-// only cleartext HTTP/2 (prior knowledge), as a transport does over TLS
-// to providers that offer HTTP/2.
+// upstreamTransport is the relay's default transport, relay.NewTransport,
+// so that the two arms dial and pool upstream connections alike. With h2c
+// it speaks only cleartext HTTP/2 (prior knowledge), as a transport does
+// over TLS to providers that offer HTTP/2; the relay is then given the
+// same transport with relay.WithTransport.
 func upstreamTransport(h2c bool) *http.Transport {
-	t := &http.Transport{
-		Proxy: http.ProxyFromEnvironment,
-		DialContext: (&net.Dialer{
-			Timeout:   30 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1000,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-	}
+	t := relay.NewTransport()
 	if h2c {
 		t.Protocols = new(http.Protocols)
 		t.Protocols.SetUnencryptedHTTP2(true)
