@@ -124,15 +124,14 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 		h.Set("X-Forwarded-For", ip)
 	}
 	if h.Get("X-Forwarded-Proto") == "" {
-		proto := "http"
+		h["X-Forwarded-Proto"] = ex.rl.constHdr.http
 		if r.TLS != nil {
-			proto = "https"
+			h["X-Forwarded-Proto"] = ex.rl.constHdr.https
 		}
-		h.Set("X-Forwarded-Proto", proto)
 	}
-	h.Set("X-Request-Id", ex.rec.RequestID)
+	h["X-Request-Id"] = ex.idHdr
 	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""} // keep Go's default agent off the wire
+		h["User-Agent"] = ex.rl.constHdr.empty // keep Go's default agent off the wire
 	}
 	out := (&http.Request{
 		Method:     r.Method,

@@ -50,6 +50,7 @@ type Relay struct {
 	clock     Clock
 	sysClock  bool // clock is the system clock: stream timings reuse wall readings
 	models    map[string]bool
+	constHdr  constHeaders // header values shared by every response
 	bufs      sync.Pool // *[]byte of copyBufSize
 	smallBufs sync.Pool // *[]byte of smallBufSize
 	streams   sync.Pool // *usage.Stream
@@ -159,6 +160,7 @@ func New(opts ...Option) (*Relay, error) {
 	rl.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	rl.smallBufs.New = func() any { b := make([]byte, smallBufSize); return &b }
 	rl.streams.New = func() any { return usage.NewStream("") }
+	rl.constHdr = newConstHeaders()
 	return rl, nil
 }
 
@@ -177,7 +179,8 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.rec.Path = r.URL.Path
 	ex.route = "none"
 	ex.h2 = r.ProtoMajor >= 2
-	w.Header().Set("X-Request-Id", ex.rec.RequestID)
+	ex.idHdr = []string{ex.rec.RequestID} // shared by the client's and the upstream's headers
+	w.Header()["X-Request-Id"] = ex.idHdr
 	defer ex.finish()
 	ex.serve()
 }
@@ -258,6 +261,7 @@ type exchange struct {
 	w  http.ResponseWriter
 	r  *http.Request
 
+	idHdr      []string        // the X-Request-Id header value
 	ctx        context.Context // r's context, also cancelled by Shutdown
 	cancel     context.CancelCauseFunc
 	prev, next *exchange // in rl.live while entered
@@ -663,3 +667,20 @@ func (rl *Relay) MetricsHandler() http.Handler {
 // Recorder returns the queue records go through, so that hosts can Flush
 // it; nil when records are discarded.
 func (rl *Relay) Recorder() *AsyncRecorder { return rl.async }
+
+// constHeaders are header values set on many requests. They are built once
+// per relay and shared: a header map's value slice is only read by
+// net/http, and with its capacity equal to its length any append copies it.
+type constHeaders struct {
+	noCache, no, http, https, empty []string
+}
+
+func newConstHeaders() constHeaders {
+	return constHeaders{
+		noCache: []string{"no-cache"},
+		no:      []string{"no"},
+		http:    []string{"http"},
+		https:   []string{"https"},
+		empty:   []string{""},
+	}
+}

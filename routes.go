@@ -204,6 +204,7 @@ type RouteTable struct {
 type compiledRoute struct {
 	Route
 	prefix   string
+	headers  http.Header // Route.Headers, canonical; shared values, never mutated
 	backends []*backendPool
 	maxTries int
 	cursor   uint64
@@ -225,7 +226,7 @@ type backendPool struct {
 }
 
 type poolKey struct {
-	value     string // the header value, with "Bearer " when needed
+	value     []string // the header value, with "Bearer " when needed; shared, never mutated
 	restUntil time.Time
 	failures  int
 }
@@ -276,7 +277,10 @@ func NewRouteTable(routes []Route, clock Clock) (*RouteTable, error) {
 			}
 			ups = []Upstream{{URL: r.Upstream, AuthHeader: r.AuthHeader, AuthValue: r.AuthValue, AuthEnv: r.AuthEnv}}
 		}
-		cr := &compiledRoute{Route: r, prefix: p}
+		cr := &compiledRoute{Route: r, prefix: p, headers: make(http.Header, len(r.Headers))}
+		for k, v := range r.Headers {
+			cr.headers[http.CanonicalHeaderKey(k)] = []string{v}
+		}
 		for j, u := range ups {
 			bp, err := compileUpstream(u, clock)
 			if err != nil {
@@ -347,7 +351,7 @@ func compileUpstream(u Upstream, clock Clock) (*backendPool, error) {
 		if bp.header == "Authorization" && !strings.HasPrefix(s, "Bearer ") {
 			s = "Bearer " + s
 		}
-		bp.keys = append(bp.keys, poolKey{value: s})
+		bp.keys = append(bp.keys, poolKey{value: []string{s}})
 	}
 	return bp, nil
 }
@@ -432,7 +436,7 @@ func (cr *compiledRoute) pick(now time.Time, path, query string) []Backend {
 	out := make([]Backend, 0, max(n, cr.maxTries))
 	for k := range max(n, cr.maxTries) {
 		b := cr.backends[(first+k)%n]
-		out = append(out, b.backend(now, path, query, cr.Headers, k/n))
+		out = append(out, b.backend(now, path, query, cr.headers, k/n))
 	}
 	return out
 }
@@ -440,7 +444,7 @@ func (cr *compiledRoute) pick(now time.Time, path, query string) []Backend {
 // backend builds the request to this upstream for the round'th use of the
 // pool in one request: round 0 takes the pool's next key and advances it,
 // later rounds (failover) take the keys after it.
-func (b *backendPool) backend(now time.Time, path, query string, extra map[string]string, round int) Backend {
+func (b *backendPool) backend(now time.Time, path, query string, extra http.Header, round int) Backend {
 	u := *b.base
 	u.Path = strings.TrimRight(b.base.Path, "/") + mustUnescape(path)
 	// RawPath keeps the client's escaping (%2F stays %2F); url.URL uses it
@@ -454,7 +458,7 @@ func (b *backendPool) backend(now time.Time, path, query string, extra map[strin
 	}
 	h := make(http.Header, len(extra)+1)
 	for k, v := range extra {
-		h.Set(k, v)
+		h[k] = v
 	}
 	be := Backend{Name: b.name, URL: &u, Header: h}
 	if len(b.keys) == 0 {
@@ -492,7 +496,7 @@ func (b *backendPool) backend(now time.Time, path, query string, extra map[strin
 	if round == 0 {
 		b.next = idx + 1
 	}
-	h.Set(b.header, b.keys[idx].value)
+	h[b.header] = b.keys[idx].value
 	be.Done = func(a AttemptResult) { b.report(idx, b.clock.Now(), a) }
 	return be
 }

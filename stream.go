@@ -61,8 +61,8 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 		h.Set("X-Upstream-Request-Id", v) // the provider's id, for support tickets
 	}
 	if kind == KindSSE {
-		h.Set("Cache-Control", "no-cache")
-		h.Set("X-Accel-Buffering", "no") // tell nginx-style proxies not to buffer
+		h["Cache-Control"] = rl.constHdr.noCache
+		h["X-Accel-Buffering"] = rl.constHdr.no // tell nginx-style proxies not to buffer
 	}
 	ex.rec.Status = resp.StatusCode
 	if resp.StatusCode >= 400 {
