@@ -51,9 +51,9 @@ type Relay struct {
 	sysClock  bool // clock is the system clock: stream timings reuse wall readings
 	models    map[string]bool
 	constHdr  constHeaders // header values shared by every response
-	bufs      sync.Pool // *[]byte of copyBufSize
-	smallBufs sync.Pool // *[]byte of smallBufSize
-	streams   sync.Pool // *usage.Stream
+	bufs      sync.Pool    // *[]byte of copyBufSize
+	smallBufs sync.Pool    // *[]byte of smallBufSize
+	streams   sync.Pool    // *usage.Stream
 	settling  sync.WaitGroup
 
 	mu       sync.Mutex
