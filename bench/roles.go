@@ -240,6 +240,7 @@ type runtimeStats struct {
 	Allocs     uint64 `json:"allocs"`      // heap objects allocated since start
 	AllocBytes uint64 `json:"alloc_bytes"` // heap bytes allocated since start
 	HeapLive   uint64 `json:"heap_live"`   // bytes in live and unswept objects
+	StackInuse uint64 `json:"stack_inuse"` // bytes in goroutine stacks
 	Goroutines uint64 `json:"goroutines"`
 	GCs        uint64 `json:"gcs"`
 	Gomaxprocs int    `json:"gomaxprocs"`
@@ -252,7 +253,7 @@ func serveStats(w http.ResponseWriter, _ *http.Request) {
 	runtime.ReadMemStats(&ms)
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(runtimeStats{
-		Allocs: ms.Mallocs, AllocBytes: ms.TotalAlloc, HeapLive: ms.HeapAlloc,
+		Allocs: ms.Mallocs, AllocBytes: ms.TotalAlloc, HeapLive: ms.HeapAlloc, StackInuse: ms.StackInuse,
 		Goroutines: uint64(runtime.NumGoroutine()), GCs: uint64(ms.NumGC),
 		Gomaxprocs: runtime.GOMAXPROCS(0),
 	})
