@@ -12,11 +12,18 @@ import (
 )
 
 // The bare baseline is the fairest plain reverse proxy we can build from
-// the standard library: it flushes every write at once (as the relay
-// does for streams), reuses its copy buffers, swaps the client's
-// credential for the upstream's, and reads the request body in full
-// before forwarding it, as the relay must in order to inspect it and fail
-// over. Whatever the relay costs beyond this is the price of its features.
+// the standard library: it flushes when the relay does (every write of an
+// SSE stream or of a body of unknown length, which httputil does by
+// itself; a body of known length only at its end), reuses its copy
+// buffers, swaps the client's credential for the upstream's, and reads the
+// request body in full before forwarding it, as the relay must in order to
+// inspect it and fail over. Whatever the relay costs beyond this is the
+// price of its features.
+//
+// FlushInterval stays 0: -1 would make httputil flush every response at
+// once, including the headers of each known-length JSON response from a
+// time.AfterFunc goroutine and then the body separately, work the relay
+// does not do (it writes such a response in one piece).
 
 // copyBufSize is httputil's own default copy buffer, and the size the
 // relay's reads grow to (it starts each response with 4 KiB).
@@ -34,10 +41,9 @@ func newBareProxy(target *url.URL, h2c bool) http.Handler {
 			pr.SetXForwarded()
 			pr.Out.Header.Set("Authorization", "Bearer "+upstreamKey)
 		},
-		Transport:     upstreamTransport(h2c),
-		FlushInterval: -1,
-		BufferPool:    newBufferPool(copyBufSize, 4096),
-		ErrorLog:      log.New(io.Discard, "", 0),
+		Transport:  upstreamTransport(h2c),
+		BufferPool: newBufferPool(copyBufSize, 4096),
+		ErrorLog:   log.New(io.Discard, "", 0),
 	}
 	return bodyFirst{next: rp}
 }
