@@ -182,9 +182,17 @@ const (
 	phaseBody
 )
 
-func newAttempt(base context.Context, to Timeouts) *attempt {
+// newAttempt starts an attempt in a context of its own, or, for the last
+// attempt, in the exchange's: nothing follows it that the cancellation
+// could harm, and one context fewer is one less registration with the
+// parent per request.
+func newAttempt(base context.Context, baseCancel context.CancelCauseFunc, to Timeouts) *attempt {
 	a := &attempt{connect: to.Connect, firstByte: to.FirstByte, idle: to.Idle}
-	a.ctx, a.cancel = context.WithCancelCause(base)
+	if baseCancel != nil {
+		a.ctx, a.cancel = base, baseCancel
+	} else {
+		a.ctx, a.cancel = context.WithCancelCause(base)
+	}
 	a.timer = time.AfterFunc(time.Hour, a.fire)
 	a.arm(a.connect + a.firstByte)
 	return a
@@ -287,11 +295,12 @@ func (ex *exchange) forward() {
 	rl, t := ex.rl, ex.target
 	to := effective(t.Timeouts, rl.cfg.timeouts)
 
-	base := ex.ctx
+	base, baseCancel := ex.ctx, ex.cancel
 	if to.Total > 0 {
 		var cancelTotal context.CancelFunc
 		base, cancelTotal = context.WithTimeoutCause(base, to.Total, errTotalTimeout)
 		defer cancelTotal()
+		baseCancel = nil // a cancel of base's parent would not carry the total's cause
 	}
 
 	tries := t.MaxAttempts
@@ -309,7 +318,11 @@ func (ex *exchange) forward() {
 			return
 		}
 
-		a := newAttempt(base, to)
+		var own context.CancelCauseFunc
+		if last {
+			own = baseCancel
+		}
+		a := newAttempt(base, own, to)
 		ctx := a.ctx
 		if rl.cfg.transport != nil || to.Connect != defaultConnectTimeout {
 			// A connect timeout of the route's own, or a transport whose

@@ -242,10 +242,13 @@ func (ex *exchange) serve() {
 	// background read during a long stream and cancel the request, and its
 	// WriteTimeout would cut the wait for the upstream's headers; the relay
 	// sets write deadlines of its own before each write instead.
-	rc := http.NewResponseController(ex.w)
-	_ = rc.SetReadDeadline(time.Time{})
-	if ex.rl.cfg.writeTimeout > 0 {
-		_ = rc.SetWriteDeadline(time.Time{})
+	if srv, ok := ex.r.Context().Value(http.ServerContextKey).(*http.Server); !ok ||
+		srv.ReadTimeout > 0 || srv.WriteTimeout > 0 {
+		rc := http.NewResponseController(ex.w)
+		_ = rc.SetReadDeadline(time.Time{})
+		if ex.rl.cfg.writeTimeout > 0 {
+			_ = rc.SetWriteDeadline(time.Time{})
+		}
 	}
 	ex.inspectRequest()
 
