@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -160,26 +162,30 @@ type attempt struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	timer  *time.Timer
-	phase  atomic.Int32
+	phase  atomic.Int32  // changed only by compare-and-swap: see fire and headersIn
 	reads  atomic.Uint64 // body phase: Reads that returned
 	inRead atomic.Bool   // a Read is under way
 	ended  atomic.Bool
-	// Owned by the timer's goroutine in the body phase.
+
+	mu           sync.Mutex // the idle watch's state: startBody and the timer's ticks
+	watching     bool
 	lastReads    uint64
 	lastProgress time.Time
-	connect      time.Duration
-	firstByte    time.Duration
-	idle         time.Duration
+
+	connect   time.Duration
+	firstByte time.Duration
+	idle      time.Duration
 }
 
 const (
 	// phaseHeaders: before the transport reports a connection attempt. A
-	// transport that fires no httptrace hooks stays here until the headers
-	// come, bounded by Connect+FirstByte together.
+	// transport that fires no httptrace hooks, or a request without a trace,
+	// stays here until the headers come, bounded by Connect+FirstByte.
 	phaseHeaders int32 = iota
 	phaseConnect
 	phaseFirstByte
 	phaseBody
+	phaseFired // a header timer cancelled the attempt
 )
 
 // newAttempt starts an attempt in a context of its own, or, for the last
@@ -207,59 +213,106 @@ func (a *attempt) arm(d time.Duration) {
 	}
 }
 
-func (a *attempt) fire() {
-	switch a.phase.Load() {
-	case phaseConnect:
-		a.cancel(errConnectTimeout)
-	case phaseHeaders, phaseFirstByte:
-		a.cancel(errFirstByteTimeout)
-	default:
-		// In the body phase the timer ticks every idle/4 and the read loop
-		// only counts its reads, which keeps clock readings and timer
-		// resets off the per-event path. A Read under way with no Read
-		// returned for idle is upstream silence: cut it (within idle/4).
-		if a.ended.Load() {
-			return
+// advance moves between header phases unless a timer has fired or the
+// headers are in; it reports whether it did.
+func (a *attempt) advance(from []int32, to int32) bool {
+	for {
+		p := a.phase.Load()
+		if !slices.Contains(from, p) {
+			return false
 		}
-		now := time.Now()
-		if n := a.reads.Load(); n != a.lastReads || !a.inRead.Load() {
-			a.lastReads, a.lastProgress = n, now
-		} else if now.Sub(a.lastProgress) >= a.idle {
-			a.cancel(errIdleTimeout)
-			return
+		if a.phase.CompareAndSwap(p, to) {
+			return true
 		}
-		a.timer.Reset(a.idle / 4)
 	}
+}
+
+func (a *attempt) fire() {
+	for {
+		p := a.phase.Load()
+		if p == phaseFired {
+			return
+		}
+		if p == phaseBody {
+			a.tick()
+			return
+		}
+		// A header phase: the timer wins only if the phase is unchanged,
+		// so a response that arrives at the same moment is either relayed
+		// (headersIn won) or timed out (fire won), never both.
+		if a.phase.CompareAndSwap(p, phaseFired) {
+			if p == phaseConnect {
+				a.cancel(errConnectTimeout)
+			} else {
+				a.cancel(errFirstByteTimeout)
+			}
+			return
+		}
+	}
+}
+
+// tick is the body phase's idle watch. The timer ticks every idle/4 and
+// the read loop only counts its reads, which keeps clock readings and
+// timer resets off the per-event path. A Read under way with no Read
+// returned for idle is upstream silence: cut it, between idle and
+// idle+idle/4 after the Read began.
+func (a *attempt) tick() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.watching || a.idle <= 0 || a.ended.Load() || a.ctx.Err() != nil {
+		return // a stale header-phase firing, no idle limit, or over
+	}
+	now := time.Now()
+	switch n := a.reads.Load(); {
+	case n != a.lastReads:
+		a.lastReads, a.lastProgress = n, now
+	case !a.inRead.Load():
+		// Writing to the client, not waiting on the upstream: the next
+		// Read may begin up to a tick from now.
+		a.lastProgress = now.Add(a.idle / 4)
+	case now.Sub(a.lastProgress) >= a.idle:
+		a.cancel(errIdleTimeout)
+		return
+	}
+	a.timer.Reset(a.idle / 4)
 }
 
 func (a *attempt) trace() *httptrace.ClientTrace {
 	return &httptrace.ClientTrace{
 		GetConn: func(string) {
-			a.phase.Store(phaseConnect)
-			a.arm(a.connect)
+			if a.advance([]int32{phaseHeaders}, phaseConnect) {
+				a.arm(a.connect)
+			}
 		},
 		GotConn: func(httptrace.GotConnInfo) {
-			a.phase.Store(phaseFirstByte)
-			a.arm(a.firstByte)
+			if a.advance([]int32{phaseHeaders, phaseConnect}, phaseFirstByte) {
+				a.arm(a.firstByte)
+			}
 		},
 	}
 }
 
 // headersIn stops the header timers. It reports false when a timer fired
-// as the response arrived, which leaves the attempt's context cancelled:
-// the response must then be treated as timed out, not relayed.
+// first, which left the attempt's context cancelled: the response must
+// then be treated as timed out, not relayed.
 func (a *attempt) headersIn() bool {
 	a.timer.Stop()
-	a.phase.Store(phaseBody)
+	if !a.advance([]int32{phaseHeaders, phaseConnect, phaseFirstByte}, phaseBody) {
+		return false
+	}
 	return a.ctx.Err() == nil
 }
 
 // startBody arms the idle watch for the body phase.
 func (a *attempt) startBody() {
-	if a.idle > 0 {
-		a.lastProgress = time.Now()
-		a.timer.Reset(a.idle / 4)
+	if a.idle <= 0 {
+		return
 	}
+	a.mu.Lock()
+	a.watching = true
+	a.lastProgress = time.Now()
+	a.mu.Unlock()
+	a.timer.Reset(a.idle / 4)
 }
 
 // reading and read bracket a body Read, so that only upstream silence
@@ -323,14 +376,15 @@ func (ex *exchange) forward() {
 			own = baseCancel
 		}
 		a := newAttempt(base, own, to)
+		defer a.end() // also on a panic while relaying; end is idempotent
 		ctx := a.ctx
-		if rl.cfg.transport != nil || to.Connect != defaultConnectTimeout {
-			// A connect timeout of the route's own, or a transport whose
-			// dialer the relay does not know: watch the connection phase.
+		if rl.cfg.transport != nil || to.Connect != defaultConnectTimeout || to.FirstByte != defaultFirstByteTimeout {
+			// Timeouts of the route's own, or a transport whose dialer the
+			// relay does not know: watch the connection phase, so that
+			// Connect and FirstByte each bound their own wait. With the
+			// defaults the dialer bounds the connect (10s) and the header
+			// timer both together (10m10s), and the trace is saved.
 			ctx = httptrace.WithClientTrace(ctx, a.trace())
-		} else {
-			a.phase.Store(phaseFirstByte)
-			a.arm(a.firstByte)
 		}
 		req := ex.upstreamRequest(ctx, b)
 		resp, err := rl.transport.RoundTrip(req)

@@ -262,10 +262,10 @@ func (m *MemoryLimiter) Len() int {
 	return len(m.buckets)
 }
 
-// bucket returns the tenant's bucket, creating it, or adapting it when the
-// tenant's limits changed (keys of one tenant may carry different limits):
-// what was spent stays spent, clamped to the new burst. Called with m.mu
-// held.
+// bucket returns the tenant's bucket, creating it, or adapting it in place
+// when the tenant's limits changed (keys of one tenant may carry different
+// limits): what was spent stays spent, clamped to the new burst, and the
+// refill goes on at the new rate. Called with m.mu held.
 func (m *MemoryLimiter) bucket(tenant string, lim Limits, now time.Time) *tenantBucket {
 	old, ok := m.buckets[tenant]
 	if ok && old.limits == lim {
@@ -276,12 +276,9 @@ func (m *MemoryLimiter) bucket(tenant string, lim Limits, now time.Time) *tenant
 		now = old.at(now)
 		b.seen = old.seen
 		if old.requests != nil && b.requests != nil {
-			// Carry over what is left, not what was spent: a larger burst
-			// must not hand out its difference on every switch.
-			left := min(max(old.requests.TokensAt(now), 0), float64(b.requests.Burst()))
-			if n := int(math.Ceil(float64(b.requests.Burst()) - left)); n > 0 {
-				b.requests.ReserveN(now, n)
-			}
+			old.requests.SetLimitAt(now, b.requests.Limit())
+			old.requests.SetBurstAt(now, b.requests.Burst())
+			b.requests = old.requests
 		}
 		if old.limits.TokensPerMinute > 0 && lim.TokensPerMinute > 0 {
 			b.tokens.level = min(old.tokens.available(now), float64(b.tokens.burst))

@@ -137,3 +137,24 @@ func TestMemoryLimiterLimitsChangeKeepsState(t *testing.T) {
 	}
 	assert.LessOrEqual(t, admitted, 2, "alternating keys of one tenant must not reset its bucket")
 }
+
+// TestMemoryLimiterAlternatingKeysRefill: a tenant whose keys carry
+// different limits, used in turn at a rate under the limit, is not locked
+// out by the switches.
+func TestMemoryLimiterAlternatingKeysRefill(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := NewMemoryLimiter(Limits{})
+	a := LimitRequest{Identity: Identity{Tenant: "t", Limits: &Limits{RequestsPerMinute: 60, Burst: 5}}, Cost: Cost{Requests: 1}}
+	b := LimitRequest{Identity: Identity{Tenant: "t", Limits: &Limits{RequestsPerMinute: 60, Burst: 6}}, Cost: Cost{Requests: 1}}
+	admitted := 0
+	for i := range 150 {
+		req := a
+		if i%2 == 1 {
+			req = b
+		}
+		if m.AllowAt(t0.Add(time.Duration(i)*900*time.Millisecond), req).Allowed {
+			admitted++
+		}
+	}
+	assert.Greater(t, admitted, 130, "one request every 0.9s is under 60 a minute")
+}

@@ -114,31 +114,41 @@ func (ex *exchange) onEvent(name, data []byte, truncated bool) {
 	s.lastContent = now
 }
 
-// observeChunk keeps the head and the tail of a JSON body.
+// observeChunk keeps the head of a JSON body and, once it is longer than
+// the head, at least its last capturedTail bytes.
 func (ex *exchange) observeChunk(b []byte) {
 	s := &ex.stream
 	if s.obs == nil {
 		return
 	}
-	if room := maxCapturedHead - len(s.capture); room > 0 {
-		n := min(room, len(b))
-		s.capture = append(s.capture, b[:n]...)
-		b = b[n:]
+	if !s.captureFull {
+		room := maxCapturedHead - len(s.capture)
+		if len(b) <= room {
+			s.capture = append(s.capture, b...)
+			return
+		}
+		s.capture = append(s.capture, b[:room]...)
+		s.captureFull = true
+		// The tail starts with the end of the head, so that a usage object
+		// straddling the boundary is found whole.
+		s.tail = append(s.tail, s.capture[len(s.capture)-capturedTail:]...)
+		b = b[room:]
 	}
-	if len(b) == 0 {
-		return
-	}
-	s.captureFull = true
 	s.tail = append(s.tail, b...)
 	if len(s.tail) > 2*capturedTail {
 		s.tail = s.tail[:copy(s.tail, s.tail[len(s.tail)-capturedTail:])]
 	}
 }
 
-// tailUsage finds the last top-level-looking "usage" object in the tail
-// of a long body and wraps it as a small document of its own.
+// tailUsage finds the last usage object ("usage", or Gemini's
+// "usageMetadata") in the tail of a long body and wraps it as a small
+// document of its own.
 func tailUsage(tail []byte) []byte {
-	i := bytes.LastIndex(tail, []byte(`"usage"`))
+	key := `"usage"`
+	i := bytes.LastIndex(tail, []byte(key))
+	if k := bytes.LastIndex(tail, []byte(`"usageMetadata"`)); k > i {
+		i, key = k, `"usageMetadata"`
+	}
 	if i < 0 {
 		return nil
 	}
@@ -154,7 +164,9 @@ func tailUsage(tail []byte) []byte {
 		case '}':
 			depth--
 			if depth == 0 {
-				return append(append([]byte(`{"usage":`), tail[start:k+1]...), '}')
+				doc := append([]byte{'{'}, key...)
+				doc = append(append(doc, ':'), tail[start:k+1]...)
+				return append(doc, '}')
 			}
 		}
 	}

@@ -382,3 +382,62 @@ func TestLargeJSONUsage(t *testing.T) {
 	assert.Equal(t, int64(4242), rec.Usage.InputTokens)
 	assert.Equal(t, "text-embedding-3-small", rec.Model)
 }
+
+// TestJSONUsageAtTheHeadBoundaryAndGemini: a usage object that straddles
+// the end of the kept head, and Gemini's usageMetadata, are both found.
+func TestJSONUsageAtTheHeadBoundaryAndGemini(t *testing.T) {
+	pad := func(n int) string { return strings.Repeat("x", n) }
+	openai := `{"model":"m","choices":[{"message":{"content":"` + pad(maxCapturedHead-40) + `"}}],"usage":{"prompt_tokens":5,"completion_tokens":7}}`
+	gemini := `{"candidates":[{"content":{"parts":[{"text":"` + pad(100<<10) + `"}]}}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":7,"totalTokenCount":12}}`
+	for name, body := range map[string]string{"boundary": openai, "gemini": gemini} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+				_, _ = io.WriteString(w, body)
+			}, Route{Prefix: "/v1"})
+			e.do(e.request("POST", "/v1/x", `{"model":"m","messages":[]}`))
+			assert.Equal(t, Usage{InputTokens: 5, OutputTokens: 7}, e.lastRecord().Usage)
+		})
+	}
+}
+
+func TestFailoverRoundsOverKeyPools(t *testing.T) {
+	keys := func(tg *Target) []string {
+		var out []string
+		for _, b := range tg.Backends[:tg.MaxAttempts] {
+			out = append(out, b.Name+":"+b.Header.Get("Authorization"))
+		}
+		return out
+	}
+	rt, err := NewRouteTable([]Route{{Name: "r", Prefix: "/", Upstreams: []Upstream{
+		{Name: "x", URL: "http://x"},
+		{Name: "y", URL: "http://y", AuthHeader: "Authorization", Keys: []string{"a", "b"}},
+	}}}, nil)
+	require.NoError(t, err)
+	req, _ := http.NewRequest("POST", "http://relay/v1", nil)
+	tg, err := rt.Resolve(req)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"x:", "y:Bearer a", "y:Bearer b"}, keys(tg), "a keyless upstream is tried once")
+
+	// Concurrent requests never get the same key twice within one request.
+	one, err := NewRouteTable([]Route{{Name: "r", Prefix: "/", MaxAttempts: 2, Upstreams: []Upstream{
+		{URL: "http://y", AuthHeader: "Authorization", Keys: []string{"a", "b"}},
+	}}}, nil)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 2000 {
+				tg, _ := one.Resolve(req)
+				if tg.Backends[0].Header.Get("Authorization") == tg.Backends[1].Header.Get("Authorization") {
+					t.Error("the same key twice in one request")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -8,8 +8,10 @@ import (
 )
 
 // appendRecordJSON appends rec as the same JSON object json.Marshal makes
-// of it (field names, order, omitempty), without reflection: the JSON-lines
-// recorder encodes every request, and reflection dominated its cost.
+// of it (field names, order, omitempty, escaping), without reflection: the
+// JSON-lines recorder encodes every request, and reflection dominated its
+// cost. (A Start after year 9999, which json.Marshal refuses, is written
+// anyway.)
 func appendRecordJSON(b []byte, r *Record) []byte {
 	b = append(b, `{"request_id":`...)
 	b = appendJSONString(b, r.RequestID)
@@ -121,6 +123,10 @@ func appendJSONString(b []byte, s string) []byte {
 				b = append(b, '\\', 'r')
 			case '\t':
 				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
 			default:
 				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
 			}

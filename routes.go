@@ -433,18 +433,38 @@ func (cr *compiledRoute) pick(now time.Time, path, query string) []Backend {
 		}
 		slot -= b.weight
 	}
+	// Round 0 tries every upstream once; later rounds try further keys of
+	// pools that have them, one round per key at most, until maxTries.
 	out := make([]Backend, 0, max(n, cr.maxTries))
-	for k := range max(n, cr.maxTries) {
-		b := cr.backends[(first+k)%n]
-		out = append(out, b.backend(now, path, query, cr.headers, k/n))
+	firstKey := make([]int, n) // the key each pool gave this request in round 0
+	for round := 0; round == 0 || len(out) < cr.maxTries; round++ {
+		added := false
+		for k := 0; k < n && (round == 0 || len(out) < cr.maxTries); k++ {
+			i := (first + k) % n
+			b := cr.backends[i]
+			if round > 0 && round >= len(b.keys) {
+				continue
+			}
+			be, key := b.backend(now, path, query, cr.headers, round, firstKey[i])
+			if round == 0 {
+				firstKey[i] = key
+			}
+			out = append(out, be)
+			added = true
+		}
+		if !added {
+			break
+		}
 	}
 	return out
 }
 
 // backend builds the request to this upstream for the round'th use of the
-// pool in one request: round 0 takes the pool's next key and advances it,
-// later rounds (failover) take the keys after it.
-func (b *backendPool) backend(now time.Time, path, query string, extra http.Header, round int) Backend {
+// pool in one request and reports the key it chose. Round 0 takes the
+// pool's next free key and advances the pool; round r takes the r'th free
+// key after the one this request got in round 0 (firstKey), so concurrent
+// requests moving the pool do not make a failover repeat a key.
+func (b *backendPool) backend(now time.Time, path, query string, extra http.Header, round, firstKey int) (Backend, int) {
 	u := *b.base
 	u.Path = strings.TrimRight(b.base.Path, "/") + mustUnescape(path)
 	// RawPath keeps the client's escaping (%2F stays %2F); url.URL uses it
@@ -462,21 +482,18 @@ func (b *backendPool) backend(now time.Time, path, query string, extra http.Head
 	}
 	be := Backend{Name: b.name, URL: &u, Header: h}
 	if len(b.keys) == 0 {
-		return be
+		return be, 0
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	// The round'th key that is not resting; if all rest, the one resting
-	// least long.
-	// Round 0 advanced next past its key, so round r takes the (r-1)th
-	// free key from next.
-	want := 0
+	nk := len(b.keys)
+	start, want, span := b.next, 0, nk
 	if round > 0 {
-		want = (round - 1) % len(b.keys)
+		start, want, span = firstKey+1, round-1, nk-1 // never firstKey itself
 	}
 	idx, seen := -1, 0
-	for k := range len(b.keys) {
-		i := (b.next + k) % len(b.keys)
+	for k := range span {
+		i := (start + k) % nk
 		if !b.keys[i].restUntil.After(now) {
 			if seen == want {
 				idx = i
@@ -485,8 +502,12 @@ func (b *backendPool) backend(now time.Time, path, query string, extra http.Head
 			seen++
 		}
 	}
-	if idx < 0 {
-		idx = 0
+	switch {
+	case idx >= 0:
+	case round > 0:
+		idx = (firstKey + round) % nk // all resting: take the next one anyway
+	default:
+		idx = 0 // all resting: the one resting least long
 		for i := range b.keys {
 			if b.keys[i].restUntil.Before(b.keys[idx].restUntil) {
 				idx = i
@@ -498,7 +519,7 @@ func (b *backendPool) backend(now time.Time, path, query string, extra http.Head
 	}
 	h[b.header] = b.keys[idx].value
 	be.Done = func(a AttemptResult) { b.report(idx, b.clock.Now(), a) }
-	return be
+	return be, idx
 }
 
 // report rests a key after failures: 401, 429 and 5xx answers and

@@ -47,7 +47,7 @@ func TestSlogRecorder(t *testing.T) {
 // very document json.Marshal does, awkward strings included.
 func TestRecordJSONMatchesEncodingJSON(t *testing.T) {
 	full := Record{RequestID: "r\"1", Start: time.Date(2026, 1, 2, 3, 4, 5, 600700, time.FixedZone("x", 3600)),
-		Tenant: "<acme> & co\n\t\x01", KeyID: "k\u2028\u2029", Route: "r", Upstream: "u", Method: "POST",
+		Tenant: "<acme> & co\n\t\x01\b\f", KeyID: "k\u2028\u2029", Route: "r", Upstream: "u", Method: "POST",
 		Path: "/v1/ünï\xff", Model: "m", ResponseModel: "m2", Provider: ProviderAnthropic, Kind: KindSSE,
 		Stream: true, Status: 499, ErrorType: ErrTypeClientCanceled, BytesIn: 1, BytesOut: 2, Events: 3,
 		TTFB: 4, TTFT: 5, Duration: 6, ClientGone: true, Usage: Usage{1, 2, 3, 4}, Attempts: 2,
