@@ -59,8 +59,10 @@ type Relay struct {
 	mu       sync.Mutex
 	draining bool
 	inflight int
-	live     *exchange     // in-flight exchanges, linked through prev/next
-	idle     chan struct{} // closed when inflight drops to 0 while draining
+	live     *exchange // in-flight exchanges, linked through prev/next
+	// settleClosed: Shutdown waits on settling; later settlements run inline.
+	settleClosed bool
+	idle         chan struct{} // closed when inflight drops to 0 while draining
 }
 
 // copyBufSize and smallBufSize are the read sizes from upstreams: every
@@ -474,15 +476,27 @@ func (rl *Relay) settle(ctx context.Context, req LimitRequest, used int64, reque
 		ml.SettleAt(req.Now, req, used)
 		return
 	}
-	rl.settling.Add(1)
-	go func() {
-		defer rl.settling.Done()
+	run := func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 		defer cancel()
 		if err := rl.settler.Settle(ctx, req, used); err != nil {
 			rl.metrics.errors.WithLabelValues(req.Route, string(ErrTypeLimiter)).Inc()
 			rl.log.Warn("relay: settling tokens failed", "request_id", requestID, "error", err)
 		}
+	}
+	rl.mu.Lock()
+	if rl.settleClosed {
+		// Shutdown is already waiting for settlements (a handler outlived
+		// its grace): settle here rather than Add to a WaitGroup in Wait.
+		rl.mu.Unlock()
+		run()
+		return
+	}
+	rl.settling.Add(1)
+	rl.mu.Unlock()
+	go func() {
+		defer rl.settling.Done()
+		run()
 	}()
 }
 
@@ -573,6 +587,9 @@ func (rl *Relay) Shutdown(ctx context.Context) error {
 			t.Stop()
 		}
 	}
+	rl.mu.Lock()
+	rl.settleClosed = true
+	rl.mu.Unlock()
 	rl.settling.Wait() // bounded by settleTimeout
 	if t, ok := rl.transport.(interface{ CloseIdleConnections() }); ok && rl.cfg.transport == nil {
 		t.CloseIdleConnections() // the relay's own transport only
