@@ -113,6 +113,9 @@ func (e *env) request(method, path, body string) *http.Request {
 	return req
 }
 
+// do sends req, reads the whole response, and waits until the relay's
+// handler has returned, so that the request's record is queued: a client
+// can read a Content-Length body to the end before the handler is done.
 func (e *env) do(req *http.Request) (*http.Response, []byte) {
 	e.t.Helper()
 	resp, err := e.front.Client().Do(req)
@@ -120,6 +123,11 @@ func (e *env) do(req *http.Request) (*http.Response, []byte) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(e.t, err)
+	select {
+	case <-e.served:
+	case <-time.After(10 * time.Second):
+		e.t.Fatal("the relay's handler did not return")
+	}
 	return resp, b
 }
 
