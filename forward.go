@@ -81,11 +81,13 @@ func isClientCredential(k string) bool {
 	return false
 }
 
-// connectionListed reports whether k is named in a Connection header.
-func connectionListed(h http.Header, k string) bool {
-	for _, v := range h["Connection"] {
+// connectionListed reports whether k is named in the Connection header
+// values conn. Tokens are compared case-insensitively in place, which
+// allocates nothing (clients commonly send "Connection: keep-alive").
+func connectionListed(conn []string, k string) bool {
+	for _, v := range conn {
 		for f := range strings.SplitSeq(v, ",") {
-			if http.CanonicalHeaderKey(strings.TrimSpace(f)) == k {
+			if strings.EqualFold(strings.TrimSpace(f), k) {
 				return true
 			}
 		}
@@ -95,11 +97,9 @@ func connectionListed(h http.Header, k string) bool {
 
 // copyHeaders copies end-to-end headers from src to dst.
 func copyHeaders(dst, src http.Header, skip func(string) bool) {
+	conn := src["Connection"]
 	for k, vv := range src {
-		if isHopHeader(k) || (skip != nil && skip(k)) {
-			continue
-		}
-		if _, listed := src["Connection"]; listed && connectionListed(src, k) {
+		if isHopHeader(k) || (skip != nil && skip(k)) || (len(conn) > 0 && connectionListed(conn, k)) {
 			continue
 		}
 		dst[k] = vv

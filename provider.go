@@ -25,25 +25,18 @@ const (
 	capturedTail    = 16 << 10
 )
 
-// requestFacts is what the relay learned from the request body.
-type requestFacts struct {
-	info          usage.RequestInfo
-	tokenEstimate int64 // reserved against token budgets; 0 when not an LLM call
-}
-
 // streamFacts is what the relay learns from the response as it passes.
 type streamFacts struct {
 	obs         *usage.Stream
 	capture     []byte // start of a JSON body
 	tail        []byte // its end, once capture is full
 	captureFull bool   // the body was longer than maxCapturedHead
-	encoded     bool   // the body has a Content-Encoding: never append to it
 	lastContent time.Time
 	interChunk  prometheus.Observer // resolved once per stream, not per event
 }
 
-// isLLMProvider reports whether requests of the provider are billed in
-// tokens (TTS is billed in characters).
+// isLLMPath reports whether a request is billed in tokens (TTS is billed
+// in characters).
 func isLLMPath(p Provider, path string) bool {
 	return p != ProviderAzureTTS && !strings.Contains(path, "/audio/")
 }
@@ -58,7 +51,6 @@ func (ex *exchange) inspectRequest() {
 	}
 	ct := ex.r.Header.Get("Content-Type")
 	info := usage.ParseRequest(string(t.Provider), ex.r.URL.Path, ct, ex.body)
-	ex.req.info = info
 	ex.rec.Model = info.Model
 	ex.rec.Stream = info.Stream
 	ex.rec.Characters = info.Characters
@@ -67,7 +59,7 @@ func (ex *exchange) inspectRequest() {
 		if out <= 0 && !strings.Contains(ex.r.URL.Path, "/embeddings") {
 			out = ex.rl.cfg.usage.defaultMaxTokens // embeddings generate no output
 		}
-		ex.req.tokenEstimate = info.PromptEstimate + out
+		ex.tokenEstimate = info.PromptEstimate + out
 	}
 	if ex.rl.cfg.usage.includeUsage && info.Stream && !info.IncludeUsage &&
 		(t.Provider == ProviderOpenAI || t.Provider == ProviderAzure) {
@@ -86,9 +78,6 @@ func (ex *exchange) beginBody(kind StreamKind, resp *http.Response) {
 		mt := mediaType(resp.Header.Get("Content-Type"))
 		if mt != "application/json" && !strings.HasSuffix(mt, "+json") && mt != "application/x-ndjson" {
 			return
-		}
-		if resp.Header.Get("Content-Encoding") != "" {
-			return // compressed: the relay does not decode what it passes on
 		}
 	}
 	obs, _ := ex.rl.streams.Get().(*usage.Stream)

@@ -283,8 +283,8 @@ type exchange struct {
 	limitReq LimitRequest // what was reserved, for settlement
 	reserved bool
 
-	req    requestFacts
-	stream streamFacts
+	tokenEstimate int64 // reserved against token budgets; 0 when not an LLM call
+	stream        streamFacts
 
 	now        time.Time // clock reading of the current read from upstream
 	deadline   time.Time // the client write deadline last set
@@ -368,7 +368,7 @@ const StatusClientClosedRequest = 499
 func (ex *exchange) admit() bool {
 	rl := ex.rl
 	ex.limitReq = LimitRequest{Identity: ex.id, Route: ex.route, Now: rl.clock.Now(),
-		Cost: Cost{Requests: 1, Tokens: ex.req.tokenEstimate}}
+		Cost: Cost{Requests: 1, Tokens: ex.tokenEstimate}}
 	d, err := rl.limiter.Allow(ex.r.Context(), ex.limitReq)
 	if err != nil {
 		rl.log.Warn("relay: limiter failed", "request_id", ex.rec.RequestID, "fail_open", rl.cfg.failOpen, "error", err)

@@ -16,20 +16,20 @@ type ErrorType string
 // Error types, as recorded and as the "type" label of relay_errors_total.
 const (
 	ErrTypeNone              ErrorType = ""
-	ErrTypeAuth              ErrorType = "auth"               // 401: missing or wrong key
-	ErrTypeRateLimited       ErrorType = "rate_limited"       // 429 from the relay's limiter
-	ErrTypeBodyTooLarge      ErrorType = "body_too_large"     // 413
-	ErrTypeBadRequest        ErrorType = "bad_request"        // 400: unreadable request body
-	ErrTypeNoRoute           ErrorType = "no_route"           // 404: no route for the path
-	ErrTypeUpstreamConnect   ErrorType = "upstream_connect"   // 502: dial, TLS or protocol failure before the response
-	ErrTypeUpstreamTimeout   ErrorType = "upstream_timeout"   // 504 before the first byte; or an idle/total timeout mid-stream
-	ErrTypeUpstreamStatus    ErrorType = "upstream_status"    // the upstream answered 4xx/5xx, passed through
-	ErrTypeStreamInterrupted ErrorType = "stream_interrupted" // the upstream broke off after the first byte
-	ErrTypeClientCanceled    ErrorType = "client_canceled"    // 499: the client went away
-	ErrTypeLimiter           ErrorType = "limiter"            // the limiter failed (counted whether failing open or closed)
-	ErrTypeStorage           ErrorType = "storage"            // a record batch could not be written
-	ErrTypeShuttingDown      ErrorType = "shutting_down"      // 503 while draining
-	ErrTypeUpstreamEvent     ErrorType = "upstream_error_event"
+	ErrTypeAuth              ErrorType = "auth"                 // 401: missing or wrong key
+	ErrTypeRateLimited       ErrorType = "rate_limited"         // 429 from the relay's limiter
+	ErrTypeBodyTooLarge      ErrorType = "body_too_large"       // 413
+	ErrTypeBadRequest        ErrorType = "bad_request"          // 400: unreadable request body
+	ErrTypeNoRoute           ErrorType = "no_route"             // 404: no route for the path
+	ErrTypeUpstreamConnect   ErrorType = "upstream_connect"     // 502: dial, TLS or protocol failure before the response
+	ErrTypeUpstreamTimeout   ErrorType = "upstream_timeout"     // 504 before the first byte; or an idle/total timeout mid-stream
+	ErrTypeUpstreamStatus    ErrorType = "upstream_status"      // the upstream answered 4xx/5xx, passed through
+	ErrTypeStreamInterrupted ErrorType = "stream_interrupted"   // the upstream broke off after the first byte
+	ErrTypeClientCanceled    ErrorType = "client_canceled"      // 499: the client went away
+	ErrTypeLimiter           ErrorType = "limiter"              // the limiter failed (counted whether failing open or closed)
+	ErrTypeStorage           ErrorType = "storage"              // a record batch could not be written
+	ErrTypeShuttingDown      ErrorType = "shutting_down"        // 503 while draining
+	ErrTypeUpstreamEvent     ErrorType = "upstream_error_event" // the stream carried the provider's own error event
 )
 
 // Usage is the token accounting of one request, as the provider reported

@@ -74,7 +74,6 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 	// A JSON body of unknown length may be a stream too (NDJSON, Gemini's
 	// JSON array stream): relay it as it comes.
 	flush := kind != KindJSON || resp.ContentLength < 0
-	ex.stream.encoded = resp.Header.Get("Content-Encoding") != ""
 	if flush {
 		// Headers go out now: SDKs wait for them before reading events.
 		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
@@ -83,12 +82,17 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 		}
 	}
 
+	// A compressed body is relayed as it came and never decoded, so it is
+	// not observed either: no events, no usage; its chunks are counted and
+	// a failure aborts it, since appended plain text would corrupt it.
 	var p *sseParser
-	if kind == KindSSE {
-		p = &sseParser{maxData: maxObservedEvent, onEvent: ex.onEvent}
-		defer func() { ex.rec.Events = p.events }() // on every exit, disconnects included
+	if resp.Header.Get("Content-Encoding") == "" {
+		if kind == KindSSE {
+			p = &sseParser{maxData: maxObservedEvent, onEvent: ex.onEvent}
+			defer func() { ex.rec.Events = p.events }() // on every exit, disconnects included
+		}
+		ex.beginBody(kind, resp)
 	}
-	ex.beginBody(kind, resp)
 
 	// Start with a small buffer: LLM events are small and most streams
 	// idle between them, so an open stream holds 4 KiB, not 32. A read
@@ -138,7 +142,7 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 			break
 		}
 		if err != nil {
-			ex.interrupted(a, kind, p, rc, err)
+			ex.interrupted(a, p, rc, err)
 			return
 		}
 		if n == len(buf) && pool != &rl.bufs {
@@ -151,9 +155,9 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 }
 
 // interrupted ends a response whose upstream failed after the first byte:
-// an SSE stream gets a final error event; any other body is aborted, so
-// the client sees a truncated response rather than a clean end.
-func (ex *exchange) interrupted(a *attempt, kind StreamKind, p *sseParser, rc *http.ResponseController, err error) {
+// an SSE stream gets a final error event; any other body (p is nil) is
+// aborted, so the client sees a truncated response rather than a clean end.
+func (ex *exchange) interrupted(a *attempt, p *sseParser, rc *http.ResponseController, err error) {
 	cause := context.Cause(a.ctx)
 	if ex.r.Context().Err() != nil {
 		// The SDKs hang up as soon as they read the final event, often
@@ -174,11 +178,8 @@ func (ex *exchange) interrupted(a *attempt, kind StreamKind, p *sseParser, rc *h
 	ex.rec.ErrorType = e.typ
 	ex.rl.log.Warn("relay: upstream stream failed", "request_id", ex.rec.RequestID,
 		"route", ex.route, "upstream", ex.rec.Upstream, "error", safeError(err, cause))
-	if p == nil || ex.stream.encoded {
-		// Not SSE, or SSE inside a compressed body that plain text would
-		// corrupt: abort, so the client sees a truncated response.
-		a.end()
-		panic(http.ErrAbortHandler)
+	if p == nil {
+		panic(http.ErrAbortHandler) // forward's deferred end still runs
 	}
 	b := make([]byte, 0, 256)
 	// Close a half-written line or event first, so that the error event is
