@@ -83,14 +83,24 @@ const (
 
 // checkError is a response that failed its check.
 type checkError struct {
-	kind string
-	msg  string
+	kind   string
+	msg    string
+	status int // the response's status, for failStatus
 }
 
 func (e *checkError) Error() string { return e.kind + ": " + e.msg }
 
 func failf(kind, format string, args ...any) error {
 	return &checkError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+// statusOf is the response status of a failStatus error, or 0.
+func statusOf(err error) int {
+	var ce *checkError
+	if errors.As(err, &ce) {
+		return ce.status
+	}
+	return 0
 }
 
 // kindOf classifies an error returned by do.
@@ -142,7 +152,7 @@ func (d *driver) do(ctx context.Context, a *arm, s spec, lat *[]time.Duration, o
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-		return outcome{}, failf(failStatus, "%s: %s", resp.Status, snippet)
+		return outcome{}, &checkError{kind: failStatus, status: resp.StatusCode, msg: fmt.Sprintf("%s: %s", resp.Status, snippet)}
 	}
 	switch s.mode {
 	case modeJSON:

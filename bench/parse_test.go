@@ -131,6 +131,16 @@ func TestParseVmRSS(t *testing.T) {
 	}
 }
 
+func TestParseVmHWM(t *testing.T) {
+	status := []byte("Name:\trelay\nVmHWM:\t  2048 kB\nVmRSS:\t   1500 kB\n")
+	if got, err := parseStatusKB(status, "VmHWM"); err != nil || got != 2048<<10 {
+		t.Errorf("VmHWM = %d, %v; want %d", got, err, 2048<<10)
+	}
+	if got, err := parseStatusKB(status, "VmPeak"); err == nil {
+		t.Errorf("VmPeak is absent, got %d", got)
+	}
+}
+
 func TestMetricValue(t *testing.T) {
 	exp := []byte("# HELP relay_records_dropped_total x\n# TYPE relay_records_dropped_total counter\n" +
 		"relay_records_dropped_total 3\nrelay_records_dropped_total_other 9\nrelay_requests_total{route=\"a\"} 5\n")

@@ -199,24 +199,38 @@ func rss(pid int) (int64, error) {
 	return parseVmRSS(b)
 }
 
+// peakRSS is the most resident memory the process has had since it
+// started (VmHWM, the kernel's high-water mark), in bytes: unlike a
+// sampled VmRSS it cannot miss a peak between samples.
+func peakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	return parseStatusKB(b, "VmHWM")
+}
+
 // parseVmRSS reads the VmRSS line of /proc/<pid>/status.
-func parseVmRSS(b []byte) (int64, error) {
+func parseVmRSS(b []byte) (int64, error) { return parseStatusKB(b, "VmRSS") }
+
+// parseStatusKB reads a "Name: N kB" line of /proc/<pid>/status, in bytes.
+func parseStatusKB(b []byte, name string) (int64, error) {
 	for line := range strings.SplitSeq(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, "VmRSS:")
+		rest, ok := strings.CutPrefix(line, name+":")
 		if !ok {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, benchError("malformed VmRSS line")
+			return 0, benchError("malformed " + name + " line")
 		}
 		kb, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, benchError("malformed VmRSS value")
+			return 0, benchError("malformed " + name + " value")
 		}
 		return kb << 10, nil
 	}
-	return 0, benchError("no VmRSS line")
+	return 0, benchError("no " + name + " line")
 }
 
 // coreBusy is the time core n has spent busy (not idle or waiting for
