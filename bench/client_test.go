@@ -169,6 +169,15 @@ func TestDriverDetects(t *testing.T) {
 			if got := kindOf(err); got != tt.want {
 				t.Errorf("failure kind %q (%v), want %q", got, err, tt.want)
 			}
+			// The mock upstream refuses a wrong key with 401; the hostile
+			// scenario tells refusals apart by this status.
+			wantStatus := 0
+			if tt.want == failStatus {
+				wantStatus = http.StatusUnauthorized
+			}
+			if statusOf(err) != wantStatus {
+				t.Errorf("status %d, want %d", statusOf(err), wantStatus)
+			}
 		})
 	}
 }
