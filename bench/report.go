@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -67,6 +69,9 @@ func (h *harness) report() string {
 		}
 	}
 	h.scaleSection(w)
+	if len(r.hostile) > 0 {
+		h.hostileSection(w)
+	}
 	h.fidelitySection(w)
 	if r.profile != nil {
 		h.profileSection(w)
@@ -215,6 +220,7 @@ func (h *harness) targets() []target {
 	rpa, bpa := perN(ra, rn), perN(ba, bn)
 	ts = append(ts, target{name: "Allocations per JSON request", relay: fmt.Sprintf("%.1f", rpa), bare: fmt.Sprintf("%.1f", bpa),
 		versus: ratio(rpa, bpa), want: "≤ 1.5 × bare", pass: rpa <= 1.5*bpa, measured: bpa > 0})
+	ts = append(ts, h.hostileTargets()...)
 	for _, sc := range r.scale {
 		if sc.arm != armRelay {
 			continue
@@ -405,4 +411,120 @@ func others(u usage) string {
 		return "—"
 	}
 	return fmt.Sprintf("%.0f%%", 100*max(0, (u.core1-u.cpu).Seconds())/u.wall.Seconds())
+}
+
+// hostileTargets compares the relay with the bare proxy under attack.
+func (h *harness) hostileTargets() []target {
+	var bare, rl *hostileResult
+	for i := range h.res.hostile {
+		switch r := &h.res.hostile[i]; r.arm {
+		case armBare:
+			bare = r
+		case armRelay:
+			rl = r
+		}
+	}
+	if bare == nil || rl == nil {
+		return nil
+	}
+	what := fmt.Sprintf("%d slow bodies + %d × %d MiB bodies", rl.plan.slow, rl.plan.large, largeSize>>20)
+	openB, openR := bare.slowOpenAtEnd(), rl.slowOpenAtEnd()
+	ra, ba := rl.addedEvents(0.99), bare.addedEvents(0.99)
+	return []target{
+		{name: "Peak RSS under attack (" + what + ")", relay: mib(rl.peakRSS), bare: mib(bare.peakRSS),
+			versus: ratio(float64(rl.peakRSS), float64(bare.peakRSS)), want: "≤ bare",
+			pass: rl.peakRSS <= bare.peakRSS, measured: bare.peakRSS > 0 && rl.peakRSS > 0},
+		{name: "Slow-body connections still unanswered and open at the attack's end", relay: strconv.FormatInt(openR, 10),
+			bare: strconv.FormatInt(openB, 10), versus: fmt.Sprintf("%+d", openR-openB), want: "0", pass: openR == 0, measured: true},
+		{name: "Per-event latency p99 added by the attack", relay: latency(ra, true), bare: latency(ba, true),
+			versus: latency(ra-ba, true), want: "≤ bare", pass: ra <= ba,
+			measured: len(rl.attack.events) > 0 && len(bare.attack.events) > 0 && len(rl.quiet.events) > 0 && len(bare.quiet.events) > 0},
+	}
+}
+
+func (h *harness) hostileSection(w func(string, ...any)) {
+	hp := h.res.hostile[0].plan
+	w("## 6. Hostile clients\n\n")
+	w("A fresh process per server, one at a time. Each gets %v of normal streams alone, then %v of attack with the "+
+		"normal streams going on: %d slow-body connections (a request head declaring a %d-byte JSON body, then one "+
+		"byte every %v; every other one with a valid key, the rest with none) and %d clients each sending %d MiB JSON "+
+		"chat bodies with a valid key, one at a time, to an upstream that waits %v before answering (after anything "+
+		"but a 200 a client waits as long before it tries again, so both servers are offered the same load). Normal "+
+		"streams: %d concurrent %d-event streams, %v apart, checked byte for byte; TTFB is to the first event. "+
+		"Peak RSS is the kernel's high-water mark (VmHWM) at the attack's end, which no sampling can miss; VmRSS was "+
+		"also sampled every %v. At the end the clients close every hostile connection still open; \"released\" is the "+
+		"time until the server's goroutines were back near their baseline or stopped falling for a second (an idle "+
+		"upstream connection kept for reuse holds two), \"after\" their number then. \"Load CPU\" is the mock "+
+		"upstream's and the driver's (core 0): they carry the attack's load side too, alike for both servers, so part "+
+		"of the added latency is theirs. Only the "+
+		"normal streams and the served large bodies are checked; a hostile request may be refused in any way.\n\n",
+		hp.quiet, hp.attack, hp.slow, slowLength, slowTick, hp.large, largeSize>>20, hp.upDelay,
+		hp.normalConc, streamEvents, eventInterval, memSample)
+	w("| Arm | Baseline RSS | Peak RSS (VmHWM) | Largest VmRSS sampled | RSS at attack end | RSS after release (settled) | Goroutines: baseline → peak → after | Server CPU during attack | Load CPU during attack | Released |\n")
+	w("|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range h.res.hostile {
+		w("| %s | %s | %s | %s | %s | %s | %d → %d → %d | %.2f s of %.1f s | %.2f s | %v |\n", r.arm, mib(r.baseRSS), mib(r.peakRSS),
+			mib(r.sampledRSS), mib(r.endRSS), mib(r.afterRSS), r.baseG, r.peakG, r.afterG, r.attackCPU.Seconds(), r.attackWall.Seconds(),
+			r.loadCPU.Seconds(), r.released.Round(time.Millisecond))
+	}
+	w("\nNormal streams:\n\n")
+	w("| Arm | Phase | Streams served | Refused | TTFB p50 | TTFB p99 | Event latency p50 | Event latency p99 |\n|---|---|---|---|---|---|---|---|\n")
+	for _, r := range h.res.hostile {
+		for _, ph := range []struct {
+			name string
+			n    *normalResult
+		}{{"alone", &r.quiet}, {"under attack", &r.attack}} {
+			n := ph.n
+			w("| %s | %s | %d | %s | %s | %s | %s | %s |\n", r.arm, ph.name, n.served, refusedString(n.refused),
+				latency(n.ttfb.p50(), false), latency(n.ttfb.p99(), false), latency(n.events.p50(), false), latency(n.events.p99(), false))
+		}
+		if len(r.quiet.events) > 0 && len(r.attack.events) > 0 {
+			w("| %s | **added by the attack** | | | %s | %s | %s | %s |\n", r.arm,
+				latency(r.attack.ttfb.p50()-r.quiet.ttfb.p50(), true), latency(r.attack.ttfb.p99()-r.quiet.ttfb.p99(), true),
+				latency(r.addedEvents(0.5), true), latency(r.addedEvents(0.99), true))
+		}
+	}
+	w("\nHow the hostile requests ended (a status code, or: %q, no response before the attack ended; %q, the server "+
+		"closed the connection without a response; %q; %q):\n\n", endOpen, endClosed, endDial, endAborted)
+	w("| Arm | Kind | Clients | Requests | Ends | Time to a response p50 / max |\n|---|---|---|---|---|---|\n")
+	for _, r := range h.res.hostile {
+		for k := range r.kinds {
+			t := &r.kinds[k]
+			answer := "—"
+			if len(t.answer) > 0 {
+				answer = fmt.Sprintf("%v / %v", t.answer.p50().Round(time.Millisecond), t.answer.quantile(1).Round(time.Millisecond))
+			}
+			w("| %s | %s | %d | %d | %s | %s |\n", r.arm, hostileKindName(k), t.clients, t.requests, t.endsString(), answer)
+		}
+	}
+	w("\n")
+}
+
+// latency formats a duration in µs, or in ms from 10 ms, signed if asked.
+func latency(d time.Duration, signed bool) string {
+	unit, scale := "µs", float64(time.Microsecond)
+	if d >= 10*time.Millisecond || d <= -10*time.Millisecond {
+		unit, scale = "ms", float64(time.Millisecond)
+	}
+	if signed {
+		return fmt.Sprintf("%+.1f %s", float64(d)/scale, unit)
+	}
+	return fmt.Sprintf("%.1f %s", float64(d)/scale, unit)
+}
+
+// refusedString lists clean refusals by status, or "0".
+func refusedString(m map[int]int64) string {
+	if len(m) == 0 {
+		return "0"
+	}
+	codes := make([]int, 0, len(m))
+	for c := range m {
+		codes = append(codes, c)
+	}
+	slices.Sort(codes)
+	parts := make([]string, len(codes))
+	for i, c := range codes {
+		parts[i] = fmt.Sprintf("%d × %d", c, m[c])
+	}
+	return strings.Join(parts, ", ")
 }

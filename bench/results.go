@@ -25,6 +25,7 @@ type results struct {
 	stream    streamResult
 	mem       []memResult
 	scale     []scaleResult
+	hostile   []hostileResult
 	instances []*relayInstance
 	profile   *profileSummary
 }

@@ -47,6 +47,8 @@ type plan struct {
 
 	memSets []memSet
 
+	hostile hostilePlan
+
 	fidelity     int  // responses of each kind per arm in the fidelity check
 	smokeHeld    int  // concurrent held streams per arm in smoke mode
 	timings      bool // whether timing scenarios run at all
@@ -82,7 +84,9 @@ func planFor(mode string) (plan, error) {
 			rounds: 6, jsonTTFB: 400, sseTTFB: 300, eventStreams: 4,
 			tputConcs: []int{16, 64}, tputRounds: 5, tputDur: 1200 * time.Millisecond,
 			streamRounds: 4, streamCount: 250, allocStreams: 200,
-			memSets:  []memSet{{false, []int{1000}}, {true, []int{1000, 10000}}},
+			memSets: []memSet{{false, []int{1000}}, {true, []int{1000, 10000}}},
+			hostile: hostilePlan{slow: 1000, large: 100, quiet: 10 * time.Second, attack: 30 * time.Second,
+				upDelay: 10 * time.Second, normalConc: 4},
 			fidelity: 100, timings: true, warmRequests: 500,
 		}, nil
 	case ModeQuick:
@@ -90,11 +94,19 @@ func planFor(mode string) (plan, error) {
 			rounds: 2, jsonTTFB: 100, sseTTFB: 100, eventStreams: 2,
 			tputConcs: []int{16, 64}, tputRounds: 1, tputDur: time.Second,
 			streamRounds: 1, streamCount: 150, allocStreams: 50,
-			memSets:  []memSet{{false, []int{1000}}, {true, []int{1000, 2000}}},
+			memSets: []memSet{{false, []int{1000}}, {true, []int{1000, 2000}}},
+			hostile: hostilePlan{slow: 200, large: 20, quiet: 3 * time.Second, attack: 10 * time.Second,
+				upDelay: 4 * time.Second, normalConc: 2},
 			fidelity: 40, timings: true, warmRequests: 200,
 		}, nil
 	case ModeSmoke:
-		return plan{fidelity: 200, smokeHeld: 1000, warmRequests: 50}, nil
+		return plan{fidelity: 200, smokeHeld: 1000, warmRequests: 50,
+			// A scaled-down attack: it checks that the scenario ends on
+			// time and that the normal streams stay intact; its figures
+			// mean nothing.
+			hostile: hostilePlan{slow: 20, large: 4, quiet: time.Second, attack: 4 * time.Second,
+				upDelay: time.Second, normalConc: 2},
+		}, nil
 	}
 	return plan{}, fmt.Errorf("unknown mode %q (want smoke, quick or full)", mode)
 }
@@ -121,7 +133,7 @@ func (h *harness) scenarios() error {
 		}
 	}
 	if !h.plan.timings {
-		return nil
+		return h.hostile() // scaled down: it must end on time, normal streams intact
 	}
 	if h.wants(scenarioLatency) {
 		h.latency()
@@ -133,7 +145,12 @@ func (h *harness) scenarios() error {
 		h.streaming()
 	}
 	if h.wants(scenarioMemory) {
-		return h.memory()
+		if err := h.memory(); err != nil {
+			return err
+		}
+	}
+	if h.wants(scenarioHostile) {
+		return h.hostile()
 	}
 	return nil
 }
@@ -144,11 +161,12 @@ const (
 	scenarioThroughput = "throughput"
 	scenarioStreaming  = "streaming"
 	scenarioMemory     = "memory"
+	scenarioHostile    = "hostile"
 )
 
 // Scenarios lists the timed scenarios a run can be limited to.
 func Scenarios() []string {
-	return []string{scenarioLatency, scenarioThroughput, scenarioStreaming, scenarioMemory}
+	return []string{scenarioLatency, scenarioThroughput, scenarioStreaming, scenarioMemory, scenarioHostile}
 }
 
 // wants reports whether the run includes a timed scenario.
