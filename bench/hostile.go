@@ -50,6 +50,11 @@ type hostilePlan struct {
 	normalConc int           // concurrent normal streams
 }
 
+// files is the descriptors the scenario needs in the server, and about as
+// many in the driver: one per client connection, one per upstream
+// connection, and some for listeners and the rest.
+func (hp hostilePlan) files() int { return hp.slow + 2*hp.large + 2*hp.normalConc + 256 }
+
 // hostile kinds, in report order.
 const (
 	kindSlowNoKey = iota
@@ -80,8 +85,9 @@ type normalResult struct {
 
 // hostileResult is one arm's run of the scenario.
 type hostileResult struct {
-	arm  string
-	plan hostilePlan // as run (slow may be reduced to fit the open-file limit)
+	arm      string
+	plan     hostilePlan // as run (slow may be reduced to fit the open-file limit)
+	wantSlow int         // slow connections the mode asks for
 
 	baseRSS    int64 // settled, before the quiet phase
 	peakRSS    int64 // VmHWM at the attack's end
@@ -117,6 +123,7 @@ func (h *harness) hostile() error {
 		if err != nil {
 			return err
 		}
+		r.wantSlow = h.plan.hostile.slow
 		h.res.hostile = append(h.res.hostile, r)
 		if err := h.stopServer(a); err != nil {
 			return err
@@ -126,15 +133,14 @@ func (h *harness) hostile() error {
 }
 
 // fitFileLimit reduces the slow connections, if need be, to what the
-// open-file limit allows: the server holds one descriptor per client
-// connection and one per upstream connection. The harness has already
-// raised the limit as far as it may (raiseFileLimit).
+// open-file limit allows (see hostileFiles). Every process of the harness
+// has already raised its soft limit as far as it may (raiseFileLimit).
 func (h *harness) fitFileLimit(hp hostilePlan) hostilePlan {
 	lim := int(fileLimit())
-	other := 2*hp.large + 2*hp.normalConc + 256 // upstream hops, normal streams, listeners and slack
-	if hp.slow+other <= lim {
+	if hp.files() <= lim {
 		return hp
 	}
+	other := hp.files() - hp.slow
 	fit := max(0, lim-other)
 	h.logf("hostile: the open-file limit is %d; slow connections reduced from %d to %d", lim, hp.slow, fit)
 	hp.slow = fit

@@ -444,6 +444,11 @@ func (h *harness) hostileTargets() []target {
 
 func (h *harness) hostileSection(w func(string, ...any)) {
 	hp := h.res.hostile[0].plan
+	reduced, need := "", hp.files()
+	if want := h.res.hostile[0].wantSlow; want > hp.slow {
+		need += want - hp.slow
+		reduced = fmt.Sprintf(", too low for the %d slow connections this mode asks for: they were reduced to %d", want, hp.slow)
+	}
 	w("## 6. Hostile clients\n\n")
 	w("A fresh process per server, one at a time. Each gets %v of normal streams alone, then %v of attack with the "+
 		"normal streams going on: %d slow-body connections (a request head declaring a %d-byte JSON body, then one "+
@@ -457,9 +462,11 @@ func (h *harness) hostileSection(w func(string, ...any)) {
 		"upstream connection kept for reuse holds two), \"after\" their number then. \"Load CPU\" is the mock "+
 		"upstream's and the driver's (core 0): they carry the attack's load side too, alike for both servers, so part "+
 		"of the added latency is theirs. Only the "+
-		"normal streams and the served large bodies are checked; a hostile request may be refused in any way.\n\n",
+		"normal streams and the served large bodies are checked; a hostile request may be refused in any way. "+
+		"The scenario needs about %d open files in the server and in the driver; every process of the harness "+
+		"raises its soft RLIMIT_NOFILE to the hard limit at start (now %d)%s.\n\n",
 		hp.quiet, hp.attack, hp.slow, slowLength, slowTick, hp.large, largeSize>>20, hp.upDelay,
-		hp.normalConc, streamEvents, eventInterval, memSample)
+		hp.normalConc, streamEvents, eventInterval, memSample, need, fileLimit(), reduced)
 	w("| Arm | Baseline RSS | Peak RSS (VmHWM) | Largest VmRSS sampled | RSS at attack end | RSS after release (settled) | Goroutines: baseline → peak → after | Server CPU during attack | Load CPU during attack | Released |\n")
 	w("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range h.res.hostile {
