@@ -99,6 +99,7 @@ type hostileResult struct {
 	afterG     uint64 // goroutines after the release
 	attackCPU  time.Duration
 	loadCPU    time.Duration // the mock upstream's and the driver's, during the attack
+	core1      time.Duration // core 1 busy, by any process, during the attack
 	attackWall time.Duration
 	released   time.Duration // from the attack's end until the server let go (see hostileOn)
 
@@ -170,6 +171,7 @@ func (h *harness) hostileOn(a *arm, hp hostilePlan) (hostileResult, error) {
 	sampler := h.sampleMemory(p)
 	cpu0, _ := cpuTime(p.pid())
 	load0 := h.loadCPU()
+	core0, _ := coreBusy(1)
 	t0 := time.Now()
 	end := t0.Add(hp.attack)
 	ctx, cancel := context.WithDeadline(context.Background(), end)
@@ -185,7 +187,8 @@ func (h *harness) hostileOn(a *arm, hp hostilePlan) (hostileResult, error) {
 	r.endRSS, _ = rss(p.pid())
 	r.peakRSS, _ = peakRSS(p.pid())
 	cpu1, _ := cpuTime(p.pid())
-	r.attackCPU, r.loadCPU, r.attackWall = cpu1-cpu0, h.loadCPU()-load0, time.Since(t0)
+	core1, _ := coreBusy(1)
+	r.attackCPU, r.loadCPU, r.core1, r.attackWall = cpu1-cpu0, h.loadCPU()-load0, core1-core0, time.Since(t0)
 	cancel()
 	wg.Wait()
 	r.kinds = at.result()

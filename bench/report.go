@@ -461,18 +461,19 @@ func (h *harness) hostileSection(w func(string, ...any)) {
 		"time until the server's goroutines were back near their baseline or stopped falling for a second (an idle "+
 		"upstream connection kept for reuse holds two), \"after\" their number then. \"Load CPU\" is the mock "+
 		"upstream's and the driver's (core 0): they carry the attack's load side too, alike for both servers, so part "+
-		"of the added latency is theirs. Only the "+
+		"of the added latency is theirs; \"others on core 1\" is the share of the server's core that other processes used "+
+		"meanwhile (other work on the machine). Only the "+
 		"normal streams and the served large bodies are checked; a hostile request may be refused in any way. "+
 		"The scenario needs about %d open files in the server and in the driver; every process of the harness "+
 		"raises its soft RLIMIT_NOFILE to the hard limit at start (now %d)%s.\n\n",
 		hp.quiet, hp.attack, hp.slow, slowLength, slowTick, hp.large, largeSize>>20, hp.upDelay,
 		hp.normalConc, streamEvents, eventInterval, memSample, need, fileLimit(), reduced)
-	w("| Arm | Baseline RSS | Peak RSS (VmHWM) | Largest VmRSS sampled | RSS at attack end | RSS after release (settled) | Goroutines: baseline → peak → after | Server CPU during attack | Load CPU during attack | Released |\n")
-	w("|---|---|---|---|---|---|---|---|---|---|\n")
+	w("| Arm | Baseline RSS | Peak RSS (VmHWM) | Largest VmRSS sampled | RSS at attack end | RSS after release (settled) | Goroutines: baseline → peak → after | Server CPU during attack | Others on core 1 | Load CPU during attack | Released |\n")
+	w("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range h.res.hostile {
-		w("| %s | %s | %s | %s | %s | %s | %d → %d → %d | %.2f s of %.1f s | %.2f s | %v |\n", r.arm, mib(r.baseRSS), mib(r.peakRSS),
+		w("| %s | %s | %s | %s | %s | %s | %d → %d → %d | %.2f s of %.1f s | %s | %.2f s | %v |\n", r.arm, mib(r.baseRSS), mib(r.peakRSS),
 			mib(r.sampledRSS), mib(r.endRSS), mib(r.afterRSS), r.baseG, r.peakG, r.afterG, r.attackCPU.Seconds(), r.attackWall.Seconds(),
-			r.loadCPU.Seconds(), r.released.Round(time.Millisecond))
+			others(usage{wall: r.attackWall, cpu: r.attackCPU, core1: r.core1}), r.loadCPU.Seconds(), r.released.Round(time.Millisecond))
 	}
 	w("\nNormal streams:\n\n")
 	w("| Arm | Phase | Streams served | Refused | TTFB p50 | TTFB p99 | Event latency p50 | Event latency p99 |\n|---|---|---|---|---|---|---|---|\n")
