@@ -461,8 +461,9 @@ func (h *harness) hostileSection(w func(string, ...any)) {
 		"time until the server's goroutines were back near their baseline or stopped falling for a second (an idle "+
 		"upstream connection kept for reuse holds two), \"after\" their number then. \"Load CPU\" is the mock "+
 		"upstream's and the driver's (core 0): they carry the attack's load side too, alike for both servers, so part "+
-		"of the added latency is theirs; \"others on core 1\" is the share of the server's core that other processes used "+
-		"meanwhile (other work on the machine). Only the "+
+		"of the added latency is theirs; \"others on core 1\" is the share of the server's core not charged to the server "+
+		"process meanwhile: other work on the machine, and kernel work such as loopback packet processing that /proc "+
+		"charges to no process. Only the "+
 		"normal streams and the served large bodies are checked; a hostile request may be refused in any way. "+
 		"The scenario needs about %d open files in the server and in the driver; every process of the harness "+
 		"raises its soft RLIMIT_NOFILE to the hard limit at start (now %d)%s.\n\n",

@@ -23,7 +23,7 @@ func main() {
 		os.Exit(code)
 	}
 	var (
-		smoke   = flag.Bool("smoke", false, "fidelity only: every arm, a few hundred responses and 1,000 concurrent streams each, no timing")
+		smoke   = flag.Bool("smoke", false, "fidelity only: every arm, a few hundred responses and 1,000 concurrent streams each, a small hostile-clients attack, no timing")
 		quick   = flag.Bool("quick", false, "every scenario at small sizes")
 		out     = flag.String("out", "", "also write the markdown report to this file")
 		prof    = flag.String("cpuprofile", "", "have the relay process write a CPU profile here; the report then lists its hot spots")
