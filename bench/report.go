@@ -53,7 +53,8 @@ func (h *harness) report() string {
 				w("| %s | %s | %s | %s | %s | %s |\n", t.name, t.relay, t.bare, t.versus, t.want, t.verdict())
 			}
 		}
-		w("\nAdded figures are an arm's minus the direct arm's, so they are what the proxy hop costs. " +
+		w("\nAdded figures are an arm's minus the direct arm's, so they are what the proxy hop costs; the latency " +
+			"added by the attack is under attack minus alone, same server. " +
 			"Targets are reported, never asserted: only fidelity fails a run.\n\n")
 		if h.wants(scenarioLatency) {
 			h.latencySection(w)
