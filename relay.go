@@ -176,12 +176,13 @@ func (rl *Relay) storageError(err error) {
 func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := exchange{rl: rl, w: w, r: r}
 	ex.rec.Start = rl.clock.Now()
-	ex.rec.RequestID = requestID(r)
+	ex.rec.RequestID = newRequestID() // the relay's own, unique: see Record.RequestID
+	ex.rec.ClientRequestID = clientRequestID(r)
 	ex.rec.Method = r.Method
 	ex.rec.Path = r.URL.Path
 	ex.route = "none"
 	ex.h2 = r.ProtoMajor >= 2
-	ex.idHdr = []string{ex.rec.RequestID} // shared by the client's and the upstream's headers
+	ex.idHdr = []string{ex.rec.RequestID} // the client's response header; upstream too unless the client sent one
 	w.Header()["X-Request-Id"] = ex.idHdr
 	defer ex.finish()
 	ex.serve()
@@ -266,7 +267,7 @@ type exchange struct {
 	w  http.ResponseWriter
 	r  *http.Request
 
-	idHdr      []string        // the X-Request-Id header value
+	idHdr      []string        // the X-Request-Id response header value: the relay's id
 	ctx        context.Context // r's context, also cancelled by Shutdown
 	cancel     context.CancelCauseFunc
 	prev, next *exchange // in rl.live while entered
@@ -461,6 +462,7 @@ func (ex *exchange) finish() {
 		req.Now = now
 		rl.settle(ex.r.Context(), req, used, ex.rec.RequestID)
 	}
+	capRecord(&ex.rec, ex.r)
 	_ = rl.recorder.Record(ex.r.Context(), ex.rec)
 }
 
