@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +51,8 @@ type Relay struct {
 	clock     Clock
 	sysClock  bool // clock is the system clock: stream timings reuse wall readings
 	models    map[string]bool
+	methods   []string     // allowed request methods
+	allowHdr  []string     // their Allow header value, shared by every 405
 	constHdr  constHeaders // header values shared by every response
 	bufs      sync.Pool    // *[]byte of copyBufSize
 	smallBufs sync.Pool    // *[]byte of smallBufSize
@@ -159,6 +162,8 @@ func New(opts ...Option) (*Relay, error) {
 	for _, m := range c.metricsModels {
 		rl.models[m] = true
 	}
+	rl.methods = c.methods
+	rl.allowHdr = []string{strings.Join(c.methods, ", ")}
 	rl.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	rl.smallBufs.New = func() any { b := make([]byte, smallBufSize); return &b }
 	rl.streams.New = func() any { return usage.NewStream("") }
@@ -217,6 +222,9 @@ func (ex *exchange) serve() {
 	rl.metrics.active.WithLabelValues(ex.route).Inc()
 	ex.counted = true
 
+	if !ex.methodAllowed() {
+		return // answered 405
+	}
 	id, aerr := rl.auth.Authenticate(r)
 	if aerr != nil {
 		if !isUnauthenticated(aerr) {

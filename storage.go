@@ -30,6 +30,7 @@ const (
 	ErrTypeStorage           ErrorType = "storage"              // a record batch could not be written
 	ErrTypeShuttingDown      ErrorType = "shutting_down"        // 503 while draining
 	ErrTypeUpstreamEvent     ErrorType = "upstream_error_event" // the stream carried the provider's own error event
+	ErrTypeMethodNotAllowed  ErrorType = "method_not_allowed"   // 405: a method outside WithAllowedMethods
 )
 
 // Usage is the token accounting of one request, as the provider reported
