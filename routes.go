@@ -311,6 +311,9 @@ func NewRouteTable(routes []Route, clock Clock) (*RouteTable, error) {
 		for j, u := range ups {
 			bp, err := compileUpstream(u, clock)
 			if err != nil {
+				if u.Name != "" {
+					return nil, fmt.Errorf("relay: route %q upstream %d (%q): %w", r.Name, j, u.Name, err)
+				}
 				return nil, fmt.Errorf("relay: route %q upstream %d: %w", r.Name, j, err)
 			}
 			cr.backends = append(cr.backends, bp)
@@ -366,9 +369,23 @@ func compileUpstream(u Upstream, clock Clock) (*backendPool, error) {
 			if v == "" {
 				return nil, fmt.Errorf("environment variable %s is empty or unset", u.AuthEnv)
 			}
+			if err := checkSecret(v); err != nil {
+				return nil, fmt.Errorf("the credential in environment variable %s %w", u.AuthEnv, err)
+			}
+		} else if err := checkSecret(v); err != nil {
+			return nil, fmt.Errorf("AuthValue %w", err)
 		}
 		if v != "" {
 			secrets = []string{v}
+		}
+	} else {
+		for i, k := range secrets {
+			if k == "" {
+				return nil, fmt.Errorf("key %d is empty", i)
+			}
+			if err := checkSecret(k); err != nil {
+				return nil, fmt.Errorf("key %d %w", i, err)
+			}
 		}
 	}
 	if len(secrets) > 0 && bp.header == "" {
