@@ -16,6 +16,12 @@ type AsyncOptions struct {
 	// QueueSize bounds the records waiting to be written. Default 10000.
 	// When the queue is full, new records are dropped and counted.
 	QueueSize int
+	// MaxQueueBytes bounds the estimated memory of the records waiting to
+	// be written (their strings and labels plus a fixed 512 bytes each).
+	// Default 64 MiB. A record that would take the queue past it is
+	// dropped and counted, like one that finds the queue full. Records the
+	// worker has taken for a batch no longer count.
+	MaxQueueBytes int64
 	// BatchSize is the most records handed to the inner recorder at once.
 	// Default 500.
 	BatchSize int
@@ -32,8 +38,8 @@ type AsyncOptions struct {
 	// Default 200ms.
 	RetryBackoff time.Duration
 	// Registerer receives the recorder's metrics: relay_records_dropped_total,
-	// relay_records_retried_total, relay_records_queued and
-	// relay_storage_write_ms. Nil means they are kept but not registered.
+	// relay_records_retried_total, relay_records_queued,
+	// relay_records_queued_bytes and relay_storage_write_ms. Nil means they are kept but not registered.
 	Registerer prometheus.Registerer
 	// OnError, if not nil, is called (from the worker) with each failed
 	// batch write. The relay uses it to count storage errors and log them.
@@ -54,7 +60,7 @@ type AsyncRecorder struct {
 
 	mu     sync.RWMutex // guards closed against sends on a closed queue
 	closed bool
-	queue  chan Record
+	queue  chan queuedRecord
 	flush  chan chan struct{}
 	done   chan struct{}
 
@@ -64,17 +70,32 @@ type AsyncRecorder struct {
 	dropped atomic.Uint64
 	retried atomic.Uint64
 	failing atomic.Bool
+	bytes   atomic.Int64 // estimated size of the queued records
 
 	droppedC prometheus.CounterFunc
 	retriedC prometheus.CounterFunc
 	queuedG  prometheus.GaugeFunc
+	bytesG   prometheus.GaugeFunc
 	writeMs  prometheus.Histogram
 }
+
+// queuedRecord is a record with the size it was counted at, so that the
+// worker takes off exactly what Record added.
+type queuedRecord struct {
+	rec  Record
+	size int64
+}
+
+// defaultMaxQueueBytes is AsyncOptions.MaxQueueBytes's default.
+const defaultMaxQueueBytes = 64 << 20
 
 // NewAsyncRecorder starts a worker that writes records to inner.
 func NewAsyncRecorder(inner Recorder, opt AsyncOptions) *AsyncRecorder {
 	if opt.QueueSize <= 0 {
 		opt.QueueSize = 10000
+	}
+	if opt.MaxQueueBytes <= 0 {
+		opt.MaxQueueBytes = defaultMaxQueueBytes
 	}
 	if opt.BatchSize <= 0 {
 		opt.BatchSize = 500
@@ -94,7 +115,7 @@ func NewAsyncRecorder(inner Recorder, opt AsyncOptions) *AsyncRecorder {
 	a := &AsyncRecorder{
 		inner: inner,
 		opt:   opt,
-		queue: make(chan Record, opt.QueueSize),
+		queue: make(chan queuedRecord, opt.QueueSize),
 		flush: make(chan chan struct{}),
 		done:  make(chan struct{}),
 	}
@@ -111,13 +132,17 @@ func NewAsyncRecorder(inner Recorder, opt AsyncOptions) *AsyncRecorder {
 		Name: "relay_records_queued",
 		Help: "Usage records waiting to be written.",
 	}, func() float64 { return float64(len(a.queue)) })
+	a.bytesG = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "relay_records_queued_bytes",
+		Help: "Estimated memory of the usage records waiting to be written, in bytes.",
+	}, func() float64 { return float64(a.bytes.Load()) })
 	a.writeMs = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "relay_storage_write_ms",
 		Help:    "Time to write one batch of usage records, in milliseconds.",
 		Buckets: []float64{1, 5, 10, 50, 100, 500, 1000},
 	})
 	if opt.Registerer != nil {
-		for _, c := range []prometheus.Collector{a.droppedC, a.retriedC, a.queuedG, a.writeMs} {
+		for _, c := range []prometheus.Collector{a.droppedC, a.retriedC, a.queuedG, a.bytesG, a.writeMs} {
 			registerOrReuse(opt.Registerer, c)
 		}
 	}
@@ -126,8 +151,8 @@ func NewAsyncRecorder(inner Recorder, opt AsyncOptions) *AsyncRecorder {
 }
 
 // Record queues rec and returns at once. It never blocks and never fails:
-// a record that finds the queue full or the recorder closed is dropped and
-// counted.
+// a record that finds the queue full (in count or in bytes) or the
+// recorder closed is dropped and counted.
 func (a *AsyncRecorder) Record(_ context.Context, rec Record) error {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
@@ -135,13 +160,26 @@ func (a *AsyncRecorder) Record(_ context.Context, rec Record) error {
 		a.dropped.Add(1)
 		return nil
 	}
+	size := recordSize(&rec)
+	// Reserve first, so that concurrent callers never overshoot the bound
+	// together; a refused reservation is given back.
+	if a.bytes.Add(size) > a.opt.MaxQueueBytes {
+		a.bytes.Add(-size)
+		a.dropped.Add(1)
+		return nil
+	}
 	select {
-	case a.queue <- rec:
+	case a.queue <- queuedRecord{rec, size}:
 	default:
+		a.bytes.Add(-size)
 		a.dropped.Add(1)
 	}
 	return nil
 }
+
+// QueuedBytes reports the estimated memory of the records now waiting in
+// the queue.
+func (a *AsyncRecorder) QueuedBytes() int64 { return a.bytes.Load() }
 
 // Dropped reports how many records have been dropped so far.
 func (a *AsyncRecorder) Dropped() uint64 { return a.dropped.Load() }
@@ -209,12 +247,12 @@ func (a *AsyncRecorder) run() {
 	defer tick.Stop()
 	for {
 		select {
-		case rec, ok := <-a.queue:
+		case q, ok := <-a.queue:
 			if !ok {
 				a.write(batch)
 				return
 			}
-			batch = append(batch, rec)
+			batch = a.take(batch, q)
 			if len(batch) >= a.opt.BatchSize {
 				a.write(batch)
 				batch = batch[:0]
@@ -228,12 +266,12 @@ func (a *AsyncRecorder) run() {
 			// Take what is queued now, then write it all.
 			for drained := false; !drained; {
 				select {
-				case rec, ok := <-a.queue:
+				case q, ok := <-a.queue:
 					if !ok {
 						drained = true
 						break
 					}
-					batch = append(batch, rec)
+					batch = a.take(batch, q)
 					if len(batch) >= a.opt.BatchSize {
 						a.write(batch)
 						batch = batch[:0]
@@ -247,6 +285,13 @@ func (a *AsyncRecorder) run() {
 			close(ack)
 		}
 	}
+}
+
+// take moves a queued record into the batch: it no longer counts against
+// MaxQueueBytes.
+func (a *AsyncRecorder) take(batch []Record, q queuedRecord) []Record {
+	a.bytes.Add(-q.size)
+	return append(batch, q.rec)
 }
 
 // write stores one batch, retrying with backoff; a batch that cannot be

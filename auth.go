@@ -2,7 +2,6 @@ package relay
 
 import (
 	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -70,36 +69,42 @@ type APIKey struct {
 	Labels map[string]string
 }
 
-// keyEntry is an APIKey with its secret replaced by its hash.
-type keyEntry struct {
-	hash     [sha256.Size]byte
-	identity Identity
-}
-
-// staticKeys is the built-in Authenticator: a list of hashed keys.
+// staticKeys is the built-in Authenticator: identities by key hash.
 type staticKeys struct {
-	keys []keyEntry
+	byHash map[[sha256.Size]byte]Identity
 }
 
 // NewStaticKeys returns an Authenticator that accepts the given keys.
 //
-// Keys are held only as SHA-256 hashes and compared in constant time. A key
-// is read from "Authorization: Bearer <key>", then "x-api-key" (Anthropic
-// style), then "api-key" (Azure style). Every configured key is compared on
-// every request, so the time taken does not reveal which key matched or how
-// much of it did. It returns an error for an empty or duplicated key.
+// Keys are held only as SHA-256 hashes. A key is read from "Authorization:
+// Bearer <key>", then "x-api-key" (Anthropic style), then "api-key" (Azure
+// style), hashed, and the hash is looked up in a map, so a lookup costs the
+// same with 100,000 keys as with one.
+//
+// Timing: the lookup's duration may depend on the presented key's digest
+// (where it falls in the map, which hashes with a per-process random seed,
+// and how many leading bytes it shares with a stored digest), never on the
+// key's bytes directly. A client cannot choose a key whose digest is near
+// a stored one without already knowing it, and a stored digest, even if
+// learnt, neither reveals its key (SHA-256 is preimage resistant) nor
+// authenticates, since the relay hashes whatever is presented.
+//
+// It returns an error for an empty or duplicated key, and for a key with
+// leading or trailing whitespace or a control character, which no client
+// could present; the error names the key by index and ID, never by value.
 func NewStaticKeys(keys ...APIKey) (Authenticator, error) {
-	s := &staticKeys{keys: make([]keyEntry, 0, len(keys))}
-	seen := make(map[[sha256.Size]byte]bool, len(keys))
+	s := &staticKeys{byHash: make(map[[sha256.Size]byte]Identity, len(keys))}
 	for i, k := range keys {
 		if k.Key == "" {
-			return nil, fmt.Errorf("relay: API key %d is empty", i)
+			return nil, fmt.Errorf("relay: API key %d (id %q) is empty", i, k.ID)
+		}
+		if err := checkSecret(k.Key); err != nil {
+			return nil, fmt.Errorf("relay: API key %d (id %q) %w", i, k.ID, err)
 		}
 		h := sha256.Sum256([]byte(k.Key))
-		if seen[h] {
+		if _, dup := s.byHash[h]; dup {
 			return nil, fmt.Errorf("relay: API key %d (id %q) is a duplicate", i, k.ID)
 		}
-		seen[h] = true
 		id := k.ID
 		if id == "" {
 			id = fmt.Sprintf("key-%x", h[:4])
@@ -108,9 +113,7 @@ func NewStaticKeys(keys ...APIKey) (Authenticator, error) {
 		if tenant == "" {
 			tenant = id
 		}
-		s.keys = append(s.keys, keyEntry{hash: h, identity: Identity{
-			Tenant: tenant, KeyID: id, Limits: k.Limits, Labels: k.Labels,
-		}})
+		s.byHash[h] = Identity{Tenant: tenant, KeyID: id, Limits: k.Limits, Labels: k.Labels}
 	}
 	return s, nil
 }
@@ -121,18 +124,11 @@ func (s *staticKeys) Authenticate(r *http.Request) (Identity, error) {
 	if key == "" {
 		return Identity{}, fmt.Errorf("%w: no API key", ErrUnauthenticated)
 	}
-	h := sha256.Sum256([]byte(key))
-	found := -1
-	for i := range s.keys {
-		// No early exit: the loop's duration must not depend on the match.
-		if subtle.ConstantTimeCompare(h[:], s.keys[i].hash[:]) == 1 {
-			found = i
-		}
-	}
-	if found < 0 {
+	id, ok := s.byHash[sha256.Sum256([]byte(key))]
+	if !ok {
 		return Identity{}, fmt.Errorf("%w: unknown API key", ErrUnauthenticated)
 	}
-	return s.keys[found].identity, nil
+	return id, nil
 }
 
 // ClientKey returns the credential a client presented, from
@@ -164,3 +160,25 @@ func (e Error) Error() string { return string(e) }
 
 // isUnauthenticated reports whether err means "no valid credential".
 func isUnauthenticated(err error) bool { return errors.Is(err, ErrUnauthenticated) }
+
+// checkSecret refuses a credential that can never work: leading or
+// trailing whitespace (clients' keys are trimmed when read, and a pasted
+// newline is the usual culprit) or a control character (which cannot
+// travel in a header). Its error completes a sentence naming the key and
+// never contains the key.
+func checkSecret(s string) error {
+	if s != strings.TrimSpace(s) {
+		return errSecretSpace
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return errSecretControl
+		}
+	}
+	return nil
+}
+
+const (
+	errSecretSpace   = Error("has leading or trailing whitespace")
+	errSecretControl = Error("contains a control character")
+)

@@ -61,6 +61,8 @@ func openAIErrorType(t ErrorType) (typ, code string) {
 		return "invalid_request_error", "invalid_request"
 	case ErrTypeNoRoute:
 		return "invalid_request_error", "not_found"
+	case ErrTypeMethodNotAllowed:
+		return "invalid_request_error", "method_not_allowed"
 	case ErrTypeUpstreamTimeout:
 		return "server_error", "upstream_timeout"
 	case ErrTypeShuttingDown, ErrTypeLimiter:
@@ -80,7 +82,7 @@ func anthropicErrorType(t ErrorType) string {
 		return "rate_limit_error"
 	case ErrTypeBodyTooLarge:
 		return "request_too_large"
-	case ErrTypeBadRequest, ErrTypeClientCanceled:
+	case ErrTypeBadRequest, ErrTypeClientCanceled, ErrTypeMethodNotAllowed:
 		return "invalid_request_error"
 	case ErrTypeNoRoute:
 		return "not_found_error"

@@ -114,7 +114,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 		// Expect: the body is already read; forwarding it would make the
 		// transport wait for a 100 Continue the upstream may never send.
 		return isClientCredential(k) || k == "Host" || k == "Content-Length" ||
-			k == "X-Request-Id" || k == "Expect"
+			k == "X-Request-Id" || k == "Expect" || (isAccountHeader(k) && !ex.passes(k))
 	})
 	for k, v := range b.Header {
 		h[k] = v
@@ -131,7 +131,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 			h["X-Forwarded-Proto"] = ex.rl.constHdr.https
 		}
 	}
-	h["X-Request-Id"] = ex.idHdr
+	h["X-Request-Id"] = ex.upstreamIDHdr()
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = ex.rl.constHdr.empty // keep Go's default agent off the wire
 	}
@@ -492,12 +492,30 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-// requestID returns the client's X-Request-ID when it is well formed (1
-// to 128 characters of letters, digits and -_.:), or a new random one.
-func requestID(r *http.Request) string {
+// upstreamIDHdr is the X-Request-Id sent upstream: the client's own id
+// when it sent a well-formed one, so that its traces join the provider's,
+// else the relay's.
+func (ex *exchange) upstreamIDHdr() []string {
+	if ex.rec.ClientRequestID != "" {
+		// The client's header value itself (its first value, which is the
+		// one checked), capped so that nothing appends to the client's slice.
+		return ex.r.Header["X-Request-Id"][:1:1]
+	}
+	return ex.idHdr
+}
+
+// clientRequestID returns the client's X-Request-ID when it is well formed
+// (1 to 128 characters of letters, digits and -_.:), else "".
+func clientRequestID(r *http.Request) string {
 	if v := r.Header.Get("X-Request-Id"); len(v) > 0 && len(v) <= 128 && wellFormedID(v) {
 		return v
 	}
+	return ""
+}
+
+// newRequestID returns a new random request id: 32 hex digits, 128 bits,
+// so that ids are unique without coordination between relays.
+func newRequestID() string {
 	var b [32]byte
 	const hex = "0123456789abcdef"
 	x, y := rand.Uint64(), rand.Uint64()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,7 @@ type config struct {
 	writeTimeout  time.Duration
 	usage         usageOptions
 	metricsModels []string
+	methods       []string
 }
 
 func defaultConfig() config {
@@ -58,6 +60,7 @@ func defaultConfig() config {
 		writeTimeout: 30 * time.Second,
 		shape:        ShapeAuto,
 		usage:        usageOptions{includeUsage: true, defaultMaxTokens: 4096},
+		methods:      defaultMethods(),
 	}
 }
 
@@ -217,4 +220,19 @@ func WithDefaultMaxTokens(n int64) Option {
 // model is labelled "other", which keeps label cardinality bounded.
 func WithModels(models ...string) Option {
 	return func(c *config) error { c.metricsModels = append(c.metricsModels, models...); return nil }
+}
+
+// WithAllowedMethods sets the request methods the relay forwards. Others
+// are answered 405 with an Allow header, counted as "method_not_allowed",
+// before authentication, and never reach an upstream. The default is GET,
+// HEAD, POST, PUT, PATCH and DELETE: what LLM and TTS APIs use. CONNECT
+// and TRACE cannot be allowed. Methods are case-sensitive.
+func WithAllowedMethods(methods ...string) Option {
+	return func(c *config) error {
+		if err := checkMethods(methods); err != nil {
+			return err
+		}
+		c.methods = slices.Clone(methods)
+		return nil
+	}
 }

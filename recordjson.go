@@ -15,6 +15,9 @@ import (
 func appendRecordJSON(b []byte, r *Record) []byte {
 	b = append(b, `{"request_id":`...)
 	b = appendJSONString(b, r.RequestID)
+	if r.ClientRequestID != "" {
+		b = appendStringField(b, "client_request_id", r.ClientRequestID)
+	}
 	b = append(b, `,"start":`...)
 	b = appendJSONTime(b, r.Start)
 	b = appendStringField(b, "tenant", r.Tenant)
@@ -75,6 +78,9 @@ func appendRecordJSON(b []byte, r *Record) []byte {
 			b = appendJSONString(b, r.Labels[k])
 		}
 		b = append(b, '}')
+	}
+	if r.Truncated {
+		b = append(b, `,"truncated":true`...)
 	}
 	return append(b, '}')
 }

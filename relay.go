@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +51,8 @@ type Relay struct {
 	clock     Clock
 	sysClock  bool // clock is the system clock: stream timings reuse wall readings
 	models    map[string]bool
+	methods   []string     // allowed request methods
+	allowHdr  []string     // their Allow header value, shared by every 405
 	constHdr  constHeaders // header values shared by every response
 	bufs      sync.Pool    // *[]byte of copyBufSize
 	smallBufs sync.Pool    // *[]byte of smallBufSize
@@ -159,6 +162,8 @@ func New(opts ...Option) (*Relay, error) {
 	for _, m := range c.metricsModels {
 		rl.models[m] = true
 	}
+	rl.methods = c.methods
+	rl.allowHdr = []string{strings.Join(c.methods, ", ")}
 	rl.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	rl.smallBufs.New = func() any { b := make([]byte, smallBufSize); return &b }
 	rl.streams.New = func() any { return usage.NewStream("") }
@@ -176,12 +181,13 @@ func (rl *Relay) storageError(err error) {
 func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := exchange{rl: rl, w: w, r: r}
 	ex.rec.Start = rl.clock.Now()
-	ex.rec.RequestID = requestID(r)
+	ex.rec.RequestID = newRequestID() // the relay's own, unique: see Record.RequestID
+	ex.rec.ClientRequestID = clientRequestID(r)
 	ex.rec.Method = r.Method
 	ex.rec.Path = r.URL.Path
 	ex.route = "none"
 	ex.h2 = r.ProtoMajor >= 2
-	ex.idHdr = []string{ex.rec.RequestID} // shared by the client's and the upstream's headers
+	ex.idHdr = []string{ex.rec.RequestID} // the client's response header; upstream too unless the client sent one
 	w.Header()["X-Request-Id"] = ex.idHdr
 	defer ex.finish()
 	ex.serve()
@@ -216,6 +222,9 @@ func (ex *exchange) serve() {
 	rl.metrics.active.WithLabelValues(ex.route).Inc()
 	ex.counted = true
 
+	if !ex.methodAllowed() {
+		return // answered 405
+	}
 	id, aerr := rl.auth.Authenticate(r)
 	if aerr != nil {
 		if !isUnauthenticated(aerr) {
@@ -266,7 +275,7 @@ type exchange struct {
 	w  http.ResponseWriter
 	r  *http.Request
 
-	idHdr      []string        // the X-Request-Id header value
+	idHdr      []string        // the X-Request-Id response header value: the relay's id
 	ctx        context.Context // r's context, also cancelled by Shutdown
 	cancel     context.CancelCauseFunc
 	prev, next *exchange // in rl.live while entered
@@ -461,6 +470,7 @@ func (ex *exchange) finish() {
 		req.Now = now
 		rl.settle(ex.r.Context(), req, used, ex.rec.RequestID)
 	}
+	capRecord(&ex.rec, ex.r)
 	_ = rl.recorder.Record(ex.r.Context(), ex.rec)
 }
 

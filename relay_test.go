@@ -642,10 +642,13 @@ func TestHeaders(t *testing.T) {
 
 	assert.Empty(t, resp.Header.Get("X-Hop"))
 	assert.Empty(t, resp.Header.Get("Keep-Alive"))
-	assert.Equal(t, "client-id-123", resp.Header.Get("X-Request-Id"))
+	// The response and the record carry the relay's own id; the client's
+	// went upstream and is kept beside it (Record.ClientRequestID).
+	assert.Len(t, resp.Header.Get("X-Request-Id"), 32)
 	assert.Equal(t, "req_upstream", resp.Header.Get("X-Upstream-Request-Id"))
 	assert.Equal(t, "99", resp.Header.Get("X-Ratelimit-Remaining-Requests"), "upstream rate-limit headers kept")
-	assert.Equal(t, "client-id-123", e.lastRecord().RequestID)
+	assert.Equal(t, resp.Header.Get("X-Request-Id"), e.lastRecord().RequestID)
+	assert.Equal(t, "client-id-123", e.lastRecord().ClientRequestID)
 
 	// A malformed request id is replaced.
 	req = e.request("POST", "/v1/x", `{}`)
@@ -654,6 +657,7 @@ func TestHeaders(t *testing.T) {
 	id := resp.Header.Get("X-Request-Id")
 	assert.Len(t, id, 32)
 	assert.Equal(t, id, got.Get("X-Request-Id"))
+	assert.Empty(t, e.lastRecord().ClientRequestID)
 }
 
 func TestNoRouteAndRouting(t *testing.T) {

@@ -127,8 +127,17 @@ type Route struct {
 	// ProviderOpenAI.
 	Provider Provider
 	// Headers are set on every upstream request, after the client's own
-	// (for example a default "anthropic-version").
+	// (for example a default "anthropic-version"). Setting an account
+	// header here (say OpenAI-Project) pins the account for the route.
 	Headers map[string]string
+	// PassHeaders names the account-selecting client headers this route
+	// forwards: OpenAI-Organization, OpenAI-Project, X-Goog-User-Project,
+	// X-HF-Bill-To and Azureml-Model-Deployment. By default the relay drops
+	// them, since they would let a client choose which account or
+	// deployment the relay's credential bills. Names are case-insensitive;
+	// New rejects any other name (every other header passes anyway,
+	// except credentials and hop-by-hop headers, which never do).
+	PassHeaders []string
 	// Timeouts override the relay's defaults field by field.
 	Timeouts Timeouts
 	// MaxAttempts bounds how many backends one request may try before the
@@ -149,6 +158,9 @@ type Target struct {
 	// MaxAttempts of them. There is at least one.
 	Backends    []Backend
 	MaxAttempts int
+	// PassHeaders names account-selecting client headers to forward (see
+	// Route.PassHeaders); nil drops them all. Compared case-insensitively.
+	PassHeaders []string
 }
 
 // Backend is one concrete upstream request.
@@ -205,6 +217,7 @@ type compiledRoute struct {
 	Route
 	prefix   string
 	headers  http.Header // Route.Headers, canonical; shared values, never mutated
+	pass     []string    // Route.PassHeaders, canonical; shared, never mutated
 	backends []*backendPool
 	maxTries int
 	cursor   uint64
@@ -279,11 +292,28 @@ func NewRouteTable(routes []Route, clock Clock) (*RouteTable, error) {
 		}
 		cr := &compiledRoute{Route: r, prefix: p, headers: make(http.Header, len(r.Headers))}
 		for k, v := range r.Headers {
+			if !isToken(k) {
+				return nil, fmt.Errorf("relay: route %q: header name %q is not valid", r.Name, k)
+			}
+			if !validHeaderValue(v) {
+				// The value may be a secret: name the header only.
+				return nil, fmt.Errorf("relay: route %q: header %s: value has a control character", r.Name, k)
+			}
 			cr.headers[http.CanonicalHeaderKey(k)] = []string{v}
+		}
+		for _, h := range r.PassHeaders {
+			ck := http.CanonicalHeaderKey(h)
+			if !isAccountHeader(ck) {
+				return nil, fmt.Errorf("relay: route %q: PassHeaders: %q is not an account-selecting header", r.Name, h)
+			}
+			cr.pass = append(cr.pass, ck)
 		}
 		for j, u := range ups {
 			bp, err := compileUpstream(u, clock)
 			if err != nil {
+				if u.Name != "" {
+					return nil, fmt.Errorf("relay: route %q upstream %d (%q): %w", r.Name, j, u.Name, err)
+				}
 				return nil, fmt.Errorf("relay: route %q upstream %d: %w", r.Name, j, err)
 			}
 			cr.backends = append(cr.backends, bp)
@@ -339,9 +369,23 @@ func compileUpstream(u Upstream, clock Clock) (*backendPool, error) {
 			if v == "" {
 				return nil, fmt.Errorf("environment variable %s is empty or unset", u.AuthEnv)
 			}
+			if err := checkSecret(v); err != nil {
+				return nil, fmt.Errorf("the credential in environment variable %s %w", u.AuthEnv, err)
+			}
+		} else if err := checkSecret(v); err != nil {
+			return nil, fmt.Errorf("AuthValue %w", err)
 		}
 		if v != "" {
 			secrets = []string{v}
+		}
+	} else {
+		for i, k := range secrets {
+			if k == "" {
+				return nil, fmt.Errorf("key %d is empty", i)
+			}
+			if err := checkSecret(k); err != nil {
+				return nil, fmt.Errorf("key %d %w", i, err)
+			}
 		}
 	}
 	if len(secrets) > 0 && bp.header == "" {
@@ -402,6 +446,7 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 		Provider:    cr.Provider,
 		Timeouts:    cr.Timeouts,
 		MaxAttempts: cr.maxTries,
+		PassHeaders: cr.pass,
 	}
 	tg.Backends = cr.pick(t.clock.Now(), fwd, r.URL.RawQuery)
 	return tg, nil

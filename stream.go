@@ -56,7 +56,7 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 	ex.rec.Kind = kind
 
 	h := w.Header()
-	copyHeaders(h, resp.Header, func(k string) bool { return k == "X-Request-Id" })
+	copyResponseHeaders(h, resp)
 	if v := resp.Header.Get("X-Request-Id"); v != "" {
 		h.Set("X-Upstream-Request-Id", v) // the provider's id, for support tickets
 	}

@@ -14,7 +14,8 @@ import (
 type columns struct {
 	date, start                                     []time.Time
 	startUS                                         []uint32
-	requestID, tenant, keyID, route, upstream       []string
+	requestID, clientRequestID                      []string
+	tenant, keyID, route, upstream                  []string
 	method, path, model, responseModel              []string
 	provider, kind                                  []string
 	stream                                          []uint8
@@ -27,6 +28,7 @@ type columns struct {
 	attempts                                        []uint16
 	characters                                      []uint64
 	labelKeys, labelValues                          [][]string
+	truncated                                       []uint8
 }
 
 // toColumns converts recs. Values a column cannot hold are clamped rather
@@ -37,7 +39,7 @@ func toColumns(recs []relay.Record) *columns {
 	n := len(recs)
 	c := &columns{
 		date: make([]time.Time, 0, n), start: make([]time.Time, 0, n), startUS: make([]uint32, 0, n),
-		requestID: make([]string, 0, n), tenant: make([]string, 0, n), keyID: make([]string, 0, n),
+		requestID: make([]string, 0, n), clientRequestID: make([]string, 0, n), tenant: make([]string, 0, n), keyID: make([]string, 0, n),
 		route: make([]string, 0, n), upstream: make([]string, 0, n), method: make([]string, 0, n),
 		path: make([]string, 0, n), model: make([]string, 0, n), responseModel: make([]string, 0, n),
 		provider: make([]string, 0, n), kind: make([]string, 0, n), stream: make([]uint8, 0, n),
@@ -47,6 +49,7 @@ func toColumns(recs []relay.Record) *columns {
 		inputTokens: make([]uint64, 0, n), outputTokens: make([]uint64, 0, n),
 		cachedInput: make([]uint64, 0, n), reasons: make([]uint64, 0, n), attempts: make([]uint16, 0, n),
 		characters: make([]uint64, 0, n), labelKeys: make([][]string, 0, n), labelValues: make([][]string, 0, n),
+		truncated: make([]uint8, 0, n),
 	}
 	for i := range recs {
 		r := &recs[i]
@@ -55,6 +58,7 @@ func toColumns(recs []relay.Record) *columns {
 		c.start = append(c.start, start.Truncate(time.Second))
 		c.startUS = append(c.startUS, uint32(start.Nanosecond()/1000))
 		c.requestID = append(c.requestID, r.RequestID)
+		c.clientRequestID = append(c.clientRequestID, r.ClientRequestID)
 		c.tenant = append(c.tenant, r.Tenant)
 		c.keyID = append(c.keyID, r.KeyID)
 		c.route = append(c.route, r.Route)
@@ -89,6 +93,7 @@ func toColumns(recs []relay.Record) *columns {
 		}
 		c.labelKeys = append(c.labelKeys, keys)
 		c.labelValues = append(c.labelValues, values)
+		c.truncated = append(c.truncated, flag(r.Truncated))
 	}
 	return c
 }
@@ -96,10 +101,10 @@ func toColumns(recs []relay.Record) *columns {
 // values returns the columns in the order of insertColumns.
 func (c *columns) values() []any {
 	return []any{
-		c.date, c.start, c.startUS, c.requestID, c.tenant, c.keyID, c.route, c.upstream, c.method, c.path,
-		c.model, c.responseModel, c.provider, c.kind, c.stream, c.status, c.errorType, c.bytesIn, c.bytesOut, c.events,
-		c.ttfbUS, c.ttftUS, c.durationUS, c.clientGone, c.inputTokens, c.outputTokens, c.cachedInput,
-		c.reasons, c.attempts, c.characters, c.labelKeys, c.labelValues,
+		c.date, c.start, c.startUS, c.requestID, c.clientRequestID, c.tenant, c.keyID, c.route, c.upstream,
+		c.method, c.path, c.model, c.responseModel, c.provider, c.kind, c.stream, c.status, c.errorType, c.bytesIn,
+		c.bytesOut, c.events, c.ttfbUS, c.ttftUS, c.durationUS, c.clientGone, c.inputTokens, c.outputTokens,
+		c.cachedInput, c.reasons, c.attempts, c.characters, c.labelKeys, c.labelValues, c.truncated,
 	}
 }
 

@@ -97,10 +97,11 @@ func openConn(t *testing.T, addr string, tweak func(*clickhouse.Options)) driver
 // Records from the stored columns.
 func readRecords(t *testing.T, conn driver.Conn, table string) []relay.Record {
 	t.Helper()
-	rows, err := conn.Query(context.Background(), `SELECT date, start, start_us, request_id, tenant, key_id, route,
-		upstream, method, path, model, response_model, provider, kind, stream, status, error_type, bytes_in,
-		bytes_out, events, ttfb_us, ttft_us, duration_us, client_gone, input_tokens, output_tokens,
-		cached_input_tokens, reasoning_tokens, attempts, characters, label_keys, label_values
+	rows, err := conn.Query(context.Background(), `SELECT date, start, start_us, request_id, client_request_id,
+		tenant, key_id, route, upstream, method, path, model, response_model, provider, kind, stream, status,
+		error_type, bytes_in, bytes_out, events, ttfb_us, ttft_us, duration_us, client_gone, input_tokens,
+		output_tokens, cached_input_tokens, reasoning_tokens, attempts, characters, label_keys, label_values,
+		truncated
 		FROM `+table+` ORDER BY request_id`)
 	if err != nil {
 		t.Fatalf("select: %v", err)
@@ -113,16 +114,16 @@ func readRecords(t *testing.T, conn driver.Conn, table string) []relay.Record {
 			date, start                            time.Time
 			startUS                                uint32
 			provider, kind, errType                string
-			stream, gone                           uint8
+			stream, gone, truncated                uint8
 			status, attempts                       uint16
 			bin, bout, events, ttfb, ttft, dur     uint64
 			in, outTok, cached, reasoning, charcnt uint64
 			keys, values                           []string
 		)
-		if err := rows.Scan(&date, &start, &startUS, &r.RequestID, &r.Tenant, &r.KeyID, &r.Route,
-			&r.Upstream, &r.Method, &r.Path, &r.Model, &r.ResponseModel, &provider, &kind, &stream, &status,
-			&errType, &bin, &bout, &events, &ttfb, &ttft, &dur, &gone, &in, &outTok, &cached, &reasoning,
-			&attempts, &charcnt, &keys, &values); err != nil {
+		if err := rows.Scan(&date, &start, &startUS, &r.RequestID, &r.ClientRequestID, &r.Tenant, &r.KeyID,
+			&r.Route, &r.Upstream, &r.Method, &r.Path, &r.Model, &r.ResponseModel, &provider, &kind, &stream,
+			&status, &errType, &bin, &bout, &events, &ttfb, &ttft, &dur, &gone, &in, &outTok, &cached, &reasoning,
+			&attempts, &charcnt, &keys, &values, &truncated); err != nil {
 			t.Fatalf("scan: %v", err)
 		}
 		if want := start.UTC().Format(time.DateOnly); date.Format(time.DateOnly) != want {
@@ -130,7 +131,7 @@ func readRecords(t *testing.T, conn driver.Conn, table string) []relay.Record {
 		}
 		r.Start = start.Add(time.Duration(startUS) * time.Microsecond).UTC()
 		r.Provider, r.Kind, r.ErrorType = relay.Provider(provider), relay.StreamKind(kind), relay.ErrorType(errType)
-		r.Stream, r.ClientGone = stream == 1, gone == 1
+		r.Stream, r.ClientGone, r.Truncated = stream == 1, gone == 1, truncated == 1
 		r.Status, r.Attempts = int(status), int(attempts)
 		r.BytesIn, r.BytesOut, r.Events = int64(bin), int64(bout), int64(events)
 		r.TTFB = time.Duration(ttfb) * time.Microsecond

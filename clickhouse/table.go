@@ -23,6 +23,7 @@ const createTableSQL = `CREATE TABLE IF NOT EXISTS %s
     start               DateTime('UTC'),
     start_us            UInt32,
     request_id          String,
+    client_request_id   String,
     tenant              String,
     key_id              String,
     route               String,
@@ -51,6 +52,7 @@ const createTableSQL = `CREATE TABLE IF NOT EXISTS %s
     characters          UInt64,
     label_keys          Array(String),
     label_values        Array(String),
+    truncated           UInt8,
     ttfb_ms             Float64 ALIAS ttfb_us / 1000,
     ttft_ms             Float64 ALIAS ttft_us / 1000,
     duration_ms         Float64 ALIAS duration_us / 1000,
@@ -63,16 +65,33 @@ ORDER BY (tenant, date, start)`
 // insertColumns lists the stored columns in the order columns.values
 // returns them. ClickHouse 18.16 needs the explicit list for native batch
 // inserts, and it keeps the ALIAS columns out.
-const insertColumns = "date, start, start_us, request_id, tenant, key_id, route, upstream, method, path, " +
-	"model, response_model, provider, kind, stream, status, error_type, bytes_in, bytes_out, events, " +
-	"ttfb_us, ttft_us, duration_us, client_gone, input_tokens, output_tokens, cached_input_tokens, " +
-	"reasoning_tokens, attempts, characters, label_keys, label_values"
+const insertColumns = "date, start, start_us, request_id, client_request_id, tenant, key_id, route, upstream, " +
+	"method, path, model, response_model, provider, kind, stream, status, error_type, bytes_in, bytes_out, " +
+	"events, ttfb_us, ttft_us, duration_us, client_gone, input_tokens, output_tokens, cached_input_tokens, " +
+	"reasoning_tokens, attempts, characters, label_keys, label_values, truncated"
+
+// addedColumn is a column added to the table after its first release:
+// CreateTable adds it to a table that lacks it.
+type addedColumn struct{ name, def string }
+
+// addedColumns lists them in the order they were added. 18.16 has no
+// ADD COLUMN IF NOT EXISTS, so CreateTable reads system.columns instead.
+func addedColumns() []addedColumn {
+	return []addedColumn{
+		{"client_request_id", "client_request_id String AFTER request_id"},
+		{"truncated", "truncated UInt8 AFTER label_values"},
+	}
+}
 
 // CreateTable creates the records table unless it exists (CREATE TABLE IF
-// NOT EXISTS; an existing table is left as it is, even if its columns
-// differ). table is a name or database.name, of letters, digits and
-// underscores. It works on ClickHouse 18.16 and later; see the README for
-// the layout.
+// NOT EXISTS), then adds the columns that later versions of this package
+// added to a table that lacks them (ALTER TABLE … ADD COLUMN, which
+// ClickHouse applies to existing parts without rewriting them: old rows
+// read as empty strings and zeros). Other differences in an existing
+// table are left as they are. table is a name or database.name, of
+// letters, digits and underscores. It works on ClickHouse 18.16 and later;
+// see the README for the layout. Call it before the Recorder's first
+// insert, which names every column.
 func CreateTable(ctx context.Context, conn driver.Conn, table string) error {
 	if conn == nil {
 		return errors.New("relayclickhouse: nil connection")
@@ -84,7 +103,59 @@ func CreateTable(ctx context.Context, conn driver.Conn, table string) error {
 	if err := conn.Exec(ctx, ddl); err != nil {
 		return fmt.Errorf("relayclickhouse: create table %s: %w", table, err)
 	}
+	return migrate(ctx, conn, table)
+}
+
+// migrate adds the missing addedColumns to an existing table.
+func migrate(ctx context.Context, conn driver.Conn, table string) error {
+	missing, err := missingColumns(ctx, conn, table)
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	q, _ := quoteTable(table) // validated by DDL
+	alter := "ALTER TABLE " + q + " ADD COLUMN " + strings.Join(missing, ", ADD COLUMN ")
+	if err := conn.Exec(ctx, alter); err != nil {
+		// Another relay may have migrated the table at the same moment.
+		if again, err2 := missingColumns(ctx, conn, table); err2 == nil && len(again) == 0 {
+			return nil
+		}
+		return fmt.Errorf("relayclickhouse: add columns to %s: %w", table, err)
+	}
 	return nil
+}
+
+// missingColumns returns the definitions of the addedColumns table lacks.
+func missingColumns(ctx context.Context, conn driver.Conn, table string) ([]string, error) {
+	db, name, qualified := strings.Cut(table, ".")
+	dbExpr := "currentDatabase()"
+	if qualified {
+		dbExpr = "'" + db + "'" // an identifier: nothing to escape
+	} else {
+		name = table
+	}
+	rows, err := conn.Query(ctx, "SELECT name FROM system.columns WHERE database = "+dbExpr+" AND table = '"+name+"'")
+	if err != nil {
+		return nil, fmt.Errorf("relayclickhouse: columns of %s: %w", table, err)
+	}
+	defer rows.Close()
+	have := map[string]bool{}
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, fmt.Errorf("relayclickhouse: columns of %s: %w", table, err)
+		}
+		have[c] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("relayclickhouse: columns of %s: %w", table, err)
+	}
+	var missing []string
+	for _, c := range addedColumns() {
+		if !have[c.name] {
+			missing = append(missing, c.def)
+		}
+	}
+	return missing, nil
 }
 
 // DDL returns the CREATE TABLE IF NOT EXISTS statement that CreateTable

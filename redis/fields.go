@@ -13,13 +13,13 @@ import (
 // EncodeRecord returns the stream entry of a record as field, value pairs,
 // every field always present so that consumers see one schema:
 //
-//	request_id, start (RFC 3339 with nanoseconds, UTC), tenant, key_id,
-//	route, upstream, method, path, model, response_model, provider, kind,
-//	stream (true/false), status, error_type, bytes_in, bytes_out, events,
-//	ttfb_ms, ttft_ms, duration_ms (milliseconds, to the microsecond),
-//	client_gone (true/false), input_tokens, output_tokens,
+//	request_id, client_request_id, start (RFC 3339 with nanoseconds, UTC),
+//	tenant, key_id, route, upstream, method, path, model, response_model,
+//	provider, kind, stream (true/false), status, error_type, bytes_in,
+//	bytes_out, events, ttfb_ms, ttft_ms, duration_ms (milliseconds, to the
+//	microsecond), client_gone (true/false), input_tokens, output_tokens,
 //	cached_input_tokens, reasoning_tokens, attempts, characters,
-//	labels (a JSON object, "{}" when there are none)
+//	labels (a JSON object, "{}" when there are none), truncated (true/false)
 //
 // A Record holds no credential, so neither does its entry.
 func EncodeRecord(rec relay.Record) []string {
@@ -31,6 +31,7 @@ func EncodeRecord(rec relay.Record) []string {
 	itoa := func(n int64) string { return strconv.FormatInt(n, 10) }
 	return []string{
 		"request_id", rec.RequestID,
+		"client_request_id", rec.ClientRequestID,
 		"start", rec.Start.UTC().Format(time.RFC3339Nano),
 		"tenant", rec.Tenant,
 		"key_id", rec.KeyID,
@@ -59,6 +60,7 @@ func EncodeRecord(rec relay.Record) []string {
 		"attempts", strconv.Itoa(rec.Attempts),
 		"characters", itoa(rec.Characters),
 		"labels", string(labels),
+		"truncated", strconv.FormatBool(rec.Truncated),
 	}
 }
 
@@ -74,6 +76,7 @@ func DecodeRecord(values map[string]any) (relay.Record, error) {
 	d := decoder{values: values}
 	var rec relay.Record
 	rec.RequestID = d.str("request_id")
+	rec.ClientRequestID = d.str("client_request_id")
 	if s := d.str("start"); s != "" {
 		t, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil {
@@ -107,6 +110,7 @@ func DecodeRecord(values map[string]any) (relay.Record, error) {
 	rec.Usage.ReasoningTokens = d.int("reasoning_tokens")
 	rec.Attempts = int(d.int("attempts"))
 	rec.Characters = d.int("characters")
+	rec.Truncated = d.bool("truncated")
 	if s := d.str("labels"); s != "" && s != "{}" {
 		if err := json.Unmarshal([]byte(s), &rec.Labels); err != nil && d.err == nil {
 			d.err = fmt.Errorf("relayredis: field labels: %w", err)

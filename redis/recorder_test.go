@@ -27,32 +27,34 @@ func newTestRecorder(t *testing.T, c redis.UniversalClient, opts ...Option) *Rec
 
 func fullRecord() relay.Record {
 	return relay.Record{
-		RequestID:     "req-1",
-		Start:         time.Date(2025, 3, 4, 5, 6, 7, 123456789, time.FixedZone("CET", 3600)),
-		Tenant:        "acme",
-		KeyID:         "key-1",
-		Route:         "chat",
-		Upstream:      "openai",
-		Method:        "POST",
-		Path:          "/v1/chat/completions",
-		Model:         "gpt-x",
-		ResponseModel: "gpt-x-2025",
-		Provider:      relay.ProviderOpenAI,
-		Kind:          relay.KindSSE,
-		Stream:        true,
-		Status:        200,
-		ErrorType:     relay.ErrTypeStreamInterrupted,
-		BytesIn:       120,
-		BytesOut:      4567,
-		Events:        42,
-		TTFB:          12*time.Millisecond + 345*time.Microsecond,
-		TTFT:          250 * time.Millisecond,
-		Duration:      3*time.Second + 500*time.Microsecond,
-		ClientGone:    true,
-		Usage:         relay.Usage{InputTokens: 11, OutputTokens: 22, CachedInputTokens: 3, ReasoningTokens: 4},
-		Attempts:      2,
-		Characters:    99,
-		Labels:        map[string]string{"team": "search", "env": "prod"},
+		RequestID:       "req-1",
+		ClientRequestID: "client-1",
+		Start:           time.Date(2025, 3, 4, 5, 6, 7, 123456789, time.FixedZone("CET", 3600)),
+		Tenant:          "acme",
+		KeyID:           "key-1",
+		Route:           "chat",
+		Upstream:        "openai",
+		Method:          "POST",
+		Path:            "/v1/chat/completions",
+		Model:           "gpt-x",
+		ResponseModel:   "gpt-x-2025",
+		Provider:        relay.ProviderOpenAI,
+		Kind:            relay.KindSSE,
+		Stream:          true,
+		Status:          200,
+		ErrorType:       relay.ErrTypeStreamInterrupted,
+		BytesIn:         120,
+		BytesOut:        4567,
+		Events:          42,
+		TTFB:            12*time.Millisecond + 345*time.Microsecond,
+		TTFT:            250 * time.Millisecond,
+		Duration:        3*time.Second + 500*time.Microsecond,
+		ClientGone:      true,
+		Usage:           relay.Usage{InputTokens: 11, OutputTokens: 22, CachedInputTokens: 3, ReasoningTokens: 4},
+		Attempts:        2,
+		Characters:      99,
+		Labels:          map[string]string{"team": "search", "env": "prod"},
+		Truncated:       true,
 	}
 }
 
@@ -87,7 +89,7 @@ func TestRecorderWritesFlatFields(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, msgs, 3)
 	want := map[string]any{
-		"request_id": "req-1", "start": "2025-03-04T04:06:07.123456789Z",
+		"request_id": "req-1", "client_request_id": "client-1", "start": "2025-03-04T04:06:07.123456789Z",
 		"tenant": "acme", "key_id": "key-1", "route": "chat", "upstream": "openai",
 		"method": "POST", "path": "/v1/chat/completions", "model": "gpt-x",
 		"response_model": "gpt-x-2025", "provider": "openai", "kind": "sse",
@@ -96,7 +98,7 @@ func TestRecorderWritesFlatFields(t *testing.T) {
 		"ttfb_ms": "12.345", "ttft_ms": "250", "duration_ms": "3000.5",
 		"client_gone": "true", "input_tokens": "11", "output_tokens": "22",
 		"cached_input_tokens": "3", "reasoning_tokens": "4", "attempts": "2",
-		"characters": "99", "labels": `{"env":"prod","team":"search"}`,
+		"characters": "99", "labels": `{"env":"prod","team":"search"}`, "truncated": "true",
 	}
 	assert.Equal(t, want, msgs[0].Values)
 	assert.Equal(t, "{}", msgs[1].Values["labels"])

@@ -1,0 +1,161 @@
+package relay
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// Which methods, request headers and response headers cross the relay,
+// beyond the hop-by-hop and credential rules of forward.go.
+
+// defaultMethods are the methods LLM and TTS APIs use: GET (models, files,
+// stored responses), HEAD, POST (generation), PUT and PATCH (some
+// management endpoints) and DELETE (files, stored responses, batches).
+// OPTIONS is left out: a CORS preflight carries no credential, so it would
+// only be refused by the authenticator, and answering preflights is the
+// host's job; WithAllowedMethods can add it.
+func defaultMethods() []string {
+	return []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+}
+
+// checkMethods validates a method list for WithAllowedMethods.
+func checkMethods(methods []string) error {
+	if len(methods) == 0 {
+		return fmt.Errorf("relay: no allowed methods")
+	}
+	for _, m := range methods {
+		switch {
+		case m == http.MethodConnect || m == http.MethodTrace:
+			// CONNECT would tunnel and TRACE echo the request, injected
+			// credential included, back to the client.
+			return fmt.Errorf("relay: method %s cannot be allowed", m)
+		case m == "" || len(m) > recordMaxMeth || !isToken(m):
+			return fmt.Errorf("relay: %q is not a method name", m)
+		}
+	}
+	return nil
+}
+
+// methodAllowed answers 405, with an Allow header, and returns false when
+// the request's method is not allowed. It runs before authentication:
+// nothing is worth checking a key for, and nothing reaches an upstream.
+func (ex *exchange) methodAllowed() bool {
+	if slices.Contains(ex.rl.methods, ex.r.Method) {
+		return true
+	}
+	ex.w.Header()["Allow"] = ex.rl.allowHdr
+	ex.fail(relayError{http.StatusMethodNotAllowed, ErrTypeMethodNotAllowed,
+		"This method is not allowed here; use one of " + ex.rl.allowHdr[0] + "."})
+	return false
+}
+
+// isAccountHeader reports client headers that select which account,
+// organization, project or deployment an upstream bills or serves: sent
+// with the relay's credential they would let a client spend another
+// account the credential can reach. They are dropped unless the route's
+// PassHeaders names them.
+//
+//   - OpenAI-Organization, OpenAI-Project: OpenAI's organization and project.
+//   - X-Goog-User-Project: Google Cloud's quota and billing project.
+//   - X-HF-Bill-To: the Hugging Face organization billed for inference.
+//   - Azureml-Model-Deployment: the Azure ML online-endpoint deployment,
+//     bypassing the endpoint's traffic split.
+//
+// Anthropic selects the organization and workspace by key alone, and
+// headers such as anthropic-beta, anthropic-version and OpenAI-Beta choose
+// features, not accounts: they pass.
+func isAccountHeader(k string) bool {
+	switch k {
+	case "Openai-Organization", "Openai-Project", "X-Goog-User-Project", "X-Hf-Bill-To",
+		"Azureml-Model-Deployment":
+		return true
+	}
+	return false
+}
+
+// passes reports whether the target lets the client's account header k
+// through.
+func (ex *exchange) passes(k string) bool {
+	for _, p := range ex.target.PassHeaders {
+		if strings.EqualFold(p, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// copyResponseHeaders copies the upstream's end-to-end response headers
+// to the client.
+//
+// Go's transport deletes an HTTP/1.1 response's Connection header when it
+// holds "close" (net/http's shouldClose), and with it the names of any
+// other hop-by-hop headers it listed, which copyHeaders would have
+// stripped. Such a response is recognisable (HTTP/1.1, resp.Close set, no
+// Connection header left), but which headers were named is not. Then only
+// the headers known to be end-to-end (endToEnd) are forwarded, so that a
+// header an upstream meant for one hop, such as a proxy's internal secret,
+// never reaches the client. Responses that are read until the connection
+// closes look the same and are treated the same.
+func copyResponseHeaders(dst http.Header, resp *http.Response) {
+	skip := func(k string) bool { return k == "X-Request-Id" }
+	if connectionHidden(resp) {
+		skip = func(k string) bool { return k == "X-Request-Id" || !endToEnd(k) }
+	}
+	copyHeaders(dst, resp.Header, skip)
+}
+
+// connectionHidden reports a response whose Connection header the
+// transport may have removed; see copyResponseHeaders.
+func connectionHidden(resp *http.Response) bool {
+	return resp.ProtoMajor == 1 && resp.ProtoMinor >= 1 && resp.Close && len(resp.Header["Connection"]) == 0
+}
+
+// endToEnd reports response headers that are end-to-end by definition
+// (RFC 9110 representation, caching and status metadata) or by the
+// convention of LLM APIs (request ids, rate limits, provider metadata).
+func endToEnd(k string) bool {
+	switch k {
+	case "Content-Type", "Content-Length", "Content-Encoding", "Content-Language", "Content-Disposition",
+		"Content-Range", "Accept-Ranges", "Cache-Control", "Expires", "Last-Modified", "Etag", "Vary",
+		"Date", "Age", "Retry-After", "Location", "Www-Authenticate",
+		"X-Request-Id", "Request-Id", "Apim-Request-Id", "Ratelimit":
+		return true
+	}
+	for _, p := range [...]string{"X-Ratelimit-", "Ratelimit-", "Anthropic-", "Openai-", "X-Ms-"} {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// validHeaderValue reports whether v can be sent as a header value: no
+// control character but horizontal tab.
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// isToken reports whether s is an RFC 9110 token (a method or header
+// field name).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
