@@ -49,15 +49,17 @@ type config struct {
 	writeTimeout  time.Duration
 	usage         usageOptions
 	metricsModels []string
+	observeBudget int64
 }
 
 func defaultConfig() config {
 	return config{
-		failOpen:     true,
-		maxBody:      10 << 20,
-		writeTimeout: 30 * time.Second,
-		shape:        ShapeAuto,
-		usage:        usageOptions{includeUsage: true, defaultMaxTokens: 4096},
+		failOpen:      true,
+		maxBody:       10 << 20,
+		writeTimeout:  30 * time.Second,
+		shape:         ShapeAuto,
+		usage:         usageOptions{includeUsage: true, defaultMaxTokens: 4096},
+		observeBudget: defaultObserveBudget,
 	}
 }
 
@@ -217,4 +219,24 @@ func WithDefaultMaxTokens(n int64) Option {
 // model is labelled "other", which keeps label cardinality bounded.
 func WithModels(models ...string) Option {
 	return func(c *config) error { c.metricsModels = append(c.metricsModels, models...); return nil }
+}
+
+// WithObservationBudget bounds the memory used to observe large responses,
+// over all requests. Each response observes through buffers of its own up
+// to 16 KiB, which ordinary events and JSON bodies fit; a larger SSE event
+// is observed through its first 64 KiB and a window over its last 32-64
+// KiB (where providers put usage), a larger JSON body through the same
+// head and a 16-32 KiB tail, and that growth is taken from this budget.
+// When the budget is spent, large events and bodies are observed through
+// what their response already holds, so their usage may go unrecorded;
+// the bytes sent to clients are never affected. Default 64 MiB; zero
+// leaves only each response's own 16 KiB.
+func WithObservationBudget(n int64) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("relay: observation budget %d is negative", n)
+		}
+		c.observeBudget = n
+		return nil
+	}
 }

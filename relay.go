@@ -55,6 +55,7 @@ type Relay struct {
 	smallBufs sync.Pool    // *[]byte of smallBufSize
 	streams   sync.Pool    // *usage.Stream
 	settling  sync.WaitGroup
+	observed  byteBudget // observation buffers beyond each response's own
 
 	mu       sync.Mutex
 	draining bool
@@ -97,6 +98,7 @@ func New(opts ...Option) (*Relay, error) {
 	if rl.limiter == nil {
 		rl.limiter = noLimit{}
 	}
+	rl.observed.limit = c.observeBudget
 	rl.settler, _ = rl.limiter.(TokenSettler)
 
 	switch {
