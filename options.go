@@ -49,16 +49,19 @@ type config struct {
 	writeTimeout  time.Duration
 	usage         usageOptions
 	metricsModels []string
+	body          bodyLimits
 	observeBudget int64
 }
 
 func defaultConfig() config {
 	return config{
-		failOpen:      true,
-		maxBody:       10 << 20,
-		writeTimeout:  30 * time.Second,
-		shape:         ShapeAuto,
-		usage:         usageOptions{includeUsage: true, defaultMaxTokens: 4096},
+		failOpen:     true,
+		maxBody:      10 << 20,
+		writeTimeout: 30 * time.Second,
+		shape:        ShapeAuto,
+		usage:        usageOptions{includeUsage: true, defaultMaxTokens: 4096},
+		body: bodyLimits{minRate: defaultBodyMinRate, grace: defaultBodyGrace,
+			timeout: defaultBodyTimeout, budget: defaultBodyBudget},
 		observeBudget: defaultObserveBudget,
 	}
 }
@@ -219,6 +222,50 @@ func WithDefaultMaxTokens(n int64) Option {
 // model is labelled "other", which keeps label cardinality bounded.
 func WithModels(models ...string) Option {
 	return func(c *config) error { c.metricsModels = append(c.metricsModels, models...); return nil }
+}
+
+// WithRequestBodyRate sets the slowest a request body may arrive: once
+// grace has passed since the relay began reading it, its average rate
+// must stay at or above minBytesPerSecond, or the request gets 408
+// (error type "body_timeout") and its connection is closed. Default 240
+// bytes/s after 5s (Kestrel's). A zero rate removes the minimum (the
+// overall WithRequestBodyTimeout still applies). The bound is enforced with
+// read deadlines (http.ResponseController), which net/http's HTTP/1 and
+// HTTP/2 servers support; a ResponseWriter that supports neither deadlines
+// nor Unwrap leaves bodies bounded only by the host server's ReadTimeout.
+func WithRequestBodyRate(minBytesPerSecond int64, grace time.Duration) Option {
+	return func(c *config) error {
+		if minBytesPerSecond < 0 || grace < 0 {
+			return errors.New("relay: negative request body rate or grace")
+		}
+		c.body.minRate, c.body.grace = minBytesPerSecond, grace
+		return nil
+	}
+}
+
+// WithRequestBodyTimeout bounds the time to receive a whole request body;
+// past it the request gets 408 ("body_timeout") and its connection is
+// closed. Default 60s; zero or negative means no overall bound (the
+// minimum rate of WithRequestBodyRate still applies).
+func WithRequestBodyTimeout(d time.Duration) Option {
+	return func(c *config) error { c.body.timeout = max(d, 0); return nil }
+}
+
+// WithRequestBodyBudget bounds the bytes of request bodies the relay holds
+// in memory at once, over all requests. A body that would exceed it gets
+// 503 with Retry-After (error type "overloaded") instead of memory growth.
+// Bodies reserve their bytes as they arrive, whatever length they declare,
+// and give them back once no attempt can resend them (as soon as the last
+// attempt has sent the body). Default 128 MiB, or WithMaxBodyBytes if
+// larger; New fails when n is below WithMaxBodyBytes.
+func WithRequestBodyBudget(n int64) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return fmt.Errorf("relay: request body budget %d is not positive", n)
+		}
+		c.body.budget, c.body.budgetSet = n, true
+		return nil
+	}
 }
 
 // WithObservationBudget bounds the memory used to observe large responses,
