@@ -544,12 +544,44 @@ func (rl *Relay) leave(ex *exchange) {
 	}
 }
 
-// cut ends every in-flight exchange with errShutdown.
+// cut ends every in-flight exchange with errShutdown. A body read does
+// not watch the context: a read deadline in the past ends it.
 func (rl *Relay) cut() {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	for ex := rl.live; ex != nil; ex = ex.next {
 		ex.cancel(errShutdown)
+		if ex.inBody.Load() {
+			_ = ex.rc.SetReadDeadline(aLongTimeAgo())
+		}
+	}
+}
+
+// abort ends what a cut left running: handlers blocked writing to clients
+// that do not read, whose write deadline is set in the past for good.
+func (rl *Relay) abort() {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	for ex := rl.live; ex != nil; ex = ex.next {
+		ex.aborted.Store(true)
+		_ = ex.rc.SetWriteDeadline(aLongTimeAgo())
+		_ = ex.rc.SetReadDeadline(aLongTimeAgo())
+	}
+}
+
+// shutdownGrace is how long Shutdown waits, once ctx is done, for cut
+// exchanges to end, and again for aborted ones.
+const shutdownGrace = time.Second
+
+// waitFor waits for ch to close, at most d; it reports whether it did.
+func waitFor(ch <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 
@@ -561,10 +593,16 @@ const errShutdown = Error("relay: shutdown deadline reached")
 
 // Shutdown stops the relay gracefully: new requests get 503 at once; live
 // streams run on until they finish or ctx ends, when they are ended with
-// an error event (or aborted, for binary streams); then queued records are
-// written. It returns ctx's error if streams had to be cut, or the record
-// queue's error if records could not be written. Call it before the host
-// server's own Shutdown, which would otherwise wait on the streams.
+// an error event (or aborted, for binary streams), and requests whose
+// body is still arriving get 503; then queued records are written,
+// theirs included. It returns ctx's error if requests had to be cut, or
+// the record queue's error if records could not be written. Once ctx is
+// done it returns within about two seconds (a second for cut requests to
+// end, another for those blocked writing to a client that does not read,
+// whose writes are then cut), plus the time to settle token reservations
+// with a remote limiter (at most 5s) and to write the queued records (at
+// most 5s more). Call it before the host server's own Shutdown, which
+// would otherwise wait on the streams.
 func (rl *Relay) Shutdown(ctx context.Context) error {
 	rl.mu.Lock()
 	rl.draining = true
@@ -584,14 +622,13 @@ func (rl *Relay) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			err = ctx.Err()
 			rl.cut()
-			// Cut streams end at their next read; a handler blocked on a
-			// client write is bounded by the client write timeout.
-			t := time.NewTimer(rl.cfg.writeTimeout + time.Second)
-			select {
-			case <-idle:
-			case <-t.C:
+			// Cut streams end at their next read and cut body reads at
+			// once; a handler still blocked on a client write then has
+			// its write cut.
+			if !waitFor(idle, shutdownGrace) {
+				rl.abort()
+				waitFor(idle, shutdownGrace)
 			}
-			t.Stop()
 		}
 	}
 	rl.mu.Lock()

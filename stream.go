@@ -239,6 +239,7 @@ func (ex *exchange) extendWriteDeadlineAt(rc *http.ResponseController, now time.
 	if err := rc.SetWriteDeadline(ex.deadline); err != nil {
 		ex.noDeadline = true // the writer cannot: stop trying
 	}
+	ex.keepAborted(rc)
 }
 
 // wrote clears an HTTP/2 stream's write deadline after a write, so that a
@@ -247,5 +248,16 @@ func (ex *exchange) wrote(rc *http.ResponseController) {
 	if ex.h2 && !ex.noDeadline && ex.rl.cfg.writeTimeout > 0 {
 		ex.deadline = time.Time{}
 		_ = rc.SetWriteDeadline(time.Time{})
+		ex.keepAborted(rc)
+	}
+}
+
+// keepAborted puts back the past deadline of an exchange Shutdown aborted
+// while this goroutine was moving the deadline. Shutdown stores aborted
+// before it sets its deadline, and this check follows every move, so the
+// past deadline is always the last one set.
+func (ex *exchange) keepAborted(rc *http.ResponseController) {
+	if ex.aborted.Load() {
+		_ = rc.SetWriteDeadline(aLongTimeAgo())
 	}
 }
