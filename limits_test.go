@@ -269,7 +269,7 @@ func TestRefusedBeforeBody(t *testing.T) {
 }
 
 // TestRateLimitedTenantRefusedBeforeBody: once the limiter refused a
-// tenant for its request budget, its next requests on that route are
+// caller for its request budget, its next requests on that route are
 // refused, with the same answer, without reading their bodies, until the
 // Retry-After it was given has passed.
 func TestRateLimitedTenantRefusedBeforeBody(t *testing.T) {
@@ -322,21 +322,24 @@ func TestRefusalsBounded(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := ClockFunc(func() time.Time { return now })
 	d := Decision{Reason: "requests", RetryAfter: time.Second}
-	f.note("t", "r", now, Decision{Reason: "tokens", RetryAfter: time.Second})
-	_, ok := f.check("t", "r", clock)
+	id := func(tenant string) Identity { return Identity{Tenant: tenant, KeyID: "k"} }
+	f.note(id("t"), "r", now, Decision{Reason: "tokens", RetryAfter: time.Second})
+	_, ok := f.check(id("t"), "r", clock)
 	assert.False(t, ok, "a token refusal is not remembered: a smaller request may fit")
 	for i := range maxRefusals + 10 {
-		f.note(fmt.Sprint("tenant", i), "r", now, d)
+		f.note(id(fmt.Sprint("tenant", i)), "r", now, d)
 	}
 	assert.Len(t, f.m, maxRefusals)
-	_, ok = f.check("tenant0", "r", clock)
+	_, ok = f.check(id("tenant0"), "r", clock)
 	assert.True(t, ok)
-	_, ok = f.check("tenant0", "other route", clock)
+	_, ok = f.check(id("tenant0"), "other route", clock)
 	assert.False(t, ok)
+	_, ok = f.check(Identity{Tenant: "tenant0", KeyID: "other key"}, "r", clock)
+	assert.False(t, ok, "another key of the tenant asks the limiter")
 	now = now.Add(time.Second)
-	f.note("late", "r", now, d) // full: the expired are swept first
+	f.note(id("late"), "r", now, d) // full: the expired are swept first
 	assert.Len(t, f.m, 1)
-	_, ok = f.check("late", "r", clock)
+	_, ok = f.check(id("late"), "r", clock)
 	assert.True(t, ok)
 }
 

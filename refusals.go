@@ -11,20 +11,21 @@ import (
 // requests are read before the limiter refuses them, as without the memo.
 const maxRefusals = 10000
 
-// refusals remembers, per tenant and route, until when the limiter refused
-// the tenant for its request budget, so that its next requests are refused
-// before their bodies are read: a refused tenant cannot make the relay
-// buffer bodies, and no round trip to a remote limiter is spent on it.
-// The limiter would refuse them too (a request refused for its request
-// budget spends nothing), so the answers are the same; a tenant refused
-// for tokens is not remembered, since a smaller request may fit.
+// refusals remembers, per tenant, key and route, until when the limiter
+// refused a caller for its request budget, so that its next requests are
+// refused before their bodies are read: a refused caller cannot make the
+// relay buffer bodies, and no round trip to a remote limiter is spent on
+// it. The limiter would refuse them too, whether it counts per tenant,
+// key or route (a request refused for its request budget spends nothing),
+// so the answers are the same; a refusal for tokens is not remembered,
+// since a smaller request may fit.
 type refusals struct {
 	n  atomic.Int32 // len(m), so that the common case takes no lock
 	mu sync.Mutex
 	m  map[refusalKey]refusal
 }
 
-type refusalKey struct{ tenant, route string }
+type refusalKey struct{ tenant, key, route string }
 
 type refusal struct {
 	at, until time.Time
@@ -32,7 +33,7 @@ type refusal struct {
 }
 
 // note remembers a refusal for the request budget.
-func (f *refusals) note(tenant, route string, now time.Time, d Decision) {
+func (f *refusals) note(id Identity, route string, now time.Time, d Decision) {
 	if d.Allowed || d.Reason != "requests" || d.RetryAfter <= 0 {
 		return
 	}
@@ -51,19 +52,19 @@ func (f *refusals) note(tenant, route string, now time.Time, d Decision) {
 			return
 		}
 	}
-	f.m[refusalKey{tenant, route}] = refusal{at: now, until: now.Add(d.RetryAfter), d: d}
+	f.m[refusalKey{id.Tenant, id.KeyID, route}] = refusal{at: now, until: now.Add(d.RetryAfter), d: d}
 	f.n.Store(int32(len(f.m)))
 }
 
-// check returns the decision to answer with when the tenant is still
+// check returns the decision to answer with when the caller is still
 // refused on this route: the remembered one, its retry and reset times
 // counted from now.
-func (f *refusals) check(tenant, route string, clock Clock) (Decision, bool) {
+func (f *refusals) check(id Identity, route string, clock Clock) (Decision, bool) {
 	if f.n.Load() == 0 {
 		return Decision{}, false
 	}
 	now := clock.Now()
-	k := refusalKey{tenant, route}
+	k := refusalKey{id.Tenant, id.KeyID, route}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r, ok := f.m[k]

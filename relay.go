@@ -58,7 +58,7 @@ type Relay struct {
 	settling  sync.WaitGroup
 	bodies    byteBudget // request bodies held in memory
 	observed  byteBudget // observation buffers beyond each response's own
-	refused   refusals   // tenants refused for their request budget
+	refused   refusals   // callers refused for their request budget
 
 	mu       sync.Mutex
 	draining bool
@@ -351,10 +351,10 @@ func (ex *exchange) clientGone() {
 // away before the response was complete (nginx's convention).
 const StatusClientClosedRequest = 499
 
-// admitEarly refuses, before its body is read, a request of a tenant the
+// admitEarly refuses, before its body is read, a request of a caller the
 // limiter refused for its request budget until a time still to come.
 func (ex *exchange) admitEarly() bool {
-	d, refused := ex.rl.refused.check(ex.id.Tenant, ex.route, ex.rl.clock)
+	d, refused := ex.rl.refused.check(ex.id, ex.route, ex.rl.clock)
 	if refused {
 		ex.refuse(d)
 	}
@@ -380,7 +380,7 @@ func (ex *exchange) admit() bool {
 		return false
 	}
 	if !d.Allowed {
-		rl.refused.note(ex.id.Tenant, ex.route, ex.limitReq.Now, d)
+		rl.refused.note(ex.id, ex.route, ex.limitReq.Now, d)
 		ex.refuse(d)
 		return false
 	}
