@@ -59,13 +59,15 @@ func openAIErrorType(t ErrorType) (typ, code string) {
 		return "invalid_request_error", "request_too_large"
 	case ErrTypeBadRequest:
 		return "invalid_request_error", "invalid_request"
+	case ErrTypeBodyTimeout:
+		return "invalid_request_error", "request_timeout"
 	case ErrTypeNoRoute:
 		return "invalid_request_error", "not_found"
 	case ErrTypeMethodNotAllowed:
 		return "invalid_request_error", "method_not_allowed"
 	case ErrTypeUpstreamTimeout:
 		return "server_error", "upstream_timeout"
-	case ErrTypeShuttingDown, ErrTypeLimiter:
+	case ErrTypeShuttingDown, ErrTypeLimiter, ErrTypeOverloaded:
 		return "server_error", "service_unavailable"
 	case ErrTypeClientCanceled:
 		return "invalid_request_error", "client_canceled"
@@ -82,11 +84,11 @@ func anthropicErrorType(t ErrorType) string {
 		return "rate_limit_error"
 	case ErrTypeBodyTooLarge:
 		return "request_too_large"
-	case ErrTypeBadRequest, ErrTypeClientCanceled, ErrTypeMethodNotAllowed:
+	case ErrTypeBadRequest, ErrTypeClientCanceled, ErrTypeMethodNotAllowed, ErrTypeBodyTimeout:
 		return "invalid_request_error"
 	case ErrTypeNoRoute:
 		return "not_found_error"
-	case ErrTypeShuttingDown, ErrTypeLimiter:
+	case ErrTypeShuttingDown, ErrTypeLimiter, ErrTypeOverloaded:
 		return "overloaded_error"
 	default:
 		return "api_error"

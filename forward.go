@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -144,14 +143,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 		Header:     h,
 		Host:       b.URL.Host,
 	}).WithContext(ctx)
-	body := ex.body
-	out.ContentLength = int64(len(body))
-	if len(body) > 0 {
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	} else {
-		out.Body = http.NoBody
-	}
+	ex.attemptBody(out)
 	return out
 }
 
@@ -448,6 +440,7 @@ func (ex *exchange) forward() {
 			a.end()
 			continue
 		}
+		ex.dropBody(false) // no attempt follows: the body is not needed again
 		ex.relayResponse(a, resp)
 		a.end()
 		return

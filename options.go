@@ -51,6 +51,8 @@ type config struct {
 	usage         usageOptions
 	metricsModels []string
 	methods       []string
+	body          bodyLimits
+	observeBudget int64
 }
 
 func defaultConfig() config {
@@ -61,6 +63,9 @@ func defaultConfig() config {
 		shape:        ShapeAuto,
 		usage:        usageOptions{includeUsage: true, defaultMaxTokens: 4096},
 		methods:      defaultMethods(),
+		body: bodyLimits{minRate: defaultBodyMinRate, grace: defaultBodyGrace,
+			timeout: defaultBodyTimeout, budget: defaultBodyBudget},
+		observeBudget: defaultObserveBudget,
 	}
 }
 
@@ -233,6 +238,70 @@ func WithAllowedMethods(methods ...string) Option {
 			return err
 		}
 		c.methods = slices.Clone(methods)
+		return nil
+	}
+}
+
+// WithRequestBodyRate sets the slowest a request body may arrive: once
+// grace has passed since the relay began reading it, its average rate
+// must stay at or above minBytesPerSecond, or the request gets 408
+// (error type "body_timeout") and its connection is closed. Default 240
+// bytes/s after 5s (Kestrel's). A zero rate removes the minimum (the
+// overall WithRequestBodyTimeout still applies). The bound is enforced with
+// read deadlines (http.ResponseController), which net/http's HTTP/1 and
+// HTTP/2 servers support; a ResponseWriter that supports neither deadlines
+// nor Unwrap leaves bodies bounded only by the host server's ReadTimeout.
+func WithRequestBodyRate(minBytesPerSecond int64, grace time.Duration) Option {
+	return func(c *config) error {
+		if minBytesPerSecond < 0 || grace < 0 {
+			return errors.New("relay: negative request body rate or grace")
+		}
+		c.body.minRate, c.body.grace = minBytesPerSecond, grace
+		return nil
+	}
+}
+
+// WithRequestBodyTimeout bounds the time to receive a whole request body;
+// past it the request gets 408 ("body_timeout") and its connection is
+// closed. Default 60s; zero or negative means no overall bound (the
+// minimum rate of WithRequestBodyRate still applies).
+func WithRequestBodyTimeout(d time.Duration) Option {
+	return func(c *config) error { c.body.timeout = max(d, 0); return nil }
+}
+
+// WithRequestBodyBudget bounds the bytes of request bodies the relay holds
+// in memory at once, over all requests. A body that would exceed it gets
+// 503 with Retry-After (error type "overloaded") instead of memory growth.
+// Bodies reserve their bytes as they arrive, whatever length they declare,
+// and give them back once no attempt can resend them (as soon as the last
+// attempt has sent the body). Default 128 MiB, or WithMaxBodyBytes if
+// larger; New fails when n is below WithMaxBodyBytes.
+func WithRequestBodyBudget(n int64) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return fmt.Errorf("relay: request body budget %d is not positive", n)
+		}
+		c.body.budget, c.body.budgetSet = n, true
+		return nil
+	}
+}
+
+// WithObservationBudget bounds the memory used to observe large responses,
+// over all requests. Each response observes through buffers of its own up
+// to 16 KiB, which ordinary events and JSON bodies fit; a larger SSE event
+// is observed through its first 64 KiB and a window over its last 32-64
+// KiB (where providers put usage), a larger JSON body through the same
+// head and a 16-32 KiB tail, and that growth is taken from this budget.
+// When the budget is spent, large events and bodies are observed through
+// what their response already holds, so their usage may go unrecorded;
+// the bytes sent to clients are never affected. Default 64 MiB; zero
+// leaves only each response's own 16 KiB.
+func WithObservationBudget(n int64) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("relay: observation budget %d is negative", n)
+		}
+		c.observeBudget = n
 		return nil
 	}
 }

@@ -28,9 +28,11 @@ const (
 // streamFacts is what the relay learns from the response as it passes.
 type streamFacts struct {
 	obs         *usage.Stream
-	capture     []byte // start of a JSON body
-	tail        []byte // its end, once capture is full
-	captureFull bool   // the body was longer than maxCapturedHead
+	acct        obsAccount // capture and tail
+	capture     []byte     // start of a JSON body
+	tail        []byte     // its end, once capture is full
+	captureFull bool       // the body was longer than capture
+	noTail      bool       // the budget refused a tail
 	lastContent time.Time
 	interChunk  prometheus.Observer // resolved once per stream, not per event
 }
@@ -83,12 +85,23 @@ func (ex *exchange) beginBody(kind StreamKind, resp *http.Response) {
 	obs, _ := ex.rl.streams.Get().(*usage.Stream)
 	obs.Reset(string(ex.target.Provider))
 	ex.stream.obs = obs
+	ex.stream.acct.budget = &ex.rl.observed
 }
 
-// onEvent observes one SSE event, after its bytes were sent on.
-func (ex *exchange) onEvent(name, data []byte, truncated bool) {
+// onEvent observes one SSE event, after its bytes were sent on: whole, or
+// through its head and tail when it was too large to hold.
+func (ex *exchange) onEvent(name, data, tail []byte, truncated bool) {
 	s := &ex.stream
-	if s.obs == nil || !s.obs.Event(name, data, truncated) {
+	if s.obs == nil {
+		return
+	}
+	var content bool
+	if tail != nil {
+		content = s.obs.LargeEvent(name, data, tail)
+	} else {
+		content = s.obs.Event(name, data, truncated)
+	}
+	if !content {
 		return
 	}
 	now := ex.now
@@ -104,29 +117,53 @@ func (ex *exchange) onEvent(name, data []byte, truncated bool) {
 }
 
 // observeChunk keeps the head of a JSON body and, once it is longer than
-// the head, at least its last capturedTail bytes.
+// the head, at least its last capturedTail bytes. Growth beyond the
+// response's own observeFree is charged to the observation budget; when
+// that refuses, the body is observed through what is already held.
 func (ex *exchange) observeChunk(b []byte) {
 	s := &ex.stream
 	if s.obs == nil {
 		return
 	}
 	if !s.captureFull {
-		room := maxCapturedHead - len(s.capture)
+		if need := len(s.capture) + len(b); need > cap(s.capture) && cap(s.capture) < maxCapturedHead {
+			s.capture = s.acct.growSome(s.capture, need, maxCapturedHead)
+		}
+		room := min(cap(s.capture), maxCapturedHead) - len(s.capture)
 		if len(b) <= room {
 			s.capture = append(s.capture, b...)
 			return
 		}
 		s.capture = append(s.capture, b[:room]...)
 		s.captureFull = true
+		b = b[room:]
+		t, ok := s.acct.grow(s.tail, 2*capturedTail, 2*capturedTail)
+		if !ok {
+			s.noTail = true
+			return
+		}
 		// The tail starts with the end of the head, so that a usage object
 		// straddling the boundary is found whole.
-		s.tail = append(s.tail, s.capture[len(s.capture)-capturedTail:]...)
-		b = b[room:]
+		k := min(len(s.capture), capturedTail)
+		s.tail = append(t, s.capture[len(s.capture)-k:]...)
 	}
-	s.tail = append(s.tail, b...)
-	if len(s.tail) > 2*capturedTail {
-		s.tail = s.tail[:copy(s.tail, s.tail[len(s.tail)-capturedTail:])]
+	if !s.noTail {
+		s.tail = appendWindow(s.tail, b, capturedTail)
 	}
+}
+
+// appendWindow appends b to w, a window over the end of a byte stream,
+// keeping at least its last t bytes and never more than 2t, so that a
+// window made with capacity 2t never reallocates.
+func appendWindow(w, b []byte, t int) []byte {
+	if len(b) >= t {
+		return append(w[:0], b[len(b)-t:]...)
+	}
+	if len(w)+len(b) > 2*t {
+		keep := t - len(b)
+		w = w[:copy(w, w[len(w)-keep:])]
+	}
+	return append(w, b...)
 }
 
 // tailUsage finds the last usage object ("usage", or Gemini's
@@ -169,7 +206,7 @@ func (ex *exchange) observeUsage() {
 		if len(s.capture) > 0 {
 			s.obs.Body(s.capture, s.captureFull)
 		}
-		if s.captureFull {
+		if s.captureFull && !s.noTail {
 			if u := tailUsage(s.tail); u != nil {
 				s.obs.Body(u, false)
 			}
@@ -185,6 +222,8 @@ func (ex *exchange) observeUsage() {
 		}
 		rl.streams.Put(s.obs)
 		s.obs = nil
+		s.capture, s.tail = nil, nil
+		s.acct.release()
 	}
 	if ex.rec.TTFB > 0 {
 		rl.metrics.ttfb.WithLabelValues(ex.route).Observe(ms(ex.rec.TTFB))

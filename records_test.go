@@ -121,7 +121,7 @@ func (g *gate) all() []Record {
 	return append([]Record(nil), g.recs...)
 }
 
-func waitFor(t *testing.T, ch <-chan struct{}, what string) {
+func awaitClosed(t *testing.T, ch <-chan struct{}, what string) {
 	t.Helper()
 	select {
 	case <-ch:
@@ -144,7 +144,7 @@ func TestAsyncRecorderBoundsBytes(t *testing.T) {
 	})
 
 	require.NoError(t, a.Record(context.Background(), rec))
-	waitFor(t, g.entered, "the worker to take the first record")
+	awaitClosed(t, g.entered, "the worker to take the first record")
 	assert.Zero(t, a.QueuedBytes(), "a record the worker took no longer counts")
 
 	for range 20 {
@@ -182,7 +182,7 @@ func TestStalledRecorderWithHugePaths(t *testing.T) {
 		resp, _ := e.do(req)
 		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 		if i == 0 {
-			waitFor(t, g.entered, "the stalled write")
+			awaitClosed(t, g.entered, "the stalled write")
 		}
 		require.LessOrEqual(t, e.relay.Recorder().QueuedBytes(), int64(maxBytes))
 	}

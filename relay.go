@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,9 @@ type Relay struct {
 	smallBufs sync.Pool    // *[]byte of smallBufSize
 	streams   sync.Pool    // *usage.Stream
 	settling  sync.WaitGroup
+	bodies    byteBudget // request bodies held in memory
+	observed  byteBudget // observation buffers beyond each response's own
+	refused   refusals   // callers refused for their request budget
 
 	mu       sync.Mutex
 	draining bool
@@ -100,6 +104,13 @@ func New(opts ...Option) (*Relay, error) {
 	if rl.limiter == nil {
 		rl.limiter = noLimit{}
 	}
+	rl.bodies.limit = c.body.budget
+	if !c.body.budgetSet {
+		rl.bodies.limit = max(defaultBodyBudget, c.maxBody)
+	} else if c.body.budget < c.maxBody {
+		return nil, fmt.Errorf("relay: request body budget %d is below the body size limit %d", c.body.budget, c.maxBody)
+	}
+	rl.observed.limit = c.observeBudget
 	rl.settler, _ = rl.limiter.(TokenSettler)
 
 	switch {
@@ -180,6 +191,7 @@ func (rl *Relay) storageError(err error) {
 // ServeHTTP implements http.Handler.
 func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := exchange{rl: rl, w: w, r: r}
+	ex.rc = *http.NewResponseController(w)
 	ex.rec.Start = rl.clock.Now()
 	ex.rec.RequestID = newRequestID() // the relay's own, unique: see Record.RequestID
 	ex.rec.ClientRequestID = clientRequestID(r)
@@ -244,24 +256,34 @@ func (ex *exchange) serve() {
 		return
 	}
 
-	body, rerr2 := ex.readBody()
-	if rerr2 != nil {
+	// Cheap checks first: a tenant already refused for its request budget
+	// is refused before its body is read.
+	if !ex.admitEarly() {
+		return
+	}
+	if !ex.readBody() {
 		return // readBody answered
 	}
-	ex.body = body
 	// A host server's ReadTimeout would otherwise fire in net/http's
 	// background read during a long stream and cancel the request, and its
 	// WriteTimeout would cut the wait for the upstream's headers; the relay
 	// sets write deadlines of its own before each write instead.
 	if srv, ok := ex.r.Context().Value(http.ServerContextKey).(*http.Server); !ok ||
 		srv.ReadTimeout > 0 || srv.WriteTimeout > 0 {
-		rc := http.NewResponseController(ex.w)
-		_ = rc.SetReadDeadline(time.Time{})
+		if !ex.readCleared {
+			_ = ex.rc.SetReadDeadline(time.Time{})
+		}
 		if ex.rl.cfg.writeTimeout > 0 {
-			_ = rc.SetWriteDeadline(time.Time{})
+			_ = ex.rc.SetWriteDeadline(time.Time{})
 		}
 	}
+	held := cap(ex.body)
 	ex.inspectRequest()
+	if d := cap(ex.body) - held; d != 0 {
+		// include_usage was added: a new buffer, a few bytes longer.
+		rl.bodies.force(int64(d))
+		ex.bodyHeld.Add(int64(d))
+	}
 
 	if !ex.admit() {
 		return
@@ -279,15 +301,26 @@ type exchange struct {
 	ctx        context.Context // r's context, also cancelled by Shutdown
 	cancel     context.CancelCauseFunc
 	prev, next *exchange // in rl.live while entered
+	// rc is w's controller. Shutdown uses it from its own goroutine, only
+	// while the exchange is in rl.live (so w is still the handler's).
+	rc http.ResponseController
 
 	rec     Record
 	route   string // metric label: the route name, "none" before one is known
 	target  *Target
 	shape   ErrorShape
 	id      Identity
-	body    []byte
-	entered bool // counted in rl.inflight
-	counted bool // counted in relay_active_connections
+	body    []byte  // the request body, until the first attempt moves it to src
+	src     bodySrc // the body the attempts read
+	entered bool    // counted in rl.inflight
+	counted bool    // counted in relay_active_connections
+
+	inBody      atomic.Bool  // reading the request body: Shutdown cuts the read
+	bodyRead    bool         // the request body was read to its end, or there is none
+	readCleared bool         // readBody cleared the read deadline it set
+	bodyHeld    atomic.Int64 // bytes of rl.bodies held by the body
+	scratch     [1]byte      // the read that proves a full buffer was the whole body
+	aborted     atomic.Bool  // Shutdown gave up on the client: deadlines stay past
 
 	limitReq LimitRequest // what was reserved, for settlement
 	reserved bool
@@ -302,64 +335,19 @@ type exchange struct {
 }
 
 // fail answers with a relay error before any byte of a response was sent.
+// An answer sent before the body was read ends the connection (HTTP/1).
 func (ex *exchange) fail(e relayError) {
 	ex.rec.Status = e.status
 	ex.rec.ErrorType = e.typ
-	rc := http.NewResponseController(ex.w)
+	rc := &ex.rc
+	unread := ex.closeUnread()
 	ex.extendWriteDeadline(rc)
 	writeError(ex.w, ex.shape, e)
 	ex.wrote(rc)
+	if unread {
+		ex.lingerUnread(e)
+	}
 }
-
-// readBody reads the request body up to the size limit. The body is held
-// in memory so that it can be sent with a Content-Length (which also
-// sidesteps golang/go#40747) and resent on failover.
-func (ex *exchange) readBody() ([]byte, error) {
-	r, max := ex.r, ex.rl.cfg.maxBody
-	tooLarge := relayError{http.StatusRequestEntityTooLarge, ErrTypeBodyTooLarge,
-		"Request body is larger than the gateway accepts (" + strconv.FormatInt(max, 10) + " bytes)."}
-	if r.ContentLength > max {
-		ex.fail(tooLarge)
-		return nil, errTooLarge
-	}
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil, nil
-	}
-	// A declared length is a hint, not a promise: cap what is reserved
-	// before the bytes arrive.
-	size := r.ContentLength
-	if size < 0 {
-		size = 512
-	}
-	buf := make([]byte, 0, min(size, 64<<10)+1)
-	lr := io.LimitReader(r.Body, max+1)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := lr.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if r.Context().Err() != nil {
-				ex.clientGone()
-			} else {
-				ex.fail(relayError{http.StatusBadRequest, ErrTypeBadRequest, "The request body could not be read."})
-			}
-			return nil, err
-		}
-	}
-	ex.rec.BytesIn = int64(len(buf))
-	if int64(len(buf)) > max {
-		ex.fail(tooLarge)
-		return nil, errTooLarge
-	}
-	return buf, nil
-}
-
-const errTooLarge = Error("request body too large")
 
 // clientGone marks the exchange as abandoned by the client.
 func (ex *exchange) clientGone() {
@@ -372,13 +360,23 @@ func (ex *exchange) clientGone() {
 // away before the response was complete (nginx's convention).
 const StatusClientClosedRequest = 499
 
+// admitEarly refuses, before its body is read, a request of a caller the
+// limiter refused for its request budget until a time still to come.
+func (ex *exchange) admitEarly() bool {
+	d, refused := ex.rl.refused.check(ex.id, ex.route, ex.rl.clock)
+	if refused {
+		ex.refuse(d)
+	}
+	return !refused
+}
+
 // admit asks the limiter. It answers and returns false when the request
 // must not proceed.
 func (ex *exchange) admit() bool {
 	rl := ex.rl
 	ex.limitReq = LimitRequest{Identity: ex.id, Route: ex.route, Now: rl.clock.Now(),
 		Cost: Cost{Requests: 1, Tokens: ex.tokenEstimate}}
-	d, err := rl.limiter.Allow(ex.r.Context(), ex.limitReq)
+	d, err := rl.limiter.Allow(ex.ctx, ex.limitReq)
 	if err != nil {
 		rl.log.Warn("relay: limiter failed", "request_id", ex.rec.RequestID, "fail_open", rl.cfg.failOpen, "error", err)
 		if rl.cfg.failOpen {
@@ -390,22 +388,29 @@ func (ex *exchange) admit() bool {
 		ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeLimiter, "Rate limiting is unavailable; retry shortly."})
 		return false
 	}
-	setQuotaHeaders(ex.w.Header(), d)
 	if !d.Allowed {
-		rl.metrics.limited.WithLabelValues(ex.route, d.Reason).Inc()
-		if d.RetryAfter > 0 {
-			secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
-			ex.w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-		}
-		msg := "Rate limit exceeded: too many requests."
-		if d.Reason == "tokens" {
-			msg = "Rate limit exceeded: token budget exhausted."
-		}
-		ex.fail(relayError{http.StatusTooManyRequests, ErrTypeRateLimited, msg})
+		rl.refused.note(ex.id, ex.route, ex.limitReq.Now, d)
+		ex.refuse(d)
 		return false
 	}
+	setQuotaHeaders(ex.w.Header(), d)
 	ex.reserved = ex.limitReq.Cost.Tokens > 0 && rl.settler != nil
 	return true
+}
+
+// refuse answers a request the limiter refused.
+func (ex *exchange) refuse(d Decision) {
+	setQuotaHeaders(ex.w.Header(), d)
+	ex.rl.metrics.limited.WithLabelValues(ex.route, d.Reason).Inc()
+	if d.RetryAfter > 0 {
+		secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
+		ex.w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	}
+	msg := "Rate limit exceeded: too many requests."
+	if d.Reason == "tokens" {
+		msg = "Rate limit exceeded: token budget exhausted."
+	}
+	ex.fail(relayError{http.StatusTooManyRequests, ErrTypeRateLimited, msg})
 }
 
 // setQuotaHeaders sets OpenAI-style x-ratelimit-* headers for the budgets
@@ -436,6 +441,8 @@ func formatReset(d time.Duration) string {
 // http.ErrAbortHandler for an interrupted binary stream) still records.
 func (ex *exchange) finish() {
 	rl := ex.rl
+	ex.dropBody(true)
+	ex.releaseBody() // a body refused while it was read
 	now := rl.clock.Now()
 	ex.rec.Duration = now.Sub(ex.rec.Start)
 	if ex.rec.Status == 0 {
@@ -547,12 +554,44 @@ func (rl *Relay) leave(ex *exchange) {
 	}
 }
 
-// cut ends every in-flight exchange with errShutdown.
+// cut ends every in-flight exchange with errShutdown. A body read does
+// not watch the context: a read deadline in the past ends it.
 func (rl *Relay) cut() {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	for ex := rl.live; ex != nil; ex = ex.next {
 		ex.cancel(errShutdown)
+		if ex.inBody.Load() {
+			_ = ex.rc.SetReadDeadline(aLongTimeAgo())
+		}
+	}
+}
+
+// abort ends what a cut left running: handlers blocked writing to clients
+// that do not read, whose write deadline is set in the past for good.
+func (rl *Relay) abort() {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	for ex := rl.live; ex != nil; ex = ex.next {
+		ex.aborted.Store(true)
+		_ = ex.rc.SetWriteDeadline(aLongTimeAgo())
+		_ = ex.rc.SetReadDeadline(aLongTimeAgo())
+	}
+}
+
+// shutdownGrace is how long Shutdown waits, once ctx is done, for cut
+// exchanges to end, and again for aborted ones.
+const shutdownGrace = time.Second
+
+// waitFor waits for ch to close, at most d; it reports whether it did.
+func waitFor(ch <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 
@@ -564,10 +603,16 @@ const errShutdown = Error("relay: shutdown deadline reached")
 
 // Shutdown stops the relay gracefully: new requests get 503 at once; live
 // streams run on until they finish or ctx ends, when they are ended with
-// an error event (or aborted, for binary streams); then queued records are
-// written. It returns ctx's error if streams had to be cut, or the record
-// queue's error if records could not be written. Call it before the host
-// server's own Shutdown, which would otherwise wait on the streams.
+// an error event (or aborted, for binary streams), and requests whose
+// body is still arriving get 503; then queued records are written,
+// theirs included. It returns ctx's error if requests had to be cut, or
+// the record queue's error if records could not be written. Once ctx is
+// done it returns within about two seconds (a second for cut requests to
+// end, another for those blocked writing to a client that does not read,
+// whose writes are then cut), plus the time to settle token reservations
+// with a remote limiter (at most 5s) and to write the queued records (at
+// most 5s more). Call it before the host server's own Shutdown, which
+// would otherwise wait on the streams.
 func (rl *Relay) Shutdown(ctx context.Context) error {
 	rl.mu.Lock()
 	rl.draining = true
@@ -587,14 +632,13 @@ func (rl *Relay) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			err = ctx.Err()
 			rl.cut()
-			// Cut streams end at their next read; a handler blocked on a
-			// client write is bounded by the client write timeout.
-			t := time.NewTimer(rl.cfg.writeTimeout + time.Second)
-			select {
-			case <-idle:
-			case <-t.C:
+			// Cut streams end at their next read and cut body reads at
+			// once; a handler still blocked on a client write then has
+			// its write cut.
+			if !waitFor(idle, shutdownGrace) {
+				rl.abort()
+				waitFor(idle, shutdownGrace)
 			}
-			t.Stop()
 		}
 	}
 	rl.mu.Lock()
@@ -702,7 +746,7 @@ func (rl *Relay) Recorder() *AsyncRecorder { return rl.async }
 // per relay and shared: a header map's value slice is only read by
 // net/http, and with its capacity equal to its length any append copies it.
 type constHeaders struct {
-	noCache, no, http, https, empty []string
+	noCache, no, http, https, empty, close, one []string
 }
 
 func newConstHeaders() constHeaders {
@@ -712,5 +756,7 @@ func newConstHeaders() constHeaders {
 		http:    []string{"http"},
 		https:   []string{"https"},
 		empty:   []string{""},
+		close:   []string{"close"},
+		one:     []string{"1"},
 	}
 }

@@ -8,16 +8,28 @@ import "bytes"
 //
 // It accepts LF, CR and CRLF line endings (a CRLF split across two reads
 // counts once) and has no line-length limit. Only the "event" and "data"
-// fields are kept, data up to maxData bytes per event (beyond that the
-// event is reported as truncated but still counted). Buffers are reused, so
-// steady-state parsing does not allocate.
+// fields are kept: an event's data whole up to maxData bytes (its head);
+// beyond that the event is reported as truncated but still counted, and,
+// when tailCap is set, its last bytes are kept too (a window of tailCap to
+// 2*tailCap bytes), since providers put usage at the end of their final
+// events. So one event holds at most maxData+2*tailCap bytes however large
+// it is. Buffers are reused, so steady-state parsing does not allocate;
+// growth beyond observeFree is charged to acct's budget, and when that
+// refuses, the event is observed through what is already held.
 type sseParser struct {
 	maxData int
-	onEvent func(name, data []byte, truncated bool)
+	tailCap int
+	// onEvent gets each event: tail is nil unless the event outgrew the
+	// head and a tail window was kept; data and tail are reused after it
+	// returns.
+	onEvent func(name, data, tail []byte, truncated bool)
+	acct    obsAccount
 
 	field     []byte // field name of the current line, while it is read
 	name      []byte // "event" field of the pending event
-	data      []byte // joined "data" fields of the pending event
+	data      []byte // joined "data" fields of the pending event (its head)
+	tail      []byte // the last bytes of a pending event that outgrew data
+	tailing   bool   // tail holds the end of the pending event
 	hasData   bool   // a data field was seen for the pending event
 	truncated bool
 
@@ -161,12 +173,47 @@ func (p *sseParser) startValue() {
 }
 
 func (p *sseParser) appendData(b []byte) {
-	room := p.maxData - len(p.data)
-	if len(b) > room {
+	if !p.truncated {
+		if need := len(p.data) + len(b); need > cap(p.data) && cap(p.data) < p.maxData {
+			p.data = p.acct.growSome(p.data, need, p.maxData)
+		}
+		n := min(len(b), min(cap(p.data), p.maxData)-len(p.data))
+		p.data = append(p.data, b[:n]...)
+		b = b[n:]
+		if len(b) == 0 {
+			return
+		}
 		p.truncated = true
-		b = b[:max(room, 0)]
+		p.startTail()
 	}
-	p.data = append(p.data, b...)
+	if p.tailing {
+		p.tail = appendWindow(p.tail, b, p.tailCap)
+	}
+}
+
+// startTail begins the tail window of an event that outgrew its head. The
+// window starts with the head's last bytes, so that an object straddling
+// the boundary is found whole.
+func (p *sseParser) startTail() {
+	if p.tailCap <= 0 {
+		return
+	}
+	if cap(p.tail) < 2*p.tailCap {
+		t, ok := p.acct.grow(p.tail[:0], 2*p.tailCap, 2*p.tailCap)
+		if !ok {
+			return // no budget: the event is observed through its head
+		}
+		p.tail = t
+	}
+	k := min(len(p.data), p.tailCap)
+	p.tail = append(p.tail[:0], p.data[len(p.data)-k:]...)
+	p.tailing = true
+}
+
+// release drops the buffers and gives back what they took from the budget.
+func (p *sseParser) release() {
+	p.data, p.tail = nil, nil
+	p.acct.release()
 }
 
 // endLine handles a line ending.
@@ -190,11 +237,19 @@ func (p *sseParser) dispatch() {
 	if p.hasData {
 		p.events++
 		if p.onEvent != nil {
-			p.onEvent(p.name, p.data, p.truncated)
+			var tail []byte
+			if p.tailing {
+				tail = p.tail
+			}
+			p.onEvent(p.name, p.data, tail, p.truncated)
 		}
 	}
 	p.name = p.name[:0]
 	p.data = p.data[:0]
 	p.hasData = false
 	p.truncated = false
+	p.tailing = false
+	if p.acct.held > 0 {
+		p.release() // a large event's buffers go back to the budget at once
+	}
 }

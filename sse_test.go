@@ -1,10 +1,12 @@
 package relay
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 type sseEvent struct {
@@ -17,7 +19,7 @@ type sseEvent struct {
 func parseAll(stream string, sizes []int, maxData int) ([]sseEvent, *sseParser) {
 	var got []sseEvent
 	p := &sseParser{maxData: maxData}
-	p.onEvent = func(name, data []byte, truncated bool) {
+	p.onEvent = func(name, data, tail []byte, truncated bool) {
 		got = append(got, sseEvent{string(name), string(data), truncated})
 	}
 	b := []byte(stream)
@@ -141,7 +143,7 @@ func TestSSEParserDoesNotAllocate(t *testing.T) {
 	}
 	chunk := []byte("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"hello\"}}\n\n: ping\r\ndata: x\r\n\r\n")
 	var n int
-	p := &sseParser{maxData: 1 << 20, onEvent: func(name, data []byte, truncated bool) { n++ }}
+	p := &sseParser{maxData: 1 << 20, onEvent: func(name, data, tail []byte, truncated bool) { n++ }}
 	p.feed(chunk)
 	allocs := testing.AllocsPerRun(1000, func() {
 		p.feed(chunk[:17])
@@ -172,5 +174,79 @@ func FuzzSSEParser(f *testing.F) {
 		}
 		assert.Equal(t, want, whole, "whole")
 		assert.Equal(t, want, split, "split %d/%d", a, b)
+
+		// With a small head and tail window: each event's head is its
+		// start, and its window a suffix of at least tailCap bytes.
+		i := 0
+		p := &sseParser{maxData: 8, tailCap: 4}
+		p.onEvent = func(name, data, tail []byte, truncated bool) {
+			require.Less(t, i, len(want))
+			w := want[i].data
+			i++
+			assert.Equal(t, w[:min(len(w), 8)], string(data))
+			assert.Equal(t, len(w) > 8, truncated)
+			if truncated {
+				assert.True(t, strings.HasSuffix(w, string(tail)), "window %q of %q", tail, w)
+				assert.GreaterOrEqual(t, len(tail), 4)
+			}
+		}
+		for k, rest := 0, []byte(stream); len(rest) > 0; k++ {
+			n := min(len(rest), max(1, int([]uint8{a, b}[k%2])))
+			p.feed(rest[:n])
+			rest = rest[n:]
+		}
+		assert.Equal(t, len(want), i)
 	})
+}
+
+// TestSSEParserTailWindow: an event larger than the head is seen through
+// its head and a window over its end, whatever the read sizes, and the
+// parser never holds more than head plus twice the window.
+func TestSSEParserTailWindow(t *testing.T) {
+	const head, tail = 64, 32
+	var data strings.Builder
+	for i := 0; data.Len() < 5000; i++ {
+		fmt.Fprintf(&data, "%d,", i)
+	}
+	d := data.String()
+	stream := "event: big\ndata: " + d + "\n\ndata: small\n\n"
+	for _, sizes := range [][]int{nil, {1}, {7, 3}, {31}, {33}, {64, 65}, {1000}} {
+		var got []sseEvent
+		var tails []string
+		p := &sseParser{maxData: head, tailCap: tail}
+		maxSize := int64(0)
+		p.onEvent = func(name, data, tl []byte, truncated bool) {
+			got = append(got, sseEvent{string(name), string(data), truncated})
+			tails = append(tails, string(tl))
+			maxSize = max(maxSize, p.acct.size)
+		}
+		b := []byte(stream)
+		for i := 0; len(b) > 0; i++ {
+			n := len(b)
+			if len(sizes) > 0 {
+				n = min(sizes[i%len(sizes)], len(b))
+			}
+			p.feed(b[:n])
+			b = b[n:]
+		}
+		require.Len(t, got, 2, "split %v", sizes)
+		assert.Equal(t, sseEvent{"big", d[:head], true}, got[0], "split %v", sizes)
+		assert.True(t, strings.HasSuffix(d, tails[0]), "split %v: the window is the event's end", sizes)
+		assert.GreaterOrEqual(t, len(tails[0]), tail, "split %v", sizes)
+		assert.LessOrEqual(t, len(tails[0]), 2*tail, "split %v", sizes)
+		assert.Equal(t, sseEvent{"", "small", false}, got[1])
+		assert.Empty(t, tails[1], "a small event has no window")
+		assert.LessOrEqual(t, maxSize, int64(512+2*tail), "split %v", sizes)
+	}
+
+	// Without budget, the event is observed through what is held.
+	var budget byteBudget // limit 0
+	var hd, tl []byte
+	p := &sseParser{maxData: 64 << 10, tailCap: 32 << 10, acct: obsAccount{budget: &budget},
+		onEvent: func(_, d, t []byte, _ bool) { hd, tl = d, t }}
+	p.feed([]byte("data: " + strings.Repeat("x", 200<<10) + "\n\n"))
+	assert.Len(t, hd, observeFree, "the head the response holds on its own")
+	assert.Nil(t, tl)
+	assert.LessOrEqual(t, p.acct.size, int64(observeFree))
+	assert.Zero(t, budget.used.Load())
 }

@@ -9,9 +9,16 @@ import (
 	"time"
 )
 
-// maxObservedEvent bounds the bytes of one SSE event kept for observation
-// (usage is read from them). Longer events still pass through whole.
-const maxObservedEvent = 4 << 20
+// An SSE event is observed whole up to maxObservedHead bytes; a longer one
+// through that head and a window over its last observedTail (up to twice
+// that) bytes, where providers put usage. Longer events still pass through
+// whole. defaultObserveBudget bounds, over all responses, what observation
+// buffers hold beyond each response's own observeFree.
+const (
+	maxObservedHead      = 64 << 10
+	observedTail         = 32 << 10
+	defaultObserveBudget = 64 << 20
+)
 
 // responseKind decides how to relay a response: an event stream is always
 // relayed as SSE, whatever the route says, so that no stream is ever
@@ -88,8 +95,12 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 	var p *sseParser
 	if resp.Header.Get("Content-Encoding") == "" {
 		if kind == KindSSE {
-			p = &sseParser{maxData: maxObservedEvent, onEvent: ex.onEvent}
-			defer func() { ex.rec.Events = p.events }() // on every exit, disconnects included
+			p = &sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: ex.onEvent,
+				acct: obsAccount{budget: &rl.observed}}
+			defer func() { // on every exit, disconnects included
+				ex.rec.Events = p.events
+				p.release()
+			}()
 		}
 		ex.beginBody(kind, resp)
 	}
@@ -228,6 +239,7 @@ func (ex *exchange) extendWriteDeadlineAt(rc *http.ResponseController, now time.
 	if err := rc.SetWriteDeadline(ex.deadline); err != nil {
 		ex.noDeadline = true // the writer cannot: stop trying
 	}
+	ex.keepAborted(rc)
 }
 
 // wrote clears an HTTP/2 stream's write deadline after a write, so that a
@@ -236,5 +248,16 @@ func (ex *exchange) wrote(rc *http.ResponseController) {
 	if ex.h2 && !ex.noDeadline && ex.rl.cfg.writeTimeout > 0 {
 		ex.deadline = time.Time{}
 		_ = rc.SetWriteDeadline(time.Time{})
+		ex.keepAborted(rc)
+	}
+}
+
+// keepAborted puts back the past deadline of an exchange Shutdown aborted
+// while this goroutine was moving the deadline. Shutdown stores aborted
+// before it sets its deadline, and this check follows every move, so the
+// past deadline is always the last one set.
+func (ex *exchange) keepAborted(rc *http.ResponseController) {
+	if ex.aborted.Load() {
+		_ = rc.SetWriteDeadline(aLongTimeAgo())
 	}
 }

@@ -23,6 +23,8 @@ func FuzzEvent(f *testing.F) {
 		s.Reset(ProviderAnthropic)
 		s.Event([]byte(name), []byte(data), true)
 		s.Body([]byte(data), false)
+		d := []byte(data)
+		s.LargeEvent([]byte(name), d[:len(d)/2], d[len(d)/3:])
 		_ = ParseRequest(ProviderOpenAI, "/v1/audio/speech", "application/json", []byte(data))
 		_ = ParseRequest(ProviderAzureTTS, "/", "application/ssml+xml", []byte(data))
 	})

@@ -194,3 +194,73 @@ func TestTestdataStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestLargeEventUsage observes every recorded stream with each event cut
+// to a head and a tail window, as the relay observes events too large to
+// hold: the usage must be what the whole events give.
+func TestLargeEventUsage(t *testing.T) {
+	type stream struct{ file, provider string }
+	var streams []stream
+	for _, f := range []struct{ file, provider string }{
+		{"openai_chat_include_usage.sse", ProviderOpenAI}, {"anthropic_full.sse", ProviderAnthropic},
+		{"anthropic_overloaded.sse", ProviderAnthropic}, {"responses_api.sse", ProviderOpenAI},
+		{"responses_failed.sse", ProviderOpenAI}, {"openai_speech_sse.sse", ProviderOpenAI},
+		{"azure_prompt_filter.sse", ProviderAzure}, {"cumulative_usage.sse", ProviderOpenAI},
+		{"gemini_native.sse", ProviderOpenAI}, {"groq_x_groq.sse", ProviderOpenAI},
+		{"deepseek_cache_hit.sse", ProviderOpenAI}, {"openrouter_error.sse", ProviderOpenAI},
+		{"legacy_completions.sse", ProviderOpenAI},
+	} {
+		streams = append(streams, stream{filepath.Join("testdata", f.file), f.provider})
+	}
+	shared, _ := filepath.Glob(filepath.Join(fixturesDir(t), "*.sse"))
+	for _, f := range shared {
+		p := ProviderOpenAI
+		if bytes.HasPrefix([]byte(filepath.Base(f)), []byte("anthropic")) {
+			p = ProviderAnthropic
+		}
+		streams = append(streams, stream{f, p})
+	}
+	for _, st := range streams {
+		raw, err := os.ReadFile(st.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := parseSSE(raw)
+		whole := NewStream(st.provider)
+		for _, ev := range events {
+			whole.Event(ev.name, ev.data, false)
+		}
+		for _, w := range []struct{ head, tail int }{{48, 600}, {100, 2048}, {1, 1 << 20}} {
+			cut := NewStream(st.provider)
+			for _, ev := range events {
+				d := ev.data
+				if len(d) <= w.head {
+					cut.Event(ev.name, d, false)
+					continue
+				}
+				cut.LargeEvent(ev.name, d[:w.head], d[max(0, len(d)-w.tail):])
+			}
+			if cut.Usage() != whole.Usage() || cut.HasUsage() != whole.HasUsage() {
+				t.Errorf("%s, head %d tail %d: usage %+v, want %+v", filepath.Base(st.file), w.head, w.tail, cut.Usage(), whole.Usage())
+			}
+		}
+	}
+}
+
+func TestLastUsage(t *testing.T) {
+	tests := []struct{ in, key, obj string }{
+		{`x","usage":{"a":1}}`, "usage", `{"a":1}`},
+		{`{"usageMetadata": {"b":"}"} ,"modelVersion":"m"}`, "usageMetadata", `{"b":"}"}`},
+		{`"text":"say \"usage\":{\"a\":9}","usage":{"a":2}}`, "usage", `{"a":2}`},
+		{`"text":"say \"usage\":{\"a\":9}"}`, "", ``},
+		{`"usage":{"a":1},"other":{"usage":{"a":`, "usage", `{"a":1}`},
+		{`"usage":null}`, "", ``},
+		{`"usages":{"a":1}}`, "", ``},
+	}
+	for _, tt := range tests {
+		k, o := lastUsage([]byte(tt.in))
+		if k != tt.key || string(o) != tt.obj {
+			t.Errorf("lastUsage(%s) = %q %s, want %q %s", tt.in, k, o, tt.key, tt.obj)
+		}
+	}
+}

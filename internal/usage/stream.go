@@ -138,6 +138,75 @@ func (s *Stream) Event(name, data []byte, truncated bool) (content bool) {
 	return s.chunk(d)
 }
 
+// LargeEvent handles an SSE event too large to hold whole: head is the
+// start of its data and tail the end (the middle was not kept; the two may
+// overlap). Type, model and content are read from head as Event reads them
+// from a truncated event; usage is read from the last complete "usage" or
+// "usageMetadata" object in tail, since every provider puts it last in its
+// final event (Gemini's chunks, OpenAI's usage chunk, Responses' terminal
+// events, Anthropic's message_delta). It reports whether the event carries
+// generated output.
+func (s *Stream) LargeEvent(name, head, tail []byte) (content bool) {
+	content = s.Event(name, head, true)
+	d := head[skipWS(head, 0):]
+	if len(d) == 0 || d[0] != '{' {
+		return content
+	}
+	key, u := lastUsage(tail)
+	if u == nil {
+		return content
+	}
+	typ := eventType(name, d)
+	switch {
+	case key == "usageMetadata":
+		s.setGemini(u)
+	case string(typ) == "message_start" || string(typ) == "message_delta":
+		s.setAnthropic(u)
+	case string(typ) == "error" || string(typ) == "ping" || string(typ) == "message_stop" ||
+		bytes.HasPrefix(typ, []byte("content_block_")) || bytes.HasSuffix(typ, []byte(".delta")):
+		// These carry no usage: a match would be something else's.
+	default:
+		s.setOpenAI(u)
+	}
+	return content
+}
+
+// lastUsage returns the last complete object in b that is the value of a
+// "usage" or "usageMetadata" key. b may start anywhere in a document, even
+// inside a string; a key is recognised only as a quoted name followed by a
+// colon and an opening brace, which text inside a JSON string cannot be
+// (its quotes are escaped).
+func lastUsage(b []byte) (key string, obj []byte) {
+	const prefix = `"usage`
+	for end := len(b); end > 0; {
+		i := bytes.LastIndex(b[:end], []byte(prefix))
+		if i < 0 {
+			return "", nil
+		}
+		end = i
+		j := i + len(prefix)
+		switch {
+		case j < len(b) && b[j] == '"':
+			key, j = "usage", j+1
+		case bytes.HasPrefix(b[j:], []byte(`Metadata"`)):
+			key, j = "usageMetadata", j+len(`Metadata"`)
+		default:
+			continue
+		}
+		j = skipWS(b, j)
+		if j >= len(b) || b[j] != ':' {
+			continue
+		}
+		if j = skipWS(b, j+1); j >= len(b) || b[j] != '{' {
+			continue
+		}
+		if e := skipContainer(b, j); e > 0 {
+			return key, b[j:e]
+		}
+	}
+	return "", nil
+}
+
 // eventType returns the SSE event name, or, for data-only streams, the
 // value of "type" when it is the first key (Anthropic, Responses and audio
 // events put it first; chat chunks start with "id" and get nil).

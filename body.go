@@ -1,0 +1,356 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Error types of the request-body bounds.
+const (
+	ErrTypeBodyTimeout ErrorType = "body_timeout" // 408: the request body came too slowly (WithRequestBodyRate, WithRequestBodyTimeout)
+	ErrTypeOverloaded  ErrorType = "overloaded"   // 503: the budget for buffered request bodies is spent (WithRequestBodyBudget)
+)
+
+// Defaults of the request-body bounds. The rate and its grace are
+// Kestrel's (MinRequestBodyDataRate).
+const (
+	defaultBodyMinRate = 240 // bytes per second
+	defaultBodyGrace   = 5 * time.Second
+	defaultBodyTimeout = 60 * time.Second
+	defaultBodyBudget  = 128 << 20
+)
+
+// refusedBodyLinger is how long the server may go on reading (and
+// discarding) the body of a request refused before its body was read,
+// after the answer is sent and before the connection closes: a client
+// that sent its whole body at once then sees a clean close rather than a
+// reset (net/http's rstAvoidanceDelay is the same).
+const refusedBodyLinger = 500 * time.Millisecond
+
+// bodyLimits bound reading request bodies.
+type bodyLimits struct {
+	minRate   int64         // bytes per second after grace; 0: none
+	grace     time.Duration // before minRate applies
+	timeout   time.Duration // for the whole body; 0: none
+	budget    int64         // bytes of bodies buffered at once, relay-wide
+	budgetSet bool          // budget was given, not defaulted
+}
+
+// deadline is when the body read must end if it has read n bytes by then:
+// the average rate since start must not fall below minRate once grace is
+// over, and the whole body must arrive within timeout. Zero means none.
+func (l bodyLimits) deadline(start time.Time, n int64) time.Time {
+	d := time.Duration(-1)
+	if l.minRate > 0 {
+		d = max(l.grace, time.Duration(float64(n)/float64(l.minRate)*float64(time.Second)))
+	}
+	if l.timeout > 0 && (d < 0 || d > l.timeout) {
+		d = l.timeout
+	}
+	if d < 0 {
+		return time.Time{}
+	}
+	return start.Add(d)
+}
+
+// hasBody reports whether the request may carry a body.
+func hasBody(r *http.Request) bool {
+	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+}
+
+// readBody reads the request body up to the size limit, within the time
+// limits and the relay's body budget. It answers and returns false when
+// the request must not proceed. The body is held in memory so that it can
+// be sent with a Content-Length (which also sidesteps golang/go#40747) and
+// resent on failover.
+func (ex *exchange) readBody() bool {
+	r, rl := ex.r, ex.rl
+	maxBody := rl.cfg.maxBody
+	if r.ContentLength > maxBody {
+		ex.fail(tooLarge(maxBody))
+		return false
+	}
+	if !hasBody(r) {
+		ex.bodyRead = true
+		return true
+	}
+	// The buffer grows to limit: the declared length, or the size limit
+	// for a body of unknown length (one more byte read then tells a body
+	// over the limit). A declared length is a hint, not a promise: the
+	// buffer starts small and grows as bytes arrive, each growth taken
+	// from the budget.
+	limit := maxBody
+	if r.ContentLength > 0 {
+		limit = r.ContentLength
+	}
+	ex.inBody.Store(true)
+	defer ex.inBody.Store(false)
+	lim := rl.cfg.body
+	start := time.Now()
+	var set time.Time // the read deadline last set
+	if dl := lim.deadline(start, 0); !dl.IsZero() && ex.rc.SetReadDeadline(dl) == nil {
+		set = dl
+	}
+	if ex.ctx.Err() != nil { // cut before its deadline could be set
+		ex.bodyFailed(ex.ctx.Err())
+		return false
+	}
+	first := int64(4 << 10) // a body of unknown length: most are small
+	if r.ContentLength > 0 {
+		first = 64 << 10
+	}
+	var buf []byte
+	var n int64
+	for {
+		var k int
+		var err error
+		switch {
+		case len(buf) < cap(buf):
+			k, err = r.Body.Read(buf[len(buf):cap(buf)])
+			buf = buf[:len(buf)+k]
+		case int64(len(buf)) < limit:
+			nb, ok := ex.growBody(buf, first, limit)
+			if !ok {
+				ex.rec.BytesIn = n
+				ex.w.Header()["Retry-After"] = rl.constHdr.one
+				ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeOverloaded,
+					"The gateway is overloaded; retry shortly."})
+				return false
+			}
+			buf = nb
+			continue
+		default:
+			k, err = r.Body.Read(ex.scratch[:])
+			if k > 0 {
+				ex.rec.BytesIn = n + int64(k)
+				ex.fail(tooLarge(maxBody))
+				return false
+			}
+		}
+		n += int64(k)
+		if k > 0 && !set.IsZero() {
+			if dl := lim.deadline(start, n); dl.After(set) && ex.rc.SetReadDeadline(dl) == nil {
+				set = dl
+				// Shutdown cancels, then sets a past deadline: a cut this
+				// move may have undone is seen here.
+				if err == nil && ex.ctx.Err() != nil {
+					err = ex.ctx.Err()
+				}
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			ex.rec.BytesIn = n
+			ex.bodyFailed(err)
+			return false
+		}
+	}
+	ex.rec.BytesIn = n
+	ex.bodyRead = true
+	ex.body = buf
+	if !set.IsZero() {
+		// net/http's background read starts at the body's end: a deadline
+		// left set would cut it, and cancel the request, mid-stream.
+		_ = ex.rc.SetReadDeadline(time.Time{})
+		ex.readCleared = true
+	}
+	return true
+}
+
+// growBody doubles buf's capacity (from first), up to limit, within the
+// body budget.
+func (ex *exchange) growBody(buf []byte, first, limit int64) ([]byte, bool) {
+	c := min(max(2*int64(cap(buf)), first), limit)
+	if !ex.rl.bodies.take(c - int64(cap(buf))) {
+		return buf, false
+	}
+	ex.bodyHeld.Add(c - int64(cap(buf)))
+	nb := make([]byte, len(buf), c)
+	copy(nb, buf)
+	return nb, true
+}
+
+// bodyFailed answers a request whose body read failed.
+func (ex *exchange) bodyFailed(err error) {
+	switch {
+	case context.Cause(ex.ctx) == errShutdown:
+		ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeShuttingDown,
+			"The gateway is shutting down; retry on another instance."})
+	case isDeadline(err):
+		// On HTTP/1 the read deadline also cancelled the request's
+		// context: test it before taking the client for gone.
+		ex.fail(relayError{http.StatusRequestTimeout, ErrTypeBodyTimeout,
+			"The request body was not received in time."})
+	case ex.r.Context().Err() != nil:
+		ex.clientGone()
+	default:
+		ex.fail(relayError{http.StatusBadRequest, ErrTypeBadRequest, "The request body could not be read."})
+	}
+}
+
+func isDeadline(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func tooLarge(maxBody int64) relayError {
+	return relayError{http.StatusRequestEntityTooLarge, ErrTypeBodyTooLarge,
+		"Request body is larger than the gateway accepts (" + strconv.FormatInt(maxBody, 10) + " bytes)."}
+}
+
+// releaseBody gives the body's bytes back to the budget. It is
+// idempotent and safe from any goroutine.
+func (ex *exchange) releaseBody() {
+	if n := ex.bodyHeld.Swap(0); n != 0 {
+		ex.rl.bodies.give(n)
+	}
+}
+
+// bodyPending reports whether the request's body was not read to its end.
+func (ex *exchange) bodyPending() bool {
+	return !ex.bodyRead && hasBody(ex.r)
+}
+
+// closeUnread makes a refusal sent before the body was read the
+// connection's last answer on HTTP/1.x, so that net/http does not wait for
+// (up to 256 KiB of) the body before or after sending it. It sets the
+// header; lingerUnread, after the answer is written, bounds the server's
+// discard read. HTTP/2 needs neither (a Connection header is illegal
+// there): the server resets the stream.
+func (ex *exchange) closeUnread() bool {
+	if ex.h2 || !ex.bodyPending() {
+		return false
+	}
+	ex.w.Header()["Connection"] = ex.rl.constHdr.close
+	return true
+}
+
+func (ex *exchange) lingerUnread(e relayError) {
+	switch e.typ {
+	case ErrTypeBodyTimeout, ErrTypeShuttingDown:
+		// Slow or cut: nothing worth waiting for; the deadline is past.
+		_ = ex.rc.SetReadDeadline(aLongTimeAgo())
+	default:
+		_ = ex.rc.SetReadDeadline(time.Now().Add(refusedBodyLinger))
+	}
+}
+
+// aLongTimeAgo is a deadline in the past, which cuts a blocked read or
+// write at once.
+func aLongTimeAgo() time.Time { return time.Unix(1, 0) }
+
+// bodySrc holds a request body for the attempts' readers, so that
+// dropping it frees the bytes however long the transport keeps a request
+// (a response keeps its request, and the request its body).
+type bodySrc struct {
+	ex      *exchange
+	mu      sync.Mutex
+	b       []byte
+	open    int  // readers the transport has not closed or read to the end
+	drained bool // drop b once no reader is open
+}
+
+// errBodyDropped is what a reader returns once its body was dropped; only
+// an attempt already given up on can see it.
+const errBodyDropped = Error("relay: request body already released")
+
+// bodyReader is one attempt's reader of the body.
+type bodyReader struct {
+	src  *bodySrc
+	off  int
+	done bool // read to the end or closed
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	s := r.src
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case r.done:
+		return 0, io.EOF
+	case s.b == nil:
+		return 0, errBodyDropped
+	case r.off >= len(s.b):
+		r.finish()
+		return 0, io.EOF
+	}
+	n := copy(p, s.b[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func (r *bodyReader) Close() error {
+	r.src.mu.Lock()
+	defer r.src.mu.Unlock()
+	r.finish()
+	return nil
+}
+
+// finish marks the reader done; called with src.mu held.
+func (r *bodyReader) finish() {
+	if r.done {
+		return
+	}
+	r.done = true
+	if r.src.open--; r.src.open == 0 && r.src.drained {
+		r.src.drop()
+	}
+}
+
+// newReader returns a reader of the body from its start.
+func (s *bodySrc) newReader() *bodyReader {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.open++
+	return &bodyReader{src: s}
+}
+
+// drop frees the body and gives its budget back; called with mu held.
+func (s *bodySrc) drop() {
+	s.b = nil
+	s.ex.releaseBody()
+}
+
+// dropBody says the body cannot be resent: the final attempt's response
+// headers are in, and the transport retries nothing after them. The body
+// is dropped as soon as the transport has finished reading it, which it
+// normally has (an upstream reads a request before answering it). Finish
+// drops it in any case.
+func (ex *exchange) dropBody(force bool) {
+	s := &ex.src
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drained = true
+	if s.open == 0 || force {
+		s.b = nil
+		ex.releaseBody()
+	}
+}
+
+// attemptBody sets req's body for one attempt. The body moves from
+// ex.body to ex.src at the first attempt.
+func (ex *exchange) attemptBody(req *http.Request) {
+	s := &ex.src
+	if s.ex == nil {
+		s.ex, s.b, ex.body = ex, ex.body, nil
+	}
+	req.ContentLength = int64(len(s.b))
+	if len(s.b) == 0 {
+		req.Body = http.NoBody
+		return
+	}
+	req.Body = s.newReader()
+	req.GetBody = func() (io.ReadCloser, error) { return s.newReader(), nil }
+}
