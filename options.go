@@ -273,8 +273,9 @@ func WithRequestBodyTimeout(d time.Duration) Option {
 // in memory at once, over all requests. A body that would exceed it gets
 // 503 with Retry-After (error type "overloaded") instead of memory growth.
 // Bodies reserve their bytes as they arrive, whatever length they declare,
-// and give them back once no attempt can resend them (as soon as the last
-// attempt has sent the body). Default 128 MiB, or WithMaxBodyBytes if
+// and give them back once no attempt can resend them (once the final
+// attempt's response headers are in and the transport has read the body;
+// an HTTP/2 transport may resend it until then). Default 128 MiB, or WithMaxBodyBytes if
 // larger; New fails when n is below WithMaxBodyBytes.
 func WithRequestBodyBudget(n int64) Option {
 	return func(c *config) error {
