@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // env returns a getenv over a fixed map.
@@ -362,5 +364,39 @@ func TestOperatorKeysErrors(t *testing.T) {
 		if err != nil || time.Duration(c.Storage.Redis.TTL) != want {
 			t.Errorf("ttl: %s = %v, %v; want %v", src, err, c, want)
 		}
+	}
+}
+
+// The configuration in the Kubernetes manifest's ConfigMap loads.
+func TestKubernetesConfigLoads(t *testing.T) {
+	const path = "../../deployments/kubernetes/relay.yaml"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for doc := range strings.SplitSeq(string(b), "\n---\n") {
+		var cm struct {
+			Kind string            `yaml:"kind"`
+			Data map[string]string `yaml:"data"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &cm); err != nil {
+			t.Fatal(err)
+		}
+		if cm.Kind != "ConfigMap" {
+			continue
+		}
+		found = true
+		c, err := parseConfig([]byte(cm.Data["config.yaml"]), path+" (ConfigMap config.yaml)",
+			env(map[string]string{"OPENAI_API_KEY": "sk-x", "RELAY_CLIENT_KEY": "ck"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Duration(c.Server.WatchInterval) == 0 {
+			t.Error("the ConfigMap's configuration does not watch itself: edits would need a restart")
+		}
+	}
+	if !found {
+		t.Fatalf("%s has no ConfigMap", path)
 	}
 }
