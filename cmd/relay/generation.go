@@ -32,13 +32,12 @@ type generation struct {
 	state    atomic.Int64
 	idle     chan struct{} // closed when retired and empty
 	idleOnce sync.Once
-	done     chan struct{} // closed when its relay has shut down
 }
 
 const retiredBit = 1 << 62
 
 func newGeneration(id int, cfg *fileConfig, rl *relay.Relay, reg *prometheus.Registry) *generation {
-	return &generation{id: id, cfg: cfg, rl: rl, reg: reg, idle: make(chan struct{}), done: make(chan struct{})}
+	return &generation{id: id, cfg: cfg, rl: rl, reg: reg, idle: make(chan struct{})}
 }
 
 // enter takes a reference unless the generation is retired.

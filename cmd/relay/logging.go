@@ -40,9 +40,6 @@ func newLogs(c logConfig, w io.Writer) *logs {
 	return &logs{level: lv, log: slog.New(h), detail: slog.New(alwaysEnabled{h})}
 }
 
-// newLogger is a logger at c's level and format on w.
-func newLogger(c logConfig, w io.Writer) *slog.Logger { return newLogs(c, w).log }
-
 func parseLevel(s string) slog.Level {
 	switch strings.ToLower(s) {
 	case "debug":

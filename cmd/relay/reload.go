@@ -155,7 +155,6 @@ func (a *app) retire(g *generation) {
 			"generation", g.id, "error", err.Error())
 	}
 	a.metrics.retire(g.reg)
-	close(g.done)
 	a.lg.log.Debug("configuration generation retired", "generation", g.id)
 }
 

@@ -101,6 +101,11 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, h hoo
 		return usageError{"no configuration: give -config FILE, or -demo to try the relay"}
 	}
 	if *check {
+		if tc := cfg.Server.TLS; tc != nil {
+			if _, err := newCertificate(tc.CertFile, tc.KeyFile, slog.New(slog.DiscardHandler)); err != nil {
+				return fmt.Errorf("%s:%d: server.tls: %w", cfg.file, cfg.line("server.tls"), err)
+			}
+		}
 		fmt.Fprintf(stdout, "%s: configuration OK (%d routes, %d client keys)\n", cfg.file, len(cfg.Routes), len(cfg.Auth.APIKeys))
 		return nil
 	}

@@ -268,3 +268,56 @@ storage: {discard: true}
 		})
 	}
 }
+
+// -check loads the certificate pair; a reload reads it again and may move
+// it, and a reload naming a pair that does not load is refused, the
+// running certificate staying.
+func TestTLSCheckAndReload(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	t0 := time.Now().Add(-time.Hour)
+	ca.issue(t, filepath.Join(dir, "a.crt"), filepath.Join(dir, "a.key"), "a", 2, t0)
+	ca.issue(t, filepath.Join(dir, "b.crt"), filepath.Join(dir, "b.key"), "b", 3, t0)
+	cfg := filepath.Join(dir, "relay.yaml")
+	write := func(name string) {
+		writeFile(t, cfg, fmt.Sprintf(`
+server:
+  tls: {cert_file: "%s", key_file: "%s"}
+routes: [{name: chat, path: /v1, upstream: "https://up.example", kind: sse}]
+auth: {api_keys: [k]}
+storage: {discard: true}
+`, filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")))
+	}
+	check := func() error {
+		var out strings.Builder
+		return runWith(context.Background(), []string{"-config", cfg, "-check"}, &out, &out, hooks{})
+	}
+	write("missing")
+	if err := check(); err == nil || !strings.Contains(err.Error(), "relay.yaml:3: server.tls: tls:") {
+		t.Errorf("-check with missing files: %v", err)
+	}
+	write("a")
+	if err := check(); err != nil {
+		t.Errorf("-check: %v", err)
+	}
+	rl := newReloader()
+	s := startServer(t, []string{"-config", cfg}, rl.hooks(hooks{}))
+	addr := strings.TrimPrefix(s.base, "http://")
+	if got := servedName(t, addr, ca.pool); got != "a" {
+		t.Fatalf("served %q", got)
+	}
+	write("b")
+	if err := rl.reload(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := servedName(t, addr, ca.pool); got != "b" {
+		t.Errorf("after a reload moving the pair: %q, want b", got)
+	}
+	write("missing")
+	if err := rl.reload(t); err == nil || !strings.Contains(err.Error(), "server.tls") {
+		t.Errorf("reload to missing files: %v, want rejected", err)
+	}
+	if got := servedName(t, addr, ca.pool); got != "b" {
+		t.Errorf("after a rejected reload: %q, want b", got)
+	}
+}
