@@ -39,7 +39,10 @@ type app struct {
 	sum      [sha256.Size]byte // of the file content last loaded
 	retiring sync.WaitGroup
 	stopping chan struct{} // closed when shutdown begins
-	finalCtx context.Context
+	// life ends when the shutdown's deadline passes: retired generations
+	// shut down in it, so that none outlives the deadline.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // newGeneration builds a relay for c, with a registry of its own.
@@ -138,19 +141,19 @@ func (a *app) discard(g *generation) {
 	a.metrics.retire(g.reg)
 }
 
-// retire waits until no request is inside g — or until shutdown begins,
-// when it gets the shutdown's deadline like the current generation — and
-// then shuts its relay down, which writes its queued records.
+// retire waits until no request is inside g — or until shutdown begins —
+// and then shuts its relay down, which writes its queued records. It
+// shares the shutdown's deadline with the current generation: streams
+// still running then are cut with the others, and records still
+// unwritten are dropped and counted, rather than outlive it.
 func (a *app) retire(g *generation) {
 	defer a.retiring.Done()
 	g.retire()
-	ctx := context.Background()
 	select {
 	case <-g.idle:
 	case <-a.stopping:
-		ctx = a.finalCtx
 	}
-	if err := g.rl.Shutdown(ctx); err != nil {
+	if err := g.rl.Shutdown(a.life); err != nil {
 		a.lg.log.Warn("retired configuration: streams cut at shutdown or records lost",
 			"generation", g.id, "error", err.Error())
 	}
@@ -162,9 +165,9 @@ func (a *app) retire(g *generation) {
 // draining, all by ctx's deadline (grace is for the log only).
 func (a *app) stop(ctx context.Context, grace time.Duration) {
 	a.mu.Lock()
-	a.finalCtx = ctx
 	close(a.stopping)
 	a.mu.Unlock()
+	defer context.AfterFunc(ctx, a.endLife)()
 	g := a.cur.p.Load()
 	if err := g.rl.Shutdown(ctx); err != nil {
 		a.lg.log.Warn("shutdown: streams cut or records lost", "error", err.Error(), "deadline", grace.String())

@@ -369,3 +369,47 @@ func TestMainSIGHUP(t *testing.T) {
 		t.Errorf("exit after SIGTERM: %v", err)
 	}
 }
+
+// A stream that a retired generation still runs when the process stops is
+// held to the same shutdown deadline as the current generation's: cut
+// with an error event, recorded, and the process exits in time.
+func TestShutdownCutsRetiredGeneration(t *testing.T) {
+	g := make(gate) // never opened: the stream holds after its first event
+	mock, err := startDemoUpstream(g.step)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mock.Close()
+	dir := t.TempDir()
+	cfg, records := filepath.Join(dir, "relay.yaml"), filepath.Join(dir, "records.jsonl")
+	const base = "server: {shutdown_timeout: 200ms}\nroutes: [{name: chat, path: /v1/chat/completions, upstream: \"%s\", kind: sse}]\nauth: {api_keys: [%s]}\nstorage: {jsonl: {path: \"%s\"}}\n"
+	writeFile(t, cfg, fmt.Sprintf(base, mock.url, "k1", records))
+	rl := newReloader()
+	s := startServer(t, []string{"-config", cfg}, rl.hooks(hooks{}))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp := post(ctx, t, s.base+"/v1/chat/completions", "k1", chatBody)
+	r := bufio.NewReader(resp.Body)
+	if _, err := readEvent(r); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cfg, fmt.Sprintf(base, mock.url, "k2", records))
+	if err := rl.reload(t); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.shutdown(t); err != nil {
+		t.Fatalf("runWith: %v", err)
+	}
+	resp.Body = io.NopCloser(r)
+	events, _ := readAll(resp)
+	if len(events) == 0 || events[len(events)-1].name != "error" {
+		t.Errorf("the held stream ended with %+v, want an error event", events)
+	}
+	b, err := os.ReadFile(records)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "\n"); n != 1 || !strings.Contains(string(b), `"key_id":"key-`) {
+		t.Errorf("records:\n%s", b)
+	}
+}

@@ -114,6 +114,8 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, h hoo
 	log := lg.log
 	a := &app{path: *configPath, addrFlag: *addr, getenv: getenv, lg: lg, started: cfg,
 		metrics: newMetricSet(), stopping: make(chan struct{}), hooks: h, sum: sha256.Sum256(src)}
+	a.life, a.endLife = context.WithCancel(context.Background())
+	defer a.endLife()
 	a.transport = h.transport
 	if a.transport == nil {
 		// One upstream connection pool for every generation.
@@ -190,11 +192,14 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, h hoo
 	if msrv != nil {
 		go func() { served <- msrv.Serve(mln) }()
 	}
-	watching := a.watch(ctx)
+	wctx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	watching := a.watch(wctx)
 	select {
 	case err := <-served:
-		a.stop(context.Background(), 0)
+		stopWatching()
 		<-watching
+		a.stop(context.Background(), 0)
 		_ = srv.Close()
 		if msrv != nil {
 			_ = msrv.Close()
@@ -210,8 +215,8 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, h hoo
 	// The relays first: they refuse new requests with 503 (and /readyz
 	// fails) while live streams finish, then write the queued records. The
 	// server's Shutdown would otherwise wait on the streams itself.
+	<-watching // ends with ctx: no reload from now on
 	a.stop(dctx, grace)
-	<-watching
 	sctx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel2()
 	for _, s := range []*http.Server{srv, msrv} {
