@@ -1,35 +1,36 @@
 package main
 
 import (
-	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/streamrelay/relay"
 )
 
-// newRegistry is the process's own metrics registry (never the global
-// default): the relay's metrics plus the Go runtime's and the process's.
-func newRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
-}
-
-// relayOptions turns a validated configuration into the relay's options.
-// Credentials named by auth_env are read through getenv here, once.
-func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool), log *slog.Logger, reg prometheus.Registerer) []relay.Option {
+// relayOptions turns a validated configuration into the options of one
+// generation's relay. Credentials named by auth_env are read through
+// getenv here. The stores, limiters and upstream transport are the
+// process's, shared by every generation; reg is the generation's own
+// registry.
+func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool), lg *logs,
+	reg prometheus.Registerer, transport http.RoundTripper) []relay.Option {
 	routes := make([]relay.Route, 0, len(c.Routes))
 	for _, r := range c.Routes {
 		routes = append(routes, r.route(getenv))
 	}
+	defaults := c.RateLimit.limits()
 	keys := make([]relay.APIKey, 0, len(c.Auth.APIKeys))
 	for _, k := range c.Auth.APIKeys {
 		ak := relay.APIKey{Key: k.Key, ID: k.ID, Tenant: k.Tenant, Labels: k.Labels}
 		if l := k.Limits; l != nil {
 			ak.Limits = &relay.Limits{RequestsPerMinute: l.RequestsPerMinute, Burst: l.Burst,
 				TokensPerMinute: l.TokensPerMinute, TokenBurst: l.TokenBurst}
+		} else if c.RateLimit.Enabled {
+			// Each key carries the defaults, not the shared limiter: a
+			// reload changes them for new requests, and the limiter adapts
+			// the tenant's bucket in place, keeping what was spent.
+			ak.Limits = &defaults
 		}
 		keys = append(keys, ak)
 	}
@@ -37,8 +38,9 @@ func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool)
 	opts := []relay.Option{
 		relay.WithRoutes(routes...),
 		relay.WithAPIKeys(keys...),
-		relay.WithLogger(log),
+		relay.WithLogger(lg.log),
 		relay.WithRegisterer(reg),
+		relay.WithTransport(transport),
 		relay.WithMaxBodyBytes(s.MaxBodySize),
 		// server.timeout bounds the wait for response headers only, so it
 		// limits a non-streamed request as a whole but never cuts a stream.
@@ -46,17 +48,19 @@ func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool)
 		relay.WithClientWriteTimeout(time.Duration(s.ClientWriteTimeout)),
 		relay.WithLimiterFailOpen(c.RateLimit.FailOpen),
 		relay.WithRecordQueue(c.Storage.Queue.options(c.has("storage.queue.max_retries"))),
-		relay.WithRecorder(st.recorders...),
+	}
+	stores := fanout(st.stores)
+	if c.Observability.DetailedLogs {
+		stores = append(stores[:len(stores):len(stores)], store{"detailed_logs", detailRecorder{lg.detail}})
+	}
+	if len(stores) > 0 {
+		opts = append(opts, relay.WithRecorder(stores))
 	}
 	if len(c.Models) > 0 {
 		opts = append(opts, relay.WithModels(c.Models...))
 	}
-	if c.RateLimit.Enabled {
-		if st.limiter != nil {
-			opts = append(opts, relay.WithLimiter(st.limiter))
-		} else {
-			opts = append(opts, relay.WithRateLimit(c.RateLimit.limits()))
-		}
+	if l := st.limiter(c); l != nil {
+		opts = append(opts, relay.WithLimiter(l))
 	}
 	return opts
 }
@@ -68,7 +72,7 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 		Prefix:        r.Path,
 		StripPrefix:   r.StripPrefix,
 		RewritePrefix: r.RewritePrefix,
-		Kind:          relay.StreamKind(r.Kind),
+		Kind:          r.kind(),
 		Provider:      relay.Provider(r.Provider),
 		Headers:       r.Headers,
 		MaxAttempts:   r.MaxAttempts,
@@ -96,6 +100,15 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 		})
 	}
 	return rt
+}
+
+// kind is the route's stream kind; the original project's "raw" is
+// "audio": binary chunks passed through as they arrive.
+func (r routeConfig) kind() relay.StreamKind {
+	if r.Kind == "raw" {
+		return relay.KindAudio
+	}
+	return relay.StreamKind(r.Kind)
 }
 
 func credential(env, value string, getenv func(string) (string, bool)) string {

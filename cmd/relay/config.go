@@ -47,6 +47,22 @@ type serverConfig struct {
 	ReadHeaderTimeout  duration `yaml:"read_header_timeout"`
 	KeepaliveTimeout   duration `yaml:"keepalive_timeout"`
 	ClientWriteTimeout duration `yaml:"client_write_timeout"`
+	// MaxHeaderBytes bounds a request's header (http.Server.MaxHeaderBytes;
+	// HTTP/2 header lists too).
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// TLS, when present, serves HTTPS (and HTTP/2) on the listen address.
+	TLS *tlsConfig `yaml:"tls"`
+	// H2C serves HTTP/2 without TLS (prior knowledge), for a proxy in front
+	// that speaks it.
+	H2C bool `yaml:"h2c"`
+	// WatchInterval re-reads the configuration file this often and reloads
+	// it when its content changed; 0 reloads on SIGHUP only.
+	WatchInterval duration `yaml:"watch_interval"`
+}
+
+type tlsConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 type routeConfig struct {
@@ -145,6 +161,11 @@ type redisConfig struct {
 	// Prefix namespaces the limiter's keys and the default stream name;
 	// empty means the module's default ("relay").
 	Prefix string `yaml:"prefix"`
+	// TTL is how long records stay in the stream (the original project's
+	// key: records older than this are trimmed at each write, and the
+	// stream expires when nothing was written for this long); 0 keeps
+	// them until max_len trims them. A bare number is seconds.
+	TTL seconds `yaml:"ttl"`
 }
 
 type clickhouseConfig struct {
@@ -157,6 +178,10 @@ type clickhouseConfig struct {
 	// CreateTable creates the table at start unless it exists. Default
 	// true.
 	CreateTable bool `yaml:"create_table"`
+	// Async asks ClickHouse for asynchronous inserts (async_insert=1,
+	// wait_for_async_insert=1) when the server has them. Records are
+	// batched off the request path either way.
+	Async bool `yaml:"async"`
 }
 
 type queueConfig struct {
@@ -169,11 +194,20 @@ type queueConfig struct {
 
 type observabilityConfig struct {
 	Prometheus prometheusConfig `yaml:"prometheus"`
+	// Logging is the original project's place for log settings; it is
+	// the same as the top-level log (give one of them).
+	Logging *logConfig `yaml:"logging"`
+	// DetailedLogs logs one line per request (metadata only) at level
+	// DEBUG, whatever the log level.
+	DetailedLogs bool `yaml:"detailed_logs"`
 }
 
 type prometheusConfig struct {
 	Enabled bool   `yaml:"enabled"`
 	Path    string `yaml:"path"`
+	// Addr, when set, serves the metrics (and /healthz and /readyz) on a
+	// listener of their own instead of the main one.
+	Addr string `yaml:"addr"`
 }
 
 type logConfig struct {
@@ -186,6 +220,10 @@ type logConfig struct {
 // duration is a time.Duration written as Go does ("300s", "1m30s").
 type duration time.Duration
 
+// seconds is a time.Duration written as Go does or as a bare whole number
+// of seconds ("3600"), as the original project wrote its TTL.
+type seconds time.Duration
+
 // Defaults, in one place so that the README's table can be checked
 // against them.
 const (
@@ -195,6 +233,7 @@ const (
 	defaultReadHeaderTimeout  = 10 * time.Second
 	defaultKeepaliveTimeout   = 2 * time.Minute
 	defaultClientWriteTimeout = 30 * time.Second
+	defaultMaxHeaderBytes     = 64 << 10
 	defaultMetricsPath        = "/metrics"
 )
 
@@ -209,6 +248,7 @@ func defaultConfig() fileConfig {
 			ReadHeaderTimeout:  duration(defaultReadHeaderTimeout),
 			KeepaliveTimeout:   duration(defaultKeepaliveTimeout),
 			ClientWriteTimeout: duration(defaultClientWriteTimeout),
+			MaxHeaderBytes:     defaultMaxHeaderBytes,
 		},
 		RateLimit:     rateLimitConfig{FailOpen: true},
 		Observability: observabilityConfig{Prometheus: prometheusConfig{Enabled: true, Path: defaultMetricsPath}},
@@ -219,6 +259,15 @@ func defaultConfig() fileConfig {
 // defaultsFor fills in the defaults of optional sections that exist only
 // when written (pointers), after decoding.
 func (c *fileConfig) defaultsFor() {
+	if l := c.Observability.Logging; l != nil {
+		// observability.logging stands for log; validate refuses both.
+		if c.has("observability.logging.level") {
+			c.Log.Level = l.Level
+		}
+		if c.has("observability.logging.format") {
+			c.Log.Format = l.Format
+		}
+	}
 	if r := c.Storage.Redis; r != nil && !c.has("storage.redis.records") {
 		r.Records = true
 	}

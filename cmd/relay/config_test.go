@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // env returns a getenv over a fixed map.
@@ -319,4 +321,82 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[fileConfig](), "")
+}
+
+// The keys added for operators and for the original format are checked
+// like the others: each problem names its key and line.
+func TestOperatorKeysErrors(t *testing.T) {
+	const base = "routes: [{name: r, path: /v1, upstream: https://api.example.com}]\nauth: {api_keys: [k]}\n"
+	tests := []struct {
+		name string
+		src  string
+		want []string
+	}{
+		{"tls without a key file", base + "server:\n  tls: {cert_file: c.pem}\n", []string{"relay.yaml:4:", "server.tls.key_file: want the private key file"}},
+		{"h2c with tls", base + "server:\n  tls: {cert_file: c.pem, key_file: k.pem}\n  h2c: true\n", []string{"relay.yaml:5:", "server.h2c: h2c is HTTP/2 without TLS"}},
+		{"tiny header limit", base + "server:\n  max_header_bytes: 100\n", []string{"relay.yaml:4:", "server.max_header_bytes: want a number of bytes from 4096"}},
+		{"log twice", base + "log: {level: info}\nobservability:\n  logging: {level: debug}\n", []string{"relay.yaml:5:", "give either log or observability.logging"}},
+		{"original log level", base + "observability:\n  logging:\n    level: loud\n", []string{"relay.yaml:5:", `observability.logging.level: unknown level "loud"`}},
+		{"ttl not a duration", base + "storage:\n  redis: {addr: r:6379, ttl: soon}\n", []string{"relay.yaml:4:", "storage.redis.ttl: want a number of seconds or a duration"}},
+		{"ttl negative", base + "storage:\n  redis: {addr: r:6379, ttl: -5}\n", []string{"relay.yaml:4:", "storage.redis.ttl: want a positive number of seconds"}},
+		{"metrics addr is the main one", base + "server: {addr: \"127.0.0.1:8080\"}\nobservability:\n  prometheus: {addr: \"127.0.0.1:8080\"}\n", []string{"relay.yaml:5:", "observability.prometheus.addr: is the main listen address"}},
+		{"metrics addr not host:port", base + "observability:\n  prometheus: {addr: localhost}\n", []string{"relay.yaml:4:", "observability.prometheus.addr: want host:port"}},
+		{"metrics addr with metrics off", base + "observability:\n  prometheus: {enabled: false, addr: \":9091\"}\n", []string{"relay.yaml:4:", "prometheus.enabled is false"}},
+		{"unknown key under observability", base + "observability:\n  detailed_log: true\n", []string{"relay.yaml:4:", `unknown key "detailed_log" in observability`, "detailed_logs"}},
+		{"unknown key under clickhouse", base + "storage:\n  clickhouse: {addr: c:9000, asynch: true}\n", []string{"relay.yaml:4:", `unknown key "asynch" in storage.clickhouse`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseConfig([]byte(tt.src), "relay.yaml", env(nil))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\ndoes not contain %q", err, w)
+				}
+			}
+		})
+	}
+	// A TTL is a duration or, as the original wrote it, seconds.
+	for src, want := range map[string]time.Duration{"3600": time.Hour, "90m": 90 * time.Minute, "0": 0} {
+		c, err := parseConfig([]byte(base+"storage: {redis: {addr: r:6379, ttl: "+src+"}}\n"), "relay.yaml", env(nil))
+		if err != nil || time.Duration(c.Storage.Redis.TTL) != want {
+			t.Errorf("ttl: %s = %v, %v; want %v", src, err, c, want)
+		}
+	}
+}
+
+// The configuration in the Kubernetes manifest's ConfigMap loads.
+func TestKubernetesConfigLoads(t *testing.T) {
+	const path = "../../deployments/kubernetes/relay.yaml"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for doc := range strings.SplitSeq(string(b), "\n---\n") {
+		var cm struct {
+			Kind string            `yaml:"kind"`
+			Data map[string]string `yaml:"data"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &cm); err != nil {
+			t.Fatal(err)
+		}
+		if cm.Kind != "ConfigMap" {
+			continue
+		}
+		found = true
+		c, err := parseConfig([]byte(cm.Data["config.yaml"]), path+" (ConfigMap config.yaml)",
+			env(map[string]string{"OPENAI_API_KEY": "sk-x", "RELAY_CLIENT_KEY": "ck"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Duration(c.Server.WatchInterval) == 0 {
+			t.Error("the ConfigMap's configuration does not watch itself: edits would need a restart")
+		}
+	}
+	if !found {
+		t.Fatalf("%s has no ConfigMap", path)
+	}
 }

@@ -136,7 +136,11 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	if v.Type() == reflect.TypeFor[duration]() {
-		d.duration(n, v, path)
+		d.duration(n, v, path, false)
+		return
+	}
+	if v.Type() == reflect.TypeFor[seconds]() {
+		d.duration(n, v, path, true)
 		return
 	}
 	switch v.Kind() {
@@ -323,8 +327,9 @@ func (d *decoder) scalar(n *yaml.Node, path string) (string, bool) {
 	return s, true
 }
 
-// duration decodes a Go duration ("90s", "1m30s"); a bare 0 is allowed.
-func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
+// duration decodes a Go duration ("90s", "1m30s"); a bare 0 is allowed,
+// and with bareSeconds any bare whole number, read as seconds.
+func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string, bareSeconds bool) {
 	s, ok := d.scalar(n, path)
 	if !ok {
 		return
@@ -333,9 +338,23 @@ func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
 		v.SetInt(0)
 		return
 	}
+	if bareSeconds {
+		if secs, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 10, 64); err == nil {
+			if secs < 0 || secs > int64(math.MaxInt64/time.Second) {
+				d.add(n.Line, path, "want a positive number of seconds or a duration such as 1h")
+				return
+			}
+			v.SetInt(secs * int64(time.Second))
+			return
+		}
+	}
 	t, err := time.ParseDuration(s)
 	if err != nil {
-		d.add(n.Line, path, "want a duration with a unit, such as 300s, 5m or 1m30s")
+		if bareSeconds {
+			d.add(n.Line, path, "want a number of seconds or a duration with a unit, such as 3600 or 1h")
+		} else {
+			d.add(n.Line, path, "want a duration with a unit, such as 300s, 5m or 1m30s")
+		}
 		return
 	}
 	if t < 0 {

@@ -16,14 +16,40 @@ import (
 	relayredis "github.com/streamrelay/relay/redis"
 )
 
-// storage is what the storage section opened: the recorders, the Redis
-// limiter when rate limits are shared through Redis, and what to close at
-// exit, after the relay has written its queued records.
+// storage is what the storage section opened, once for the life of the
+// process: every configuration generation writes to the same stores and
+// asks the same limiters, so that a reload loses neither records nor
+// rate-limit state. What to close at exit is closed after every
+// generation has written its queued records.
 type storage struct {
-	recorders []relay.Recorder
-	limiter   relay.Limiter // nil: limits, if any, are kept in memory
-	closers   []func() error
-	names     []string // for the startup log
+	stores []store
+	// memory keeps rate limits in this process; redis, when
+	// storage.redis is configured, in Redis, shared by replicas.
+	memory *relay.MemoryLimiter
+	redis  relay.Limiter
+	// checks are the stores /readyz asks, by name.
+	checks  []check
+	closers []func() error
+	names   []string // for the startup log
+}
+
+// check is a store's health check, named for /readyz.
+type check struct {
+	name string
+	hc   relay.HealthChecker
+}
+
+// limiter is the limiter for c: nil when rate limiting is off, Redis's when
+// storage.redis is configured, else the in-memory one.
+func (s *storage) limiter(c *fileConfig) relay.Limiter {
+	switch {
+	case !c.RateLimit.Enabled:
+		return nil
+	case s.redis != nil:
+		return s.redis
+	default:
+		return s.memory
+	}
 }
 
 // close releases files and connections, reporting the first error.
@@ -44,7 +70,7 @@ const startupProbe = 5 * time.Second
 // records go to stdout as JSON lines (logs go to stderr, so the two do not
 // mix); storage.discard turns records off.
 func openStorage(ctx context.Context, c *fileConfig, stdout io.Writer, log *slog.Logger) (_ *storage, err error) {
-	st := &storage{}
+	st := &storage{memory: relay.NewMemoryLimiter(relay.Limits{})}
 	defer func() {
 		if err != nil {
 			_ = st.close()
@@ -53,7 +79,7 @@ func openStorage(ctx context.Context, c *fileConfig, stdout io.Writer, log *slog
 	sc := &c.Storage
 	if j := sc.JSONL; j != nil {
 		if j.Path == "-" {
-			st.recorders = append(st.recorders, relay.NewJSONLinesRecorder(stdout))
+			st.stores = append(st.stores, store{"jsonl", relay.NewJSONLinesRecorder(stdout)})
 			st.names = append(st.names, "jsonl:stdout")
 		} else {
 			f, err := os.OpenFile(j.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -61,12 +87,12 @@ func openStorage(ctx context.Context, c *fileConfig, stdout io.Writer, log *slog
 				return nil, fmt.Errorf("%s:%d: storage.jsonl.path: %w", c.file, c.line("storage.jsonl.path"), err)
 			}
 			st.closers = append(st.closers, f.Close)
-			st.recorders = append(st.recorders, relay.NewJSONLinesRecorder(f))
+			st.stores = append(st.stores, store{"jsonl", relay.NewJSONLinesRecorder(f)})
 			st.names = append(st.names, "jsonl:"+j.Path)
 		}
 	}
 	if sc.Log {
-		st.recorders = append(st.recorders, relay.SlogRecorder{Logger: log})
+		st.stores = append(st.stores, store{"log", relay.SlogRecorder{Logger: log}})
 		st.names = append(st.names, "log")
 	}
 	if r := sc.Redis; r != nil {
@@ -79,33 +105,48 @@ func openStorage(ctx context.Context, c *fileConfig, stdout io.Writer, log *slog
 			return nil, err
 		}
 	}
-	if len(st.recorders) == 0 && !sc.Discard {
-		st.recorders = append(st.recorders, relay.NewJSONLinesRecorder(stdout))
+	if len(st.stores) == 0 && !sc.Discard {
+		st.stores = append(st.stores, store{"jsonl", relay.NewJSONLinesRecorder(stdout)})
 		st.names = append(st.names, "jsonl:stdout")
 	}
 	return st, nil
 }
 
-// openRedis connects the Redis limiter (when rate limiting is enabled) and
+// openRedis connects the Redis limiter (used while rate_limit.enabled) and
 // the Redis Streams recorder (unless records: false). Replicas pointed at
-// the same Redis share their budgets.
+// the same Redis share their budgets. The limiter is made whether or not
+// rate limiting is on now, so that a reload can turn it on; it does not
+// contact Redis until asked.
 func (st *storage) openRedis(ctx context.Context, c *fileConfig, r *redisConfig, log *slog.Logger) error {
-	client := redis.NewClient(&redis.Options{Addr: r.Addr, Username: r.Username, Password: r.Password, DB: r.DB})
+	installRedisLogger(log)
+	client := redis.NewClient(&redis.Options{Addr: r.Addr, Username: r.Username, Password: r.Password, DB: r.DB,
+		// Fail fast: the limiter bounds each call (and fails open), and
+		// record batches are retried with backoff by the relay's queue, so
+		// the driver's own retries (5 dials per try, 4 tries) would only
+		// stretch a Redis outage into seconds per batch. One retry still
+		// covers a pooled connection that Redis closed.
+		DialerRetries: 2,
+		MaxRetries:    1,
+	})
 	st.closers = append(st.closers, client.Close)
-	opts := []relayredis.Option{relayredis.WithLogger(log.With("component", "redis"))}
+	// relayredis names its part ("component": "limiter" or "recorder"), so
+	// its logger carries no component of its own.
+	opts := []relayredis.Option{relayredis.WithLogger(log)}
 	if r.Prefix != "" {
 		opts = append(opts, relayredis.WithPrefix(r.Prefix))
 	}
 	wrap := func(key string, err error) error {
 		return fmt.Errorf("%s:%d: %s: %w", c.file, c.line(key), key, err)
 	}
-	if c.RateLimit.Enabled {
-		l, err := relayredis.NewLimiter(client, append(opts, relayredis.WithDefaultLimits(c.RateLimit.limits()))...)
-		if err != nil {
-			return wrap("storage.redis", err)
-		}
-		st.limiter = l
+	// Limits come with each key (relayOptions gives every key the
+	// defaults it has no limits of its own for), so that a reload changes
+	// them; the limiter's own defaults stay zero.
+	l, err := relayredis.NewLimiter(client, opts...)
+	if err != nil {
+		return wrap("storage.redis", err)
 	}
+	st.redis = l
+	var health relay.HealthChecker = l
 	if r.Records {
 		ropts := opts
 		if r.Stream != "" {
@@ -118,9 +159,17 @@ func (st *storage) openRedis(ctx context.Context, c *fileConfig, r *redisConfig,
 		if err != nil {
 			return wrap("storage.redis", err)
 		}
-		st.recorders = append(st.recorders, rec)
-		st.names = append(st.names, "redis:"+rec.Stream())
+		name := "redis:" + rec.Stream()
+		var sr relay.Recorder = rec
+		if r.TTL > 0 {
+			sr = newExpiringStream(rec, client, time.Duration(r.TTL), log)
+			name += "(ttl " + time.Duration(r.TTL).String() + ")"
+		}
+		st.stores = append(st.stores, store{"redis", sr})
+		st.names = append(st.names, name)
+		health = rec
 	}
+	st.checks = append(st.checks, check{"redis", health})
 	pctx, cancel := context.WithTimeout(ctx, startupProbe)
 	defer cancel()
 	if err := client.Ping(pctx).Err(); err != nil {
@@ -135,6 +184,8 @@ func (st *storage) openRedis(ctx context.Context, c *fileConfig, r *redisConfig,
 func (st *storage) openClickHouse(ctx context.Context, c *fileConfig, ch *clickhouseConfig, log *slog.Logger) error {
 	o := relayclickhouse.DefaultOptions(ch.Addr)
 	o.Auth = clickhouse.Auth{Database: ch.Database, Username: ch.Username, Password: ch.Password}
+	// The driver logs through slog: into the one log stream, as a leaf.
+	o.Logger = log.With("component", "clickhouse-go")
 	conn, err := clickhouse.Open(o)
 	if err != nil {
 		return fmt.Errorf("%s:%d: storage.clickhouse: %w", c.file, c.line("storage.clickhouse"), err)
@@ -152,8 +203,15 @@ func (st *storage) openClickHouse(ctx context.Context, c *fileConfig, ch *clickh
 				"addr", ch.Addr, "table", ch.Table, "error", err.Error())
 		}
 	}
-	st.recorders = append(st.recorders, rec)
-	st.names = append(st.names, "clickhouse:"+ch.Table)
+	var sr relay.Recorder = rec
+	name := "clickhouse:" + ch.Table
+	if ch.Async {
+		sr = newAsyncInserts(rec, conn, log)
+		name += "(async inserts)"
+	}
+	st.stores = append(st.stores, store{"clickhouse", sr})
+	st.checks = append(st.checks, check{"clickhouse", rec})
+	st.names = append(st.names, name)
 	return nil
 }
 

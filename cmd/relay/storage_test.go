@@ -17,17 +17,24 @@ import (
 )
 
 // serviceAddr returns the address of a test service from env, skipping the
-// test when it is unset, unless CI=true, where a missing service fails it.
+// test when it is unset, unless under CI, where a missing service fails it.
 func serviceAddr(t *testing.T, env string) string {
 	t.Helper()
 	addr := os.Getenv(env)
 	if addr == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not set (CI=true): source .ci/services.sh and start the service", env)
-		}
-		t.Skipf("%s is not set", env)
+		need(t, "%s is not set: source .ci/services.sh and start the service", env)
 	}
 	return addr
+}
+
+// need skips the test, or fails it under CI (CI set, and not "false" or
+// "0"), where something missing is a broken setup, not a reason to pass.
+func need(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
+		t.Fatalf(format+" (CI=%s)", append(args, ci)...)
+	}
+	t.Skipf(format, args...)
 }
 
 // jsonUpstream serves a small JSON answer on loopback.
@@ -141,5 +148,97 @@ storage:
 	var n uint64
 	if err := conn.QueryRow(ctx, "SELECT count() FROM "+table+" WHERE tenant = 'acme'").Scan(&n); err != nil || n != 3 {
 		t.Errorf("%s holds %d records of tenant acme (%v), want 3\nlogs:\n%s", table, n, err, s.stderr)
+	}
+}
+
+// storage.redis.ttl: records older than the TTL leave the stream at the
+// next write, and the stream expires a TTL after the last one.
+func TestRedisTTL(t *testing.T) {
+	addr := serviceAddr(t, "RELAY_TEST_REDIS_ADDR")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	defer client.Close()
+	if err := client.Ping(ctx).Err(); err != nil {
+		t.Fatalf("redis at %s: %v", addr, err)
+	}
+	prefix := uniqueName("relayttltest")
+	stream := prefix + ":records"
+	t.Cleanup(func() { client.Del(context.Background(), stream) })
+	// An entry from long ago (ids are milliseconds since 1970).
+	if err := client.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: "1000-0", Values: []string{"request_id", "ancient"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`
+routes: [{name: up, path: /v1, upstream: "%s", kind: json}]
+auth: {api_keys: [k1]}
+storage:
+  redis: {addr: "%s", prefix: %s, ttl: 3600}
+`, jsonUpstream(t), addr, prefix))
+	s := startServer(t, []string{"-config", cfg}, hooks{})
+	if code := status(ctx, t, s.base+"/v1/x", "k1"); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	if err := s.shutdown(t); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := client.XRange(ctx, stream, "-", "+").Result()
+	if err != nil || len(entries) != 1 || entries[0].Values["request_id"] == "ancient" {
+		t.Errorf("stream entries %v (%v), want only the new record", entries, err)
+	}
+	if ttl, err := client.PTTL(ctx, stream).Result(); err != nil || ttl <= 0 || ttl > time.Hour {
+		t.Errorf("stream PTTL %v (%v), want up to 1h", ttl, err)
+	}
+	if !strings.Contains(s.stderr.String(), "redis:"+stream+"(ttl 1h0m0s)") {
+		t.Errorf("the startup log does not show the ttl:\n%s", s.stderr)
+	}
+}
+
+// storage.clickhouse.async: inserts ask for async inserts where the server
+// has them; a server without them (18.16 here) gets plain batch inserts,
+// said once in the log. Either way every record is stored.
+func TestClickHouseAsync(t *testing.T) {
+	addr := serviceAddr(t, "RELAY_TEST_CLICKHOUSE_ADDR")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var has uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.settings WHERE name = 'async_insert'").Scan(&has); err != nil {
+		t.Fatalf("clickhouse at %s: %v", addr, err)
+	}
+	table := uniqueName("relay_cmd_async_")
+	t.Cleanup(func() { _ = conn.Exec(context.Background(), "DROP TABLE IF EXISTS "+table) })
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`
+routes: [{name: up, path: /v1, upstream: "%s", kind: json}]
+auth: {api_keys: [{key: k1, tenant: acme}]}
+storage:
+  clickhouse: {addr: "%s", table: %s, async: true}
+  queue: {flush_interval: 20ms}
+`, jsonUpstream(t), addr, table))
+	s := startServer(t, []string{"-config", cfg}, hooks{})
+	for range 2 {
+		if code := status(ctx, t, s.base+"/v1/x", "k1"); code != 200 {
+			t.Fatalf("status %d", code)
+		}
+	}
+	if err := s.shutdown(t); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+table+" WHERE tenant = 'acme'").Scan(&n); err != nil || n != 2 {
+		t.Errorf("%s holds %d records (%v), want 2\nlogs:\n%s", table, n, err, s.stderr)
+	}
+	warned := strings.Count(s.stderr.String(), "the server has no asynchronous inserts")
+	if has == 0 && warned != 1 || has > 0 && warned != 0 {
+		t.Errorf("server has async_insert: %v; the fallback was logged %d times:\n%s", has > 0, warned, s.stderr)
+	}
+	if !strings.Contains(s.stderr.String(), "clickhouse:"+table+"(async inserts)") {
+		t.Errorf("the startup log does not show async inserts:\n%s", s.stderr)
 	}
 }

@@ -78,6 +78,20 @@ func (c *fileConfig) validateServer(p *problems) {
 	if s.ClientWriteTimeout <= 0 {
 		c.bad(p, "server.client_write_timeout", "want a positive duration")
 	}
+	if s.MaxHeaderBytes < 4096 || s.MaxHeaderBytes > 16<<20 {
+		c.bad(p, "server.max_header_bytes", "want a number of bytes from 4096 to 16777216")
+	}
+	if t := s.TLS; t != nil {
+		if t.CertFile == "" {
+			c.bad(p, "server.tls.cert_file", "want the certificate file (PEM, the chain after the leaf)")
+		}
+		if t.KeyFile == "" {
+			c.bad(p, "server.tls.key_file", "want the private key file (PEM)")
+		}
+		if s.H2C {
+			c.bad(p, "server.h2c", "h2c is HTTP/2 without TLS; with tls, clients get HTTP/2 by ALPN")
+		}
+	}
 }
 
 func validPort(s string, zeroOK bool) bool {
@@ -127,9 +141,9 @@ func (c *fileConfig) validateRoutes(p *problems, getenv func(string) (string, bo
 			c.bad(p, at+".rewrite_prefix", "want a path starting with /")
 		}
 		switch r.Kind {
-		case "", "auto", "sse", "audio", "json":
+		case "", "auto", "sse", "audio", "raw", "json":
 		default:
-			c.bad(p, at+".kind", "unknown kind %s (want auto, sse, audio or json)", c.show(at+".kind", r.Kind))
+			c.bad(p, at+".kind", "unknown kind %s (want auto, sse, audio, raw or json)", c.show(at+".kind", r.Kind))
 		}
 		switch r.Provider {
 		case "", "openai", "azure", "anthropic", "azure-tts":
@@ -312,16 +326,39 @@ func (c *fileConfig) validateObservability(p *problems) {
 			c.bad(p, "observability.prometheus.path", "%s is taken by the health checks", pr.Path)
 		}
 	}
+	if a := c.Observability.Prometheus.Addr; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || !validPort(port, true) {
+			c.bad(p, "observability.prometheus.addr", "want host:port (such as 127.0.0.1:9091)")
+		} else if a == c.listenAddr() && port != "0" {
+			c.bad(p, "observability.prometheus.addr", "is the main listen address; give another port, or leave addr out to serve metrics there")
+		}
+		if !c.Observability.Prometheus.Enabled {
+			c.bad(p, "observability.prometheus.addr", "is set but prometheus.enabled is false")
+		}
+	}
+	logKey := c.logKey()
+	if c.Observability.Logging != nil && c.has("log") {
+		c.bad(p, "observability.logging", "give either log or observability.logging, not both")
+	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "warning", "error":
 	default:
-		c.bad(p, "log.level", "unknown level %s (want debug, info, warn or error)", c.show("log.level", c.Log.Level))
+		c.bad(p, logKey+".level", "unknown level %s (want debug, info, warn or error)", c.show(logKey+".level", c.Log.Level))
 	}
 	switch strings.ToLower(c.Log.Format) {
 	case "json", "text":
 	default:
-		c.bad(p, "log.format", "unknown format %s (want json or text)", c.show("log.format", c.Log.Format))
+		c.bad(p, logKey+".format", "unknown format %s (want json or text)", c.show(logKey+".format", c.Log.Format))
 	}
+}
+
+// logKey is where the file sets the log settings: log, or the original
+// project's observability.logging.
+func (c *fileConfig) logKey() string {
+	if c.Observability.Logging != nil {
+		return "observability.logging"
+	}
+	return "log"
 }
 
 // normalizePrefix and hasDotSegment follow the relay's RouteTable, so that
