@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -49,6 +52,7 @@ func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool)
 		relay.WithLimiterFailOpen(c.RateLimit.FailOpen),
 		relay.WithRecordQueue(c.Storage.Queue.options(c.has("storage.queue.max_retries"))),
 	}
+	opts = append(opts, c.bounds()...)
 	stores := fanout(st.stores)
 	if c.Observability.DetailedLogs {
 		stores = append(stores[:len(stores):len(stores)], store{"detailed_logs", detailRecorder{lg.detail}})
@@ -76,6 +80,7 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 		Provider:      relay.Provider(r.Provider),
 		Headers:       r.Headers,
 		MaxAttempts:   r.MaxAttempts,
+		PassHeaders:   r.PassHeaders,
 		Timeouts: relay.Timeouts{
 			Connect:   time.Duration(r.Timeouts.Connect),
 			FirstByte: time.Duration(r.Timeouts.FirstByte),
@@ -128,9 +133,54 @@ func (q queueConfig) options(retriesSet bool) relay.AsyncOptions {
 		FlushInterval: time.Duration(q.FlushInterval),
 		WriteTimeout:  time.Duration(q.WriteTimeout),
 		MaxRetries:    q.MaxRetries,
+		MaxQueueBytes: q.MaxBytes,
 	}
 	if retriesSet && q.MaxRetries == 0 {
 		o.MaxRetries = -1
 	}
 	return o
+}
+
+// bounds are the options of the server keys that bound what a client can
+// make the relay hold; a key left out keeps the library's default.
+func (c *fileConfig) bounds() []relay.Option {
+	s := &c.Server
+	var opts []relay.Option
+	if c.has("server.body_min_rate") || c.has("server.body_grace") {
+		rate, grace := int64(240), 5*time.Second // the library's defaults
+		if c.has("server.body_min_rate") {
+			rate = s.BodyMinRate
+		}
+		if c.has("server.body_grace") {
+			grace = time.Duration(s.BodyGrace)
+		}
+		opts = append(opts, relay.WithRequestBodyRate(rate, grace))
+	}
+	if c.has("server.body_timeout") {
+		opts = append(opts, relay.WithRequestBodyTimeout(time.Duration(s.BodyTimeout)))
+	}
+	if c.has("server.body_budget") {
+		opts = append(opts, relay.WithRequestBodyBudget(s.BodyBudget))
+	}
+	if c.has("server.observation_budget") {
+		opts = append(opts, relay.WithObservationBudget(s.ObservationBudget))
+	}
+	if c.has("server.methods") {
+		opts = append(opts, relay.WithAllowedMethods(s.Methods...))
+	}
+	return opts
+}
+
+// checkRelay builds (and at once shuts down) a relay from c, without its
+// stores, so that -check also applies the library's own rules: keys with
+// surrounding whitespace or control characters, methods, header names.
+func checkRelay(c *fileConfig, getenv func(string) (string, bool)) error {
+	st := &storage{memory: relay.NewMemoryLimiter(relay.Limits{})}
+	t := relay.NewTransport()
+	defer t.CloseIdleConnections()
+	rl, err := relay.New(relayOptions(c, st, getenv, newLogs(c.Log, io.Discard), prometheus.NewRegistry(), t)...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.file, err)
+	}
+	return rl.Shutdown(context.Background())
 }

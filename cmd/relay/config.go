@@ -50,6 +50,14 @@ type serverConfig struct {
 	// MaxHeaderBytes bounds a request's header (http.Server.MaxHeaderBytes;
 	// HTTP/2 header lists too).
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// Request-body and observation bounds (the library's Limits and
+	// abuse); unset keys keep the library's defaults.
+	BodyMinRate       int64    `yaml:"body_min_rate"`
+	BodyGrace         duration `yaml:"body_grace"`
+	BodyTimeout       duration `yaml:"body_timeout"`
+	BodyBudget        int64    `yaml:"body_budget"`
+	ObservationBudget int64    `yaml:"observation_budget"`
+	Methods           []string `yaml:"methods"`
 	// TLS, when present, serves HTTPS (and HTTP/2) on the listen address.
 	TLS *tlsConfig `yaml:"tls"`
 	// H2C serves HTTP/2 without TLS (prior knowledge), for a proxy in front
@@ -80,6 +88,7 @@ type routeConfig struct {
 	Headers       map[string]string `yaml:"headers"`
 	Timeouts      timeoutsConfig    `yaml:"timeouts"`
 	MaxAttempts   int               `yaml:"max_attempts"`
+	PassHeaders   []string          `yaml:"pass_headers"`
 }
 
 type upstreamConfig struct {
@@ -190,6 +199,7 @@ type queueConfig struct {
 	FlushInterval duration `yaml:"flush_interval"`
 	WriteTimeout  duration `yaml:"write_timeout"`
 	MaxRetries    int      `yaml:"max_retries"`
+	MaxBytes      int64    `yaml:"max_bytes"`
 }
 
 type observabilityConfig struct {

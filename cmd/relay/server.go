@@ -106,6 +106,9 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, h hoo
 				return fmt.Errorf("%s:%d: server.tls: %w", cfg.file, cfg.line("server.tls"), err)
 			}
 		}
+		if err := checkRelay(cfg, getenv); err != nil {
+			return err
+		}
 		fmt.Fprintf(stdout, "%s: configuration OK (%d routes, %d client keys)\n", cfg.file, len(cfg.Routes), len(cfg.Auth.APIKeys))
 		return nil
 	}

@@ -81,6 +81,21 @@ func (c *fileConfig) validateServer(p *problems) {
 	if s.MaxHeaderBytes < 4096 || s.MaxHeaderBytes > 16<<20 {
 		c.bad(p, "server.max_header_bytes", "want a number of bytes from 4096 to 16777216")
 	}
+	if s.BodyMinRate < 0 {
+		c.bad(p, "server.body_min_rate", "want bytes per second, 0 for no minimum")
+	}
+	if s.BodyGrace < 0 {
+		c.bad(p, "server.body_grace", "want a duration, 0 or more")
+	}
+	if s.BodyTimeout < 0 {
+		c.bad(p, "server.body_timeout", "want a duration, 0 for no overall bound")
+	}
+	if c.has("server.body_budget") && s.BodyBudget < s.MaxBodySize {
+		c.bad(p, "server.body_budget", "want a number of bytes no smaller than max_body_size")
+	}
+	if s.ObservationBudget < 0 {
+		c.bad(p, "server.observation_budget", "want a number of bytes, 0 or more")
+	}
 	if t := s.TLS; t != nil {
 		if t.CertFile == "" {
 			c.bad(p, "server.tls.cert_file", "want the certificate file (PEM, the chain after the leaf)")
