@@ -20,7 +20,10 @@ import (
 // of relay.MemoryLimiter: RequestsPerMinute refills the request bucket,
 // which holds Burst requests (zero: max(1, RequestsPerMinute/6)); the
 // token bucket holds TokenBurst tokens (zero: TokensPerMinute) and may go
-// into debt when a request uses more than it reserved. Allow and Settle
+// into debt when a request uses more than it reserved. Both buckets follow
+// MemoryLimiter's one rule, with the same arithmetic and roundings; the
+// root module's testdata/limiter_vectors.json, run against both, holds
+// them to it. Allow and Settle
 // are one round trip each (one Lua script over both keys), timed by
 // Redis's clock; the relay's clock (LimitRequest.Now) is ignored.
 //
