@@ -5,8 +5,6 @@ import (
 	"math"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // Limits are the budgets of one tenant. A zero field means "no limit" for
@@ -109,13 +107,31 @@ func (noLimit) Allow(context.Context, LimitRequest) (Decision, error) {
 
 // MemoryLimiter keeps per-tenant request and token buckets in this process.
 //
-// Request buckets are golang.org/x/time/rate limiters. Token buckets are
-// kept by the same rules but by hand, because x/time/rate cannot give tokens
-// back and settlement needs to. Buckets are created on first use and evicted
-// once full: a full bucket is indistinguishable from a new one, so eviction
-// never resets an active tenant. Eviction runs inline at most once per
-// sweep interval, so there is no goroutine or timer per key; memory is
-// bounded by the tenants active within a refill period.
+// Both budgets follow one token-bucket rule, the same arithmetic as the
+// Redis limiter's script (module github.com/streamrelay/relay/redis), and
+// shared test vectors (testdata/limiter_vectors.json) hold the two to it:
+//
+//   - A bucket of rate r per second and size burst starts full. At time
+//     now its level is min(burst, level + elapsed*r), elapsed being the
+//     seconds since it was last written; a clock reading older than that
+//     refills nothing, so readings out of order never mint tokens.
+//   - A cost c is admitted when the level is at least min(c, burst): a
+//     cost larger than the bucket waits for a full bucket, then takes it
+//     into debt. Admission subtracts c; settlement subtracts used minus
+//     reserved (a refund when negative), never above burst. The level may
+//     be negative (debt) and is repaid by the refill.
+//   - Tokens are checked first and nothing is taken on a refusal, so a
+//     refusal for tokens does not spend a request.
+//   - Retry-After is the time to refill the missing amount, rounded up to
+//     whole seconds (as the header carries), at least one second. A
+//     Quota's Remaining is the level rounded down (never below zero), its
+//     Reset the exact time until the bucket is full.
+//
+// Buckets are created on first use and evicted once full: a full bucket is
+// indistinguishable from a new one, so eviction never resets an active
+// tenant. Eviction runs inline at most once per sweep interval, so there
+// is no goroutine or timer per key; memory is bounded by the tenants active
+// within a refill period.
 //
 // It is safe for concurrent use.
 type MemoryLimiter struct {
@@ -127,22 +143,11 @@ type MemoryLimiter struct {
 	sweepGap  time.Duration
 }
 
+// tenantBucket is one tenant's pair of buckets. A tenant whose keys carry
+// different limits keeps one pair: each call applies its own rates and
+// sizes to the stored levels, as the Redis limiter does.
 type tenantBucket struct {
-	limits   Limits
-	requests *rate.Limiter // nil when requests are unlimited
-	tokens   tokenBucket
-	seen     time.Time // latest time used: readings never go back
-}
-
-// at clamps a clock reading that is older than one already used:
-// concurrent requests reach the limiter slightly out of order, and
-// x/time/rate would credit the same interval twice.
-func (b *tenantBucket) at(now time.Time) time.Time {
-	if now.Before(b.seen) {
-		return b.seen
-	}
-	b.seen = now
-	return now
+	requests, tokens tokenBucket
 }
 
 // NewMemoryLimiter returns a MemoryLimiter with the given default limits,
@@ -166,63 +171,39 @@ func (m *MemoryLimiter) AllowAt(now time.Time, req LimitRequest) Decision {
 	if req.Identity.Limits != nil {
 		lim = *req.Identity.Limits
 	}
-	if lim.RequestsPerMinute <= 0 && lim.TokensPerMinute <= 0 {
+	rs, ts := lim.requestShape(), lim.tokenShape()
+	if rs.rate <= 0 && ts.rate <= 0 {
 		return Decision{Allowed: true}
 	}
+	n := float64(max(1, req.Cost.Requests))
+	tokens := float64(max(0, req.Cost.Tokens))
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sweep(now)
-	b := m.bucket(req.Identity.Tenant, lim, now)
-	now = b.at(now)
+	b := m.bucket(req.Identity.Tenant)
+	b.requests.bucketShape, b.tokens.bucketShape = rs, ts
 
-	var d Decision
-	d.Allowed = true
-	// Tokens first: a refusal for tokens must not spend a request slot.
-	if lim.TokensPerMinute > 0 {
-		avail := b.tokens.available(now)
-		need := float64(req.Cost.Tokens)
-		if need > float64(b.tokens.burst) {
-			need = float64(b.tokens.burst) // an oversize request waits for a full bucket
+	d := Decision{Allowed: true}
+	// Tokens first: a refusal for tokens must not spend a request.
+	if ts.rate > 0 && !b.tokens.admits(now, tokens) {
+		d.Allowed, d.Reason, d.RetryAfter = false, "tokens", b.tokens.retryAfter(now, tokens)
+	}
+	if d.Allowed && rs.rate > 0 && !b.requests.admits(now, n) {
+		d.Allowed, d.Reason, d.RetryAfter = false, "requests", b.requests.retryAfter(now, n)
+	}
+	if d.Allowed {
+		if rs.rate > 0 {
+			b.requests.take(now, n)
 		}
-		if avail < need {
-			d.Allowed = false
-			d.Reason = "tokens"
-			d.RetryAfter = b.tokens.timeFor(need - avail)
+		if ts.rate > 0 && tokens > 0 {
+			b.tokens.take(now, tokens)
 		}
 	}
-	if d.Allowed && b.requests != nil {
-		n := int(req.Cost.Requests)
-		if n <= 0 {
-			n = 1
-		}
-		r := b.requests.ReserveN(now, n)
-		if !r.OK() || r.DelayFrom(now) > 0 {
-			if r.OK() {
-				r.CancelAt(now)
-			}
-			d.Allowed = false
-			d.Reason = "requests"
-			d.RetryAfter = ceilSecond(b.requests, n, now)
-		}
+	if rs.rate > 0 {
+		d.Requests = b.requests.quota(now, int64(lim.RequestsPerMinute))
 	}
-	if d.Allowed && lim.TokensPerMinute > 0 {
-		b.tokens.take(now, float64(req.Cost.Tokens))
-	}
-	if b.requests != nil {
-		tok := b.requests.TokensAt(now)
-		d.Requests = Quota{
-			Limit:     int64(lim.RequestsPerMinute),
-			Remaining: max(0, int64(math.Floor(tok))),
-			Reset:     time.Duration((float64(b.requests.Burst()) - tok) / float64(b.requests.Limit()) * float64(time.Second)),
-		}
-	}
-	if lim.TokensPerMinute > 0 {
-		avail := b.tokens.available(now)
-		d.Tokens = Quota{
-			Limit:     lim.TokensPerMinute,
-			Remaining: max(0, int64(avail)),
-			Reset:     b.tokens.timeFor(float64(b.tokens.burst) - avail),
-		}
+	if ts.rate > 0 {
+		d.Tokens = b.tokens.quota(now, lim.TokensPerMinute)
 	}
 	return d
 }
@@ -236,22 +217,20 @@ func (m *MemoryLimiter) Settle(_ context.Context, req LimitRequest, used int64) 
 
 // SettleAt is Settle at an explicit time.
 func (m *MemoryLimiter) SettleAt(now time.Time, req LimitRequest, used int64) {
-	delta := used - req.Cost.Tokens
-	if delta == 0 {
-		return
-	}
+	delta := max(0, used) - max(0, req.Cost.Tokens)
 	lim := m.defaults
 	if req.Identity.Limits != nil {
 		lim = *req.Identity.Limits
 	}
-	if lim.TokensPerMinute <= 0 {
+	ts := lim.tokenShape()
+	if delta == 0 || ts.rate <= 0 {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	// A bucket evicted as full is rebuilt full, which is what it was.
-	b := m.bucket(req.Identity.Tenant, lim, now)
-	now = b.at(now)
+	b := m.bucket(req.Identity.Tenant)
+	b.tokens.bucketShape = ts
 	b.tokens.take(now, float64(delta))
 }
 
@@ -262,48 +241,13 @@ func (m *MemoryLimiter) Len() int {
 	return len(m.buckets)
 }
 
-// bucket returns the tenant's bucket, creating it, or adapting it in place
-// when the tenant's limits changed (keys of one tenant may carry different
-// limits): what was spent stays spent, clamped to the new burst, and the
-// refill goes on at the new rate. Called with m.mu held.
-func (m *MemoryLimiter) bucket(tenant string, lim Limits, now time.Time) *tenantBucket {
-	old, ok := m.buckets[tenant]
-	if ok && old.limits == lim {
-		return old
-	}
-	b := m.newBucket(lim, now)
-	if ok {
-		now = old.at(now)
-		b.seen = old.seen
-		if old.requests != nil && b.requests != nil {
-			old.requests.SetLimitAt(now, b.requests.Limit())
-			old.requests.SetBurstAt(now, b.requests.Burst())
-			b.requests = old.requests
-		}
-		if old.limits.TokensPerMinute > 0 && lim.TokensPerMinute > 0 {
-			b.tokens.level = min(old.tokens.available(now), float64(b.tokens.burst))
-			b.tokens.at = now
-		}
-	}
-	m.buckets[tenant] = b
-	return b
-}
-
-func (m *MemoryLimiter) newBucket(lim Limits, now time.Time) *tenantBucket {
-	b := &tenantBucket{limits: lim, seen: now}
-	if lim.RequestsPerMinute > 0 {
-		burst := lim.Burst
-		if burst <= 0 {
-			burst = max(1, int(lim.RequestsPerMinute/6))
-		}
-		b.requests = rate.NewLimiter(rate.Limit(lim.RequestsPerMinute/60), burst)
-	}
-	if lim.TokensPerMinute > 0 {
-		burst := lim.TokenBurst
-		if burst <= 0 {
-			burst = lim.TokensPerMinute
-		}
-		b.tokens = tokenBucket{perSec: float64(lim.TokensPerMinute) / 60, burst: burst, level: float64(burst), at: now}
+// bucket returns the tenant's buckets, creating them (full) on first use.
+// Called with m.mu held.
+func (m *MemoryLimiter) bucket(tenant string) *tenantBucket {
+	b, ok := m.buckets[tenant]
+	if !ok {
+		b = &tenantBucket{}
+		m.buckets[tenant] = b
 	}
 	return b
 }
@@ -317,60 +261,104 @@ func (m *MemoryLimiter) sweep(now time.Time) {
 	}
 	m.lastSweep = now
 	for k, b := range m.buckets {
-		if b.full(now) {
+		if b.requests.full(now) && b.tokens.full(now) {
 			delete(m.buckets, k)
 		}
 	}
 }
 
-func (b *tenantBucket) full(now time.Time) bool {
-	if b.requests != nil && b.requests.TokensAt(now) < float64(b.requests.Burst()) {
-		return false
+// requestShape is the request bucket of lim; a zero rate means unlimited.
+func (lim Limits) requestShape() bucketShape {
+	if lim.RequestsPerMinute <= 0 {
+		return bucketShape{}
 	}
-	if b.limits.TokensPerMinute > 0 && b.tokens.available(now) < float64(b.tokens.burst) {
-		return false
+	burst := lim.Burst
+	if burst <= 0 {
+		burst = max(1, int(lim.RequestsPerMinute/6))
 	}
-	return true
+	return bucketShape{rate: lim.RequestsPerMinute / 60, burst: float64(burst)}
 }
 
-// ceilSecond is how long until n request tokens are available, rounded up
-// to whole seconds because Retry-After carries seconds.
-func ceilSecond(l *rate.Limiter, n int, now time.Time) time.Duration {
-	missing := float64(n) - l.TokensAt(now)
-	secs := math.Ceil(missing/float64(l.Limit()) - 1e-9) // 1e-9: float noise must not add a second
+// tokenShape is the token bucket of lim; a zero rate means unlimited.
+func (lim Limits) tokenShape() bucketShape {
+	if lim.TokensPerMinute <= 0 {
+		return bucketShape{}
+	}
+	burst := lim.TokenBurst
+	if burst <= 0 {
+		burst = lim.TokensPerMinute
+	}
+	return bucketShape{rate: float64(lim.TokensPerMinute) / 60, burst: float64(burst)}
+}
+
+// bucketShape is a bucket's refill rate per second and size.
+type bucketShape struct {
+	rate, burst float64
+}
+
+// tokenBucket is the one bucket algorithm of both budgets (see
+// MemoryLimiter). Its zero value is an untouched, full bucket. Every
+// operation mirrors a line of the Redis limiter's script, down to the
+// order of the float operations, so that the two agree to the bit on
+// times in whole microseconds.
+type tokenBucket struct {
+	bucketShape
+	level float64   // may be negative: debt
+	at    time.Time // when level was true; zero: never written (full)
+}
+
+// levelAt is the level at now, refilled since at, never above burst.
+func (t *tokenBucket) levelAt(now time.Time) float64 {
+	if t.at.IsZero() {
+		return t.burst
+	}
+	v := t.level
+	if now.After(t.at) {
+		// One division of the exact elapsed time, as the script divides
+		// microseconds: the same float on whole microseconds.
+		v += float64(now.Sub(t.at)) / float64(time.Second) * t.rate
+	}
+	return math.Min(v, t.burst)
+}
+
+// admits reports whether the bucket can pay cost now. A cost above the
+// burst needs a full bucket.
+func (t *tokenBucket) admits(now time.Time, cost float64) bool {
+	return t.levelAt(now) >= math.Min(cost, t.burst)
+}
+
+// take subtracts n (a refund when negative), never leaving more than burst.
+// A clock reading older than the last write refills nothing and leaves
+// the write time where it was.
+func (t *tokenBucket) take(now time.Time, n float64) {
+	v := t.levelAt(now)
+	if t.at.IsZero() || now.After(t.at) {
+		t.at = now
+	}
+	t.level = math.Min(v-n, t.burst)
+}
+
+// retryAfter is how long until cost is admitted, in whole seconds rounded
+// up, at least one: Retry-After carries seconds.
+func (t *tokenBucket) retryAfter(now time.Time, cost float64) time.Duration {
+	missing := math.Min(cost, t.burst) - t.levelAt(now)
+	secs := math.Ceil(missing/t.rate - 1e-9) // 1e-9: float noise must not add a second
 	return max(time.Second, time.Duration(secs)*time.Second)
 }
 
-// tokenBucket is a leaky token budget that may go negative (debt) when
-// settlement charges more than was reserved.
-type tokenBucket struct {
-	perSec float64
-	burst  int64
-	level  float64
-	at     time.Time
-}
-
-func (t *tokenBucket) available(now time.Time) float64 {
-	if !now.After(t.at) {
-		return t.level
-	}
-	return math.Min(float64(t.burst), t.level+now.Sub(t.at).Seconds()*t.perSec)
-}
-
-func (t *tokenBucket) take(now time.Time, n float64) {
-	t.level = t.available(now) - n
-	if t.level > float64(t.burst) {
-		t.level = float64(t.burst)
-	}
-	if now.After(t.at) {
-		t.at = now
+// quota reports the bucket at now under limit.
+func (t *tokenBucket) quota(now time.Time, limit int64) Quota {
+	v := t.levelAt(now)
+	return Quota{
+		Limit:     limit,
+		Remaining: max(0, int64(math.Floor(v))),
+		Reset:     time.Duration((t.burst - v) / t.rate * float64(time.Second)),
 	}
 }
 
-// timeFor is how long the bucket needs to gain n tokens, in whole seconds.
-func (t *tokenBucket) timeFor(n float64) time.Duration {
-	if n <= 0 {
-		return 0
-	}
-	return time.Duration(math.Ceil(n/t.perSec)) * time.Second
+// full reports whether the bucket holds its burst and was not written "in
+// the future" (a clock that went back), so that forgetting it changes
+// nothing. An unlimited budget is always full.
+func (t *tokenBucket) full(now time.Time) bool {
+	return t.rate <= 0 || t.at.IsZero() || (!t.at.After(now) && t.levelAt(now) >= t.burst)
 }

@@ -20,7 +20,10 @@ import (
 // of relay.MemoryLimiter: RequestsPerMinute refills the request bucket,
 // which holds Burst requests (zero: max(1, RequestsPerMinute/6)); the
 // token bucket holds TokenBurst tokens (zero: TokensPerMinute) and may go
-// into debt when a request uses more than it reserved. Allow and Settle
+// into debt when a request uses more than it reserved. Both buckets follow
+// MemoryLimiter's one rule, with the same arithmetic and roundings; the
+// root module's testdata/limiter_vectors.json, run against both, holds
+// them to it. Allow and Settle
 // are one round trip each (one Lua script over both keys), timed by
 // Redis's clock; the relay's clock (LimitRequest.Now) is ignored.
 //
@@ -46,6 +49,9 @@ type Limiter struct {
 	defaults relay.Limits
 	timeout  time.Duration
 	calls    *caller
+	// testNow, set only by this package's tests, replaces Redis's clock
+	// so that the shared vectors run at exact times.
+	testNow func() time.Time
 }
 
 // NewLimiter returns a Limiter using client, configured by WithPrefix,
@@ -111,6 +117,15 @@ func (l *Limiter) limits(id relay.Identity) relay.Limits {
 	return l.defaults
 }
 
+// args are the script's arguments, with the test clock's reading when a
+// test set one.
+func (l *Limiter) args(a ...any) []any {
+	if l.testNow != nil {
+		a = append(a, l.testNow().UnixMicro())
+	}
+	return a
+}
+
 func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
 
 // Allow implements relay.Limiter. A tenant without limits is admitted
@@ -125,10 +140,10 @@ func (l *Limiter) Allow(ctx context.Context, req relay.LimitRequest) (relay.Deci
 	n := max(1, req.Cost.Requests)
 	tokens := max(0, req.Cost.Tokens)
 	keys := l.keys(req.Identity.Tenant)
+	args := l.args("allow", formatFloat(rb.rate), formatFloat(rb.burst), n,
+		formatFloat(tb.rate), formatFloat(tb.burst), tokens)
 	res, err := call(l.calls, ctx, l.timeout, func(ctx context.Context) ([]any, error) {
-		return l.script.Run(ctx, l.client, keys, "allow",
-			formatFloat(rb.rate), formatFloat(rb.burst), n,
-			formatFloat(tb.rate), formatFloat(tb.burst), tokens).Slice()
+		return l.script.Run(ctx, l.client, keys, args...).Slice()
 	})
 	if err != nil {
 		return relay.Decision{}, fmt.Errorf("relayredis: allow: %w", err)
@@ -157,47 +172,43 @@ func parseReply(res []any) (refusal int64, rv, tv float64, err error) {
 	return refusal, rv, tv, err
 }
 
-// decide builds the Decision from the script's answer the way
-// relay.MemoryLimiter does, so that the relay sends the same headers
-// whichever limiter is used. rv and tv are the bucket levels after the
-// decision.
+// decide builds the Decision from the script's answer by
+// relay.MemoryLimiter's rules, so that the relay sends the same headers
+// whichever limiter is used (the shared vectors check it). rv and tv are
+// the bucket levels after the decision.
 func decide(lim relay.Limits, rb, tb bucket, n, tokens, refusal int64, rv, tv float64) relay.Decision {
 	d := relay.Decision{Allowed: refusal == 0}
 	switch refusal {
 	case 1:
-		d.Reason = "requests"
-		// Rounded up to whole seconds, at least one: Retry-After carries
-		// seconds.
-		wait := time.Duration((float64(n) - rv) / rb.rate * float64(time.Second))
-		d.RetryAfter = max(time.Second, wait.Truncate(time.Second)+time.Second)
+		d.Reason, d.RetryAfter = "requests", rb.retryAfter(rv, float64(n))
 	case 2:
-		d.Reason = "tokens"
-		d.RetryAfter = refillTime(min(float64(tokens), tb.burst)-tv, tb.rate)
+		d.Reason, d.RetryAfter = "tokens", tb.retryAfter(tv, float64(tokens))
 	}
 	if rb.rate > 0 {
-		d.Requests = relay.Quota{
-			Limit:     int64(lim.RequestsPerMinute),
-			Remaining: max(0, int64(math.Floor(rv))),
-			Reset:     time.Duration((rb.burst - rv) / rb.rate * float64(time.Second)),
-		}
+		d.Requests = rb.quota(rv, int64(lim.RequestsPerMinute))
 	}
 	if tb.rate > 0 {
-		d.Tokens = relay.Quota{
-			Limit:     lim.TokensPerMinute,
-			Remaining: max(0, int64(tv)),
-			Reset:     refillTime(tb.burst-tv, tb.rate),
-		}
+		d.Tokens = tb.quota(tv, lim.TokensPerMinute)
 	}
 	return d
 }
 
-// refillTime is how long a bucket needs to gain n tokens, in whole seconds
-// rounded up.
-func refillTime(n, rate float64) time.Duration {
-	if n <= 0 {
-		return 0
+// retryAfter is how long a bucket at level v needs to admit cost, in whole
+// seconds rounded up, at least one: Retry-After carries seconds.
+func (b bucket) retryAfter(v, cost float64) time.Duration {
+	missing := min(cost, b.burst) - v
+	secs := math.Ceil(missing/b.rate - 1e-9) // 1e-9: float noise must not add a second
+	return max(time.Second, time.Duration(secs)*time.Second)
+}
+
+// quota reports a bucket at level v under limit: Remaining rounded down,
+// Reset the exact time until the bucket is full.
+func (b bucket) quota(v float64, limit int64) relay.Quota {
+	return relay.Quota{
+		Limit:     limit,
+		Remaining: max(0, int64(math.Floor(v))),
+		Reset:     time.Duration((b.burst - v) / b.rate * float64(time.Second)),
 	}
-	return time.Duration(math.Ceil(n/rate)) * time.Second
 }
 
 // Settle implements relay.TokenSettler: it gives back (used < reserved) or
@@ -212,9 +223,9 @@ func (l *Limiter) Settle(ctx context.Context, req relay.LimitRequest, used int64
 		return nil
 	}
 	keys := l.keys(req.Identity.Tenant)
+	args := l.args("settle", 0, 0, 0, formatFloat(tb.rate), formatFloat(tb.burst), delta)
 	_, err := call(l.calls, ctx, l.timeout, func(ctx context.Context) (any, error) {
-		return l.script.Run(ctx, l.client, keys, "settle", 0, 0, 0,
-			formatFloat(tb.rate), formatFloat(tb.burst), delta).Result()
+		return l.script.Run(ctx, l.client, keys, args...).Result()
 	})
 	if err != nil {
 		return fmt.Errorf("relayredis: settle: %w", err)

@@ -10,8 +10,16 @@ package relayredis
 //
 // ARGV: op ("allow" or "settle"), request rate per second, request burst,
 // request cost, token rate per second, token burst, token cost (for
-// "settle": tokens used minus tokens reserved, refunded when negative).
-// A rate of 0 means that budget is unlimited and its key is not touched.
+// "settle": tokens used minus tokens reserved, refunded when negative),
+// and, for tests only, a time in microseconds to use instead of Redis's
+// clock. A rate of 0 means that budget is unlimited and its key is not
+// touched.
+//
+// Both buckets follow relay.MemoryLimiter's one rule, operation for
+// operation: a cost c is admitted when the level is at least
+// min(c, burst), so a cost larger than the bucket waits for a full bucket
+// and then goes into debt. The shared vectors of the root module
+// (testdata/limiter_vectors.json) hold the two to it.
 //
 // "allow" returns {refusal, request level, token level}: refusal is 0 when
 // admitted, 1 when refused for requests, 2 for tokens; the levels are after
@@ -19,7 +27,8 @@ package relayredis
 // first and nothing is taken on a refusal, so a refusal for tokens does not
 // spend a request.
 //
-// The clock is Redis's TIME, never the caller's, so replicas with skewed
+// The clock is Redis's TIME, never the relay's (only tests pass ARGV[8]),
+// so replicas with skewed
 // clocks share one budget. Every write sets a TTL of the time the bucket
 // needs to refill (plus a second); a full bucket is deleted instead. So
 // idle tenants cost nothing and keys never accumulate.
@@ -28,8 +37,13 @@ const bucketScript = `
 -- it is always on and this call is a no-op.
 if redis.replicate_commands then redis.replicate_commands() end
 
-local now = redis.call('TIME')
-now = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local now
+if ARGV[8] then
+  now = tonumber(ARGV[8])
+else
+  now = redis.call('TIME')
+  now = tonumber(now[1]) * 1000000 + tonumber(now[2])
+end
 
 local function load(key, rate, burst)
   local s = redis.call('HMGET', key, 'v', 't')
@@ -70,7 +84,7 @@ local refusal = 0
 local rv, rt, tv, tt = 0, now, 0, now
 if trate > 0 then
   tv, tt = load(KEYS[2], trate, tburst)
-  -- A request larger than the bucket waits for a full bucket, then takes
+  -- A cost larger than the bucket waits for a full bucket, then takes
   -- the bucket into debt.
   if tv < math.min(tcost, tburst) then
     refusal = 2
@@ -78,7 +92,7 @@ if trate > 0 then
 end
 if rrate > 0 then
   rv, rt = load(KEYS[1], rrate, rburst)
-  if refusal == 0 and rv < rcost then
+  if refusal == 0 and rv < math.min(rcost, rburst) then
     refusal = 1
   end
 end
