@@ -53,7 +53,46 @@ type config struct {
 	methods       []string
 	body          bodyLimits
 	observeBudget int64
+	given         givenOptions // options that exclude one another
 }
+
+// givenOptions records which of the mutually exclusive options were
+// called, whatever their arguments, so that New can refuse a pair.
+type givenOptions uint8
+
+const (
+	givenRoutes givenOptions = 1 << iota
+	givenResolver
+	givenAPIKeys
+	givenAuthenticator
+	givenRateLimit
+	givenLimiter
+)
+
+// checkConflicts refuses options that would silently override each other.
+// It is the one place the exclusive pairs are listed.
+func (c *config) checkConflicts() error {
+	for _, p := range [...]struct {
+		a, b         givenOptions
+		aName, bName string
+		why          string
+	}{
+		{givenRoutes, givenResolver, "WithRoutes", "WithResolver", "a resolver replaces the built-in route table"},
+		{givenAPIKeys, givenAuthenticator, "WithAPIKeys", "WithAuthenticator", "an authenticator replaces the static keys"},
+		{givenRateLimit, givenLimiter, "WithRateLimit", "WithLimiter", "WithRateLimit installs a MemoryLimiter of its own"},
+	} {
+		if c.given&p.a != 0 && c.given&p.b != 0 {
+			return fmt.Errorf("relay: %w: %s and %s both given (%s); give one", ErrConflictingOptions, p.aName, p.bName, p.why)
+		}
+	}
+	return nil
+}
+
+// ErrConflictingOptions is wrapped by the error New returns when two
+// options that exclude each other are both given: WithRoutes and
+// WithResolver, WithAPIKeys and WithAuthenticator, WithRateLimit and
+// WithLimiter.
+const ErrConflictingOptions = Error("conflicting options")
 
 func defaultConfig() config {
 	return config{
@@ -69,43 +108,60 @@ func defaultConfig() config {
 	}
 }
 
-// WithRoutes sets the routes of the built-in RouteTable. It is ignored when
-// WithResolver is given.
+// WithRoutes sets the routes of the built-in RouteTable; calls add up.
+// New fails with ErrConflictingOptions when WithResolver is also given.
 func WithRoutes(routes ...Route) Option {
-	return func(c *config) error { c.routes = append(c.routes, routes...); return nil }
+	return func(c *config) error {
+		c.routes = append(c.routes, routes...)
+		c.given |= givenRoutes
+		return nil
+	}
 }
 
-// WithResolver replaces the built-in RouteTable.
+// WithResolver replaces the built-in RouteTable; nil means the default
+// (the table WithRoutes builds). New fails with ErrConflictingOptions
+// when WithRoutes is also given.
 func WithResolver(r UpstreamResolver) Option {
-	return func(c *config) error { c.resolver = r; return nil }
+	return func(c *config) error { c.resolver = r; c.given |= givenResolver; return nil }
 }
 
-// WithAPIKeys accepts these static client keys (see NewStaticKeys). It is
-// ignored when WithAuthenticator is given.
+// WithAPIKeys accepts these static client keys (see NewStaticKeys); calls
+// add up. New fails with ErrConflictingOptions when WithAuthenticator is
+// also given.
 func WithAPIKeys(keys ...APIKey) Option {
-	return func(c *config) error { c.keys = append(c.keys, keys...); return nil }
+	return func(c *config) error {
+		c.keys = append(c.keys, keys...)
+		c.given |= givenAPIKeys
+		return nil
+	}
 }
 
 // WithAuthenticator sets how callers are identified. New fails when neither
-// this nor WithAPIKeys is given: there is no unauthenticated default. Use
+// this nor WithAPIKeys is given (there is no unauthenticated default; nil
+// counts as not given), and with ErrConflictingOptions when both are. Use
 // AllowAll deliberately where the host authenticates before the relay.
 func WithAuthenticator(a Authenticator) Option {
-	return func(c *config) error { c.auth = a; return nil }
+	return func(c *config) error { c.auth = a; c.given |= givenAuthenticator; return nil }
 }
 
-// WithLimiter sets the rate limiter. The default admits everything.
+// WithLimiter sets the rate limiter. The default, and nil, admit
+// everything. New fails with ErrConflictingOptions when WithRateLimit is
+// also given: wrap NewMemoryLimiter(limits) instead.
 func WithLimiter(l Limiter) Option {
-	return func(c *config) error { c.limiter = l; return nil }
+	return func(c *config) error { c.limiter = l; c.given |= givenLimiter; return nil }
 }
 
 // WithRateLimit installs a MemoryLimiter with these default per-tenant
-// limits. An Identity's own Limits replace them.
+// limits (zero fields: see Limits). An Identity's own Limits replace them.
+// Negative limits are an error. New fails with ErrConflictingOptions when
+// WithLimiter is also given.
 func WithRateLimit(l Limits) Option {
 	return func(c *config) error {
 		if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.Burst < 0 || l.TokenBurst < 0 {
 			return errors.New("relay: negative rate limit")
 		}
 		c.limiter = NewMemoryLimiter(l)
+		c.given |= givenRateLimit
 		return nil
 	}
 }

@@ -90,6 +90,9 @@ func New(opts ...Option) (*Relay, error) {
 			return nil, err
 		}
 	}
+	if err := c.checkConflicts(); err != nil {
+		return nil, err
+	}
 	rl := &Relay{cfg: c, clock: c.clock, log: c.logger, transport: c.transport, limiter: c.limiter}
 	if rl.clock == nil {
 		rl.clock = systemClock{}
