@@ -28,7 +28,8 @@ type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
 
-// Option configures a Relay.
+// Option configures a Relay. What zero, nil and negative arguments mean
+// follows one rule, stated in the package documentation ("Zero values").
 type Option func(*config) error
 
 type config struct {
@@ -57,7 +58,8 @@ type config struct {
 }
 
 // givenOptions records which of the mutually exclusive options were
-// called, whatever their arguments, so that New can refuse a pair.
+// given (a nil argument counts as not given), so that New can refuse a
+// pair.
 type givenOptions uint8
 
 const (
@@ -118,11 +120,16 @@ func WithRoutes(routes ...Route) Option {
 	}
 }
 
-// WithResolver replaces the built-in RouteTable; nil means the default
-// (the table WithRoutes builds). New fails with ErrConflictingOptions
-// when WithRoutes is also given.
+// WithResolver replaces the built-in RouteTable. New fails with
+// ErrConflictingOptions when WithRoutes is also given. Nil counts as not
+// given.
 func WithResolver(r UpstreamResolver) Option {
-	return func(c *config) error { c.resolver = r; c.given |= givenResolver; return nil }
+	return func(c *config) error {
+		if r != nil {
+			c.resolver, c.given = r, c.given|givenResolver
+		}
+		return nil
+	}
 }
 
 // WithAPIKeys accepts these static client keys (see NewStaticKeys); calls
@@ -141,14 +148,24 @@ func WithAPIKeys(keys ...APIKey) Option {
 // counts as not given), and with ErrConflictingOptions when both are. Use
 // AllowAll deliberately where the host authenticates before the relay.
 func WithAuthenticator(a Authenticator) Option {
-	return func(c *config) error { c.auth = a; c.given |= givenAuthenticator; return nil }
+	return func(c *config) error {
+		if a != nil {
+			c.auth, c.given = a, c.given|givenAuthenticator
+		}
+		return nil
+	}
 }
 
-// WithLimiter sets the rate limiter. The default, and nil, admit
-// everything. New fails with ErrConflictingOptions when WithRateLimit is
-// also given: wrap NewMemoryLimiter(limits) instead.
+// WithLimiter sets the rate limiter. The default admits everything. New
+// fails with ErrConflictingOptions when WithRateLimit is also given: wrap
+// NewMemoryLimiter(limits) instead. Nil counts as not given.
 func WithLimiter(l Limiter) Option {
-	return func(c *config) error { c.limiter = l; c.given |= givenLimiter; return nil }
+	return func(c *config) error {
+		if l != nil {
+			c.limiter, c.given = l, c.given|givenLimiter
+		}
+		return nil
+	}
 }
 
 // WithRateLimit installs a MemoryLimiter with these default per-tenant
@@ -176,7 +193,7 @@ func WithLimiterFailOpen(open bool) Option {
 // WithRecorder sets where records go; several recorders are combined with
 // MultiRecorder. Unless it is already an *AsyncRecorder, the recorder is
 // wrapped in one built from WithRecordQueue's options, so it is never
-// called on the request path. The default discards records.
+// called on the request path. The default, and nil, discard records.
 func WithRecorder(recs ...Recorder) Option {
 	return func(c *config) error {
 		switch len(recs) {
@@ -192,21 +209,22 @@ func WithRecorder(recs ...Recorder) Option {
 }
 
 // WithRecordQueue sets the options of the AsyncRecorder that New wraps
-// around the recorder. Its Registerer is the relay's; an OnError given here
+// around the recorder; zero (and negative) fields keep their defaults (see
+// AsyncOptions). Its Registerer is the relay's; an OnError given here
 // is called after the relay has counted and logged the error.
 func WithRecordQueue(o AsyncOptions) Option {
 	return func(c *config) error { c.asyncOpt = o; return nil }
 }
 
 // WithRegisterer sets where metrics are registered. The default is a new
-// registry of the relay's own, served by (*Relay).MetricsHandler; the
-// global default registry is never used unless passed here.
+// registry of the relay's own (nil too), served by (*Relay).MetricsHandler;
+// the global default registry is never used unless passed here.
 func WithRegisterer(r prometheus.Registerer) Option {
 	return func(c *config) error { c.registerer = r; return nil }
 }
 
 // WithTransport sets the RoundTripper for upstream requests. The default
-// is an http.Transport tuned for many long streams, with its own
+// (nil too) is an http.Transport tuned for many long streams, with its own
 // connection pool and with transparent decompression disabled so that
 // compressed bodies pass through byte for byte. Connect timeouts are
 // enforced by the relay, whatever the transport.
@@ -214,19 +232,20 @@ func WithTransport(t http.RoundTripper) Option {
 	return func(c *config) error { c.transport = t; return nil }
 }
 
-// WithLogger sets the logger. The default discards logs. Logs never
+// WithLogger sets the logger. The default, and nil, discard logs. Logs never
 // contain credentials, request bodies or upstream URLs' queries.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error { c.logger = l; return nil }
 }
 
-// WithClock sets the clock. The default is the system clock.
+// WithClock sets the clock. The default (nil too) is the system clock.
 func WithClock(k Clock) Option {
 	return func(c *config) error { c.clock = k; return nil }
 }
 
 // WithMaxBodyBytes bounds request bodies; larger ones get 413. Default
-// 10 MiB.
+// 10 MiB. Zero or negative is an error rather than "no limit": the relay
+// holds bodies in memory, which stays bounded.
 func WithMaxBodyBytes(n int64) Option {
 	return func(c *config) error {
 		if n <= 0 {
@@ -249,7 +268,11 @@ func WithTimeouts(t Timeouts) Option {
 // progresses, so a server WriteTimeout never cuts a healthy stream; a
 // client that stops reading is dropped within this time (on HTTP/1 after
 // between half of it and all of it: the deadline is renewed at half-life
-// so that most writes touch no timer). Default 30s.
+// so that most writes touch no timer). Default 30s. Zero or negative
+// means the relay sets no write deadlines of its own: a host server's
+// WriteTimeout then applies unchanged, cutting long streams, and without
+// one a client that stops reading holds its stream until the upstream
+// ends.
 func WithClientWriteTimeout(d time.Duration) Option {
 	return func(c *config) error { c.writeTimeout = d; return nil }
 }
@@ -272,9 +295,16 @@ func WithIncludeUsage(on bool) Option {
 }
 
 // WithDefaultMaxTokens is the output budget reserved against token limits
-// for a request that names no max_tokens. Default 4096.
+// for a request that names no max_tokens. Default 4096; zero reserves
+// only the prompt's estimate; negative is an error.
 func WithDefaultMaxTokens(n int64) Option {
-	return func(c *config) error { c.usage.defaultMaxTokens = n; return nil }
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("relay: default max tokens %d is negative", n)
+		}
+		c.usage.defaultMaxTokens = n
+		return nil
+	}
 }
 
 // WithModels names the models that get their own metric label; any other
@@ -303,7 +333,9 @@ func WithAllowedMethods(methods ...string) Option {
 // must stay at or above minBytesPerSecond, or the request gets 408
 // (error type "body_timeout") and its connection is closed. Default 240
 // bytes/s after 5s (Kestrel's). A zero rate removes the minimum (the
-// overall WithRequestBodyTimeout still applies). The bound is enforced with
+// overall WithRequestBodyTimeout still applies); a zero grace enforces it
+// from the first byte. Negative values are an error: the grace is a delay,
+// not a limit, so "negative means no limit" does not apply to it. The bound is enforced with
 // read deadlines (http.ResponseController), which net/http's HTTP/1 and
 // HTTP/2 servers support; a ResponseWriter that supports neither deadlines
 // nor Unwrap leaves bodies bounded only by the host server's ReadTimeout.
@@ -332,7 +364,8 @@ func WithRequestBodyTimeout(d time.Duration) Option {
 // and give them back once no attempt can resend them (once the final
 // attempt's response headers are in and the transport has read the body;
 // an HTTP/2 transport may resend it until then). Default 128 MiB, or WithMaxBodyBytes if
-// larger; New fails when n is below WithMaxBodyBytes.
+// larger; New fails when n is below WithMaxBodyBytes. Zero or negative is
+// an error, as for WithMaxBodyBytes.
 func WithRequestBodyBudget(n int64) Option {
 	return func(c *config) error {
 		if n <= 0 {
