@@ -28,7 +28,8 @@ type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
 
-// Option configures a Relay.
+// Option configures a Relay. What zero, nil and negative arguments mean
+// follows one rule, stated in the package documentation ("Zero values").
 type Option func(*config) error
 
 type config struct {
@@ -53,7 +54,47 @@ type config struct {
 	methods       []string
 	body          bodyLimits
 	observeBudget int64
+	given         givenOptions // options that exclude one another
 }
+
+// givenOptions records which of the mutually exclusive options were
+// given (a nil argument counts as not given), so that New can refuse a
+// pair.
+type givenOptions uint8
+
+const (
+	givenRoutes givenOptions = 1 << iota
+	givenResolver
+	givenAPIKeys
+	givenAuthenticator
+	givenRateLimit
+	givenLimiter
+)
+
+// checkConflicts refuses options that would silently override each other.
+// It is the one place the exclusive pairs are listed.
+func (c *config) checkConflicts() error {
+	for _, p := range [...]struct {
+		a, b         givenOptions
+		aName, bName string
+		why          string
+	}{
+		{givenRoutes, givenResolver, "WithRoutes", "WithResolver", "a resolver replaces the built-in route table"},
+		{givenAPIKeys, givenAuthenticator, "WithAPIKeys", "WithAuthenticator", "an authenticator replaces the static keys"},
+		{givenRateLimit, givenLimiter, "WithRateLimit", "WithLimiter", "WithRateLimit installs a MemoryLimiter of its own"},
+	} {
+		if c.given&p.a != 0 && c.given&p.b != 0 {
+			return fmt.Errorf("relay: %w: %s and %s both given (%s); give one", ErrConflictingOptions, p.aName, p.bName, p.why)
+		}
+	}
+	return nil
+}
+
+// ErrConflictingOptions is wrapped by the error New returns when two
+// options that exclude each other are both given: WithRoutes and
+// WithResolver, WithAPIKeys and WithAuthenticator, WithRateLimit and
+// WithLimiter.
+const ErrConflictingOptions = Error("conflicting options")
 
 func defaultConfig() config {
 	return config{
@@ -69,43 +110,75 @@ func defaultConfig() config {
 	}
 }
 
-// WithRoutes sets the routes of the built-in RouteTable. It is ignored when
-// WithResolver is given.
+// WithRoutes sets the routes of the built-in RouteTable; calls add up.
+// New fails with ErrConflictingOptions when WithResolver is also given.
 func WithRoutes(routes ...Route) Option {
-	return func(c *config) error { c.routes = append(c.routes, routes...); return nil }
+	return func(c *config) error {
+		c.routes = append(c.routes, routes...)
+		c.given |= givenRoutes
+		return nil
+	}
 }
 
-// WithResolver replaces the built-in RouteTable.
+// WithResolver replaces the built-in RouteTable. New fails with
+// ErrConflictingOptions when WithRoutes is also given. Nil counts as not
+// given.
 func WithResolver(r UpstreamResolver) Option {
-	return func(c *config) error { c.resolver = r; return nil }
+	return func(c *config) error {
+		if r != nil {
+			c.resolver, c.given = r, c.given|givenResolver
+		}
+		return nil
+	}
 }
 
-// WithAPIKeys accepts these static client keys (see NewStaticKeys). It is
-// ignored when WithAuthenticator is given.
+// WithAPIKeys accepts these static client keys (see NewStaticKeys); calls
+// add up. New fails with ErrConflictingOptions when WithAuthenticator is
+// also given.
 func WithAPIKeys(keys ...APIKey) Option {
-	return func(c *config) error { c.keys = append(c.keys, keys...); return nil }
+	return func(c *config) error {
+		c.keys = append(c.keys, keys...)
+		c.given |= givenAPIKeys
+		return nil
+	}
 }
 
 // WithAuthenticator sets how callers are identified. New fails when neither
-// this nor WithAPIKeys is given: there is no unauthenticated default. Use
+// this nor WithAPIKeys is given (there is no unauthenticated default; nil
+// counts as not given), and with ErrConflictingOptions when both are. Use
 // AllowAll deliberately where the host authenticates before the relay.
 func WithAuthenticator(a Authenticator) Option {
-	return func(c *config) error { c.auth = a; return nil }
+	return func(c *config) error {
+		if a != nil {
+			c.auth, c.given = a, c.given|givenAuthenticator
+		}
+		return nil
+	}
 }
 
-// WithLimiter sets the rate limiter. The default admits everything.
+// WithLimiter sets the rate limiter. The default admits everything. New
+// fails with ErrConflictingOptions when WithRateLimit is also given: wrap
+// NewMemoryLimiter(limits) instead. Nil counts as not given.
 func WithLimiter(l Limiter) Option {
-	return func(c *config) error { c.limiter = l; return nil }
+	return func(c *config) error {
+		if l != nil {
+			c.limiter, c.given = l, c.given|givenLimiter
+		}
+		return nil
+	}
 }
 
 // WithRateLimit installs a MemoryLimiter with these default per-tenant
-// limits. An Identity's own Limits replace them.
+// limits (zero fields: see Limits). An Identity's own Limits replace them.
+// Negative limits are an error. New fails with ErrConflictingOptions when
+// WithLimiter is also given.
 func WithRateLimit(l Limits) Option {
 	return func(c *config) error {
 		if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.Burst < 0 || l.TokenBurst < 0 {
 			return errors.New("relay: negative rate limit")
 		}
 		c.limiter = NewMemoryLimiter(l)
+		c.given |= givenRateLimit
 		return nil
 	}
 }
@@ -120,7 +193,7 @@ func WithLimiterFailOpen(open bool) Option {
 // WithRecorder sets where records go; several recorders are combined with
 // MultiRecorder. Unless it is already an *AsyncRecorder, the recorder is
 // wrapped in one built from WithRecordQueue's options, so it is never
-// called on the request path. The default discards records.
+// called on the request path. The default, and nil, discard records.
 func WithRecorder(recs ...Recorder) Option {
 	return func(c *config) error {
 		switch len(recs) {
@@ -136,21 +209,22 @@ func WithRecorder(recs ...Recorder) Option {
 }
 
 // WithRecordQueue sets the options of the AsyncRecorder that New wraps
-// around the recorder. Its Registerer is the relay's; an OnError given here
+// around the recorder; zero (and negative) fields keep their defaults (see
+// AsyncOptions). Its Registerer is the relay's; an OnError given here
 // is called after the relay has counted and logged the error.
 func WithRecordQueue(o AsyncOptions) Option {
 	return func(c *config) error { c.asyncOpt = o; return nil }
 }
 
 // WithRegisterer sets where metrics are registered. The default is a new
-// registry of the relay's own, served by (*Relay).MetricsHandler; the
-// global default registry is never used unless passed here.
+// registry of the relay's own (nil too), served by (*Relay).MetricsHandler;
+// the global default registry is never used unless passed here.
 func WithRegisterer(r prometheus.Registerer) Option {
 	return func(c *config) error { c.registerer = r; return nil }
 }
 
 // WithTransport sets the RoundTripper for upstream requests. The default
-// is an http.Transport tuned for many long streams, with its own
+// (nil too) is an http.Transport tuned for many long streams, with its own
 // connection pool and with transparent decompression disabled so that
 // compressed bodies pass through byte for byte. Connect timeouts are
 // enforced by the relay, whatever the transport.
@@ -158,19 +232,20 @@ func WithTransport(t http.RoundTripper) Option {
 	return func(c *config) error { c.transport = t; return nil }
 }
 
-// WithLogger sets the logger. The default discards logs. Logs never
+// WithLogger sets the logger. The default, and nil, discard logs. Logs never
 // contain credentials, request bodies or upstream URLs' queries.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error { c.logger = l; return nil }
 }
 
-// WithClock sets the clock. The default is the system clock.
+// WithClock sets the clock. The default (nil too) is the system clock.
 func WithClock(k Clock) Option {
 	return func(c *config) error { c.clock = k; return nil }
 }
 
 // WithMaxBodyBytes bounds request bodies; larger ones get 413. Default
-// 10 MiB.
+// 10 MiB. Zero or negative is an error rather than "no limit": the relay
+// holds bodies in memory, which stays bounded.
 func WithMaxBodyBytes(n int64) Option {
 	return func(c *config) error {
 		if n <= 0 {
@@ -193,7 +268,11 @@ func WithTimeouts(t Timeouts) Option {
 // progresses, so a server WriteTimeout never cuts a healthy stream; a
 // client that stops reading is dropped within this time (on HTTP/1 after
 // between half of it and all of it: the deadline is renewed at half-life
-// so that most writes touch no timer). Default 30s.
+// so that most writes touch no timer). Default 30s. Zero or negative
+// means the relay sets no write deadlines of its own: a host server's
+// WriteTimeout then applies unchanged, cutting long streams, and without
+// one a client that stops reading holds its stream until the upstream
+// ends.
 func WithClientWriteTimeout(d time.Duration) Option {
 	return func(c *config) error { c.writeTimeout = d; return nil }
 }
@@ -216,9 +295,16 @@ func WithIncludeUsage(on bool) Option {
 }
 
 // WithDefaultMaxTokens is the output budget reserved against token limits
-// for a request that names no max_tokens. Default 4096.
+// for a request that names no max_tokens. Default 4096; zero reserves
+// only the prompt's estimate; negative is an error.
 func WithDefaultMaxTokens(n int64) Option {
-	return func(c *config) error { c.usage.defaultMaxTokens = n; return nil }
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("relay: default max tokens %d is negative", n)
+		}
+		c.usage.defaultMaxTokens = n
+		return nil
+	}
 }
 
 // WithModels names the models that get their own metric label; any other
@@ -247,7 +333,9 @@ func WithAllowedMethods(methods ...string) Option {
 // must stay at or above minBytesPerSecond, or the request gets 408
 // (error type "body_timeout") and its connection is closed. Default 240
 // bytes/s after 5s (Kestrel's). A zero rate removes the minimum (the
-// overall WithRequestBodyTimeout still applies). The bound is enforced with
+// overall WithRequestBodyTimeout still applies); a zero grace enforces it
+// from the first byte. Negative values are an error: the grace is a delay,
+// not a limit, so "negative means no limit" does not apply to it. The bound is enforced with
 // read deadlines (http.ResponseController), which net/http's HTTP/1 and
 // HTTP/2 servers support; a ResponseWriter that supports neither deadlines
 // nor Unwrap leaves bodies bounded only by the host server's ReadTimeout.
@@ -276,7 +364,8 @@ func WithRequestBodyTimeout(d time.Duration) Option {
 // and give them back once no attempt can resend them (once the final
 // attempt's response headers are in and the transport has read the body;
 // an HTTP/2 transport may resend it until then). Default 128 MiB, or WithMaxBodyBytes if
-// larger; New fails when n is below WithMaxBodyBytes.
+// larger; New fails when n is below WithMaxBodyBytes. Zero or negative is
+// an error, as for WithMaxBodyBytes.
 func WithRequestBodyBudget(n int64) Option {
 	return func(c *config) error {
 		if n <= 0 {

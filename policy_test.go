@@ -154,7 +154,7 @@ func TestAccountHeadersAreDropped(t *testing.T) {
 	})
 	t.Run("a custom resolver's target drops them", func(t *testing.T) {
 		var e *env
-		e = newEnv(t, up, Route{Prefix: "/v1"}, WithResolver(UpstreamResolverFunc(func(r *http.Request) (*Target, error) {
+		e = newEnv(t, up, Route{Prefix: "/v1"}, withoutRoutes(), WithResolver(UpstreamResolverFunc(func(r *http.Request) (*Target, error) {
 			u, err := url.Parse(e.upstream.URL + r.URL.Path)
 			return &Target{Route: "custom", Backends: []Backend{{Name: "up", URL: u}}}, err
 		})))

@@ -15,6 +15,27 @@
 //
 // The relay holds no global state: metrics go to an injected (or its own)
 // Prometheus registry, and the clock, logger and transport are options.
+//
+// # Zero values
+//
+// Options follow one rule for zero, nil and negative values. Leaving an
+// option out, passing nil to it, and leaving a field of a struct it takes
+// (Timeouts, AsyncOptions, Limits) zero all mean the default (for a
+// Limits budget the default is no limit). A number
+// passed to an option itself is taken at its word, and zero switches off
+// what it controls: no time limit (WithClientWriteTimeout,
+// WithRequestBodyTimeout), no minimum rate (WithRequestBodyRate), no
+// shared observation memory (WithObservationBudget), no output reserve
+// (WithDefaultMaxTokens) — except for the limits that keep request bodies'
+// memory bounded (WithMaxBodyBytes, WithRequestBodyBudget), where zero is
+// an error. A negative time limit means no limit (Timeouts fields and the
+// two timeout options); any other negative number is an error. The one
+// exception is AsyncOptions, where negative sizes and durations also mean
+// the default, because the record queue is always bounded (and a negative
+// MaxRetries means no retry). Options that exclude each other (WithRoutes
+// and WithResolver, WithAPIKeys and WithAuthenticator, WithRateLimit and
+// WithLimiter) make New fail with ErrConflictingOptions; a nil argument
+// counts as not given.
 package relay
 
 import (
@@ -89,6 +110,9 @@ func New(opts ...Option) (*Relay, error) {
 		if err := o(&c); err != nil {
 			return nil, err
 		}
+	}
+	if err := c.checkConflicts(); err != nil {
+		return nil, err
 	}
 	rl := &Relay{cfg: c, clock: c.clock, log: c.logger, transport: c.transport, limiter: c.limiter}
 	if rl.clock == nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 )
@@ -197,7 +199,12 @@ func (j *JSONLinesRecorder) RecordBatch(_ context.Context, recs []Record) error 
 }
 
 // SlogRecorder logs each record at Info level with the message "relay
-// request".
+// request", one attribute per Record field, every field every time. The
+// keys are the Record's JSON names (see JSONLinesRecorder) with two
+// differences made for logs: durations are slog durations under "ttfb",
+// "ttft" and "duration" (not "ttfb_ns"…), and the Usage fields are top-level
+// keys ("input_tokens", "output_tokens", "cached_input_tokens",
+// "reasoning_tokens"). Labels form a group "labels", in key order.
 type SlogRecorder struct{ Logger *slog.Logger }
 
 // Record implements Recorder.
@@ -205,15 +212,18 @@ func (s SlogRecorder) Record(ctx context.Context, rec Record) error {
 	attrs := []slog.Attr{
 		slog.String("request_id", rec.RequestID),
 		slog.String("client_request_id", rec.ClientRequestID),
+		slog.Time("start", rec.Start),
 		slog.String("tenant", rec.Tenant),
 		slog.String("key_id", rec.KeyID),
 		slog.String("route", rec.Route),
 		slog.String("upstream", rec.Upstream),
 		slog.String("method", rec.Method),
 		slog.String("path", rec.Path),
-		slog.Bool("truncated", rec.Truncated),
 		slog.String("model", rec.Model),
+		slog.String("response_model", rec.ResponseModel),
+		slog.String("provider", string(rec.Provider)),
 		slog.String("kind", string(rec.Kind)),
+		slog.Bool("stream", rec.Stream),
 		slog.Int("status", rec.Status),
 		slog.String("error_type", string(rec.ErrorType)),
 		slog.Int64("bytes_in", rec.BytesIn),
@@ -225,7 +235,24 @@ func (s SlogRecorder) Record(ctx context.Context, rec Record) error {
 		slog.Bool("client_gone", rec.ClientGone),
 		slog.Int64("input_tokens", rec.Usage.InputTokens),
 		slog.Int64("output_tokens", rec.Usage.OutputTokens),
+		slog.Int64("cached_input_tokens", rec.Usage.CachedInputTokens),
+		slog.Int64("reasoning_tokens", rec.Usage.ReasoningTokens),
+		slog.Int("attempts", rec.Attempts),
+		slog.Int64("characters", rec.Characters),
+		slog.Attr{Key: "labels", Value: labelsValue(rec.Labels)},
+		slog.Bool("truncated", rec.Truncated),
 	}
 	s.Logger.LogAttrs(ctx, slog.LevelInfo, "relay request", attrs...)
 	return nil
+}
+
+// labelsValue is a group of the labels in key order (handlers leave an
+// empty group out).
+func labelsValue(labels map[string]string) slog.Value {
+	keys := slices.Sorted(maps.Keys(labels))
+	attrs := make([]slog.Attr, len(keys))
+	for i, k := range keys {
+		attrs[i] = slog.String(k, labels[k])
+	}
+	return slog.GroupValue(attrs...)
 }
