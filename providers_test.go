@@ -16,22 +16,20 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 // sharedFixtures returns ../shared/fixtures beside the repository: other
 // projects' recordings, read in place and never copied here. Locally the
-// tests skip without them; in CI (CI=true) a missing folder fails.
+// tests skip without them; in CI a missing folder fails (testkit.Missing).
 func sharedFixtures(t *testing.T) string {
 	t.Helper()
 	dir, err := filepath.Abs(filepath.Join("..", "shared", "fixtures"))
 	require.NoError(t, err)
 	if _, err := os.Stat(dir); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("shared fixtures missing in CI: %v", err)
-		}
-		t.Skipf("shared fixtures not available: %v", err)
+		testkit.Missing(t, "shared fixtures not available: %v", err)
 	}
 	return dir
 }

@@ -14,18 +14,17 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // serviceAddr returns the address of a test service from env, skipping the
-// test when it is unset, unless CI=true, where a missing service fails it.
+// test when it is unset, or failing it in CI (see testkit.Missing).
 func serviceAddr(t *testing.T, env string) string {
 	t.Helper()
 	addr := os.Getenv(env)
 	if addr == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not set (CI=true): source .ci/services.sh and start the service", env)
-		}
-		t.Skipf("%s is not set", env)
+		testkit.Missing(t, "%s is not set: source .ci/services.sh and start the service", env)
 	}
 	return addr
 }

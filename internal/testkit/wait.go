@@ -1,0 +1,46 @@
+package testkit
+
+import (
+	"testing"
+	"time"
+)
+
+// Timeout bounds one wait of a test for something that should happen at
+// once: a regression then fails in seconds, naming what did not happen,
+// instead of hanging until go test's own timeout loses the package's
+// results. Waits for something slow by design take a deadline of their own.
+const Timeout = 10 * time.Second
+
+// Recv receives from ch within Timeout, or fails the test with what.
+func Recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	return RecvWithin(t, ch, Timeout, what)
+}
+
+// RecvWithin receives from ch within d, or fails the test with what.
+func RecvWithin[T any](t testing.TB, ch <-chan T, d time.Duration, what string) T {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("timed out after %v: %s", d, what)
+		var zero T
+		return zero // not reached: Fatalf ends the test's goroutine
+	}
+}
+
+// Wait runs a blocking wait, such as a sync.WaitGroup's Wait, and fails the
+// test with what unless it returns within Timeout. On a timeout the wait
+// goes on in a goroutine of its own; the test has failed by then.
+func Wait(t testing.TB, wait func(), what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wait()
+	}()
+	Recv(t, done, what)
+}
