@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -43,4 +44,25 @@ func Wait(t testing.TB, wait func(), what string) {
 		wait()
 	}()
 	Recv(t, done, what)
+}
+
+// Send sends v on ch within Timeout, or fails the test with what.
+func Send[T any](t testing.TB, ch chan<- T, v T, what string) {
+	t.Helper()
+	timer := time.NewTimer(Timeout)
+	defer timer.Stop()
+	select {
+	case ch <- v:
+	case <-timer.C:
+		t.Fatalf("timed out after %v: %s", Timeout, what)
+	}
+}
+
+// Context returns a context that ends after Timeout, or when the test
+// ends, for calls that wait until their context ends (Flush, Shutdown,
+// Close, requests).
+func Context(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	t.Cleanup(cancel)
+	return ctx
 }
