@@ -177,7 +177,8 @@ func TestReplicasShareRequestBudget(t *testing.T) {
 			}
 			start := redisNow(t, probe)
 			close(begin)
-			wg.Wait()
+			// Each request is bounded by the client's 30s timeout.
+			testkit.WaitWithin(t, wg.Wait, 30*time.Second, "the concurrent requests did not finish")
 			elapsed := redisNow(t, probe).Sub(start)
 			close(statuses)
 
@@ -245,7 +246,7 @@ func TestReplicasShareTokenBudget(t *testing.T) {
 				}
 			})
 		}
-		wg.Wait()
+		testkit.Wait(t, wg.Wait, "the concurrent admissions did not finish")
 		return admitted
 	}
 
@@ -258,7 +259,7 @@ func TestReplicasShareTokenBudget(t *testing.T) {
 	for i, req := range first {
 		wg.Go(func() { assert.NoError(t, lims[(i+1)%3].Settle(ctx, req, 100)) })
 	}
-	wg.Wait()
+	testkit.Wait(t, wg.Wait, "the settlements did not finish")
 	second := burst(30, 300)
 	require.Len(t, second, 2, "100 left plus 600 refunded hold two more")
 

@@ -165,7 +165,7 @@ func (s *redisServer) kill() {
 		return
 	}
 	_ = s.cmd.Process.Kill()
-	<-s.exited
+	testkit.Recv(s.t, s.exited, "redis-server did not exit after SIGKILL")
 	s.cmd = nil
 }
 

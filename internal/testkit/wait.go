@@ -38,12 +38,18 @@ func RecvWithin[T any](t testing.TB, ch <-chan T, d time.Duration, what string) 
 // goes on in a goroutine of its own; the test has failed by then.
 func Wait(t testing.TB, wait func(), what string) {
 	t.Helper()
+	WaitWithin(t, wait, Timeout, what)
+}
+
+// WaitWithin is Wait with a deadline of d.
+func WaitWithin(t testing.TB, wait func(), d time.Duration, what string) {
+	t.Helper()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		wait()
 	}()
-	Recv(t, done, what)
+	RecvWithin(t, done, d, what)
 }
 
 // Send sends v on ch within Timeout, or fails the test with what.
