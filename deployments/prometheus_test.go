@@ -123,7 +123,7 @@ func launchPrometheus(ctx context.Context, t *testing.T, bin, cfgPath, dataDir s
 	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-p.exited
+		testkit.Recv(t, p.exited, "prometheus did not exit after SIGKILL")
 		p.client.CloseIdleConnections()
 	})
 
