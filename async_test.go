@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -50,13 +51,13 @@ func TestAsyncRecorderBatchesAndFlushes(t *testing.T) {
 	for range 25 {
 		require.NoError(t, a.Record(context.Background(), Record{}))
 	}
-	require.NoError(t, a.Flush(context.Background()))
+	require.NoError(t, a.Flush(testkit.Context(t)))
 	assert.Equal(t, 25, s.total())
 	s.mu.Lock()
 	assert.Equal(t, []int{10, 10, 5}, s.batches)
 	s.mu.Unlock()
-	require.NoError(t, a.Close(context.Background()))
-	require.NoError(t, a.Close(context.Background()), "idempotent")
+	require.NoError(t, a.Close(testkit.Context(t)))
+	require.NoError(t, a.Close(testkit.Context(t)), "idempotent")
 	_ = a.Record(context.Background(), Record{})
 	assert.Equal(t, uint64(1), a.Dropped(), "records after Close are dropped and counted")
 }
@@ -70,7 +71,7 @@ func TestAsyncRecorderRetriesThenDrops(t *testing.T) {
 	for range 5 {
 		_ = a.Record(context.Background(), Record{})
 	}
-	require.NoError(t, a.Flush(context.Background()))
+	require.NoError(t, a.Flush(testkit.Context(t)))
 	assert.Equal(t, 5, s.total(), "retried until stored")
 	assert.Equal(t, uint64(2), a.Retried())
 	assert.Len(t, errs, 2)
@@ -82,10 +83,10 @@ func TestAsyncRecorderRetriesThenDrops(t *testing.T) {
 	for range 5 {
 		_ = a.Record(context.Background(), Record{})
 	}
-	require.NoError(t, a.Flush(context.Background()))
+	require.NoError(t, a.Flush(testkit.Context(t)))
 	assert.Equal(t, uint64(5), a.Dropped(), "a batch that exhausts its retries is dropped")
 	assert.Error(t, a.Healthy(context.Background()))
-	require.NoError(t, a.Close(context.Background()))
+	require.NoError(t, a.Close(testkit.Context(t)))
 
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
@@ -116,7 +117,7 @@ func TestAsyncRecorderResumesPlainRecorder(t *testing.T) {
 	for _, id := range []string{"a", "b", "c"} {
 		_ = a.Record(context.Background(), Record{RequestID: id})
 	}
-	require.NoError(t, a.Close(context.Background()))
+	require.NoError(t, a.Close(testkit.Context(t)))
 	assert.Equal(t, []string{"a", "b", "c"}, got, "no duplicate of a after the retry")
 }
 
@@ -124,7 +125,7 @@ func TestAsyncRecorderCloseGivesUp(t *testing.T) {
 	br := &blockingRecorder{entered: make(chan struct{}, 1)}
 	a := NewAsyncRecorder(br, AsyncOptions{BatchSize: 1, WriteTimeout: time.Hour})
 	_ = a.Record(context.Background(), Record{})
-	<-br.entered
+	testkit.Recv(t, br.entered, "the recorder was never called")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	assert.ErrorIs(t, a.Close(ctx), context.Canceled, "a stuck store cannot hold Close past its deadline")
@@ -155,11 +156,11 @@ func TestAsyncRecorderCloseDoesNotWaitForDeafRecorder(t *testing.T) {
 	for range 3 {
 		_ = a.Record(context.Background(), Record{})
 	}
-	<-d.entered
+	testkit.Recv(t, d.entered, "the recorder was never called")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	assert.ErrorIs(t, a.Close(ctx), context.Canceled, "returns although the write hangs")
 	close(d.release)
-	<-a.done
+	testkit.Recv(t, a.done, "the queue's worker did not end after the write was released")
 	assert.Equal(t, uint64(2), a.Dropped(), "what was left is dropped, not written")
 }

@@ -63,6 +63,34 @@ func TestMemoryLimiterTokensDoNotSpendRequests(t *testing.T) {
 	assert.False(t, d.Allowed, "debt of 110 tokens takes more than 30s to repay")
 }
 
+// TestMemoryLimiterSettle: the exported Settle, the TokenSettler method a
+// host or a wrapping limiter calls (the relay itself calls SettleAt), gives
+// back what a request did not use and charges overuse into debt; req.Now is
+// the time of settlement.
+// Mutation it kills: Settle made a no-op (not calling SettleAt).
+func TestMemoryLimiterSettle(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := NewMemoryLimiter(Limits{TokensPerMinute: 1000})
+	var settler TokenSettler = m
+	id := Identity{Tenant: "a"}
+	req := LimitRequest{Identity: id, Cost: Cost{Requests: 1, Tokens: 600}, Now: t0}
+	remaining := func() int64 {
+		return m.AllowAt(t0, LimitRequest{Identity: id, Cost: Cost{Requests: 1}}).Tokens.Remaining
+	}
+	require.True(t, m.AllowAt(t0, req).Allowed)
+	require.Equal(t, int64(400), remaining())
+
+	require.NoError(t, settler.Settle(context.Background(), req, 100))
+	assert.Equal(t, int64(900), remaining(), "500 unused tokens given back")
+
+	require.True(t, m.AllowAt(t0, req).Allowed)
+	require.NoError(t, settler.Settle(context.Background(), req, 1300))
+	d := m.AllowAt(t0, LimitRequest{Identity: id, Cost: Cost{Requests: 1, Tokens: 1}})
+	assert.False(t, d.Allowed, "700 tokens of overuse: 400 in debt")
+	assert.Equal(t, "tokens", d.Reason)
+	assert.Equal(t, 25*time.Second, d.RetryAfter, "401 tokens at 1000 a minute")
+}
+
 // TestMemoryLimiterManyKeys sends 100,000 distinct tenants through the
 // limiter: no goroutine per key, and idle buckets are evicted so memory
 // stays bounded, while an active tenant keeps its state.

@@ -16,22 +16,20 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 // sharedFixtures returns ../shared/fixtures beside the repository: other
 // projects' recordings, read in place and never copied here. Locally the
-// tests skip without them; in CI (CI=true) a missing folder fails.
+// tests skip without them; in CI a missing folder fails (testkit.Missing).
 func sharedFixtures(t *testing.T) string {
 	t.Helper()
 	dir, err := filepath.Abs(filepath.Join("..", "shared", "fixtures"))
 	require.NoError(t, err)
 	if _, err := os.Stat(dir); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("shared fixtures missing in CI: %v", err)
-		}
-		t.Skipf("shared fixtures not available: %v", err)
+		testkit.Missing(t, "shared fixtures not available: %v", err)
 	}
 	return dir
 }
@@ -220,6 +218,30 @@ func TestTokenSettlementRefunds(t *testing.T) {
 	}
 }
 
+// TestFailedRequestGetsReservationBack: a request that fails before
+// anything reaches the client (its upstream refuses connections: 502)
+// generated nothing and gets its whole token reservation back, so failures
+// never exhaust a tenant's budget.
+// Mutation it kills: finish keeping the reservation of a failed request.
+func TestFailedRequestGetsReservationBack(t *testing.T) {
+	refused := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer l.Close()
+		return "http://" + l.Addr().String()
+	}()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := ClockFunc(func() time.Time { return now }) // no refill
+	e := newEnv(t, func(http.ResponseWriter, *http.Request) { t.Error("upstream called") },
+		Route{Prefix: "/v1", Upstream: refused}, WithRateLimit(Limits{TokensPerMinute: 1000}), WithClock(clock))
+	// Each reserves 301 tokens: without refunds the fourth would be refused.
+	for i := range 6 {
+		resp, _ := e.do(e.request("POST", "/v1/chat/completions", `{"model":"m","max_tokens":300,"messages":[{"role":"user","content":"hi"}]}`))
+		require.Equal(t, 502, resp.StatusCode, "request %d", i+1)
+		assert.Equal(t, "699", resp.Header.Get("X-Ratelimit-Remaining-Tokens"), "request %d: only its own reservation is out", i+1)
+	}
+}
+
 func TestFailover(t *testing.T) {
 	deadURL := func() string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -304,6 +326,61 @@ func TestKeyPoolRotatesAndRests(t *testing.T) {
 		seen = append(seen, tg.Backends[0].Header.Get("Authorization"))
 	}
 	assert.NotContains(t, seen, "Bearer k2")
+}
+
+// TestKeyRestDoubles: a key that fails without a Retry-After rests from its
+// second failure in a row, for 1s, then 2s, 4s and so on up to a minute
+// (README, "Failover and key pools"); a success ends the streak.
+// Mutation it kills: the rest not doubling (always 1s).
+func TestKeyRestDoubles(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rt, err := NewRouteTable([]Route{{Name: "r", Prefix: "/", Upstreams: []Upstream{
+		{URL: "http://up", AuthHeader: "Authorization", Keys: []string{"k1", "k2"}},
+	}}}, ClockFunc(func() time.Time { return now }))
+	require.NoError(t, err)
+	req, _ := http.NewRequest("POST", "http://relay/v1/x", nil)
+	// k1 returns this request's backend that uses k1 (a resting key is
+	// still a last resort, so there always is one).
+	k1 := func() Backend {
+		tg, err := rt.Resolve(req)
+		require.NoError(t, err)
+		for _, b := range tg.Backends {
+			if b.Header.Get("Authorization") == "Bearer k1" {
+				return b
+			}
+		}
+		t.Fatal("no backend uses k1")
+		return Backend{}
+	}
+	// resting: k1 is never the first choice of two requests in a row
+	// (round robin over two keys would make it one of them).
+	resting := func() bool {
+		for range 2 {
+			tg, err := rt.Resolve(req)
+			require.NoError(t, err)
+			if tg.Backends[0].Header.Get("Authorization") == "Bearer k1" {
+				return false
+			}
+		}
+		return true
+	}
+	rests := []time.Duration{0, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second,
+		16 * time.Second, 32 * time.Second, time.Minute, time.Minute}
+	for i, rest := range rests {
+		k1().Done(AttemptResult{Status: 500})
+		if rest == 0 {
+			assert.False(t, resting(), "failure %d: no rest yet", i+1)
+			continue
+		}
+		start := now
+		now = start.Add(rest - time.Millisecond)
+		assert.True(t, resting(), "failure %d: rests for %v", i+1, rest)
+		now = start.Add(rest)
+		assert.False(t, resting(), "failure %d: back after %v", i+1, rest)
+	}
+	k1().Done(AttemptResult{Status: 200})
+	k1().Done(AttemptResult{Status: 500})
+	assert.False(t, resting(), "a success ends the streak: the next failure is a first one")
 }
 
 func TestRouteMatching(t *testing.T) {
@@ -439,5 +516,5 @@ func TestFailoverRoundsOverKeyPools(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	testkit.Wait(t, wg.Wait, "the concurrent resolvers did not finish")
 }

@@ -79,7 +79,6 @@ type Relay struct {
 	bufs      sync.Pool    // *[]byte of copyBufSize
 	smallBufs sync.Pool    // *[]byte of smallBufSize
 	streams   sync.Pool    // *usage.Stream
-	settling  sync.WaitGroup
 	bodies    byteBudget // request bodies held in memory
 	observed  byteBudget // observation buffers beyond each response's own
 	refused   refusals   // callers refused for their request budget
@@ -88,6 +87,9 @@ type Relay struct {
 	draining bool
 	inflight int
 	live     *exchange // in-flight exchanges, linked through prev/next
+	// settling holds one channel per background settlement, closed when
+	// it ends: Flush and Shutdown wait for those present when they look.
+	settling map[chan struct{}]struct{}
 	// settleClosed: Shutdown waits on settling; later settlements run inline.
 	settleClosed bool
 	idle         chan struct{} // closed when inflight drops to 0 while draining
@@ -528,17 +530,66 @@ func (rl *Relay) settle(ctx context.Context, req LimitRequest, used int64, reque
 	rl.mu.Lock()
 	if rl.settleClosed {
 		// Shutdown is already waiting for settlements (a handler outlived
-		// its grace): settle here rather than Add to a WaitGroup in Wait.
+		// its grace): settle here rather than start one it would miss.
 		rl.mu.Unlock()
 		run()
 		return
 	}
-	rl.settling.Add(1)
+	done := make(chan struct{})
+	if rl.settling == nil {
+		rl.settling = make(map[chan struct{}]struct{})
+	}
+	rl.settling[done] = struct{}{}
 	rl.mu.Unlock()
 	go func() {
-		defer rl.settling.Done()
+		defer func() {
+			rl.mu.Lock()
+			delete(rl.settling, done)
+			rl.mu.Unlock()
+			close(done)
+		}()
 		run()
 	}()
+}
+
+// waitSettled waits for the background settlements under way when it is
+// called (each is bounded by settleTimeout), or until ctx ends.
+func (rl *Relay) waitSettled(ctx context.Context) error {
+	rl.mu.Lock()
+	pending := make([]chan struct{}, 0, len(rl.settling))
+	for ch := range rl.settling {
+		pending = append(pending, ch)
+	}
+	rl.mu.Unlock()
+	for _, ch := range pending {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Flush waits until every request whose handler has returned is fully
+// accounted for: its token settlement with the limiter is done and its
+// record is written by the recorder (or counted as dropped). It returns
+// ctx's error if ctx ends first. Requests still in flight are not waited
+// for; a client may read a whole response just before the handler returns.
+//
+// Settlements with a remote limiter (such as Redis) and record writes run
+// in the background so that they never delay a stream; Flush is how tests,
+// batch jobs and hosts read the limiter's or the store's state after a
+// request without racing them. It is safe for concurrent use, also during
+// and after Shutdown.
+func (rl *Relay) Flush(ctx context.Context) error {
+	if err := rl.waitSettled(ctx); err != nil {
+		return err
+	}
+	if rl.async != nil {
+		return rl.async.Flush(ctx)
+	}
+	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -668,7 +719,7 @@ func (rl *Relay) Shutdown(ctx context.Context) error {
 	rl.mu.Lock()
 	rl.settleClosed = true
 	rl.mu.Unlock()
-	rl.settling.Wait() // bounded by settleTimeout
+	_ = rl.waitSettled(context.Background()) // each bounded by settleTimeout
 	if t, ok := rl.transport.(interface{ CloseIdleConnections() }); ok && rl.cfg.transport == nil {
 		t.CloseIdleConnections() // the relay's own transport only
 	}

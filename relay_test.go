@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -66,10 +67,22 @@ type env struct {
 	served   chan struct{} // one value each time the relay's handler returns
 }
 
+// newEnv starts upstream and a relay in front of it. Every wait is bounded:
+// requests from e.request and e.do carry a deadline, and at cleanup the
+// upstream handlers' requests are cancelled before the servers close, so a
+// regression that leaves an upstream request open (the relay no longer
+// cancelling it, say) fails the test instead of hanging its cleanup.
 func newEnv(t *testing.T, upstream http.HandlerFunc, route Route, opts ...Option) *env {
 	t.Helper()
 	e := &env{t: t, sink: &sink{}, reg: prometheus.NewRegistry(), served: make(chan struct{}, 4096)}
-	e.upstream = httptest.NewServer(upstream)
+	stop, halt := context.WithCancel(context.Background())
+	e.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		unhook := context.AfterFunc(stop, cancel)
+		defer unhook()
+		upstream(w, r.WithContext(ctx))
+	}))
 	t.Cleanup(e.upstream.Close)
 	if route.Name == "" {
 		route.Name = "test"
@@ -96,6 +109,7 @@ func newEnv(t *testing.T, upstream http.HandlerFunc, route Route, opts ...Option
 		rl.ServeHTTP(w, r)
 	}))
 	t.Cleanup(func() {
+		halt()
 		e.front.CloseClientConnections()
 		e.front.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -105,8 +119,11 @@ func newEnv(t *testing.T, upstream http.HandlerFunc, route Route, opts ...Option
 	return e
 }
 
+// request builds a request to the relay, bounded by testkit.Timeout.
 func (e *env) request(method, path, body string) *http.Request {
-	req, err := http.NewRequest(method, e.front.URL+path, strings.NewReader(body))
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
+	e.t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, method, e.front.URL+path, strings.NewReader(body))
 	require.NoError(e.t, err)
 	req.Header.Set("Authorization", "Bearer "+testKey)
 	req.Header.Set("Content-Type", "application/json")
@@ -116,19 +133,25 @@ func (e *env) request(method, path, body string) *http.Request {
 // do sends req, reads the whole response, and waits until the relay's
 // handler has returned, so that the request's record is queued: a client
 // can read a Content-Length body to the end before the handler is done.
+// The exchange is bounded by testkit.Timeout.
 func (e *env) do(req *http.Request) (*http.Response, []byte) {
 	e.t.Helper()
-	resp, err := e.front.Client().Do(req)
+	ctx, cancel := context.WithTimeout(req.Context(), testkit.Timeout)
+	defer cancel()
+	resp, err := e.front.Client().Do(req.WithContext(ctx))
 	require.NoError(e.t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	require.NoError(e.t, err)
-	select {
-	case <-e.served:
-	case <-time.After(10 * time.Second):
-		e.t.Fatal("the relay's handler did not return")
-	}
+	require.NoError(e.t, err, "reading the response")
+	e.handled()
 	return resp, b
+}
+
+// handled waits until the relay's handler has returned for one more
+// request: its record is queued then.
+func (e *env) handled() {
+	e.t.Helper()
+	testkit.Recv(e.t, e.served, "the relay's handler did not return")
 }
 
 // records flushes the queue and returns what was recorded.
@@ -232,7 +255,7 @@ func TestSSEEventsAreNotBuffered(t *testing.T) {
 		require.NoError(t, err, "event %d", i)
 		assert.Equal(t, fmt.Sprintf("data: {\"i\":%d}\n", i), line)
 		_, _ = br.ReadString('\n')
-		acks <- struct{}{}
+		testkit.Send(t, acks, struct{}{}, "the upstream did not wait for the next acknowledgement")
 	}
 }
 
@@ -249,6 +272,7 @@ func TestUpstreamFailures(t *testing.T) {
 		upstream http.HandlerFunc
 		route    Route
 		status   int
+		class    string // relay_requests_total's status label, literally
 		errType  ErrorType
 		body     string // substring of the client's body
 	}{
@@ -256,6 +280,7 @@ func TestUpstreamFailures(t *testing.T) {
 			name:    "connection refused",
 			route:   Route{Prefix: "/v1", Upstream: refused()},
 			status:  502,
+			class:   "5xx",
 			errType: ErrTypeUpstreamConnect,
 			body:    `{"error":{"message":"The upstream service could not be reached.","type":"server_error","param":null,"code":"upstream_error"}}`,
 		},
@@ -263,6 +288,7 @@ func TestUpstreamFailures(t *testing.T) {
 			name:    "connection refused, anthropic shape",
 			route:   Route{Prefix: "/v1", Upstream: refused(), Provider: ProviderAnthropic},
 			status:  502,
+			class:   "5xx",
 			errType: ErrTypeUpstreamConnect,
 			body:    `{"type":"error","error":{"type":"api_error","message":"The upstream service could not be reached."}}`,
 		},
@@ -276,6 +302,7 @@ func TestUpstreamFailures(t *testing.T) {
 			},
 			route:   Route{Prefix: "/v1", Kind: KindSSE},
 			status:  500,
+			class:   "5xx",
 			errType: ErrTypeUpstreamStatus,
 			body:    `{"error":{"message":"boom"}}`,
 		},
@@ -287,6 +314,7 @@ func TestUpstreamFailures(t *testing.T) {
 			},
 			route:   Route{Prefix: "/v1", Timeouts: Timeouts{FirstByte: 50 * time.Millisecond}},
 			status:  504,
+			class:   "5xx",
 			errType: ErrTypeUpstreamTimeout,
 			body:    `"message":"The upstream service did not answer in time."`,
 		},
@@ -308,7 +336,7 @@ func TestUpstreamFailures(t *testing.T) {
 			if tt.status == 500 {
 				assert.Equal(t, "7", resp.Header.Get("Retry-After"))
 			}
-			assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.requests.WithLabelValues("test", statusClass(tt.status))))
+			assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.requests.WithLabelValues("test", tt.class)))
 		})
 	}
 }
@@ -405,6 +433,7 @@ func TestBinaryMidStreamFailureAborts(t *testing.T) {
 	assert.Equal(t, "1000", resp.Header.Get("Content-Length"), "Content-Length kept")
 	_, err = io.ReadAll(resp.Body)
 	assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "the client must see a truncated body")
+	e.handled()
 	rec := e.lastRecord()
 	assert.Equal(t, ErrTypeStreamInterrupted, rec.ErrorType)
 	assert.Equal(t, KindAudio, rec.Kind)
@@ -463,26 +492,24 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 		<-r.Context().Done()
 		close(canceled)
 	}, Route{Prefix: "/v1"})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
+	defer cancel()
 	resp, err := e.front.Client().Do(e.request("POST", "/v1/chat/completions", `{}`).WithContext(ctx))
 	require.NoError(t, err)
 	line, err := bufio.NewReader(resp.Body).ReadString('\n')
-	require.NoError(t, err)
+	require.NoError(t, err, "the first event did not reach the client")
 	assert.Equal(t, "data: first\n", line)
-	<-sent
+	testkit.Recv(t, sent, "the upstream did not send its first event")
 	cancel()
 	resp.Body.Close()
-	select {
-	case <-canceled:
-	case <-time.After(5 * time.Second):
-		t.Fatal("upstream request was not cancelled")
-	}
-	<-e.served // the record is queued when the handler returns
+	testkit.RecvWithin(t, canceled, 5*time.Second, "the upstream request was not cancelled when the client went away")
+	e.handled() // the record is queued when the handler returns
 	rec := e.lastRecord()
 	assert.Equal(t, StatusClientClosedRequest, rec.Status)
 	assert.Equal(t, ErrTypeClientCanceled, rec.ErrorType)
 	assert.True(t, rec.ClientGone)
 	assert.Equal(t, int64(1), rec.Events, "events sent before the disconnect are counted")
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.requests.WithLabelValues("test", "4xx")), "499 counts as 4xx")
 }
 
 // TestSlowClientMemoryBounded streams 64 MiB to a client that reads
@@ -582,7 +609,7 @@ func TestAuthentication(t *testing.T) {
 		{"spoofed tenant header", map[string]string{"X-Api-Key": testKey, "X-Tenant": "evil", "X-Tenant-Id": "evil"}, 200, "acme"},
 	}
 	e := newEnv(t, up, Route{Prefix: "/v1", AuthHeader: "Authorization", AuthValue: "sk-upstream-secret"})
-	for _, tt := range tests {
+	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req, _ := http.NewRequest("POST", e.front.URL+"/v1/chat/completions", strings.NewReader(`{}`))
 			req.Header.Set("Cookie", "session=client")
@@ -591,6 +618,8 @@ func TestAuthentication(t *testing.T) {
 			}
 			resp, body := e.do(req)
 			assert.Equal(t, tt.status, resp.StatusCode)
+			// Mutation it kills: no record for a rejected (401) request.
+			require.Len(t, e.records(), i+1, "every request is recorded, rejected ones too")
 			rec := e.lastRecord()
 			assert.Equal(t, tt.tenant, rec.Tenant)
 			if tt.status == 401 {
@@ -606,6 +635,53 @@ func TestAuthentication(t *testing.T) {
 	assert.Equal(t, 4, calls, "rejected requests never reach the upstream")
 	for _, h := range upstreamAuth {
 		assert.Equal(t, "Bearer sk-upstream-secret|||", h, "client credentials stripped, upstream credential injected")
+	}
+}
+
+// TestClientCredentialsNeverReachUpstream: every header that may carry a
+// client's credential for the relay (OpenAI's, Anthropic's, Azure's,
+// Azure Speech's and Gemini's, and cookies) is dropped before the request
+// goes upstream, whichever one the client authenticated with: a route
+// without a credential of its own sends none, and one with a credential
+// sends only its own.
+// Mutations it kills: isClientCredential forgetting any of these headers
+// (Ocp-Apim-Subscription-Key and X-Goog-Api-Key survived before).
+func TestClientCredentialsNeverReachUpstream(t *testing.T) {
+	credentials := []string{"Authorization", "X-Api-Key", "Api-Key", "Ocp-Apim-Subscription-Key", "X-Goog-Api-Key", "Cookie"}
+	routes := map[string]Route{
+		"no upstream credential":    {Prefix: "/v1"},
+		"Ocp-Apim-Subscription-Key": {Prefix: "/v1", AuthHeader: "Ocp-Apim-Subscription-Key", AuthValue: "upstream-secret"},
+	}
+	for name, route := range routes {
+		for _, auth := range []string{"Authorization", "X-Api-Key", "Api-Key"} {
+			t.Run(name+", client authenticated by "+auth, func(t *testing.T) {
+				var got http.Header
+				e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+					got = r.Header.Clone()
+					w.Header().Set("Content-Type", "application/json")
+					_, _ = io.WriteString(w, `{}`)
+				}, route)
+				req := e.request("POST", "/v1/x", `{}`)
+				req.Header.Del("Authorization")
+				for _, h := range []string{"Ocp-Apim-Subscription-Key", "X-Goog-Api-Key", "Cookie"} {
+					req.Header.Set(h, "sk-client-"+h)
+				}
+				v := testKey // starts with sk- too
+				if auth == "Authorization" {
+					v = "Bearer " + testKey
+				}
+				req.Header.Set(auth, v)
+				resp, _ := e.do(req)
+				require.Equal(t, 200, resp.StatusCode)
+				for _, h := range credentials {
+					if h == route.AuthHeader {
+						assert.Equal(t, []string{route.AuthValue}, got.Values(h), "only the route's credential")
+						continue
+					}
+					assert.Empty(t, got.Values(h), "%s reached the upstream", h)
+				}
+			})
+		}
 	}
 }
 
@@ -670,13 +746,10 @@ func TestNoRouteAndRouting(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{}`)
 	}
-	e := newEnv(t, up, Route{Name: "v1", Prefix: "/v1"},
-		WithRoutes(
-			Route{Name: "strip", Prefix: "/llm/openai", StripPrefix: true, Upstream: "http://127.0.0.1:1"},
-		))
-	_ = e
-	// The strip route points elsewhere; build a second env to use it.
-	e2 := newEnv(t, up, Route{Name: "strip", Prefix: "/llm/openai/", RewritePrefix: "/v1"})
+	e := newEnv(t, up, Route{Name: "v1", Prefix: "/v1"})
+	// newEnv points only its route at the upstream: one env per route.
+	e2 := newEnv(t, up, Route{Name: "rewrite", Prefix: "/llm/openai/", RewritePrefix: "/v1"})
+	e3 := newEnv(t, up, Route{Name: "strip", Prefix: "/azure", StripPrefix: true})
 	tests := []struct {
 		env    *env
 		path   string
@@ -688,6 +761,8 @@ func TestNoRouteAndRouting(t *testing.T) {
 		{e, "/v1x/chat", 404, ""},
 		{e, "/v1/../admin", 404, ""},
 		{e2, "/llm/openai/chat/completions", 200, "/v1/chat/completions"},
+		{e3, "/azure/openai/deployments/d/chat/completions?api-version=2024", 200, "/openai/deployments/d/chat/completions?api-version=2024"},
+		{e3, "/azurex/chat", 404, ""},
 	}
 	for _, tt := range tests {
 		resp, body := tt.env.do(tt.env.request("POST", tt.path, `{}`))
@@ -772,7 +847,7 @@ func TestBlockedRecorderDoesNotSlowStreams(t *testing.T) {
 		assert.Equal(t, 200, resp.StatusCode)
 		assert.Equal(t, "data: a\n\ndata: b\n\n", string(body))
 	}
-	<-br.entered
+	testkit.Recv(t, br.entered, "the recorder was never called")
 	// The worker holds one record, the queue two: the rest were dropped.
 	assert.GreaterOrEqual(t, e.relay.Recorder().Dropped(), uint64(7))
 	mfs, err := e.reg.Gather()
@@ -817,8 +892,8 @@ func TestShutdownDuringLiveStreams(t *testing.T) {
 			_ = i
 		}()
 	}
-	for range n {
-		<-started
+	for i := range n {
+		testkit.Recv(t, started, fmt.Sprintf("stream %d did not start", i))
 	}
 	// Half finish within the deadline, the rest are cut by it.
 	done := make(chan error, 1)
@@ -830,17 +905,17 @@ func TestShutdownDuringLiveStreams(t *testing.T) {
 	assert.Equal(t, 503, resp.StatusCode)
 	assert.Contains(t, string(body), "shutting down")
 	for range n / 2 {
-		release <- struct{}{}
+		testkit.Send(t, release, struct{}{}, "a live stream was not waiting to be released")
 	}
 	var clean, cut int
 	for range n / 2 {
-		assert.Equal(t, "data: start\n\ndata: end\n\n", <-bodies)
+		assert.Equal(t, "data: start\n\ndata: end\n\n", testkit.Recv(t, bodies, "a released stream did not end"))
 		clean++
 	}
 	cancel()
-	require.ErrorIs(t, <-done, context.Canceled)
+	require.ErrorIs(t, testkit.Recv(t, done, "Shutdown did not return once its context ended"), context.Canceled)
 	for range n / 2 {
-		b := <-bodies
+		b := testkit.Recv(t, bodies, "a stream was not cut by Shutdown")
 		switch b {
 		case "data: start\n\ndata: end\n\n":
 			clean++
@@ -910,7 +985,7 @@ func TestFlushesThroughUnwrap(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "data: x\n", line)
 		_, _ = br.ReadString('\n')
-		acks <- struct{}{}
+		testkit.Send(t, acks, struct{}{}, "the upstream did not wait for the next acknowledgement")
 	}
 }
 
@@ -933,7 +1008,7 @@ func TestHealthAndMetricsHandlers(t *testing.T) {
 		assert.Equal(t, tt.status, w.Code)
 		assert.Contains(t, w.Body.String(), tt.body)
 	}
-	require.NoError(t, rl.Shutdown(context.Background()))
+	require.NoError(t, rl.Shutdown(testkit.Context(t)))
 	w := httptest.NewRecorder()
 	rl.ReadyzHandler().ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
 	assert.Equal(t, 503, w.Code)
@@ -947,7 +1022,7 @@ func TestHealthAndMetricsHandlers(t *testing.T) {
 	rl2, err := New(WithRoutes(Route{Name: "r", Prefix: "/", Upstream: "http://127.0.0.1:1"}),
 		WithAuthenticator(AllowAll("t")), WithLimiter(sick))
 	require.NoError(t, err)
-	defer rl2.Shutdown(context.Background())
+	defer rl2.Shutdown(testkit.Context(t))
 	w = httptest.NewRecorder()
 	rl2.ReadyzHandler().ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
 	assert.Equal(t, 503, w.Code)
@@ -990,7 +1065,7 @@ func TestRecordJSONHasNoSecrets(t *testing.T) {
 		Route{Prefix: "/v1", AuthHeader: "Authorization", AuthValue: "sk-upstream-secret"},
 		WithRecorder(NewJSONLinesRecorder(&buf)))
 	e.do(e.request("POST", "/v1/x?key=sk-query-secret", `{}`))
-	require.NoError(t, e.relay.Recorder().Flush(context.Background()))
+	require.NoError(t, e.relay.Recorder().Flush(testkit.Context(t)))
 	var rec map[string]any
 	require.NoError(t, json.Unmarshal(buf.Bytes(), &rec))
 	assert.Equal(t, "/v1/x", rec["path"])
@@ -1043,7 +1118,7 @@ func TestUnknownLengthJSONIsStreamed(t *testing.T) {
 				line, err := br.ReadString('\n')
 				require.NoError(t, err)
 				assert.Equal(t, fmt.Sprintf("{\"i\":%d}\n", i), line)
-				acks <- struct{}{}
+				testkit.Send(t, acks, struct{}{}, "the upstream did not wait for the next acknowledgement")
 			}
 		})
 	}
@@ -1072,7 +1147,7 @@ func TestCompressedStreamFailureAborts(t *testing.T) {
 	body, err := io.ReadAll(resp.Body)
 	assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "the client must see a truncated body")
 	assert.NotContains(t, string(body), "event: error")
-	<-e.served
+	e.handled()
 	rec := e.lastRecord()
 	assert.Equal(t, ErrTypeStreamInterrupted, rec.ErrorType)
 	assert.Equal(t, int64(1), rec.Events, "chunks, not parsed events")

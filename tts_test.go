@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -70,10 +71,11 @@ func TestTTSAudioStreamsChunkByChunk(t *testing.T) {
 				_, err := io.ReadFull(resp.Body, chunk)
 				require.NoError(t, err, "chunk %d", i)
 				assert.Equal(t, byte(i), chunk[2])
-				acks <- struct{}{}
+				testkit.Send(t, acks, struct{}{}, "the upstream did not wait for the next acknowledgement")
 			}
 			_, err = io.ReadAll(resp.Body)
 			require.NoError(t, err)
+			e.handled()
 			rec := e.lastRecord()
 			assert.Equal(t, KindAudio, rec.Kind)
 			assert.Equal(t, int64(16), rec.BytesOut, "audio bytes")

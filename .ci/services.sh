@@ -36,7 +36,8 @@
 #   RELAY_CI_REDIS_PORT (6390)
 #   RELAY_CI_CH_TCP_PORT (9001)  RELAY_CI_CH_HTTP_PORT (8124)  RELAY_CI_CH_INTERSERVER_PORT (9019)
 #   RELAY_CI_STATICCHECK_VERSION (v0.8.2)  RELAY_CI_BENCHSTAT_VERSION (pinned pseudo-version)
-#   When CI=true and the shared ClickHouse is not already running, its data
+#   In CI (CI set to anything but "", "false" or "0", the tests' rule too)
+#   and when the shared ClickHouse is not already running, its data
 #   directory is wiped before it starts, so CI always begins with empty tables.
 
 : "${RELAY_CI_DIR:=/tmp/relay-ci}"
@@ -286,8 +287,8 @@ start_clickhouse() {
 		done
 		[[ -f /etc/clickhouse-server/config.xml && -f /etc/clickhouse-server/users.xml ]] ||
 			{ _svc_err "start_clickhouse: /etc/clickhouse-server/{config,users}.xml missing"; return 1; }
-		if [[ ${CI:-} == true && -d $dir/data ]]; then
-			_svc_log "start_clickhouse: CI=true: wiping old data dir $dir/data"
+		if [[ ${CI:-false} != false && ${CI:-false} != 0 && -d $dir/data ]]; then
+			_svc_log "start_clickhouse: CI=$CI: wiping old data dir $dir/data"
 			rm -rf "$dir/data"
 		fi
 		mkdir -p "$dir/etc/config.d" "$dir/data" "$dir/log" ||

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // tamperWriter rewrites each write of the mock upstream (one SSE event,
@@ -201,7 +203,13 @@ func TestUpstreamHold(t *testing.T) {
 		_, err := newDriver().do(ctx, a, spec{mode: modeSSE, seed: 3, n: heldEvents, hold: "g"}, nil, func() { close(opened) })
 		done <- err
 	}()
-	<-opened
+	select {
+	case <-opened:
+	case err := <-done:
+		t.Fatalf("the held stream ended before it opened: %v", err)
+	case <-time.After(testkit.Timeout):
+		t.Fatal("the held stream did not open")
+	}
 	// The stream is open: it must not end before the release.
 	select {
 	case err := <-done:
@@ -231,7 +239,7 @@ func TestUpstreamHold(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if err := <-done; err != nil {
+	if err := testkit.Recv(t, done, "the released stream did not end"); err != nil {
 		t.Fatalf("released stream: %v", err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/streamrelay/relay"
 	relayclickhouse "github.com/streamrelay/relay/clickhouse"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // These tests need no ClickHouse at all: they point the recorder at a port
@@ -73,7 +74,7 @@ func newRelay(t *testing.T, up string, rec relay.Recorder, queue relay.AsyncOpti
 // final [DONE] arrived.
 func stream(t *testing.T, srv *httptest.Server) {
 	t.Helper()
-	req, err := http.NewRequest("POST", srv.URL+"/v1/chat/completions",
+	req, err := http.NewRequestWithContext(testkit.Context(t), "POST", srv.URL+"/v1/chat/completions",
 		strings.NewReader(`{"model":"gpt-4o","stream":true,"messages":[]}`))
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +110,7 @@ func stream(t *testing.T, srv *httptest.Server) {
 // blackhole accepts connections and never answers, like a hung server,
 // until released.
 type blackhole struct {
+	t        *testing.T
 	ln       net.Listener
 	accepted chan net.Conn
 	done     chan struct{}
@@ -122,7 +124,7 @@ func newBlackhole(t *testing.T) *blackhole {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &blackhole{ln: ln, accepted: make(chan net.Conn, 16), done: make(chan struct{})}
+	b := &blackhole{t: t, ln: ln, accepted: make(chan net.Conn, 16), done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
 		for {
@@ -147,7 +149,7 @@ func newBlackhole(t *testing.T) *blackhole {
 // reads fail at once and new dials are refused. It is idempotent.
 func (b *blackhole) release() {
 	_ = b.ln.Close()
-	<-b.done
+	testkit.Recv(b.t, b.done, "the blackhole's accept loop did not end")
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, c := range b.conns {
@@ -288,9 +290,9 @@ func TestHealthyHonoursContextWhileServerHangs(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- rec.Healthy(ctx) }()
-	<-hole.accepted // the ping is now stuck in the handshake
+	testkit.Recv(t, hole.accepted, "the probe did not connect") // the ping is now stuck in the handshake
 	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
+	if err := testkit.Recv(t, errc, "Healthy did not return when its context ended"); !errors.Is(err, context.Canceled) {
 		t.Errorf("Healthy = %v, want context.Canceled", err)
 	}
 }

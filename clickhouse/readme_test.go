@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -17,10 +18,10 @@ import (
 	relayclickhouse "github.com/streamrelay/relay/clickhouse"
 )
 
-// readmeSQL returns the README's ```sql blocks.
-func readmeSQL(t *testing.T) []string {
+// sqlBlocks returns the ```sql blocks of a Markdown file.
+func sqlBlocks(t *testing.T, path string) []string {
 	t.Helper()
-	b, err := os.ReadFile("README.md")
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,10 +29,55 @@ func readmeSQL(t *testing.T) []string {
 	for _, m := range regexp.MustCompile("(?s)```sql\n(.*?)```").FindAllStringSubmatch(string(b), -1) {
 		blocks = append(blocks, strings.TrimSpace(m[1]))
 	}
+	return blocks
+}
+
+// readmeSQL returns this module's README's ```sql blocks: the DDL, then
+// one query per block.
+func readmeSQL(t *testing.T) []string {
+	t.Helper()
+	blocks := sqlBlocks(t, "README.md")
 	if len(blocks) < 2 {
 		t.Fatalf("README has %d sql blocks, want the DDL and queries", len(blocks))
 	}
 	return blocks
+}
+
+// readmeQuery is one query of a README, titled by its leading comment.
+type readmeQuery struct {
+	readme, title, sql string
+}
+
+// readmeQueries returns the queries of this module's README (one per
+// block after the DDL) and of the root README (whose blocks hold several
+// queries, each after a "-- title" line).
+func readmeQueries(t *testing.T) []readmeQuery {
+	t.Helper()
+	var out []readmeQuery
+	for _, q := range readmeSQL(t)[1:] {
+		title, _, _ := strings.Cut(strings.TrimPrefix(q, "-- "), "\n")
+		out = append(out, readmeQuery{"clickhouse/README.md", title, q})
+	}
+	root := 0
+	for _, block := range sqlBlocks(t, filepath.Join("..", "README.md")) {
+		var cur *readmeQuery
+		for line := range strings.SplitSeq(block, "\n") {
+			if title, ok := strings.CutPrefix(line, "-- "); ok {
+				out = append(out, readmeQuery{readme: "README.md", title: title, sql: line})
+				cur = &out[len(out)-1]
+				root++
+				continue
+			}
+			if cur == nil {
+				t.Fatalf("README.md: a sql block does not start with a -- title line: %q", line)
+			}
+			cur.sql += "\n" + line
+		}
+	}
+	if root == 0 {
+		t.Fatal("the root README.md has no ClickHouse query: TestReadmeQueries checks them")
+	}
+	return out
 }
 
 func TestReadmeDDLIsTheTable(t *testing.T) {
@@ -86,7 +132,8 @@ func queryRecords(now time.Time) []relay.Record {
 	return recs
 }
 
-// TestReadmeQueries runs every query in the README on data it inserted and
+// TestReadmeQueries runs every query in this module's README and in the
+// root README (section "Records in ClickHouse") on data it inserted, and
 // checks each result against what Go computes from the same records.
 func TestReadmeQueries(t *testing.T) {
 	conn := testConn(t)
@@ -104,6 +151,9 @@ func TestReadmeQueries(t *testing.T) {
 
 	checks := map[string]func(t *testing.T, rows []map[string]any){
 		"Tokens per tenant per day": func(t *testing.T, rows []map[string]any) {
+			// The root README's shorter version leaves out some columns:
+			// compare those the query returns.
+			cols := []string{"requests", "input", "output", "cached_input", "reasoning"}
 			want := map[string][5]uint64{}
 			for _, r := range recs {
 				k := r.Tenant + " " + r.Start.Format(time.DateOnly)
@@ -118,8 +168,25 @@ func TestReadmeQueries(t *testing.T) {
 			got := map[string][5]uint64{}
 			for _, row := range rows {
 				k := row["tenant"].(string) + " " + row["date"].(time.Time).Format(time.DateOnly)
-				got[k] = [5]uint64{row["requests"].(uint64), row["input"].(uint64), row["output"].(uint64),
-					row["cached_input"].(uint64), row["reasoning"].(uint64)}
+				var g [5]uint64
+				for i, c := range cols {
+					if v, ok := row[c]; ok {
+						g[i] = v.(uint64)
+					}
+				}
+				got[k] = g
+			}
+			for i, c := range cols {
+				if _, ok := rows[0][c]; ok {
+					continue
+				}
+				if i < 3 {
+					t.Errorf("the query has no %s column", c)
+				}
+				for k, w := range want {
+					w[i] = 0
+					want[k] = w
+				}
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("got %v\nwant %v", got, want)
@@ -137,7 +204,11 @@ func TestReadmeQueries(t *testing.T) {
 			}
 			for _, row := range rows {
 				w := want[row["model"].(string)]
-				n, p95 := row["requests"].(uint64), row["p95_ttft_ms"].(float64)
+				p95 := row["p95_ttft_ms"].(float64)
+				n, ok := row["requests"].(uint64) // not in the root README's version
+				if !ok {
+					n = w.n
+				}
 				if n != w.n || math.Abs(p95-w.p95) > w.tol {
 					t.Errorf("%v: %d requests, p95 %v; want %d and %v±%v", row["model"], n, p95, w.n, w.p95, w.tol)
 				}
@@ -189,20 +260,22 @@ func TestReadmeQueries(t *testing.T) {
 	}
 
 	ran := 0
-	for _, q := range readmeSQL(t)[1:] {
-		title, _, _ := strings.Cut(strings.TrimPrefix(q, "-- "), "\n")
-		t.Run(title, func(t *testing.T) {
+	for _, q := range readmeQueries(t) {
+		title := q.title
+		t.Run(q.readme+"/"+title, func(t *testing.T) {
 			var check func(*testing.T, []map[string]any)
 			for prefix, c := range checks {
-				if strings.HasPrefix(title, prefix) {
+				if strings.HasPrefix(strings.ToLower(title), strings.ToLower(prefix)) {
 					check = c
 				}
 			}
 			if check == nil {
-				t.Fatalf("README query %q has no check in this test: add one", title)
+				t.Fatalf("%s query %q has no check in this test: add one", q.readme, title)
 			}
-			ran++
-			sql := regexp.MustCompile(`\brelay_requests\b`).ReplaceAllString(q, table)
+			if q.readme == "clickhouse/README.md" {
+				ran++
+			}
+			sql := regexp.MustCompile(`\brelay_requests\b`).ReplaceAllString(q.sql, table)
 			var rows []map[string]any
 			if strings.Contains(sql, "\nSELECT") {
 				rows = queryMaps(t, conn, sql)
@@ -216,7 +289,7 @@ func TestReadmeQueries(t *testing.T) {
 		})
 	}
 	if ran != len(checks) {
-		t.Errorf("ran %d README queries, want %d: a query was removed or renamed", ran, len(checks))
+		t.Errorf("ran %d queries of clickhouse/README.md, want %d: a query was removed or renamed", ran, len(checks))
 	}
 }
 

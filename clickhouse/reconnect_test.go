@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/streamrelay/relay"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // switchProxy forwards TCP connections to the real ClickHouse while up.
 // Taken down, it cuts every connection and closes new ones at once, as a
 // server that went away would; brought up again, it forwards anew.
 type switchProxy struct {
+	t      *testing.T
 	ln     net.Listener
 	target string
 	wg     sync.WaitGroup
@@ -31,7 +33,7 @@ func newSwitchProxy(t *testing.T, target string) *switchProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &switchProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &switchProxy{t: t, ln: ln, target: target, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(p.close)
@@ -91,7 +93,7 @@ func (p *switchProxy) setDown(down bool) {
 func (p *switchProxy) close() {
 	_ = p.ln.Close()
 	p.setDown(true)
-	p.wg.Wait()
+	testkit.Wait(p.t, p.wg.Wait, "the proxy's connections did not end")
 }
 
 func records(prefix string, n int) []relay.Record {

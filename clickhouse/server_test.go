@@ -14,6 +14,7 @@ import (
 
 	"github.com/streamrelay/relay"
 	relayclickhouse "github.com/streamrelay/relay/clickhouse"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -27,17 +28,7 @@ func clickhouseAddr() string {
 	return "127.0.0.1:9001"
 }
 
-// missing fails the test under CI, where the server must be there, and
-// skips it elsewhere.
-func missing(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
-// testConn connects to the test server, or fails or skips (see missing).
+// testConn connects to the test server, or fails or skips (see testkit.Missing).
 func testConn(t *testing.T) driver.Conn {
 	t.Helper()
 	addr := clickhouseAddr()
@@ -49,7 +40,7 @@ func testConn(t *testing.T) driver.Conn {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := conn.Ping(ctx); err != nil {
-		missing(t, "ClickHouse at %s (RELAY_TEST_CLICKHOUSE_ADDR) is unreachable: %v", addr, err)
+		testkit.Missing(t, "ClickHouse at %s (RELAY_TEST_CLICKHOUSE_ADDR) is unreachable: %v", addr, err)
 	}
 	return conn
 }

@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"github.com/streamrelay/relay/internal/testkit"
 	"io"
 	"os"
 	"os/exec"
@@ -28,16 +29,6 @@ const (
 	kubernetesPath = "kubernetes/relay.yaml"
 	systemdPath    = "systemd/relay.service"
 )
-
-// need skips the test, or fails it under CI (CI set, and not "false" or
-// "0"), where a missing tool is a broken setup.
-func need(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
-		t.Fatalf(format+" (CI=%s)", append(args, ci)...)
-	}
-	t.Skipf(format, args...)
-}
 
 type k8sMeta struct {
 	Name        string            `yaml:"name"`
@@ -440,7 +431,7 @@ func TestSystemdUnit(t *testing.T) {
 
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		need(t, "systemd-analyze is not installed (Debian's systemd package)")
+		testkit.Missing(t, "systemd-analyze is not installed (Debian's systemd package)")
 	}
 	// systemd-analyze wants the binary to exist: point the copy at one.
 	dir := t.TempDir()

@@ -20,11 +20,13 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // prometheusBinary returns the path of the prometheus server: the
 // RELAY_TEST_PROMETHEUS_BIN environment variable, else prometheus on PATH.
-// Without it the test fails under CI=true and is skipped otherwise.
+// Without it the test fails in CI and is skipped otherwise (see testkit.Missing).
 func prometheusBinary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("RELAY_TEST_PROMETHEUS_BIN"); p != "" {
@@ -35,10 +37,7 @@ func prometheusBinary(t testing.TB) string {
 	}
 	p, err := exec.LookPath("prometheus")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("prometheus not found (set RELAY_TEST_PROMETHEUS_BIN or install Debian's prometheus package): required under CI=true")
-		}
-		t.Skip("prometheus not found; set RELAY_TEST_PROMETHEUS_BIN or install Debian's prometheus package to run this test")
+		testkit.Missing(t, "prometheus not found: set RELAY_TEST_PROMETHEUS_BIN or install Debian's prometheus package")
 	}
 	return p
 }
@@ -124,7 +123,7 @@ func launchPrometheus(ctx context.Context, t *testing.T, bin, cfgPath, dataDir s
 	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-p.exited
+		testkit.Recv(t, p.exited, "prometheus did not exit after SIGKILL")
 		p.client.CloseIdleConnections()
 	})
 

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/streamrelay/relay"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // The fake upstream's behaviours, chosen per request with the
@@ -309,7 +310,7 @@ func (l *loadGen) run(ctx context.Context, rounds, workers int) {
 		}
 	}
 	close(calls)
-	wg.Wait()
+	wg.Wait() // bounded by ctx, in which every call runs
 }
 
 // background sends a round every interval until the returned stop is
@@ -330,7 +331,10 @@ func (l *loadGen) background(ctx context.Context, interval time.Duration) (stop 
 			}
 		}
 	}()
-	return func() { cancel(); <-done }
+	return func() {
+		cancel()
+		testkit.Recv(l.t, done, "the background traffic did not stop")
+	}
 }
 
 // do sends one call and checks its status and, for streams, its body.

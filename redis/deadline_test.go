@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -32,7 +33,7 @@ func TestCallerBoundsAbandonedCalls(t *testing.T) {
 		})
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 	}
-	started.Wait()
+	testkit.Wait(t, started.Wait, "the abandoned calls did not start")
 
 	ran := false
 	_, err := call(c, ctx, time.Hour, func(context.Context) (int, error) { ran = true; return 1, nil })

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/streamrelay/relay"
+	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -91,7 +92,7 @@ func TestRedisOutage(t *testing.T) {
 			}
 		})
 	}
-	wg.Wait()
+	testkit.Wait(t, wg.Wait, "the requests during the outage did not finish")
 	assert.Equal(t, float64(during), open.limiterErrors(t))
 	assert.Equal(t, float64(during), closed.limiterErrors(t))
 	for name, r := range map[string]*replica{"open": open, "closed": closed} {

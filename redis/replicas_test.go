@@ -2,6 +2,7 @@ package relayredis
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamrelay/relay"
+	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -175,7 +177,8 @@ func TestReplicasShareRequestBudget(t *testing.T) {
 			}
 			start := redisNow(t, probe)
 			close(begin)
-			wg.Wait()
+			// Each request is bounded by the client's 30s timeout.
+			testkit.WaitWithin(t, wg.Wait, 30*time.Second, "the concurrent requests did not finish")
 			elapsed := redisNow(t, probe).Sub(start)
 			close(statuses)
 
@@ -243,7 +246,7 @@ func TestReplicasShareTokenBudget(t *testing.T) {
 				}
 			})
 		}
-		wg.Wait()
+		testkit.Wait(t, wg.Wait, "the concurrent admissions did not finish")
 		return admitted
 	}
 
@@ -256,7 +259,7 @@ func TestReplicasShareTokenBudget(t *testing.T) {
 	for i, req := range first {
 		wg.Go(func() { assert.NoError(t, lims[(i+1)%3].Settle(ctx, req, 100)) })
 	}
-	wg.Wait()
+	testkit.Wait(t, wg.Wait, "the settlements did not finish")
 	second := burst(30, 300)
 	require.Len(t, second, 2, "100 left plus 600 refunded hold two more")
 
@@ -282,8 +285,9 @@ func TestRelaySettlesTokensAcrossReplicas(t *testing.T) {
 	upstream := startUpstream(t)
 	prefix := uniquePrefix(t)
 	limits := &relay.Limits{TokensPerMinute: 1000}
-	// Settle runs in the relay's finish step, before the record is
-	// queued: a record seen (with batches of one) means settled.
+	// A record seen means the handler returned, and with it the request's
+	// settlement started; it runs in the background, so the test waits for
+	// it with Flush before the next request reads the budget.
 	records := make(chan relay.Record, 16)
 	sink := relay.RecorderFunc(func(_ context.Context, rec relay.Record) error {
 		records <- rec
@@ -298,19 +302,15 @@ func TestRelaySettlesTokensAcrossReplicas(t *testing.T) {
 	}
 	hc := newHTTPClient(t)
 	const body = `{"model":"m","max_tokens":300,"messages":[{"role":"user","content":"hi"}]}`
-	wait := time.NewTimer(10 * time.Second)
-	defer wait.Stop()
 	var last *http.Response
 	for i := range 9 {
-		resp, err := reps[i%3].postBody(hc, body)
+		rep := reps[i%3]
+		resp, err := rep.postBody(hc, body)
 		require.NoError(t, err)
 		require.Equal(t, http.StatusOK, resp.StatusCode, "request %d", i)
-		select {
-		case rec := <-records:
-			require.Equal(t, int64(8), rec.Usage.Total())
-		case <-wait.C:
-			t.Fatal("no record within 10s")
-		}
+		rec := testkit.Recv(t, records, fmt.Sprintf("request %d was not recorded", i))
+		require.Equal(t, int64(8), rec.Usage.Total())
+		require.NoError(t, rep.relay.Flush(testkit.Context(t)), "request %d: settlement not done", i)
 		last = resp
 	}
 	remaining, err := strconv.Atoi(last.Header.Get("X-Ratelimit-Remaining-Tokens"))

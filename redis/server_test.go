@@ -15,18 +15,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/require"
 )
-
-// need skips the test, or fails it when CI=true: in CI a missing service
-// is a broken setup, not a reason to pass.
-func need(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
 
 // sharedRedisAddr is the address of the Redis that tests share, from
 // RELAY_TEST_REDIS_ADDR, checked to answer.
@@ -34,14 +25,14 @@ func sharedRedisAddr(t testing.TB) string {
 	t.Helper()
 	addr := os.Getenv("RELAY_TEST_REDIS_ADDR")
 	if addr == "" {
-		need(t, "RELAY_TEST_REDIS_ADDR is not set (host:port of a Redis for tests)")
+		testkit.Missing(t, "RELAY_TEST_REDIS_ADDR is not set (host:port of a Redis for tests)")
 	}
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err != nil {
-		need(t, "Redis at RELAY_TEST_REDIS_ADDR=%s does not answer: %v", addr, err)
+		testkit.Missing(t, "Redis at RELAY_TEST_REDIS_ADDR=%s does not answer: %v", addr, err)
 	}
 	return addr
 }
@@ -125,7 +116,7 @@ func newRedisServer(t testing.TB) *redisServer {
 	if bin == "" {
 		var err error
 		if bin, err = exec.LookPath("redis-server"); err != nil {
-			need(t, "no redis-server: set RELAY_TEST_REDIS_SERVER or put it on PATH")
+			testkit.Missing(t, "no redis-server: set RELAY_TEST_REDIS_SERVER or put it on PATH")
 		}
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -174,7 +165,7 @@ func (s *redisServer) kill() {
 		return
 	}
 	_ = s.cmd.Process.Kill()
-	<-s.exited
+	testkit.Recv(s.t, s.exited, "redis-server did not exit after SIGKILL")
 	s.cmd = nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/streamrelay/relay"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // newAnthropic returns an unmodified anthropic-sdk-go client but for its
@@ -65,7 +66,7 @@ func TestAnthropicMessagesStreaming(t *testing.T) {
 			up := newReplayUpstream(t, readStream(t, tt.src, tt.file), ending{})
 			h := newHarness(t, up)
 
-			text, msg, err := streamMessages(t.Context(), h.url, clientKey)
+			text, msg, err := streamMessages(testkit.Context(t), h.url, clientKey)
 			if err != nil {
 				t.Fatalf("stream ended with error: %v", err)
 			}
@@ -118,7 +119,7 @@ func TestAnthropicInStreamError(t *testing.T) {
 			up := newReplayUpstream(t, readStream(t, tt.src, tt.file), ending{})
 			h := newHarness(t, up)
 
-			text, _, err := streamMessages(t.Context(), h.url, clientKey)
+			text, _, err := streamMessages(testkit.Context(t), h.url, clientKey)
 			if text != tt.wantText {
 				t.Errorf("text before the error = %q, want %q", text, tt.wantText)
 			}

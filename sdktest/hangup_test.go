@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/streamrelay/relay"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // TestHangUpAfterFinalEvent covers SDKs that close the connection as soon
@@ -33,7 +34,7 @@ func TestHangUpAfterFinalEvent(t *testing.T) {
 			up := newReplayUpstream(t, stream, ending{linger: true})
 			h := newHarness(t, up)
 
-			_, _ = tt.call(t.Context(), h.url, clientKey) // how the SDK ends is covered elsewhere
+			_, _ = tt.call(testkit.Context(t), h.url, clientKey) // how the SDK ends is covered elsewhere
 
 			rec := h.record(t)
 			if rec.Status != http.StatusOK || rec.ErrorType != tt.wantError || rec.ClientGone {

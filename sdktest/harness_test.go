@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamrelay/relay"
+	"github.com/streamrelay/relay/internal/testkit"
 	"go.uber.org/goleak"
 )
 
@@ -180,23 +181,13 @@ func fixturesDir(t *testing.T) string {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			missing(t, "no go.work above the test's directory, so the repository root is unknown")
+			testkit.Missing(t, "no go.work above the test's directory, so the repository root is unknown")
 		}
 		dir = parent
 	}
 	fixtures := filepath.Join(dir, "..", "shared", "fixtures")
 	if _, err := os.Stat(fixtures); err != nil {
-		missing(t, "shared fixtures not available: "+err.Error())
+		testkit.Missing(t, "shared fixtures not available: %v", err)
 	}
 	return fixtures
-}
-
-// missing fails the test in CI and skips it elsewhere.
-func missing(t *testing.T, why string) {
-	t.Helper()
-	// Any CI value but an explicit false counts, so only a local run skips.
-	if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
-		t.Fatalf("%s (CI=%s)", why, ci)
-	}
-	t.Skip(why)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/openai/openai-go/v3/packages/ssestream"
 	"github.com/streamrelay/relay"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // sdkCall runs one streaming SDK call through the relay at relayURL and
@@ -63,7 +64,7 @@ func TestMidStreamFailure(t *testing.T) {
 			up := newReplayUpstream(t, readStream(t, ownStreams, tt.file), tt.end)
 			h := newHarness(t, up)
 
-			text, err := tt.call(t.Context(), h.url, clientKey)
+			text, err := tt.call(testkit.Context(t), h.url, clientKey)
 			if err == nil {
 				t.Fatalf("stream ended cleanly after %q; want an error", text)
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
 	"github.com/streamrelay/relay"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // newOpenAI returns an unmodified openai-go client but for its base URL
@@ -93,7 +94,7 @@ func TestOpenAIChatStreaming(t *testing.T) {
 			up := newReplayUpstream(t, readStream(t, tt.src, tt.file), ending{})
 			h := newHarness(t, up)
 
-			res := streamChat(t.Context(), h.url, clientKey)
+			res := streamChat(testkit.Context(t), h.url, clientKey)
 			if res.err != nil {
 				t.Fatalf("stream ended with error: %v", res.err)
 			}
@@ -154,7 +155,7 @@ func TestOpenAIResponsesStreaming(t *testing.T) {
 			up := newReplayUpstream(t, readStream(t, tt.src, tt.file), ending{})
 			h := newHarness(t, up)
 
-			text, usage, err := streamResponses(t.Context(), h.url, clientKey)
+			text, usage, err := streamResponses(testkit.Context(t), h.url, clientKey)
 			if err != nil {
 				t.Fatalf("stream ended with error: %v", err)
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/openai/openai-go/v3"
 	"github.com/streamrelay/relay"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // apiError is the part of an SDK's typed error the tests compare.
@@ -78,7 +79,7 @@ func TestRelayErrorsReachSDKs(t *testing.T) {
 			up := newReplayUpstream(t, readStream(t, ownStreams, s.file), ending{})
 			h := newHarness(t, up)
 
-			_, err := s.call(t.Context(), h.url, wrongKey)
+			_, err := s.call(testkit.Context(t), h.url, wrongKey)
 			got := s.asErr(t, err)
 			if got.status != http.StatusUnauthorized || got.typ != s.authType || got.code != s.authCode {
 				t.Errorf("error status %d type %q code %q, want 401 %q %q", got.status, got.typ, got.code, s.authType, s.authCode)
@@ -100,14 +101,14 @@ func TestRelayErrorsReachSDKs(t *testing.T) {
 			up := newReplayUpstream(t, readStream(t, ownStreams, s.file), ending{})
 			h := newHarness(t, up, relay.WithRateLimit(relay.Limits{RequestsPerMinute: 1, Burst: 1}))
 
-			if _, err := s.call(t.Context(), h.url, clientKey); err != nil {
+			if _, err := s.call(testkit.Context(t), h.url, clientKey); err != nil {
 				t.Fatalf("first call, within the limit: %v", err)
 			}
 			if rec := h.record(t); rec.Status != http.StatusOK {
 				t.Fatalf("first call recorded status %d, want 200", rec.Status)
 			}
 
-			_, err := s.call(t.Context(), h.url, clientKey)
+			_, err := s.call(testkit.Context(t), h.url, clientKey)
 			got := s.asErr(t, err)
 			if got.status != http.StatusTooManyRequests || got.typ != s.limitType || got.code != s.limitCode {
 				t.Errorf("error status %d type %q code %q, want 429 %q %q", got.status, got.typ, got.code, s.limitType, s.limitCode)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"github.com/streamrelay/relay/internal/testkit"
 	"io"
 	"net"
 	"net/http"
@@ -31,7 +32,7 @@ func readOriginal(t *testing.T) []byte {
 	t.Helper()
 	b, err := os.ReadFile(originalConfig)
 	if errors.Is(err, os.ErrNotExist) {
-		need(t, "%s is missing: the original project's configuration lives in ../shared/reference beside the repository", originalConfig)
+		testkit.Missing(t, "%s is missing: the original project's configuration lives in ../shared/reference beside the repository", originalConfig)
 	}
 	if err != nil {
 		t.Fatal(err)

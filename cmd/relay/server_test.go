@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamrelay/relay/internal/testkit"
 	"go.uber.org/goleak"
 )
 
@@ -124,7 +125,7 @@ func post(ctx context.Context, t *testing.T, url, key, body string) *http.Respon
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := (&http.Client{Timeout: testkit.Timeout}).Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +365,7 @@ func TestDemoEndToEnd(t *testing.T) {
 			defer close(draining)
 			s.stop()
 			for i := 0; ; i++ {
-				resp, err := http.Get(s.base + "/readyz")
+				resp, err := (&http.Client{Timeout: testkit.Timeout}).Get(s.base + "/readyz")
 				if err != nil {
 					t.Error(err)
 					return
@@ -486,14 +487,14 @@ observability: {prometheus: {enabled: false}}
 `, base, records))
 	e := env(map[string]string{"UP_KEY": "upstream-secret", "CLIENT_KEY": "client-secret"})
 	s := startServer(t, []string{"-config", cfg}, hooks{getenv: e})
-	ctx := context.Background()
+	ctx := testkit.Context(t)
 
 	resp := post(ctx, t, s.base+"/llm/v1/chat/completions", "client-secret", `{"model":"m"}`)
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	if got := <-upstream; got != "/v1/chat/completions Bearer upstream-secret" {
+	if got := testkit.Recv(t, upstream, "the request did not reach the upstream"); got != "/v1/chat/completions Bearer upstream-secret" {
 		t.Errorf("upstream saw %q", got)
 	}
 	resp = post(ctx, t, s.base+"/llm/v1/chat/completions", "client-secret", `{"model":"m"}`)

@@ -14,27 +14,19 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // serviceAddr returns the address of a test service from env, skipping the
-// test when it is unset, unless under CI, where a missing service fails it.
+// test when it is unset, or failing it in CI (see testkit.Missing).
 func serviceAddr(t *testing.T, env string) string {
 	t.Helper()
 	addr := os.Getenv(env)
 	if addr == "" {
-		need(t, "%s is not set: source .ci/services.sh and start the service", env)
+		testkit.Missing(t, "%s is not set: source .ci/services.sh and start the service", env)
 	}
 	return addr
-}
-
-// need skips the test, or fails it under CI (CI set, and not "false" or
-// "0"), where something missing is a broken setup, not a reason to pass.
-func need(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
-		t.Fatalf(format+" (CI=%s)", append(args, ci)...)
-	}
-	t.Skipf(format, args...)
 }
 
 // jsonUpstream serves a small JSON answer on loopback.

@@ -1,11 +1,11 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"testing"
 
 	"github.com/streamrelay/relay/examples/internal/streamtest"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 func TestRelayUnderChi(t *testing.T) {
@@ -14,7 +14,7 @@ func TestRelayUnderChi(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = rl.Shutdown(context.Background()) })
+	t.Cleanup(func() { _ = rl.Shutdown(testkit.Context(t)) })
 	base := streamtest.Check(t, up, newHandler(rl), "/llm")
 
 	// chi's Recoverer lets http.ErrAbortHandler through.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/streamrelay/relay/examples/internal/streamtest"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -23,7 +23,7 @@ func TestRelayUnderGin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = rl.Shutdown(context.Background()) })
+	t.Cleanup(func() { _ = rl.Shutdown(testkit.Context(t)) })
 	base := streamtest.Check(t, up, newHandler(rl), "/llm")
 
 	// With Recovery kept off the relay's route, an interrupted binary
@@ -43,7 +43,7 @@ func TestGinRecoveryHidesAbortedStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = rl.Shutdown(context.Background()) })
+	t.Cleanup(func() { _ = rl.Shutdown(testkit.Context(t)) })
 	r := gin.New()
 	r.Use(gin.RecoveryWithWriter(io.Discard))
 	r.Any("/llm/*path", gin.WrapH(http.StripPrefix("/llm", rl)))

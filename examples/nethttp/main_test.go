@@ -1,11 +1,11 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"testing"
 
 	"github.com/streamrelay/relay/examples/internal/streamtest"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 func TestRelayUnderNetHTTP(t *testing.T) {
@@ -14,7 +14,7 @@ func TestRelayUnderNetHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = rl.Shutdown(context.Background()) })
+	t.Cleanup(func() { _ = rl.Shutdown(testkit.Context(t)) })
 	base := streamtest.Check(t, up, newHandler(rl), "/llm")
 
 	// A binary stream cannot carry an error event: the relay aborts it

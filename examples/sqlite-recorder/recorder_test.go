@@ -12,12 +12,13 @@ import (
 
 	"github.com/streamrelay/relay"
 	"github.com/streamrelay/relay/examples/internal/streamtest"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // Requests through a relay end up as rows, failures included, once the
 // relay has shut down.
 func TestRequestsBecomeRows(t *testing.T) {
-	ctx := context.Background()
+	ctx := testkit.Context(t)
 	rec, err := OpenSQLiteRecorder(ctx, filepath.Join(t.TempDir(), "relay.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -5,12 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // fixturesDir finds the shared recordings: ../shared/fixtures next to the
 // root module. They belong to other projects and are not copied here, so
-// the test skips without them locally but fails in CI, where a silently
-// skipped suite would hide a broken checkout.
+// the test skips without them locally but fails in CI (testkit.Missing),
+// where a silently skipped suite would hide a broken checkout.
 func fixturesDir(t *testing.T) string {
 	t.Helper()
 	dir, err := os.Getwd()
@@ -30,12 +32,7 @@ func fixturesDir(t *testing.T) string {
 	}
 	fixtures := filepath.Join(dir, "..", "shared", "fixtures")
 	if _, err := os.Stat(fixtures); err != nil {
-		// CI=true is what CI sets; any other non-empty value except an
-		// explicit false counts too, so only a local run can skip.
-		if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
-			t.Fatalf("fixtures missing in CI (CI=%s): %v", ci, err)
-		}
-		t.Skipf("fixtures not available: %v", err)
+		testkit.Missing(t, "shared fixtures not available: %v", err)
 	}
 	return fixtures
 }

@@ -199,7 +199,7 @@ func Check(t *testing.T, up *Upstream, handler http.Handler, prefix string) stri
 	base := Serve(t, &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second})
 
 	t.Run("app route beside the relay", func(t *testing.T) {
-		resp, err := http.Get(base + "/hello")
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(base + "/hello")
 		if err != nil {
 			t.Fatal(err)
 		}
