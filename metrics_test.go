@@ -101,7 +101,7 @@ func TestRequestsTotalByStatusClass(t *testing.T) {
 	assert.Equal(t, 1.0, testutil.ToFloat64(dead.relay.metrics.requests.WithLabelValues("test", "5xx")))
 
 	// A resolver that panics: the client gets no response at all.
-	panicky := newEnv(t, unused, Route{Prefix: "/v1"}, WithResolver(UpstreamResolverFunc(func(*http.Request) (*Target, error) {
+	panicky := newEnv(t, unused, Route{Prefix: "/v1"}, withoutRoutes(), WithResolver(UpstreamResolverFunc(func(*http.Request) (*Target, error) {
 		panic(http.ErrAbortHandler)
 	})))
 	_, err = panicky.front.Client().Do(panicky.request("POST", "/v1/chat", `{}`))

@@ -79,9 +79,9 @@ type Relay struct {
 	bufs      sync.Pool    // *[]byte of copyBufSize
 	smallBufs sync.Pool    // *[]byte of smallBufSize
 	streams   sync.Pool    // *usage.Stream
-	bodies    byteBudget // request bodies held in memory
-	observed  byteBudget // observation buffers beyond each response's own
-	refused   refusals   // callers refused for their request budget
+	bodies    byteBudget   // request bodies held in memory
+	observed  byteBudget   // observation buffers beyond each response's own
+	refused   refusals     // callers refused for their request budget
 
 	mu       sync.Mutex
 	draining bool
