@@ -492,7 +492,8 @@ func TestLargeEventUsage(t *testing.T) {
 // TestManyLargeEventsBounded: 100 streams in the middle of a 4 MiB event
 // at once (the issue's measurement: 733 MB of RSS) hold a bounded window
 // each, and all their usage is recorded; with the observation budget
-// spent, observation degrades while the bytes still reach the client
+// spent, observation degrades to each response's own allowance (usage is
+// still found in its tail window) while the bytes still reach the client
 // whole.
 func TestManyLargeEventsBounded(t *testing.T) {
 	ev := bigEvent(4 << 20)
@@ -504,7 +505,9 @@ func TestManyLargeEventsBounded(t *testing.T) {
 		usage  Usage
 	}{
 		{"default budget", 100, defaultObserveBudget, Usage{InputTokens: 7, OutputTokens: 9}},
-		{"spent budget", 10, 0, Usage{}},
+		// The usage object at the event's end is still found, in the tail
+		// window each response keeps out of its own allowance.
+		{"spent budget", 10, 0, Usage{InputTokens: 7, OutputTokens: 9}},
 	} {
 		n := tt.n
 		t.Run(tt.name, func(t *testing.T) {
@@ -571,6 +574,42 @@ func TestManyLargeEventsBounded(t *testing.T) {
 			assert.LessOrEqual(t, e.relay.observed.peak.Load(), int64(n*perStreamCharge))
 			assert.LessOrEqual(t, e.relay.observed.peak.Load(), tt.budget)
 			assert.Zero(t, e.relay.observed.used.Load())
+		})
+	}
+}
+
+// TestUsageWithObservationBudgetSpent: with no shared observation memory
+// at all, the usage object at the end of a 40 KiB final event or body is
+// still found, in the tail window each response keeps out of its own
+// allowance, and nothing is taken from the budget.
+func TestUsageWithObservationBudgetSpent(t *testing.T) {
+	pad := strings.Repeat("lorem ipsum ", (40<<10)/12)
+	gemini := `data: {"candidates":[{"content":{"parts":[{"text":"` + pad + `"}]}}],` +
+		`"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":7,"totalTokenCount":12},"modelVersion":"m"}` + "\n\n"
+	anthropic := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n" +
+		"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"container\":\"" + pad + "\"},\"usage\":{\"output_tokens\":11}}\n\n"
+	for _, tt := range []struct {
+		name, ct, body string
+		provider       Provider
+		want           Usage
+	}{
+		{"openai sse", "text/event-stream", string(bigEvent(40 << 10)), ProviderOpenAI, Usage{InputTokens: 7, OutputTokens: 9}},
+		{"gemini sse", "text/event-stream", gemini, ProviderOpenAI, Usage{InputTokens: 5, OutputTokens: 7}},
+		{"anthropic sse", "text/event-stream", anthropic, ProviderAnthropic, Usage{InputTokens: 3, OutputTokens: 11}},
+		{"json", "application/json", `{"model":"m","choices":[{"message":{"content":"` + pad + `"}}],"usage":{"prompt_tokens":5,"completion_tokens":7}}`,
+			ProviderOpenAI, Usage{InputTokens: 5, OutputTokens: 7}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Greater(t, len(tt.body), 40<<10)
+			e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tt.ct)
+				_, _ = io.WriteString(w, tt.body)
+			}, Route{Prefix: "/v1", Provider: tt.provider}, WithObservationBudget(0))
+			resp, body := e.do(e.request("POST", "/v1/chat/completions", `{"model":"m","stream":true}`))
+			assert.Equal(t, 200, resp.StatusCode)
+			assert.Equal(t, tt.body, string(body))
+			assert.Equal(t, tt.want, e.lastRecord().Usage)
+			assert.Zero(t, e.relay.observed.peak.Load(), "nothing taken from a zero budget")
 		})
 	}
 }

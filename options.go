@@ -378,14 +378,18 @@ func WithRequestBodyBudget(n int64) Option {
 
 // WithObservationBudget bounds the memory used to observe large responses,
 // over all requests. Each response observes through buffers of its own up
-// to 16 KiB, which ordinary events and JSON bodies fit; a larger SSE event
-// is observed through its first 64 KiB and a window over its last 32-64
-// KiB (where providers put usage), a larger JSON body through the same
-// head and a 16-32 KiB tail, and that growth is taken from this budget.
-// When the budget is spent, large events and bodies are observed through
-// what their response already holds, so their usage may go unrecorded;
-// the bytes sent to clients are never affected. Default 64 MiB; zero
-// leaves only each response's own 16 KiB.
+// to 16 KiB: 12 KiB for an event or JSON body, which ordinary ones fit,
+// and 4 KiB kept for a window over the last 2-4 KiB of a larger one,
+// where providers put usage. A larger SSE event is observed through its
+// first 64 KiB and a window over its last 32-64 KiB, a larger JSON body
+// through the same head and a 16-32 KiB tail, and that growth is taken
+// from this budget; a stream of consecutive large events keeps its share
+// until its first small event or its end. When the budget is spent, large
+// events and bodies are observed through what their response holds on
+// its own: usage, which is small and comes last, is still found, but a
+// model name or an error past the first 12 KiB may not be; the bytes sent
+// to clients are never affected. Default 64 MiB; zero leaves only each
+// response's own 16 KiB.
 func WithObservationBudget(n int64) Option {
 	return func(c *config) error {
 		if n < 0 {
