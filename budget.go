@@ -1,6 +1,9 @@
 package relay
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // byteBudget is a relay-wide allowance of bytes that requests share: the
 // request bodies buffered in memory, or the buffers that observe responses.
@@ -48,6 +51,60 @@ func (b *byteBudget) notePeak(u int64) {
 			return
 		}
 	}
+}
+
+// tenantShares bounds what each tenant holds of a byteBudget, so that one
+// tenant (a hostile one, or one whose requests the limiter will refuse
+// once their bodies are read) cannot hold all of it. A map under a mutex:
+// it is touched a few times per request body, never per event, and holds
+// only tenants with bytes held.
+type tenantShares struct {
+	limit int64
+	mu    sync.Mutex
+	m     map[string]int64
+}
+
+// take reserves n bytes for tenant; it reports false, reserving nothing,
+// when that would exceed the tenant's limit.
+func (s *tenantShares) take(tenant string, n int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.m[tenant]
+	if u+n > s.limit {
+		return false
+	}
+	if s.m == nil {
+		s.m = make(map[string]int64)
+	}
+	s.m[tenant] = u + n
+	return true
+}
+
+// force reserves n bytes for tenant whatever the limit.
+func (s *tenantShares) force(tenant string, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[string]int64)
+	}
+	s.m[tenant] += n
+}
+
+func (s *tenantShares) give(tenant string, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.m[tenant] - n; u > 0 {
+		s.m[tenant] = u
+	} else {
+		delete(s.m, tenant)
+	}
+}
+
+// held returns what tenant holds.
+func (s *tenantShares) held(tenant string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[tenant]
 }
 
 // observeFree is how many bytes of observation buffers each response holds

@@ -360,18 +360,45 @@ func WithRequestBodyTimeout(d time.Duration) Option {
 // WithRequestBodyBudget bounds the bytes of request bodies the relay holds
 // in memory at once, over all requests. A body that would exceed it gets
 // 503 with Retry-After (error type "overloaded") instead of memory growth.
-// Bodies reserve their bytes as they arrive, whatever length they declare,
-// and give them back once no attempt can resend them (once the final
-// attempt's response headers are in and the transport has read the body;
-// an HTTP/2 transport may resend it until then). Default 128 MiB, or WithMaxBodyBytes if
-// larger; New fails when n is below WithMaxBodyBytes. Zero or negative is
-// an error, as for WithMaxBodyBytes.
+// A body's buffer starts at 4 KiB (or its declared length, if smaller) and
+// doubles, up to its declared length, only once the bytes that arrived
+// fill it, so it holds at most twice what arrived; each growth is reserved
+// from the budget. Bodies give their bytes back once no attempt can resend
+// them (once the final attempt's response headers are in and the
+// transport has read the body; an HTTP/2 transport may resend it until
+// then). Default 128 MiB, or WithMaxBodyBytes if larger; New fails when n
+// is below WithMaxBodyBytes. Zero or negative is an error, as for
+// WithMaxBodyBytes. See also WithRequestBodyTenantBudget.
 func WithRequestBodyBudget(n int64) Option {
 	return func(c *config) error {
 		if n <= 0 {
 			return fmt.Errorf("relay: request body budget %d is not positive", n)
 		}
 		c.body.budget, c.body.budgetSet = n, true
+		return nil
+	}
+}
+
+// WithRequestBodyTenantBudget bounds the bytes of request bodies one
+// tenant (Identity.Tenant) holds in memory at once: its share of
+// WithRequestBodyBudget. Bodies are read before the limiter is asked (it
+// needs their token estimate), so without a share one tenant, a hostile
+// or rate-limited one included, could hold the whole budget with slow
+// bodies and have every other tenant's requests refused. A body that
+// would exceed its tenant's share gets the same answer as one that would
+// exceed the budget: 503 with Retry-After (error type "overloaded"), the
+// message naming the tenant's share. Default a quarter of the body
+// budget, but never less than WithMaxBodyBytes, so that any tenant can
+// always send a body of the largest size allowed; a single-tenant
+// deployment may set it to the whole budget. A share above the budget is
+// the budget. New fails when n is below WithMaxBodyBytes; zero or
+// negative is an error.
+func WithRequestBodyTenantBudget(n int64) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return fmt.Errorf("relay: request body tenant budget %d is not positive", n)
+		}
+		c.body.tenant = n
 		return nil
 	}
 }

@@ -84,6 +84,8 @@ type Relay struct {
 	observed  byteBudget // observation buffers beyond each response's own
 	refused   refusals   // callers refused for their request budget
 
+	perTenant tenantShares // each tenant's share of bodies (a lock of its own)
+
 	mu       sync.Mutex
 	draining bool
 	inflight int
@@ -133,6 +135,13 @@ func New(opts ...Option) (*Relay, error) {
 		rl.bodies.limit = max(defaultBodyBudget, c.maxBody)
 	} else if c.body.budget < c.maxBody {
 		return nil, fmt.Errorf("relay: request body budget %d is below the body size limit %d", c.body.budget, c.maxBody)
+	}
+	rl.perTenant.limit = min(max(rl.bodies.limit/4, c.maxBody), rl.bodies.limit)
+	if c.body.tenant > 0 {
+		if c.body.tenant < c.maxBody {
+			return nil, fmt.Errorf("relay: request body tenant budget %d is below the body size limit %d", c.body.tenant, c.maxBody)
+		}
+		rl.perTenant.limit = min(c.body.tenant, rl.bodies.limit)
 	}
 	rl.observed.limit = c.observeBudget
 	rl.settler, _ = rl.limiter.(TokenSettler)
@@ -305,8 +314,7 @@ func (ex *exchange) serve() {
 	ex.inspectRequest()
 	if d := cap(ex.body) - held; d != 0 {
 		// include_usage was added: a new buffer, a few bytes longer.
-		rl.bodies.force(int64(d))
-		ex.bodyHeld.Add(int64(d))
+		ex.forceBody(int64(d))
 	}
 
 	if !ex.admit() {
