@@ -35,18 +35,21 @@ func benchStream() [][]byte {
 }
 
 // eventReader returns one event per Read, as a network read of a paced
-// stream would.
+// stream would; an event larger than the read buffer takes several.
 type eventReader struct {
 	evs [][]byte
 	i   int
+	off int // bytes of evs[i] already read
 }
 
 func (r *eventReader) Read(p []byte) (int, error) {
 	if r.i >= len(r.evs) {
 		return 0, io.EOF
 	}
-	n := copy(p, r.evs[r.i])
-	r.i++
+	n := copy(p, r.evs[r.i][r.off:])
+	if r.off += n; r.off == len(r.evs[r.i]) {
+		r.i, r.off = r.i+1, 0
+	}
 	return n, nil
 }
 
@@ -72,7 +75,7 @@ func (m *memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if r == nil {
 		r = &eventReader{}
 	}
-	r.evs, r.i = m.sse, 0
+	r.evs, r.i, r.off = m.sse, 0, 0
 	return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}},
 		Body: r, ContentLength: -1, Request: req}, nil
 }
@@ -196,5 +199,51 @@ func TestNoAllocationPerEvent(t *testing.T) {
 	short, long := measure(2), measure(benchEvents)
 	if long > short {
 		t.Fatalf("allocations grow with events: %v for 2 events, %v for %d", short, long, benchEvents)
+	}
+}
+
+// TestNoAllocationPerLargeEvent: a stream of large events (base64 audio
+// deltas, partial images) reuses its observation buffers from one event
+// to the next, budget charge included: 2n events cost no more allocations
+// than n, whether the events are observed whole (20 KiB) or through a
+// head and a tail window (100 KiB), and the budget is back to zero after
+// each stream.
+func TestNoAllocationPerLargeEvent(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts need a build without -race (.ci/run runs one)")
+	}
+	tr := &memTransport{}
+	rl, err := New(WithRoutes(Route{Name: "r", Prefix: "/", Upstream: "http://upstream.test"}),
+		WithAPIKeys(APIKey{Key: testKey}), WithTransport(tr), WithRegisterer(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tail := benchStream()
+	tail = tail[len(tail)-2:] // usage, [DONE]
+	for _, size := range []int{20 << 10, 100 << 10} {
+		ev := []byte(`data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"content":"` +
+			strings.Repeat("QUJD", size/4) + `"}}]}` + "\n\n")
+		measure := func(n int) float64 {
+			tr.sse = tr.sse[:0]
+			for range n {
+				tr.sse = append(tr.sse, ev)
+			}
+			tr.sse = append(tr.sse, tail...)
+			w := &discardWriter{h: http.Header{}}
+			return testing.AllocsPerRun(20, func() {
+				clear(w.h)
+				rl.ServeHTTP(w, benchRequest("/v1/chat/completions"))
+			})
+		}
+		short, long := measure(10), measure(20)
+		if long > short {
+			t.Errorf("%d KiB events: allocations grow with events: %v for 10 events, %v for 20", size>>10, short, long)
+		}
+		if u := rl.observed.used.Load(); u != 0 {
+			t.Errorf("%d KiB events: %d bytes of the observation budget still held", size>>10, u)
+		}
+		if p := rl.observed.peak.Load(); p == 0 {
+			t.Errorf("%d KiB events: the budget was never charged: not a large event", size>>10)
+		}
 	}
 }

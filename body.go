@@ -15,7 +15,7 @@ import (
 // Error types of the request-body bounds.
 const (
 	ErrTypeBodyTimeout ErrorType = "body_timeout" // 408: the request body came too slowly (WithRequestBodyRate, WithRequestBodyTimeout)
-	ErrTypeOverloaded  ErrorType = "overloaded"   // 503: the budget for buffered request bodies is spent (WithRequestBodyBudget)
+	ErrTypeOverloaded  ErrorType = "overloaded"   // 503: the budget for buffered request bodies, or the tenant's share of it, is spent (WithRequestBodyBudget, WithRequestBodyTenantBudget)
 )
 
 // Defaults of the request-body bounds. The rate and its grace are
@@ -41,6 +41,7 @@ type bodyLimits struct {
 	timeout   time.Duration // for the whole body; 0: none
 	budget    int64         // bytes of bodies buffered at once, relay-wide
 	budgetSet bool          // budget was given, not defaulted
+	tenant    int64         // bytes of bodies one tenant may buffer at once; 0: the default
 }
 
 // deadline is when the body read must end if it has read n bytes by then:
@@ -84,8 +85,9 @@ func (ex *exchange) readBody() bool {
 	// The buffer grows to limit: the declared length, or the size limit
 	// for a body of unknown length (one more byte read then tells a body
 	// over the limit). A declared length is a hint, not a promise: the
-	// buffer starts small and grows as bytes arrive, each growth taken
-	// from the budget.
+	// buffer starts at bodyFirst and doubles only once full, so it never
+	// holds more than twice the bytes that arrived (or bodyFirst), each
+	// growth taken from the budget and the tenant's share of it.
 	limit := maxBody
 	if r.ContentLength > 0 {
 		limit = r.ContentLength
@@ -102,10 +104,7 @@ func (ex *exchange) readBody() bool {
 		ex.bodyFailed(ex.ctx.Err())
 		return false
 	}
-	first := int64(4 << 10) // a body of unknown length: most are small
-	if r.ContentLength > 0 {
-		first = 64 << 10
-	}
+	first := min(limit, bodyFirst)
 	var buf []byte
 	var n int64
 	for {
@@ -116,12 +115,11 @@ func (ex *exchange) readBody() bool {
 			k, err = r.Body.Read(buf[len(buf):cap(buf)])
 			buf = buf[:len(buf)+k]
 		case int64(len(buf)) < limit:
-			nb, ok := ex.growBody(buf, first, limit)
-			if !ok {
+			nb, refused := ex.growBody(buf, first, limit)
+			if refused != "" {
 				ex.rec.BytesIn = n
 				ex.w.Header()["Retry-After"] = rl.constHdr.one
-				ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeOverloaded,
-					"The gateway is overloaded; retry shortly."})
+				ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeOverloaded, refused})
 				return false
 			}
 			buf = nb
@@ -166,17 +164,37 @@ func (ex *exchange) readBody() bool {
 	return true
 }
 
+// bodyFirst is the capacity a request body's buffer starts with (or its
+// declared length, if smaller): a connection that sends headers and a few
+// bytes holds no more.
+const bodyFirst = 4 << 10
+
 // growBody doubles buf's capacity (from first), up to limit, within the
-// body budget.
-func (ex *exchange) growBody(buf []byte, first, limit int64) ([]byte, bool) {
+// tenant's share of the body budget and the budget itself. When either
+// refuses it returns the message to answer with.
+func (ex *exchange) growBody(buf []byte, first, limit int64) ([]byte, string) {
 	c := min(max(2*int64(cap(buf)), first), limit)
-	if !ex.rl.bodies.take(c - int64(cap(buf))) {
-		return buf, false
+	d := c - int64(cap(buf))
+	rl, tenant := ex.rl, ex.id.Tenant
+	if !rl.bodies.take(d) {
+		return buf, "The gateway is overloaded; retry shortly."
 	}
-	ex.bodyHeld.Add(c - int64(cap(buf)))
+	if !rl.perTenant.take(tenant, d) {
+		rl.bodies.give(d)
+		return buf, "The gateway is overloaded with this tenant's request bodies; retry shortly."
+	}
+	ex.bodyHeld.Add(d)
 	nb := make([]byte, len(buf), c)
 	copy(nb, buf)
-	return nb, true
+	return nb, ""
+}
+
+// forceBody accounts for d more bytes of a body already read (a rewrite
+// of it), whatever the budget.
+func (ex *exchange) forceBody(d int64) {
+	ex.rl.bodies.force(d)
+	ex.rl.perTenant.force(ex.id.Tenant, d)
+	ex.bodyHeld.Add(d)
 }
 
 // bodyFailed answers a request whose body read failed.
@@ -215,6 +233,7 @@ func tooLarge(maxBody int64) relayError {
 func (ex *exchange) releaseBody() {
 	if n := ex.bodyHeld.Swap(0); n != 0 {
 		ex.rl.bodies.give(n)
+		ex.rl.perTenant.give(ex.id.Tenant, n)
 	}
 }
 

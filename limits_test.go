@@ -347,7 +347,9 @@ func TestRefusalsBounded(t *testing.T) {
 // Retry-After, at once, and the budget returns to zero on every exit.
 func TestBodyBudget(t *testing.T) {
 	const size = 256 << 10
-	e := newEnv(t, okUpstream, Route{Prefix: "/v1"}, WithMaxBodyBytes(size), WithRequestBodyBudget(2*size))
+	// One tenant may hold the whole budget here: this is about the budget.
+	e := newEnv(t, okUpstream, Route{Prefix: "/v1"}, WithMaxBodyBytes(size), WithRequestBodyBudget(2*size),
+		WithRequestBodyTenantBudget(2*size))
 	wt := newWatch(t, e.relay, false)
 	send := func(body io.Reader, length int64) (*http.Response, error) {
 		req, err := http.NewRequest("POST", wt.front.URL+"/v1/chat/completions", body)
@@ -433,6 +435,87 @@ func TestBodyBudget(t *testing.T) {
 	close(release)
 }
 
+// TestBodyBudgetTenantShare is the review's scenario: a tenant limited to
+// 1 request a minute opens 4 connections that each declare a 128 KiB body,
+// send one byte and stall, against a 256 KiB budget. Each holds a 4 KiB
+// buffer, not its declared length; the tenant's share (a quarter of the
+// budget, but no less than the 128 KiB body limit) bounds what it can
+// hold by sending more; and another tenant's bodies still get through.
+// The budget returns to zero at the end.
+func TestBodyBudgetTenantShare(t *testing.T) {
+	const maxBody, budget = 128 << 10, 256 << 10
+	const otherKey = "sk-test-client-key-other"
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e := newEnv(t, okUpstream, Route{Prefix: "/v1"},
+		WithRateLimit(Limits{RequestsPerMinute: 1, Burst: 1}), WithClock(ClockFunc(func() time.Time { return now })),
+		WithMaxBodyBytes(maxBody), WithRequestBodyBudget(budget),
+		WithAPIKeys(APIKey{Key: otherKey, ID: "k2", Tenant: "other", Limits: &Limits{RequestsPerMinute: 1e6, Burst: 1000}}))
+	require.Equal(t, int64(maxBody), e.relay.perTenant.limit)
+	wt := newWatch(t, e.relay, false)
+	post := func(key string, body string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest("POST", wt.front.URL+"/v1/chat/completions", strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := wt.front.Client().Do(req)
+		require.NoError(t, err)
+		_, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		wt.handlerReturned(t)
+		return resp
+	}
+	require.Equal(t, 200, post(testKey, "{}").StatusCode, "the limited tenant's one request of the minute")
+
+	// Four slow bodies of the limited tenant: the limiter would refuse
+	// them, but only once they are read.
+	type held struct {
+		conn net.Conn
+		br   *bufio.Reader
+	}
+	var slow []held
+	for range 4 {
+		conn, br := rawPost(t, wt.front, testKey, maxBody, "{")
+		slow = append(slow, held{conn, br})
+	}
+	require.Eventually(t, func() bool { return e.relay.bodies.used.Load() == 4*bodyFirst }, 10*time.Second, time.Millisecond,
+		"each slow body holds its first buffer, not its declared length")
+	assert.Equal(t, int64(4*bodyFirst), e.relay.perTenant.held("acme"))
+
+	resp := post(otherKey, `{"model":"m"}`)
+	assert.Equal(t, 200, resp.StatusCode, "another tenant's small body gets through")
+
+	// The limited tenant sends more on one connection: its buffer would
+	// take the tenant past its share, so that request is refused.
+	_, err := slow[0].conn.Write(make([]byte, 64<<10))
+	require.NoError(t, err)
+	refused, err := http.ReadResponse(slow[0].br, nil)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(refused.Body)
+	assert.Equal(t, http.StatusServiceUnavailable, refused.StatusCode)
+	assert.Equal(t, "1", refused.Header.Get("Retry-After"))
+	assert.Contains(t, string(b), "overloaded")
+	assert.Contains(t, string(b), "tenant")
+	wt.handlerReturned(t)
+	assert.Equal(t, ErrTypeOverloaded, e.lastRecord().ErrorType)
+	assert.LessOrEqual(t, e.relay.perTenant.held("acme"), int64(maxBody))
+
+	// Another tenant's body as large as allowed still fits beside what
+	// the limited tenant holds.
+	resp = post(otherKey, `{"model":"m","input":"`+strings.Repeat("a", maxBody-30)+`"}`)
+	assert.Equal(t, 200, resp.StatusCode, "another tenant's largest body gets through")
+	assert.LessOrEqual(t, e.relay.bodies.peak.Load(), int64(budget))
+
+	for _, h := range slow[1:] {
+		h.conn.Close()
+	}
+	for range slow[1:] {
+		wt.handlerReturned(t)
+	}
+	assert.Zero(t, e.relay.bodies.used.Load(), "the budget returns to zero")
+	assert.Zero(t, e.relay.perTenant.held("acme"))
+	assert.Empty(t, e.relay.perTenant.m, "no tenant left in the share map")
+}
+
 // TestBodyBudgetAfterPanic: a handler that panics gives its body back.
 func TestBodyBudgetAfterPanic(t *testing.T) {
 	e := newEnv(t, okUpstream, Route{Prefix: "/v1"},
@@ -492,7 +575,8 @@ func TestLargeEventUsage(t *testing.T) {
 // TestManyLargeEventsBounded: 100 streams in the middle of a 4 MiB event
 // at once (the issue's measurement: 733 MB of RSS) hold a bounded window
 // each, and all their usage is recorded; with the observation budget
-// spent, observation degrades while the bytes still reach the client
+// spent, observation degrades to each response's own allowance (usage is
+// still found in its tail window) while the bytes still reach the client
 // whole.
 func TestManyLargeEventsBounded(t *testing.T) {
 	ev := bigEvent(4 << 20)
@@ -504,7 +588,9 @@ func TestManyLargeEventsBounded(t *testing.T) {
 		usage  Usage
 	}{
 		{"default budget", 100, defaultObserveBudget, Usage{InputTokens: 7, OutputTokens: 9}},
-		{"spent budget", 10, 0, Usage{}},
+		// The usage object at the event's end is still found, in the tail
+		// window each response keeps out of its own allowance.
+		{"spent budget", 10, 0, Usage{InputTokens: 7, OutputTokens: 9}},
 	} {
 		n := tt.n
 		t.Run(tt.name, func(t *testing.T) {
@@ -571,6 +657,42 @@ func TestManyLargeEventsBounded(t *testing.T) {
 			assert.LessOrEqual(t, e.relay.observed.peak.Load(), int64(n*perStreamCharge))
 			assert.LessOrEqual(t, e.relay.observed.peak.Load(), tt.budget)
 			assert.Zero(t, e.relay.observed.used.Load())
+		})
+	}
+}
+
+// TestUsageWithObservationBudgetSpent: with no shared observation memory
+// at all, the usage object at the end of a 40 KiB final event or body is
+// still found, in the tail window each response keeps out of its own
+// allowance, and nothing is taken from the budget.
+func TestUsageWithObservationBudgetSpent(t *testing.T) {
+	pad := strings.Repeat("lorem ipsum ", (40<<10)/12)
+	gemini := `data: {"candidates":[{"content":{"parts":[{"text":"` + pad + `"}]}}],` +
+		`"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":7,"totalTokenCount":12},"modelVersion":"m"}` + "\n\n"
+	anthropic := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n" +
+		"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"container\":\"" + pad + "\"},\"usage\":{\"output_tokens\":11}}\n\n"
+	for _, tt := range []struct {
+		name, ct, body string
+		provider       Provider
+		want           Usage
+	}{
+		{"openai sse", "text/event-stream", string(bigEvent(40 << 10)), ProviderOpenAI, Usage{InputTokens: 7, OutputTokens: 9}},
+		{"gemini sse", "text/event-stream", gemini, ProviderOpenAI, Usage{InputTokens: 5, OutputTokens: 7}},
+		{"anthropic sse", "text/event-stream", anthropic, ProviderAnthropic, Usage{InputTokens: 3, OutputTokens: 11}},
+		{"json", "application/json", `{"model":"m","choices":[{"message":{"content":"` + pad + `"}}],"usage":{"prompt_tokens":5,"completion_tokens":7}}`,
+			ProviderOpenAI, Usage{InputTokens: 5, OutputTokens: 7}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Greater(t, len(tt.body), 40<<10)
+			e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tt.ct)
+				_, _ = io.WriteString(w, tt.body)
+			}, Route{Prefix: "/v1", Provider: tt.provider}, WithObservationBudget(0))
+			resp, body := e.do(e.request("POST", "/v1/chat/completions", `{"model":"m","stream":true}`))
+			assert.Equal(t, 200, resp.StatusCode)
+			assert.Equal(t, tt.body, string(body))
+			assert.Equal(t, tt.want, e.lastRecord().Usage)
+			assert.Zero(t, e.relay.observed.peak.Load(), "nothing taken from a zero budget")
 		})
 	}
 }
@@ -701,14 +823,20 @@ func TestBodyOptions(t *testing.T) {
 		name   string
 		opts   []Option
 		budget int64 // 0: New fails
+		tenant int64 // a tenant's share; 0: budget/4
 	}{
-		{"defaults", nil, defaultBodyBudget},
-		{"budget follows a larger body limit", []Option{WithMaxBodyBytes(512 << 20)}, 512 << 20},
-		{"explicit budget", []Option{WithRequestBodyBudget(64 << 20)}, 64 << 20},
-		{"budget below the body limit", []Option{WithRequestBodyBudget(1 << 20)}, 0},
-		{"zero budget", []Option{WithRequestBodyBudget(0)}, 0},
-		{"negative rate", []Option{WithRequestBodyRate(-1, time.Second)}, 0},
-		{"negative observation budget", []Option{WithObservationBudget(-1)}, 0},
+		{"defaults", nil, defaultBodyBudget, 0},
+		{"budget follows a larger body limit", []Option{WithMaxBodyBytes(512 << 20)}, 512 << 20, 512 << 20},
+		{"explicit budget", []Option{WithRequestBodyBudget(64 << 20)}, 64 << 20, 16 << 20},
+		{"share never below the body limit", []Option{WithMaxBodyBytes(50 << 20)}, defaultBodyBudget, 50 << 20},
+		{"explicit share", []Option{WithRequestBodyTenantBudget(100 << 20)}, defaultBodyBudget, 100 << 20},
+		{"share above the budget is the budget", []Option{WithRequestBodyTenantBudget(1 << 30)}, defaultBodyBudget, defaultBodyBudget},
+		{"share below the body limit", []Option{WithRequestBodyTenantBudget(1 << 20)}, 0, 0},
+		{"zero share", []Option{WithRequestBodyTenantBudget(0)}, 0, 0},
+		{"budget below the body limit", []Option{WithRequestBodyBudget(1 << 20)}, 0, 0},
+		{"zero budget", []Option{WithRequestBodyBudget(0)}, 0, 0},
+		{"negative rate", []Option{WithRequestBodyRate(-1, time.Second)}, 0, 0},
+		{"negative observation budget", []Option{WithObservationBudget(-1)}, 0, 0},
 	} {
 		opts := append([]Option{WithRegisterer(prometheus.NewRegistry())}, base...)
 		rl, err := New(append(opts, tt.opts...)...)
@@ -718,6 +846,10 @@ func TestBodyOptions(t *testing.T) {
 		}
 		require.NoError(t, err, tt.name)
 		assert.Equal(t, tt.budget, rl.bodies.limit, tt.name)
+		if tt.tenant == 0 {
+			tt.tenant = tt.budget / 4
+		}
+		assert.Equal(t, tt.tenant, rl.perTenant.limit, tt.name)
 		assert.Equal(t, int64(defaultObserveBudget), rl.observed.limit, tt.name)
 	}
 }

@@ -360,12 +360,15 @@ func WithRequestBodyTimeout(d time.Duration) Option {
 // WithRequestBodyBudget bounds the bytes of request bodies the relay holds
 // in memory at once, over all requests. A body that would exceed it gets
 // 503 with Retry-After (error type "overloaded") instead of memory growth.
-// Bodies reserve their bytes as they arrive, whatever length they declare,
-// and give them back once no attempt can resend them (once the final
-// attempt's response headers are in and the transport has read the body;
-// an HTTP/2 transport may resend it until then). Default 128 MiB, or WithMaxBodyBytes if
-// larger; New fails when n is below WithMaxBodyBytes. Zero or negative is
-// an error, as for WithMaxBodyBytes.
+// A body's buffer starts at 4 KiB (or its declared length, if smaller) and
+// doubles, up to its declared length, only once the bytes that arrived
+// fill it, so it holds at most twice what arrived; each growth is reserved
+// from the budget. Bodies give their bytes back once no attempt can resend
+// them (once the final attempt's response headers are in and the
+// transport has read the body; an HTTP/2 transport may resend it until
+// then). Default 128 MiB, or WithMaxBodyBytes if larger; New fails when n
+// is below WithMaxBodyBytes. Zero or negative is an error, as for
+// WithMaxBodyBytes. See also WithRequestBodyTenantBudget.
 func WithRequestBodyBudget(n int64) Option {
 	return func(c *config) error {
 		if n <= 0 {
@@ -376,16 +379,44 @@ func WithRequestBodyBudget(n int64) Option {
 	}
 }
 
+// WithRequestBodyTenantBudget bounds the bytes of request bodies one
+// tenant (Identity.Tenant) holds in memory at once: its share of
+// WithRequestBodyBudget. Bodies are read before the limiter is asked (it
+// needs their token estimate), so without a share one tenant, a hostile
+// or rate-limited one included, could hold the whole budget with slow
+// bodies and have every other tenant's requests refused. A body that
+// would exceed its tenant's share gets the same answer as one that would
+// exceed the budget: 503 with Retry-After (error type "overloaded"), the
+// message naming the tenant's share. Default a quarter of the body
+// budget, but never less than WithMaxBodyBytes, so that any tenant can
+// always send a body of the largest size allowed; a single-tenant
+// deployment may set it to the whole budget. A share above the budget is
+// the budget. New fails when n is below WithMaxBodyBytes; zero or
+// negative is an error.
+func WithRequestBodyTenantBudget(n int64) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return fmt.Errorf("relay: request body tenant budget %d is not positive", n)
+		}
+		c.body.tenant = n
+		return nil
+	}
+}
+
 // WithObservationBudget bounds the memory used to observe large responses,
 // over all requests. Each response observes through buffers of its own up
-// to 16 KiB, which ordinary events and JSON bodies fit; a larger SSE event
-// is observed through its first 64 KiB and a window over its last 32-64
-// KiB (where providers put usage), a larger JSON body through the same
-// head and a 16-32 KiB tail, and that growth is taken from this budget.
-// When the budget is spent, large events and bodies are observed through
-// what their response already holds, so their usage may go unrecorded;
-// the bytes sent to clients are never affected. Default 64 MiB; zero
-// leaves only each response's own 16 KiB.
+// to 16 KiB: 12 KiB for an event or JSON body, which ordinary ones fit,
+// and 4 KiB kept for a window over the last 2-4 KiB of a larger one,
+// where providers put usage. A larger SSE event is observed through its
+// first 64 KiB and a window over its last 32-64 KiB, a larger JSON body
+// through the same head and a 16-32 KiB tail, and that growth is taken
+// from this budget; a stream of consecutive large events keeps its share
+// until its first small event or its end. When the budget is spent, large
+// events and bodies are observed through what their response holds on
+// its own: usage, which is small and comes last, is still found, but a
+// model name or an error past the first 12 KiB may not be; the bytes sent
+// to clients are never affected. Default 64 MiB; zero leaves only each
+// response's own 16 KiB.
 func WithObservationBudget(n int64) Option {
 	return func(c *config) error {
 		if n < 0 {

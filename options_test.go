@@ -106,6 +106,7 @@ func TestZeroValueRule(t *testing.T) {
 		// ... except where body memory would be unbounded.
 		{"zero max body", WithMaxBodyBytes(0), true, nil, nil},
 		{"zero body budget", WithRequestBodyBudget(0), true, nil, nil},
+		{"zero tenant body budget", WithRequestBodyTenantBudget(0), true, nil, nil},
 		// Negative time limits: no limit.
 		{"negative write timeout", WithClientWriteTimeout(-time.Second), false, func(c *config) any { return c.writeTimeout > 0 }, false},
 		{"negative body timeout", WithRequestBodyTimeout(-time.Second), false, func(c *config) any { return c.body.timeout }, time.Duration(0)},
@@ -113,6 +114,7 @@ func TestZeroValueRule(t *testing.T) {
 		// Any other negative number: an error.
 		{"negative max body", WithMaxBodyBytes(-1), true, nil, nil},
 		{"negative body budget", WithRequestBodyBudget(-1), true, nil, nil},
+		{"negative tenant body budget", WithRequestBodyTenantBudget(-1), true, nil, nil},
 		{"negative body rate", WithRequestBodyRate(-1, 0), true, nil, nil},
 		{"negative grace", WithRequestBodyRate(0, -time.Second), true, nil, nil},
 		{"negative observation budget", WithObservationBudget(-1), true, nil, nil},

@@ -31,8 +31,8 @@ type streamFacts struct {
 	acct        obsAccount // capture and tail
 	capture     []byte     // start of a JSON body
 	tail        []byte     // its end, once capture is full
+	tailWin     int        // tail's window: capturedTail, or minTail without budget
 	captureFull bool       // the body was longer than capture
-	noTail      bool       // the budget refused a tail
 	lastContent time.Time
 	interChunk  prometheus.Observer // resolved once per stream, not per event
 }
@@ -119,7 +119,8 @@ func (ex *exchange) onEvent(name, data, tail []byte, truncated bool) {
 // observeChunk keeps the head of a JSON body and, once it is longer than
 // the head, at least its last capturedTail bytes. Growth beyond the
 // response's own observeFree is charged to the observation budget; when
-// that refuses, the body is observed through what is already held.
+// that refuses, the body is observed through what is already held and a
+// tail of minTail bytes from the response's reserve.
 func (ex *exchange) observeChunk(b []byte) {
 	s := &ex.stream
 	if s.obs == nil {
@@ -137,19 +138,13 @@ func (ex *exchange) observeChunk(b []byte) {
 		s.capture = append(s.capture, b[:room]...)
 		s.captureFull = true
 		b = b[room:]
-		t, ok := s.acct.grow(s.tail, 2*capturedTail, 2*capturedTail)
-		if !ok {
-			s.noTail = true
-			return
-		}
+		s.tail, s.tailWin = s.acct.tailBuf(s.tail, capturedTail)
 		// The tail starts with the end of the head, so that a usage object
 		// straddling the boundary is found whole.
-		k := min(len(s.capture), capturedTail)
-		s.tail = append(t, s.capture[len(s.capture)-k:]...)
+		k := min(len(s.capture), s.tailWin)
+		s.tail = append(s.tail, s.capture[len(s.capture)-k:]...)
 	}
-	if !s.noTail {
-		s.tail = appendWindow(s.tail, b, capturedTail)
-	}
+	s.tail = appendWindow(s.tail, b, s.tailWin)
 }
 
 // appendWindow appends b to w, a window over the end of a byte stream,
@@ -206,7 +201,7 @@ func (ex *exchange) observeUsage() {
 		if len(s.capture) > 0 {
 			s.obs.Body(s.capture, s.captureFull)
 		}
-		if s.captureFull && !s.noTail {
+		if s.captureFull {
 			if u := tailUsage(s.tail); u != nil {
 				s.obs.Body(u, false)
 			}

@@ -57,10 +57,11 @@ type replayCase struct {
 	upstream ErrorType // expected in-band error, if any
 }
 
-func runReplay(t *testing.T, dir string, tt replayCase) {
+func runReplay(t *testing.T, dir string, tt replayCase, opts ...Option) {
 	stream, err := os.ReadFile(filepath.Join(dir, tt.file))
 	require.NoError(t, err)
-	e := newEnv(t, replay(stream, "text/event-stream"), Route{Prefix: "/", Provider: tt.provider}, WithModels("m-known"))
+	e := newEnv(t, replay(stream, "text/event-stream"), Route{Prefix: "/", Provider: tt.provider},
+		append([]Option{WithModels("m-known")}, opts...)...)
 	resp, body := e.do(e.request("POST", tt.path, `{"model":"m-known","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
 	assert.Equal(t, 200, resp.StatusCode)
 	assert.True(t, bytes.Equal(stream, body), "relayed bytes differ from the recording")
@@ -81,7 +82,8 @@ func runReplay(t *testing.T, dir string, tt replayCase) {
 
 // TestReplaySharedFixtures relays every recorded provider stream: the
 // client gets the recording byte for byte, and the record and metrics hold
-// exactly the usage the recording reports (fixtures/README.md).
+// exactly the usage the recording reports (fixtures/README.md), also with
+// the shared observation budget spent.
 func TestReplaySharedFixtures(t *testing.T) {
 	dir := sharedFixtures(t)
 	chat, msgs, resp := "/v1/chat/completions", "/v1/messages", "/v1/responses"
@@ -109,6 +111,7 @@ func TestReplaySharedFixtures(t *testing.T) {
 		{"openai_speech_sse_CONSTRUCTED.sse", ProviderOpenAI, "/v1/audio/speech", Usage{InputTokens: 14, OutputTokens: 101}, ""},
 	} {
 		t.Run(tt.file, func(t *testing.T) { runReplay(t, dir, tt) })
+		t.Run(tt.file+"/budget spent", func(t *testing.T) { runReplay(t, dir, tt, WithObservationBudget(0)) })
 	}
 }
 

@@ -27,8 +27,8 @@
 // WithRequestBodyTimeout), no minimum rate (WithRequestBodyRate), no
 // shared observation memory (WithObservationBudget), no output reserve
 // (WithDefaultMaxTokens) — except for the limits that keep request bodies'
-// memory bounded (WithMaxBodyBytes, WithRequestBodyBudget), where zero is
-// an error. A negative time limit means no limit (Timeouts fields and the
+// memory bounded (WithMaxBodyBytes, WithRequestBodyBudget,
+// WithRequestBodyTenantBudget), where zero is an error. A negative time limit means no limit (Timeouts fields and the
 // two timeout options); any other negative number is an error. The one
 // exception is AsyncOptions, where negative sizes and durations also mean
 // the default, because the record queue is always bounded (and a negative
@@ -83,6 +83,8 @@ type Relay struct {
 	observed  byteBudget   // observation buffers beyond each response's own
 	refused   refusals     // callers refused for their request budget
 
+	perTenant tenantShares // each tenant's share of bodies (a lock of its own)
+
 	mu       sync.Mutex
 	draining bool
 	inflight int
@@ -135,6 +137,13 @@ func New(opts ...Option) (*Relay, error) {
 		rl.bodies.limit = max(defaultBodyBudget, c.maxBody)
 	} else if c.body.budget < c.maxBody {
 		return nil, fmt.Errorf("relay: request body budget %d is below the body size limit %d", c.body.budget, c.maxBody)
+	}
+	rl.perTenant.limit = min(max(rl.bodies.limit/4, c.maxBody), rl.bodies.limit)
+	if c.body.tenant > 0 {
+		if c.body.tenant < c.maxBody {
+			return nil, fmt.Errorf("relay: request body tenant budget %d is below the body size limit %d", c.body.tenant, c.maxBody)
+		}
+		rl.perTenant.limit = min(c.body.tenant, rl.bodies.limit)
 	}
 	rl.observed.limit = c.observeBudget
 	rl.settler, _ = rl.limiter.(TokenSettler)
@@ -307,8 +316,7 @@ func (ex *exchange) serve() {
 	ex.inspectRequest()
 	if d := cap(ex.body) - held; d != 0 {
 		// include_usage was added: a new buffer, a few bytes longer.
-		rl.bodies.force(int64(d))
-		ex.bodyHeld.Add(int64(d))
+		ex.forceBody(int64(d))
 	}
 
 	if !ex.admit() {

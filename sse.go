@@ -14,8 +14,12 @@ import "bytes"
 // 2*tailCap bytes), since providers put usage at the end of their final
 // events. So one event holds at most maxData+2*tailCap bytes however large
 // it is. Buffers are reused, so steady-state parsing does not allocate;
-// growth beyond observeFree is charged to acct's budget, and when that
-// refuses, the event is observed through what is already held.
+// growth beyond the response's own allowance is charged to acct's budget,
+// and when that refuses, the event is observed through what is already
+// held and a tail window of minTail from the response's reserve. Charged
+// buffers are kept while large events follow one another (a stream of
+// base64 audio deltas costs no allocation per event) and given back at
+// the first small event, or by release at the stream's end.
 type sseParser struct {
 	maxData int
 	tailCap int
@@ -29,7 +33,7 @@ type sseParser struct {
 	name      []byte // "event" field of the pending event
 	data      []byte // joined "data" fields of the pending event (its head)
 	tail      []byte // the last bytes of a pending event that outgrew data
-	tailing   bool   // tail holds the end of the pending event
+	tailWin   int    // tail's window while it holds the end of the pending event; else 0
 	hasData   bool   // a data field was seen for the pending event
 	truncated bool
 
@@ -186,28 +190,22 @@ func (p *sseParser) appendData(b []byte) {
 		p.truncated = true
 		p.startTail()
 	}
-	if p.tailing {
-		p.tail = appendWindow(p.tail, b, p.tailCap)
+	if p.tailWin > 0 {
+		p.tail = appendWindow(p.tail, b, p.tailWin)
 	}
 }
 
 // startTail begins the tail window of an event that outgrew its head. The
 // window starts with the head's last bytes, so that an object straddling
-// the boundary is found whole.
+// the boundary is found whole. Without budget for a full window, the
+// window is the reserve's minTail: the usage object is small.
 func (p *sseParser) startTail() {
 	if p.tailCap <= 0 {
 		return
 	}
-	if cap(p.tail) < 2*p.tailCap {
-		t, ok := p.acct.grow(p.tail[:0], 2*p.tailCap, 2*p.tailCap)
-		if !ok {
-			return // no budget: the event is observed through its head
-		}
-		p.tail = t
-	}
-	k := min(len(p.data), p.tailCap)
-	p.tail = append(p.tail[:0], p.data[len(p.data)-k:]...)
-	p.tailing = true
+	p.tail, p.tailWin = p.acct.tailBuf(p.tail, p.tailCap)
+	k := min(len(p.data), p.tailWin)
+	p.tail = append(p.tail, p.data[len(p.data)-k:]...)
 }
 
 // release drops the buffers and gives back what they took from the budget.
@@ -238,18 +236,22 @@ func (p *sseParser) dispatch() {
 		p.events++
 		if p.onEvent != nil {
 			var tail []byte
-			if p.tailing {
+			if p.tailWin > 0 {
 				tail = p.tail
 			}
 			p.onEvent(p.name, p.data, tail, p.truncated)
 		}
 	}
+	// A large event is one the response's own allowance could not hold.
+	// Its buffers stay for the next event, which is often large too; the
+	// first small one gives them back to the budget.
+	small := !p.truncated && len(p.data) <= headFree
 	p.name = p.name[:0]
 	p.data = p.data[:0]
 	p.hasData = false
 	p.truncated = false
-	p.tailing = false
-	if p.acct.held > 0 {
-		p.release() // a large event's buffers go back to the budget at once
+	p.tailWin = 0
+	if small && p.acct.held > 0 {
+		p.release()
 	}
 }

@@ -239,14 +239,51 @@ func TestSSEParserTailWindow(t *testing.T) {
 		assert.LessOrEqual(t, maxSize, int64(512+2*tail), "split %v", sizes)
 	}
 
-	// Without budget, the event is observed through what is held.
+	// Without budget, the event is observed through what the response
+	// holds on its own: a head, and a small window over its end from the
+	// tail reserve, where the usage object is.
 	var budget byteBudget // limit 0
 	var hd, tl []byte
 	p := &sseParser{maxData: 64 << 10, tailCap: 32 << 10, acct: obsAccount{budget: &budget},
 		onEvent: func(_, d, t []byte, _ bool) { hd, tl = d, t }}
-	p.feed([]byte("data: " + strings.Repeat("x", 200<<10) + "\n\n"))
-	assert.Len(t, hd, observeFree, "the head the response holds on its own")
-	assert.Nil(t, tl)
-	assert.LessOrEqual(t, p.acct.size, int64(observeFree))
+	big := strings.Repeat("x", 200<<10) + "end"
+	p.feed([]byte("data: " + big + "\n\n"))
+	assert.Equal(t, headFree, len(hd), "the head the response holds on its own")
+	assert.True(t, strings.HasSuffix(big, string(tl)), "the window is the event's end")
+	assert.GreaterOrEqual(t, len(tl), minTail)
+	assert.LessOrEqual(t, cap(tl), tailReserve)
+	assert.LessOrEqual(t, p.acct.size+int64(cap(p.tail)), int64(observeFree))
 	assert.Zero(t, budget.used.Load())
+}
+
+// TestSSEParserKeepsLargeEventBuffers: consecutive large events reuse the
+// buffers and budget charge of the first; the first small event gives
+// them back, and so does release at the stream's end.
+func TestSSEParserKeepsLargeEventBuffers(t *testing.T) {
+	budget := byteBudget{limit: 1 << 20}
+	events := 0
+	p := &sseParser{maxData: maxObservedHead, tailCap: observedTail, acct: obsAccount{budget: &budget},
+		onEvent: func(_, _, _ []byte, _ bool) { events++ }}
+	for _, size := range []int{20 << 10, 100 << 10} {
+		large := []byte("data: " + strings.Repeat("x", size) + "\n\n")
+		p.feed(large)
+		held := budget.used.Load()
+		require.Positive(t, held, "%d KiB: a large event is charged", size>>10)
+		data, tail := cap(p.data), cap(p.tail)
+		for range 5 {
+			p.feed(large)
+		}
+		assert.Equal(t, held, budget.used.Load(), "%d KiB: the next large events take nothing more", size>>10)
+		assert.Equal(t, held, budget.peak.Load(), "%d KiB: never more held", size>>10)
+		assert.Equal(t, data, cap(p.data), "%d KiB: the head buffer is reused", size>>10)
+		assert.Equal(t, tail, cap(p.tail), "%d KiB: the tail buffer is reused", size>>10)
+		p.feed([]byte("data: small\n\n"))
+		assert.Zero(t, budget.used.Load(), "%d KiB: the first small event gives the charge back", size>>10)
+		assert.Zero(t, p.acct.size)
+	}
+	p.feed([]byte("data: " + strings.Repeat("x", 100<<10) + "\n\n"))
+	require.Positive(t, budget.used.Load())
+	p.release() // the stream ends
+	assert.Zero(t, budget.used.Load())
+	assert.Equal(t, 15, events)
 }

@@ -31,6 +31,7 @@ server:
   body_grace: 100ms
   body_timeout: 2s
   body_budget: 20971520
+  body_tenant_budget: 20971520
   observation_budget: 1048576
   methods: [POST]
 routes:
@@ -106,6 +107,7 @@ func TestCheckLibraryRules(t *testing.T) {
 		{"trace", "server: {methods: [POST, TRACE]}\nroutes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [k]}\n", "TRACE"},
 		{"negative rate", "server: {body_min_rate: -1}\nroutes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [k]}\n", "server.body_min_rate"},
 		{"budget below the body limit", "server: {body_budget: 1000}\nroutes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [k]}\n", "server.body_budget"},
+		{"tenant share below the body limit", "server: {body_tenant_budget: 1000}\nroutes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [k]}\n", "server.body_tenant_budget"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -162,6 +162,9 @@ func (c *fileConfig) bounds() []relay.Option {
 	if c.has("server.body_budget") {
 		opts = append(opts, relay.WithRequestBodyBudget(s.BodyBudget))
 	}
+	if c.has("server.body_tenant_budget") {
+		opts = append(opts, relay.WithRequestBodyTenantBudget(s.BodyTenantBudget))
+	}
 	if c.has("server.observation_budget") {
 		opts = append(opts, relay.WithObservationBudget(s.ObservationBudget))
 	}

@@ -56,6 +56,7 @@ type serverConfig struct {
 	BodyGrace         duration `yaml:"body_grace"`
 	BodyTimeout       duration `yaml:"body_timeout"`
 	BodyBudget        int64    `yaml:"body_budget"`
+	BodyTenantBudget  int64    `yaml:"body_tenant_budget"`
 	ObservationBudget int64    `yaml:"observation_budget"`
 	Methods           []string `yaml:"methods"`
 	// TLS, when present, serves HTTPS (and HTTP/2) on the listen address.
