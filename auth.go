@@ -163,17 +163,16 @@ func isUnauthenticated(err error) bool { return errors.Is(err, ErrUnauthenticate
 
 // checkSecret refuses a credential that can never work: leading or
 // trailing whitespace (clients' keys are trimmed when read, and a pasted
-// newline is the usual culprit) or a control character (which cannot
-// travel in a header). Its error completes a sentence naming the key and
+// newline is the usual culprit) or a control character, tab included
+// (the relay's one rule for header values, stricter for credentials: see
+// ctlFree). Its error completes a sentence naming the key and
 // never contains the key.
 func checkSecret(s string) error {
 	if s != strings.TrimSpace(s) {
 		return errSecretSpace
 	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == 0x7f {
-			return errSecretControl
-		}
+	if !ctlFree(s, false) { // tab included: see ctlFree
+		return errSecretControl
 	}
 	return nil
 }

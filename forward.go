@@ -113,7 +113,8 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 		// Expect: the body is already read; forwarding it would make the
 		// transport wait for a 100 Continue the upstream may never send.
 		return isClientCredential(k) || k == "Host" || k == "Content-Length" ||
-			k == "X-Request-Id" || k == "Expect" || (isAccountHeader(k) && !ex.passes(k))
+			k == "X-Request-Id" || k == "Expect" || isMethodOverride(k) ||
+			(isAccountHeader(k) && !ex.passes(k))
 	})
 	for k, v := range b.Header {
 		h[k] = v

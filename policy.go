@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 )
@@ -20,6 +21,15 @@ func defaultMethods() []string {
 	return []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
 }
 
+// maxMethodLen bounds a method name given to WithAllowedMethods. Records
+// cap Method at recordMaxMeth, which must not be smaller, so that an
+// allowed method is always recorded whole.
+const maxMethodLen = 32
+
+// An allowed method longer than the record cap would be cut in records:
+// this fails to compile if recordMaxMeth < maxMethodLen.
+const _ = uint(recordMaxMeth - maxMethodLen)
+
 // checkMethods validates a method list for WithAllowedMethods.
 func checkMethods(methods []string) error {
 	if len(methods) == 0 {
@@ -31,7 +41,7 @@ func checkMethods(methods []string) error {
 			// CONNECT would tunnel and TRACE echo the request, injected
 			// credential included, back to the client.
 			return fmt.Errorf("relay: method %s cannot be allowed", m)
-		case m == "" || len(m) > recordMaxMeth || !isToken(m):
+		case m == "" || len(m) > maxMethodLen || !isToken(m):
 			return fmt.Errorf("relay: %q is not a method name", m)
 		}
 	}
@@ -73,6 +83,68 @@ func isAccountHeader(k string) bool {
 		return true
 	}
 	return false
+}
+
+// isMethodOverride reports client headers that ask an upstream (Google
+// APIs, and frameworks such as ASP.NET, Rails and Express middleware) to
+// treat a request as another method: they would defeat WithAllowedMethods,
+// a POST carrying "X-HTTP-Method-Override: DELETE" being forwarded as an
+// allowed POST. They are always dropped.
+func isMethodOverride(k string) bool {
+	switch k {
+	case "X-Http-Method-Override", "X-Method-Override", "X-Http-Method":
+		return true
+	}
+	return false
+}
+
+// isAccountParam reports query parameters that select the account an
+// upstream bills, as isAccountHeader does for headers: Google APIs take
+// the quota and billing project as the system parameter $userProject
+// (Cloud Storage as userProject), equivalent to X-Goog-User-Project, and
+// follow PassHeaders' X-Goog-User-Project entry.
+func isAccountParam(name string) bool {
+	return name == "$userProject" || name == "userProject"
+}
+
+// dropAccountParams returns the client's raw query without its
+// account-selecting parameters (isAccountParam), names compared after
+// percent-decoding so that %24userProject is caught too. A query without
+// any is returned as is, without allocating: the common case costs a
+// substring search.
+func dropAccountParams(q string) string {
+	if !strings.Contains(q, "serProject") && strings.IndexByte(q, '%') < 0 {
+		return q
+	}
+	account := func(pair string) bool {
+		name, _, _ := strings.Cut(pair, "=")
+		if un, err := url.QueryUnescape(name); err == nil {
+			name = un
+		}
+		return isAccountParam(name)
+	}
+	found := false
+	for pair := range strings.SplitSeq(q, "&") {
+		if account(pair) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return q
+	}
+	var b strings.Builder
+	b.Grow(len(q))
+	for pair := range strings.SplitSeq(q, "&") {
+		if account(pair) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(pair)
+	}
+	return b.String()
 }
 
 // passes reports whether the target lets the client's account header k
@@ -131,16 +203,29 @@ func endToEnd(k string) bool {
 	return false
 }
 
-// validHeaderValue reports whether v can be sent as a header value: no
-// control character but horizontal tab.
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+// The relay's one rule for control characters in the values it puts in
+// headers (route Headers, client keys, upstream credentials): none of
+// C0 (0x00-0x1f) or DEL (0x7f), which cannot travel in a header field
+// (RFC 9110 field-value), with one exception. Horizontal tab is legal
+// inside a field value, so operator-written header values may hold it
+// (validHeaderValue); a credential may not (checkSecret): no key format
+// contains a tab, and one inside a key is a paste error (from a
+// spreadsheet or a TSV) that would pass New and then fail every request.
+
+// ctlFree reports whether s has no control character, a horizontal tab
+// counting as one unless tab is set.
+func ctlFree(s string, tab bool) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < 0x20 && (c != '\t' || !tab)) || c == 0x7f {
 			return false
 		}
 	}
 	return true
 }
+
+// validHeaderValue reports whether v can be sent as a header value: no
+// control character but horizontal tab (see ctlFree).
+func validHeaderValue(v string) bool { return ctlFree(v, true) }
 
 // isToken reports whether s is an RFC 9110 token (a method or header
 // field name).

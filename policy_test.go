@@ -252,3 +252,104 @@ func TestConnectionCloseDoesNotLeakHopHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestMethodOverrideHeadersAreDropped: a method-override header would let
+// a client have an upstream treat an allowed POST as a method
+// WithAllowedMethods refuses.
+func TestMethodOverrideHeadersAreDropped(t *testing.T) {
+	var mu sync.Mutex
+	var got http.Header
+	var method string
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got, method = r.Header.Clone(), r.Method
+		mu.Unlock()
+		_, _ = io.WriteString(w, `{}`)
+	}, Route{Prefix: "/v1"}, WithAllowedMethods("POST"))
+	req := e.request("POST", "/v1/files/file-1", `{}`)
+	for _, k := range []string{"X-HTTP-Method-Override", "X-Method-Override", "X-HTTP-Method"} {
+		req.Header.Set(k, "DELETE")
+	}
+	req.Header.Set("X-Custom", "kept")
+	resp, _ := e.do(req)
+	require.Equal(t, 200, resp.StatusCode)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, "POST", method)
+	for _, k := range []string{"X-HTTP-Method-Override", "X-Method-Override", "X-HTTP-Method"} {
+		assert.Empty(t, got.Values(k), k)
+	}
+	assert.Equal(t, "kept", got.Get("X-Custom"))
+}
+
+func TestDropAccountParams(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"alt=sse", "alt=sse"},
+		{"alt=sse&key=1%202", "alt=sse&key=1%202"}, // escapes elsewhere, nothing to drop
+		{"$userProject=other", ""},
+		{"userProject=other&alt=sse", "alt=sse"},
+		{"alt=sse&%24userProject=other&x=1", "alt=sse&x=1"},
+		{"alt=sse&user%50roject=other", "alt=sse"},
+		{"a=1&$userProject&b=2", "a=1&b=2"}, // without a value
+		{"userproject=x", "userproject=x"},  // names are case-sensitive
+		{"myuserProject=x&x=userProject", "myuserProject=x&x=userProject"},
+		{"%zz=1&userProject=2", "%zz=1"}, // a bad escape is kept as it is
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, dropAccountParams(tt.in), tt.in)
+	}
+	q := "alt=sse&api-version=2024-10-21"
+	assert.Zero(t, testing.AllocsPerRun(100, func() { _ = dropAccountParams(q) }), "the common case allocates nothing")
+}
+
+// TestAccountQueryParamsAreDropped: Google's quota project given as a
+// query parameter is the header's twin, and follows the route's
+// PassHeaders entry for X-Goog-User-Project.
+func TestAccountQueryParamsAreDropped(t *testing.T) {
+	var mu sync.Mutex
+	var got string
+	up := func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = r.URL.RawQuery
+		mu.Unlock()
+		_, _ = io.WriteString(w, `{}`)
+	}
+	send := func(e *env) string {
+		resp, _ := e.do(e.request("POST", "/v1/models/gemini:streamGenerateContent?alt=sse&%24userProject=other&userProject=other2", `{}`))
+		require.Equal(t, 200, resp.StatusCode)
+		mu.Lock()
+		defer mu.Unlock()
+		return got
+	}
+	assert.Equal(t, "alt=sse", send(newEnv(t, up, Route{Prefix: "/v1"})))
+	assert.Equal(t, "alt=sse&%24userProject=other&userProject=other2",
+		send(newEnv(t, up, Route{Prefix: "/v1", PassHeaders: []string{"x-goog-user-project"}})))
+
+	// A project the operator pins in the upstream URL stays.
+	e := newEnv(t, up, Route{Prefix: "/v1"})
+	pinned := newEnv(t, up, Route{Prefix: "/v1", Upstream: e.upstream.URL + "?userProject=mine"})
+	assert.Equal(t, "userProject=mine&alt=sse", send(pinned))
+}
+
+// TestControlCharacterRule: one rule for header values, a tab allowed in
+// operator-written values but not in credentials.
+func TestControlCharacterRule(t *testing.T) {
+	tests := []struct {
+		v              string
+		header, secret bool
+	}{
+		{"plain", true, true},
+		{"a\tb", true, false},
+		{"a\nb", false, false},
+		{"a\x00b", false, false},
+		{"a\x7fb", false, false},
+		{"naïve", true, true},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.header, validHeaderValue(tt.v), "%q", tt.v)
+		assert.Equal(t, tt.secret, checkSecret(tt.v) == nil, "%q", tt.v)
+	}
+	_, err := NewRouteTable([]Route{{Name: "r", Upstream: "http://x", Headers: map[string]string{"X-Note": "a\tb"}}}, nil)
+	assert.NoError(t, err, "a tab inside an operator's header value is legal")
+}

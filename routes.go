@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -134,7 +135,10 @@ type Route struct {
 	// forwards: OpenAI-Organization, OpenAI-Project, X-Goog-User-Project,
 	// X-HF-Bill-To and Azureml-Model-Deployment. By default the relay drops
 	// them, since they would let a client choose which account or
-	// deployment the relay's credential bills. Names are case-insensitive;
+	// deployment the relay's credential bills; Google's $userProject and
+	// userProject query parameters, the same choice as X-Goog-User-Project,
+	// are dropped from the forwarded query unless X-Goog-User-Project is
+	// listed. Names are case-insensitive;
 	// New rejects any other name (every other header passes anyway,
 	// except credentials and hop-by-hop headers, which never do).
 	PassHeaders []string
@@ -193,6 +197,13 @@ type AttemptResult struct {
 // Resolve must be safe for concurrent use and must not read the body. It
 // returns an error wrapping ErrNoRoute when nothing serves the path; the
 // relay answers 404.
+//
+// The relay drops account-selecting and method-override headers from
+// every upstream request, whatever the resolver, but the Backend URLs are
+// the resolver's: RouteTable drops Google's $userProject and userProject
+// query parameters from the client's query (unless the route passes
+// X-Goog-User-Project); a resolver that copies the client's query into
+// its URLs should do the same.
 type UpstreamResolver interface {
 	Resolve(r *http.Request) (*Target, error)
 }
@@ -448,7 +459,11 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 		MaxAttempts: cr.maxTries,
 		PassHeaders: cr.pass,
 	}
-	tg.Backends = cr.pick(t.clock.Now(), fwd, r.URL.RawQuery)
+	query := r.URL.RawQuery
+	if !slices.Contains(cr.pass, "X-Goog-User-Project") {
+		query = dropAccountParams(query) // the parameter form of the header
+	}
+	tg.Backends = cr.pick(t.clock.Now(), fwd, query)
 	return tg, nil
 }
 
