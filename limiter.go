@@ -70,6 +70,13 @@ type Decision struct {
 // as configured by WithLimiterFailOpen and counts the error as type
 // "limiter". Allow is called on the request path, so it should be fast and
 // honour ctx.
+//
+// A refusal for the request budget (Reason "requests", RetryAfter > 0) is
+// remembered for the same tenant, key and route for up to 5s
+// (WithRefusalMemo), and their requests are refused without calling
+// Allow: this assumes the limiter counts requests per tenant, key and
+// route or more coarsely. A limiter that counts more finely, on Labels
+// say, needs WithRefusalMemo(0).
 type Limiter interface {
 	Allow(ctx context.Context, req LimitRequest) (Decision, error)
 }

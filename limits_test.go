@@ -853,3 +853,98 @@ func TestBodyOptions(t *testing.T) {
 		assert.Equal(t, int64(defaultObserveBudget), rl.observed.limit, tt.name)
 	}
 }
+
+// TestRefusalMemoIsCapped: a limiter that refuses with a 6h Retry-After
+// and is then topped up is asked again once the memo's cap (5s) has
+// passed, not 6h later; a further refusal renews the memo; with
+// WithRefusalMemo(0) the limiter is asked every time. Time is the
+// injected clock's: nothing sleeps.
+func TestRefusalMemoIsCapped(t *testing.T) {
+	steps := []struct {
+		advance    time.Duration // of the clock, before the request
+		admit      bool          // the limiter admits
+		status     int
+		retryAfter string // the default memo's answer (off: 21600 on every refusal)
+		calls      int32  // limiter calls so far, default memo (off: one per request)
+	}{
+		{0, false, 429, "21600", 1},                      // the limiter refuses for 6h
+		{time.Second, false, 429, "21599", 1},            // remembered: its own Retry-After, counted down
+		{4 * time.Second, true, 200, "", 2},              // 5s: the cap has passed, the topped-up limiter is asked
+		{0, false, 429, "21600", 3},                      // refused again
+		{4 * time.Second, true, 429, "21596", 3},         // remembered, although the limiter would admit
+		{time.Second, false, 429, "21600", 4},            // 5s later: asked again, refuses: renewed
+		{4999 * time.Millisecond, true, 429, "21596", 4}, // the renewed memo still holds
+		{time.Millisecond, true, 200, "", 5},             // and ends after 5s
+	}
+	for _, memo := range []struct {
+		name string
+		opts []Option
+		off  bool
+	}{{"default", nil, false}, {"off", []Option{WithRefusalMemo(0)}, true}} {
+		t.Run(memo.name, func(t *testing.T) {
+			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			var mu sync.Mutex
+			clock := ClockFunc(func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+			var calls atomic.Int32
+			var admit atomic.Bool
+			lim := LimiterFunc(func(_ context.Context, req LimitRequest) (Decision, error) {
+				calls.Add(1)
+				if admit.Load() {
+					return Decision{Allowed: true}, nil
+				}
+				return Decision{Reason: "requests", RetryAfter: 6 * time.Hour,
+					Requests: Quota{Limit: 10, Remaining: 0, Reset: 6 * time.Hour}}, nil
+			})
+			e := newEnv(t, okUpstream, Route{Prefix: "/v1"}, append([]Option{WithLimiter(lim), WithClock(clock)}, memo.opts...)...)
+			for i, st := range steps {
+				mu.Lock()
+				now = now.Add(st.advance)
+				mu.Unlock()
+				admit.Store(st.admit)
+				status, retryAfter, wantCalls := st.status, st.retryAfter, st.calls
+				if memo.off {
+					if status, retryAfter = 429, "21600"; st.admit {
+						status, retryAfter = 200, ""
+					}
+					wantCalls = int32(i + 1)
+				}
+				resp, _ := e.do(e.request("POST", "/v1/chat/completions", `{}`))
+				assert.Equal(t, status, resp.StatusCode, "step %d", i)
+				assert.Equal(t, retryAfter, resp.Header.Get("Retry-After"), "step %d", i)
+				assert.Equal(t, wantCalls, calls.Load(), "step %d: limiter calls", i)
+			}
+		})
+	}
+	_, err := New(WithRefusalMemo(-time.Second), WithAPIKeys(APIKey{Key: "k"}), WithRoutes(Route{Name: "r", Upstream: "http://x"}))
+	assert.Error(t, err)
+}
+
+// TestRefusalMemoFastPath: once every remembered refusal has expired, a
+// check reads no map (the memo is seen empty from one atomic load), and
+// the next refusal starts a fresh map.
+func TestRefusalMemoFastPath(t *testing.T) {
+	var f refusals
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := ClockFunc(func() time.Time { return now })
+	_, ok := f.check(Identity{Tenant: "t"}, "r", clock)
+	assert.False(t, ok)
+	assert.Zero(t, f.latest.Load(), "no refusal yet")
+	d := Decision{Reason: "requests", RetryAfter: time.Hour}
+	for i := range 100 {
+		f.note(Identity{Tenant: fmt.Sprint("t", i)}, "r", now, d)
+	}
+	assert.Equal(t, now.Add(defaultRefusalMemo).UnixNano(), f.latest.Load(), "entries live 5s, not an hour")
+	now = now.Add(defaultRefusalMemo)
+	f.mu.Lock() // a check that took the lock would block until the test fails
+	done := make(chan bool, 1)
+	go func() { _, ok := f.check(Identity{Tenant: "t1"}, "r", clock); done <- ok }()
+	select {
+	case ok = <-done:
+		assert.False(t, ok)
+	case <-time.After(10 * time.Second):
+		t.Error("check took the lock with every entry expired")
+	}
+	f.mu.Unlock()
+	f.note(Identity{Tenant: "late"}, "r", now, d)
+	assert.Len(t, f.m, 1, "all expired: a fresh map")
+}

@@ -54,6 +54,7 @@ type config struct {
 	methods       []string
 	body          bodyLimits
 	observeBudget int64
+	refusalMemo   time.Duration
 	given         givenOptions // options that exclude one another
 }
 
@@ -107,6 +108,7 @@ func defaultConfig() config {
 		body: bodyLimits{minRate: defaultBodyMinRate, grace: defaultBodyGrace,
 			timeout: defaultBodyTimeout, budget: defaultBodyBudget},
 		observeBudget: defaultObserveBudget,
+		refusalMemo:   defaultRefusalMemo,
 	}
 }
 
@@ -423,6 +425,33 @@ func WithObservationBudget(n int64) Option {
 			return fmt.Errorf("relay: observation budget %d is negative", n)
 		}
 		c.observeBudget = n
+		return nil
+	}
+}
+
+// WithRefusalMemo sets how long, at most, the relay remembers that the
+// limiter refused a caller (tenant, key and route) for its request budget.
+// While it remembers, that caller's requests on that route are refused
+// with 429 and the limiter's Retry-After (counted down) before their
+// bodies are read and without asking the limiter, so that a refused
+// caller cannot make the relay buffer bodies or query a remote limiter.
+// A refusal is remembered until its Retry-After or for d, whichever is
+// sooner, and the next refusal renews it; refusals for tokens are never
+// remembered. Default 5s: a limiter topped up or an Identity whose Limits
+// changed is asked again within 5s. Zero switches the memo off; negative
+// is an error.
+//
+// The memo assumes the limiter counts requests per tenant, key and route
+// or more coarsely, as MemoryLimiter and the Redis limiter do. A limiter
+// that counts more finely (on Identity.Labels, say, behind an
+// Authenticator that gives many callers one KeyID) needs
+// WithRefusalMemo(0): otherwise one caller's refusal refuses the group.
+func WithRefusalMemo(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("relay: refusal memo %v is negative", d)
+		}
+		c.refusalMemo = d
 		return nil
 	}
 }

@@ -146,6 +146,7 @@ func New(opts ...Option) (*Relay, error) {
 		rl.perTenant.limit = min(c.body.tenant, rl.bodies.limit)
 	}
 	rl.observed.limit = c.observeBudget
+	rl.refused.off, rl.refused.life = c.refusalMemo == 0, c.refusalMemo
 	rl.settler, _ = rl.limiter.(TokenSettler)
 
 	switch {
