@@ -948,3 +948,100 @@ func TestRefusalMemoFastPath(t *testing.T) {
 	f.note(Identity{Tenant: "late"}, "r", now, d)
 	assert.Len(t, f.m, 1, "all expired: a fresh map")
 }
+
+// stallingSettler admits everything and settles only when its context is
+// cancelled: a remote limiter that has stopped answering.
+type stallingSettler struct{ cancelled chan struct{} }
+
+func (stallingSettler) Allow(context.Context, LimitRequest) (Decision, error) {
+	return Decision{Allowed: true}, nil
+}
+
+func (s stallingSettler) Settle(ctx context.Context, _ LimitRequest, _ int64) error {
+	select {
+	case <-ctx.Done():
+		close(s.cancelled)
+		return ctx.Err()
+	case <-time.After(time.Minute):
+		return nil
+	}
+}
+
+// TestShutdownReturnsByItsDeadline: with a 1s deadline, while one client
+// trickles a body and another has stopped reading a stream (so the
+// relay's writes to it block), and a remote limiter's settlement stalls,
+// Shutdown returns by the deadline, plus scheduling slack, and both
+// requests are recorded.
+func TestShutdownReturnsByItsDeadline(t *testing.T) {
+	chunk := "data: " + strings.Repeat("x", 32<<10) + "\n\n"
+	streaming := make(chan struct{})
+	var once sync.Once
+	settler := stallingSettler{cancelled: make(chan struct{})}
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 10000 && r.Context().Err() == nil; i++ { // up to 320 MiB, far beyond socket buffers
+			if _, err := io.WriteString(w, chunk); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			once.Do(func() { close(streaming) })
+		}
+	}, Route{Prefix: "/v1"}, WithLimiter(settler), WithRequestBodyRate(0, 0), WithRequestBodyTimeout(time.Hour))
+	wt := newWatch(t, e.relay, false)
+
+	// The slow reader: reads the response head, then nothing.
+	body := `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	reader, rbr := rawPost(t, wt.front, testKey, len(body), body)
+	_ = reader.(*net.TCPConn).SetReadBuffer(4 << 10) // its writes block sooner
+	resp, err := http.ReadResponse(rbr, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 200, resp.StatusCode)
+	select {
+	case <-streaming:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream did not start")
+	}
+
+	// The trickler.
+	conn, br := rawPost(t, wt.front, testKey, 1000, "{")
+	stop := trickle(conn, 50*time.Millisecond, 1000)
+	defer stop()
+	select {
+	case <-wt.read:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not start reading the body")
+	}
+
+	const deadline = time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	err = e.relay.Shutdown(ctx)
+	took := time.Since(start)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Less(t, took, deadline+250*time.Millisecond, "Shutdown returned by its deadline")
+	select {
+	case <-settler.cancelled:
+	default:
+		t.Error("the stalled settlement was not cancelled")
+	}
+
+	recs := e.sink.all() // written by Shutdown
+	require.Len(t, recs, 2)
+	byBytesIn := map[int64]Record{recs[0].BytesIn: recs[0], recs[1].BytesIn: recs[1]}
+	stream, ok := byBytesIn[int64(len(body))]
+	require.True(t, ok, "the stream's record")
+	assert.True(t, stream.ClientGone, "its blocked write was cut")
+	assert.Positive(t, stream.BytesOut)
+	for _, r := range recs {
+		if r.RequestID != stream.RequestID {
+			assert.Equal(t, http.StatusServiceUnavailable, r.Status, "the trickled body was cut")
+			assert.Equal(t, ErrTypeShuttingDown, r.ErrorType)
+		}
+	}
+	tr, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusServiceUnavailable, tr.StatusCode)
+	reader.Close()
+}

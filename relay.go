@@ -85,6 +85,11 @@ type Relay struct {
 
 	perTenant tenantShares // each tenant's share of bodies (a lock of its own)
 
+	// settleCtx is cancelled by Shutdown (stopSettling) when the
+	// settlements' share of its deadline is spent.
+	settleCtx    context.Context
+	stopSettling context.CancelFunc
+
 	mu       sync.Mutex
 	draining bool
 	inflight int
@@ -146,6 +151,7 @@ func New(opts ...Option) (*Relay, error) {
 		rl.perTenant.limit = min(c.body.tenant, rl.bodies.limit)
 	}
 	rl.observed.limit = c.observeBudget
+	rl.settleCtx, rl.stopSettling = context.WithCancel(context.Background())
 	rl.refused.off, rl.refused.life = c.refusalMemo == 0, c.refusalMemo
 	rl.settler, _ = rl.limiter.(TokenSettler)
 
@@ -531,6 +537,7 @@ func (rl *Relay) settle(ctx context.Context, req LimitRequest, used int64, reque
 	run := func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 		defer cancel()
+		defer context.AfterFunc(rl.settleCtx, cancel)() // Shutdown's cancellation
 		if err := rl.settler.Settle(ctx, req, used); err != nil {
 			rl.metrics.errors.WithLabelValues(req.Route, string(ErrTypeLimiter)).Inc()
 			rl.log.Warn("relay: settling tokens failed", "request_id", requestID, "error", err)
@@ -663,9 +670,20 @@ func (rl *Relay) abort() {
 	}
 }
 
-// shutdownGrace is how long Shutdown waits, once ctx is done, for cut
-// exchanges to end, and again for aborted ones.
+// shutdownGrace is how long Shutdown waits, once a ctx without a deadline
+// is done, for cut exchanges to end, and again for aborted ones.
 const shutdownGrace = time.Second
+
+// When ctx has a deadline, Shutdown keeps a reserve of it to end cut
+// exchanges and write records: it cuts live exchanges that long before the
+// deadline. The reserve is a quarter of the time left, between
+// shutdownMinReserve and shutdownMaxReserve; a deadline that leaves less
+// than the minimum (or has passed) is extended to it, so that cut
+// requests are still recorded.
+const (
+	shutdownMaxReserve = 2 * time.Second
+	shutdownMinReserve = 100 * time.Millisecond
+)
 
 // waitFor waits for ch to close, at most d; it reports whether it did.
 func waitFor(ch <-chan struct{}, d time.Duration) bool {
@@ -686,17 +704,31 @@ const ErrDraining = Error("relay: shutting down")
 const errShutdown = Error("relay: shutdown deadline reached")
 
 // Shutdown stops the relay gracefully: new requests get 503 at once; live
-// streams run on until they finish or ctx ends, when they are ended with
-// an error event (or aborted, for binary streams), and requests whose
-// body is still arriving get 503; then queued records are written,
-// theirs included. It returns ctx's error if requests had to be cut, or
-// the record queue's error if records could not be written. Once ctx is
-// done it returns within about two seconds (a second for cut requests to
-// end, another for those blocked writing to a client that does not read,
-// whose writes are then cut), plus the time to settle token reservations
-// with a remote limiter (at most 5s) and to write the queued records (at
-// most 5s more). Call it before the host server's own Shutdown, which
-// would otherwise wait on the streams.
+// streams run on until they finish or Shutdown cuts them, when they are
+// ended with an error event (or aborted, for binary streams), and
+// requests whose body is still arriving get 503; then queued records are
+// written, theirs included. It returns ctx's error (or
+// context.DeadlineExceeded) if requests had to be cut, or the record
+// queue's error if records could not be written.
+//
+// When ctx has a deadline, Shutdown returns by it: it cuts live requests
+// ahead of the deadline by a reserve (a quarter of the time left, between
+// 100ms and 2s), gives the first two fifths of the reserve to cut requests
+// to end and the next fifth to those blocked writing to a client that does
+// not read (whose writes are then cut), and shares what is left between
+// settling token reservations with a remote limiter (cancelled when their
+// share is spent) and writing the queued records. A deadline less than
+// 100ms away is extended to 100ms. When ctx is cancelled earlier, the cut
+// happens then, with the same reserve.
+//
+// Without a deadline, it waits until every request has ended or ctx is
+// cancelled; then it cuts, and returns within about two seconds (a second
+// for cut requests to end, another for stuck writes), plus the time to
+// settle tokens with a remote limiter (at most 5s) and to write the
+// queued records (at most 5s more).
+//
+// Call it before the host server's own Shutdown, which would otherwise
+// wait on the streams.
 func (rl *Relay) Shutdown(ctx context.Context) error {
 	rl.mu.Lock()
 	rl.draining = true
@@ -709,7 +741,30 @@ func (rl *Relay) Shutdown(ctx context.Context) error {
 	}
 	rl.mu.Unlock()
 
+	end, bounded := ctx.Deadline()
 	var err error
+	if bounded {
+		now := time.Now()
+		reserve := min(max(end.Sub(now)/4, shutdownMinReserve), shutdownMaxReserve)
+		if end.Before(now.Add(reserve)) {
+			end = now.Add(reserve)
+		}
+		if idle != nil {
+			err = rl.drainBy(ctx, idle, end, reserve)
+		}
+		// Settling and flushing share what is left.
+		rl.settleAll(time.Now().Add(time.Until(end) / 2))
+		rl.closeTransport()
+		if rl.async != nil {
+			fctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), end)
+			defer cancel()
+			if cerr := rl.async.Close(fctx); err == nil {
+				err = cerr
+			}
+		}
+		return err
+	}
+
 	if idle != nil {
 		select {
 		case <-idle:
@@ -725,13 +780,8 @@ func (rl *Relay) Shutdown(ctx context.Context) error {
 			}
 		}
 	}
-	rl.mu.Lock()
-	rl.settleClosed = true
-	rl.mu.Unlock()
-	_ = rl.waitSettled(context.Background()) // each bounded by settleTimeout
-	if t, ok := rl.transport.(interface{ CloseIdleConnections() }); ok && rl.cfg.transport == nil {
-		t.CloseIdleConnections() // the relay's own transport only
-	}
+	rl.settleAll(time.Time{}) // each bounded by settleTimeout
+	rl.closeTransport()
 	if rl.async != nil {
 		fctx := ctx
 		if ctx.Err() != nil {
@@ -744,6 +794,62 @@ func (rl *Relay) Shutdown(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// drainBy waits for the live exchanges to end, cutting them reserve
+// before end (or when ctx is cancelled first), then aborting what is
+// left; see Shutdown.
+func (rl *Relay) drainBy(ctx context.Context, idle <-chan struct{}, end time.Time, reserve time.Duration) error {
+	cutAt := end.Add(-reserve)
+	t := time.NewTimer(time.Until(cutAt))
+	defer t.Stop()
+	var err error
+	select {
+	case <-idle:
+		return nil
+	case <-t.C:
+		err = context.DeadlineExceeded
+	case <-ctx.Done():
+		err = ctx.Err()
+		cutAt = time.Now()
+	}
+	rl.cut()
+	if !waitFor(idle, time.Until(cutAt.Add(reserve*2/5))) {
+		rl.abort()
+		waitFor(idle, time.Until(cutAt.Add(reserve*3/5)))
+	}
+	return err
+}
+
+// settleAll waits for the background settlements, until by when it is not
+// zero: then those still running are cancelled (and counted and logged
+// as failed). Settlements that start later run inline.
+func (rl *Relay) settleAll(by time.Time) {
+	rl.mu.Lock()
+	rl.settleClosed = true
+	rl.mu.Unlock()
+	if by.IsZero() {
+		_ = rl.waitSettled(context.Background())
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), by)
+	defer cancel()
+	if rl.waitSettled(ctx) != nil {
+		rl.stopSettling()
+		// Cancelled settlements return at once if the settler honours
+		// its context; one that does not is left to its settleTimeout.
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownMinReserve/4)
+		defer cancel()
+		_ = rl.waitSettled(ctx)
+	}
+}
+
+// closeTransport closes the idle connections of the relay's own
+// transport (never of one given to WithTransport).
+func (rl *Relay) closeTransport() {
+	if t, ok := rl.transport.(interface{ CloseIdleConnections() }); ok && rl.cfg.transport == nil {
+		t.CloseIdleConnections()
+	}
 }
 
 // Ready reports whether the relay should receive traffic: it is not
