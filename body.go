@@ -96,10 +96,8 @@ func (ex *exchange) readBody() bool {
 	defer ex.inBody.Store(false)
 	lim := rl.cfg.body
 	start := time.Now()
-	var set time.Time // the read deadline last set
-	if dl := lim.deadline(start, 0); !dl.IsZero() && ex.rc.SetReadDeadline(dl) == nil {
-		set = dl
-	}
+	bd := ex.newBodyDeadline()
+	body := bd.begin(lim.deadline(start, 0))
 	if ex.ctx.Err() != nil { // cut before its deadline could be set
 		ex.bodyFailed(ex.ctx.Err())
 		return false
@@ -112,7 +110,7 @@ func (ex *exchange) readBody() bool {
 		var err error
 		switch {
 		case len(buf) < cap(buf):
-			k, err = r.Body.Read(buf[len(buf):cap(buf)])
+			k, err = body.Read(buf[len(buf):cap(buf)])
 			buf = buf[:len(buf)+k]
 		case int64(len(buf)) < limit:
 			nb, refused := ex.growBody(buf, first, limit)
@@ -125,7 +123,7 @@ func (ex *exchange) readBody() bool {
 			buf = nb
 			continue
 		default:
-			k, err = r.Body.Read(ex.scratch[:])
+			k, err = body.Read(ex.scratch[:])
 			if k > 0 {
 				ex.rec.BytesIn = n + int64(k)
 				ex.fail(tooLarge(maxBody))
@@ -133,14 +131,11 @@ func (ex *exchange) readBody() bool {
 			}
 		}
 		n += int64(k)
-		if k > 0 && !set.IsZero() {
-			if dl := lim.deadline(start, n); dl.After(set) && ex.rc.SetReadDeadline(dl) == nil {
-				set = dl
-				// Shutdown cancels, then sets a past deadline: a cut this
-				// move may have undone is seen here.
-				if err == nil && ex.ctx.Err() != nil {
-					err = ex.ctx.Err()
-				}
+		if k > 0 && bd.active() && bd.extend(lim.deadline(start, n)) {
+			// Shutdown cancels, then sets a past deadline: a cut this
+			// move may have undone is seen here.
+			if err == nil && ex.ctx.Err() != nil {
+				err = ex.ctx.Err()
 			}
 		}
 		if err == io.EOF {
@@ -155,12 +150,9 @@ func (ex *exchange) readBody() bool {
 	ex.rec.BytesIn = n
 	ex.bodyRead = true
 	ex.body = buf
-	if !set.IsZero() {
-		// net/http's background read starts at the body's end: a deadline
-		// left set would cut it, and cancel the request, mid-stream.
-		_ = ex.rc.SetReadDeadline(time.Time{})
-		ex.readCleared = true
-	}
+	// net/http's background read starts at the body's end: a deadline
+	// left set would cut it, and cancel the request, mid-stream.
+	ex.readCleared = bd.clear()
 	return true
 }
 

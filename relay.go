@@ -89,6 +89,8 @@ type Relay struct {
 	// settlements' share of its deadline is spent.
 	settleCtx    context.Context
 	stopSettling context.CancelFunc
+	// noDeadlineWarned: the ResponseWriter-without-deadlines warning was logged.
+	noDeadlineWarned atomic.Bool
 
 	mu       sync.Mutex
 	draining bool
@@ -235,6 +237,9 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := exchange{rl: rl, w: w, r: r}
 	ex.rc = *http.NewResponseController(w)
 	ex.rec.Start = rl.clock.Now()
+	if ex.arrived = ex.rec.Start; !rl.sysClock {
+		ex.arrived = time.Now() // host deadlines are on the system clock
+	}
 	ex.rec.RequestID = newRequestID() // the relay's own, unique: see Record.RequestID
 	ex.rec.ClientRequestID = clientRequestID(r)
 	ex.rec.Method = r.Method
@@ -356,6 +361,7 @@ type exchange struct {
 	entered bool    // counted in rl.inflight
 	counted bool    // counted in relay_active_connections
 
+	arrived     time.Time    // when the handler started, by the system clock
 	inBody      atomic.Bool  // reading the request body: Shutdown cuts the read
 	bodyRead    bool         // the request body was read to its end, or there is none
 	readCleared bool         // readBody cleared the read deadline it set
