@@ -688,7 +688,7 @@ const shutdownGrace = time.Second
 // requests are still recorded.
 const (
 	shutdownMaxReserve = 2 * time.Second
-	shutdownMinReserve = 100 * time.Millisecond
+	shutdownMinReserve = 250 * time.Millisecond
 )
 
 // waitFor waits for ch to close, at most d; it reports whether it did.
@@ -719,12 +719,12 @@ const errShutdown = Error("relay: shutdown deadline reached")
 //
 // When ctx has a deadline, Shutdown returns by it: it cuts live requests
 // ahead of the deadline by a reserve (a quarter of the time left, between
-// 100ms and 2s), gives the first two fifths of the reserve to cut requests
-// to end and the next fifth to those blocked writing to a client that does
-// not read (whose writes are then cut), and shares what is left between
+// 250ms and 2s), gives the first two fifths of the reserve to cut requests
+// to end, the next two to those blocked writing to a client that does not
+// read (whose writes are then cut), and shares what is left between
 // settling token reservations with a remote limiter (cancelled when their
 // share is spent) and writing the queued records. A deadline less than
-// 100ms away is extended to 100ms. When ctx is cancelled earlier, the cut
+// 250ms away is extended to 250ms. When ctx is cancelled earlier, the cut
 // happens then, with the same reserve.
 //
 // Without a deadline, it waits until every request has ended or ctx is
@@ -822,7 +822,7 @@ func (rl *Relay) drainBy(ctx context.Context, idle <-chan struct{}, end time.Tim
 	rl.cut()
 	if !waitFor(idle, time.Until(cutAt.Add(reserve*2/5))) {
 		rl.abort()
-		waitFor(idle, time.Until(cutAt.Add(reserve*3/5)))
+		waitFor(idle, time.Until(cutAt.Add(reserve*4/5)))
 	}
 	return err
 }
@@ -844,7 +844,7 @@ func (rl *Relay) settleAll(by time.Time) {
 		rl.stopSettling()
 		// Cancelled settlements return at once if the settler honours
 		// its context; one that does not is left to its settleTimeout.
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownMinReserve/4)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 		defer cancel()
 		_ = rl.waitSettled(ctx)
 	}
