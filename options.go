@@ -339,8 +339,12 @@ func WithAllowedMethods(methods ...string) Option {
 // from the first byte. Negative values are an error: the grace is a delay,
 // not a limit, so "negative means no limit" does not apply to it. The bound is enforced with
 // read deadlines (http.ResponseController), which net/http's HTTP/1 and
-// HTTP/2 servers support; a ResponseWriter that supports neither deadlines
-// nor Unwrap leaves bodies bounded only by the host server's ReadTimeout.
+// HTTP/2 servers support, and never later than the host server's
+// ReadTimeout allows. Behind a ResponseWriter wrapper with neither the
+// deadline methods nor Unwrap, it is enforced with timers instead (logged
+// once, counted as error type "no_read_deadline"), and a connection whose
+// body read was cut stays open until the client sends or the host's
+// ReadTimeout: give such wrappers an Unwrap method.
 func WithRequestBodyRate(minBytesPerSecond int64, grace time.Duration) Option {
 	return func(c *config) error {
 		if minBytesPerSecond < 0 || grace < 0 {
