@@ -192,7 +192,8 @@ func endToEnd(k string) bool {
 	case "Content-Type", "Content-Length", "Content-Encoding", "Content-Language", "Content-Disposition",
 		"Content-Range", "Accept-Ranges", "Cache-Control", "Expires", "Last-Modified", "Etag", "Vary",
 		"Date", "Age", "Retry-After", "Location", "Www-Authenticate",
-		"X-Request-Id", "Request-Id", "Apim-Request-Id", "Ratelimit":
+		"X-Request-Id", "Request-Id", "Apim-Request-Id", "Ratelimit",
+		"X-Character-Count", "History-Item-Id": // ElevenLabs TTS: characters billed, the history item
 		return true
 	}
 	for _, p := range [...]string{"X-Ratelimit-", "Ratelimit-", "Anthropic-", "Openai-", "X-Ms-"} {

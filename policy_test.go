@@ -209,7 +209,8 @@ func rawUpstream(t *testing.T, head, body string) string {
 // when the Connection header says close, which Go's transport removes.
 func TestConnectionCloseDoesNotLeakHopHeaders(t *testing.T) {
 	const head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Secret: s\r\n" +
-		"X-Ratelimit-Remaining-Requests: 7\r\nX-Request-Id: up-1\r\nX-Other: o\r\n"
+		"X-Ratelimit-Remaining-Requests: 7\r\nX-Request-Id: up-1\r\nX-Other: o\r\n" +
+		"X-Character-Count: 42\r\nHistory-Item-Id: h-1\r\n" // ElevenLabs TTS metadata
 
 	t.Run("go's transport hides the Connection header", func(t *testing.T) {
 		// The premise of copyResponseHeaders: if this starts failing, Go
@@ -249,6 +250,8 @@ func TestConnectionCloseDoesNotLeakHopHeaders(t *testing.T) {
 			assert.Equal(t, "7", resp.Header.Get("X-Ratelimit-Remaining-Requests"))
 			assert.Equal(t, "up-1", resp.Header.Get("X-Upstream-Request-Id"))
 			assert.Equal(t, tt.wantOther, resp.Header.Get("X-Other"))
+			assert.Equal(t, "42", resp.Header.Get("X-Character-Count"), "a TTS provider's metadata passes")
+			assert.Equal(t, "h-1", resp.Header.Get("History-Item-Id"))
 		})
 	}
 }
