@@ -26,9 +26,10 @@
 // what it controls: no time limit (WithClientWriteTimeout,
 // WithRequestBodyTimeout), no minimum rate (WithRequestBodyRate), no
 // shared observation memory (WithObservationBudget), no output reserve
-// (WithDefaultMaxTokens) — except for the limits that keep request bodies'
-// memory bounded (WithMaxBodyBytes, WithRequestBodyBudget,
-// WithRequestBodyTenantBudget), where zero is an error. A negative time limit means no limit (Timeouts fields and the
+// (WithDefaultMaxTokens), no refusal memo (WithRefusalMemo) — except
+// for the limits that keep request bodies' memory bounded
+// (WithMaxBodyBytes, WithRequestBodyBudget, WithRequestBodyTenantBudget),
+// where zero is an error. A negative time limit means no limit (Timeouts fields and the
 // two timeout options); any other negative number is an error. The one
 // exception is AsyncOptions, where negative sizes and durations also mean
 // the default, because the record queue is always bounded (and a negative
