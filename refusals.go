@@ -44,8 +44,9 @@ const (
 // soon; a further refusal renews it. Early answers carry the limiter's
 // own Retry-After, counted down.
 //
-// check costs one atomic load while no refusal is live (none yet, or all
-// expired); otherwise a read lock and a map lookup.
+// check costs one atomic load before the first refusal, and that and a
+// clock reading while none is live (all expired); otherwise a read lock
+// and a map lookup.
 type refusals struct {
 	off    bool          // WithRefusalMemo(0): nothing is remembered
 	life   time.Duration // an entry's longest life; zero: defaultRefusalMemo
