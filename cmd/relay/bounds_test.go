@@ -107,6 +107,7 @@ func TestCheckLibraryRules(t *testing.T) {
 		{"trace", "server: {methods: [POST, TRACE]}\nroutes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [k]}\n", "TRACE"},
 		{"negative rate", "server: {body_min_rate: -1}\nroutes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [k]}\n", "server.body_min_rate"},
 		{"budget below the body limit", "server: {body_budget: 1000}\nroutes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [k]}\n", "server.body_budget"},
+		{"negative refusal memo", "server: {refusal_memo: -1s}\nroutes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [k]}\n", "server.refusal_memo"},
 		{"tenant share below the body limit", "server: {body_tenant_budget: 1000}\nroutes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [k]}\n", "server.body_tenant_budget"},
 	}
 	for i, tt := range tests {

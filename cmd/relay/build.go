@@ -162,6 +162,9 @@ func (c *fileConfig) bounds() []relay.Option {
 	if c.has("server.body_budget") {
 		opts = append(opts, relay.WithRequestBodyBudget(s.BodyBudget))
 	}
+	if c.has("server.refusal_memo") {
+		opts = append(opts, relay.WithRefusalMemo(time.Duration(s.RefusalMemo)))
+	}
 	if c.has("server.body_tenant_budget") {
 		opts = append(opts, relay.WithRequestBodyTenantBudget(s.BodyTenantBudget))
 	}

@@ -57,6 +57,7 @@ type serverConfig struct {
 	BodyTimeout       duration `yaml:"body_timeout"`
 	BodyBudget        int64    `yaml:"body_budget"`
 	BodyTenantBudget  int64    `yaml:"body_tenant_budget"`
+	RefusalMemo       duration `yaml:"refusal_memo"`
 	ObservationBudget int64    `yaml:"observation_budget"`
 	Methods           []string `yaml:"methods"`
 	// TLS, when present, serves HTTPS (and HTTP/2) on the listen address.

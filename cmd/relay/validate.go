@@ -93,6 +93,9 @@ func (c *fileConfig) validateServer(p *problems) {
 	if c.has("server.body_budget") && s.BodyBudget < s.MaxBodySize {
 		c.bad(p, "server.body_budget", "want a number of bytes no smaller than max_body_size")
 	}
+	if s.RefusalMemo < 0 {
+		c.bad(p, "server.refusal_memo", "want a duration, 0 to ask the limiter every time")
+	}
 	if c.has("server.body_tenant_budget") && s.BodyTenantBudget < s.MaxBodySize {
 		c.bad(p, "server.body_tenant_budget", "want a number of bytes no smaller than max_body_size")
 	}
