@@ -179,3 +179,16 @@ func TestSlogRecorderZeroRecord(t *testing.T) {
 		assert.Contains(t, logged, slogKey(l.name), l.name)
 	}
 }
+
+// SlogRecorder's Level and Message replace Info and "relay request"
+// (cmd/relay's detailed_logs logs at Debug as "request").
+func TestSlogRecorderLevelAndMessage(t *testing.T) {
+	var buf bytes.Buffer
+	lg := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	require.NoError(t, SlogRecorder{Logger: lg, Level: slog.LevelDebug, Message: "request"}.Record(context.Background(), Record{RequestID: "r1"}))
+	require.NoError(t, SlogRecorder{Logger: lg}.Record(context.Background(), Record{RequestID: "r2"}))
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 2)
+	assert.Contains(t, lines[0], `"level":"DEBUG","msg":"request"`)
+	assert.Contains(t, lines[1], `"level":"INFO","msg":"relay request"`)
+}

@@ -198,14 +198,18 @@ func (j *JSONLinesRecorder) RecordBatch(_ context.Context, recs []Record) error 
 	return err
 }
 
-// SlogRecorder logs each record at Info level with the message "relay
-// request", one attribute per Record field, every field every time. The
+// SlogRecorder logs each record at Level (zero: Info) with Message (empty:
+// "relay request"), one attribute per Record field, every field every time. The
 // keys are the Record's JSON names (see JSONLinesRecorder) with two
 // differences made for logs: durations are slog durations under "ttfb",
 // "ttft" and "duration" (not "ttfb_ns"…), and the Usage fields are top-level
 // keys ("input_tokens", "output_tokens", "cached_input_tokens",
 // "reasoning_tokens"). Labels form a group "labels", in key order.
-type SlogRecorder struct{ Logger *slog.Logger }
+type SlogRecorder struct {
+	Logger  *slog.Logger
+	Level   slog.Level // zero is slog.LevelInfo
+	Message string     // empty is "relay request"
+}
 
 // Record implements Recorder.
 func (s SlogRecorder) Record(ctx context.Context, rec Record) error {
@@ -242,7 +246,11 @@ func (s SlogRecorder) Record(ctx context.Context, rec Record) error {
 		slog.Attr{Key: "labels", Value: labelsValue(rec.Labels)},
 		slog.Bool("truncated", rec.Truncated),
 	}
-	s.Logger.LogAttrs(ctx, slog.LevelInfo, "relay request", attrs...)
+	msg := s.Message
+	if msg == "" {
+		msg = "relay request"
+	}
+	s.Logger.LogAttrs(ctx, s.Level, msg, attrs...)
 	return nil
 }
 

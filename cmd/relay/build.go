@@ -55,7 +55,7 @@ func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool)
 	opts = append(opts, c.bounds()...)
 	stores := fanout(st.stores)
 	if c.Observability.DetailedLogs {
-		stores = append(stores[:len(stores):len(stores)], store{"detailed_logs", detailRecorder{lg.detail}})
+		stores = append(stores[:len(stores):len(stores)], store{"detailed_logs", detailRecorder(lg.detail)})
 	}
 	if len(stores) > 0 {
 		opts = append(opts, relay.WithRecorder(stores))

@@ -54,35 +54,9 @@ func writeBatch(ctx context.Context, r relay.Recorder, recs []relay.Record) erro
 }
 
 // detailRecorder is observability.detailed_logs: one "request" line per
-// request at level DEBUG, with the record's metadata. A Record holds no
-// body, no credential and no query string, so neither does the line.
-type detailRecorder struct{ log *slog.Logger }
-
-// Record implements relay.Recorder.
-func (d detailRecorder) Record(ctx context.Context, rec relay.Record) error {
-	d.log.LogAttrs(ctx, slog.LevelDebug, "request",
-		slog.String("request_id", rec.RequestID),
-		slog.String("tenant", rec.Tenant),
-		slog.String("key_id", rec.KeyID),
-		slog.String("route", rec.Route),
-		slog.String("upstream", rec.Upstream),
-		slog.String("method", rec.Method),
-		slog.String("path", rec.Path),
-		slog.String("model", rec.Model),
-		slog.String("kind", string(rec.Kind)),
-		slog.Bool("stream", rec.Stream),
-		slog.Int("status", rec.Status),
-		slog.String("error_type", string(rec.ErrorType)),
-		slog.Int("attempts", rec.Attempts),
-		slog.Int64("bytes_in", rec.BytesIn),
-		slog.Int64("bytes_out", rec.BytesOut),
-		slog.Int64("events", rec.Events),
-		slog.Duration("ttfb", rec.TTFB),
-		slog.Duration("ttft", rec.TTFT),
-		slog.Duration("duration", rec.Duration),
-		slog.Bool("client_gone", rec.ClientGone),
-		slog.Int64("input_tokens", rec.Usage.InputTokens),
-		slog.Int64("output_tokens", rec.Usage.OutputTokens),
-	)
-	return nil
+// request at level DEBUG, with every field of the record (the library's
+// SlogRecorder). A Record holds no body, no credential and no query string,
+// so neither does the line.
+func detailRecorder(log *slog.Logger) relay.Recorder {
+	return relay.SlogRecorder{Logger: log, Level: slog.LevelDebug, Message: "request"}
 }
