@@ -82,21 +82,33 @@ func TestFlushWaitsForSettlement(t *testing.T) {
 // settlements of finished requests are done.
 // Mutation it kills: Shutdown not waiting for settlements in flight.
 func TestShutdownWaitsForSettlement(t *testing.T) {
-	s := &heldSettler{release: make(chan struct{})}
-	e := newEnv(t, usageUpstream, Route{Prefix: "/v1"}, WithLimiter(s))
-	resp, _ := e.do(e.request("POST", "/v1/chat/completions", reservingBody))
-	require.Equal(t, 200, resp.StatusCode)
+	// Shutdown without a deadline waits as long as settlements take; with
+	// one, until its share of the deadline (see TestShutdownReturnsByItsDeadline).
+	for _, tt := range []struct {
+		name string
+		ctx  func(t *testing.T) context.Context
+	}{
+		{"no deadline", func(*testing.T) context.Context { return context.Background() }},
+		{"deadline", func(t *testing.T) context.Context { return testkit.Context(t) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &heldSettler{release: make(chan struct{})}
+			e := newEnv(t, usageUpstream, Route{Prefix: "/v1"}, WithLimiter(s))
+			resp, _ := e.do(e.request("POST", "/v1/chat/completions", reservingBody))
+			require.Equal(t, 200, resp.StatusCode)
 
-	done := make(chan error, 1)
-	ctx := testkit.Context(t)
-	go func() { done <- e.relay.Shutdown(ctx) }()
-	select {
-	case err := <-done:
-		t.Fatalf("Shutdown returned (%v) while a settlement was held", err)
-	case <-time.After(100 * time.Millisecond):
+			done := make(chan error, 1)
+			ctx := tt.ctx(t)
+			go func() { done <- e.relay.Shutdown(ctx) }()
+			select {
+			case err := <-done:
+				t.Fatalf("Shutdown returned (%v) while a settlement was held", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			close(s.release)
+			require.NoError(t, testkit.Recv(t, done, "Shutdown did not return after the settlement was released"))
+			assert.Equal(t, []int64{8}, s.all())
+			require.NoError(t, e.relay.Flush(testkit.Context(t)), "Flush after Shutdown returns at once")
+		})
 	}
-	close(s.release)
-	require.NoError(t, testkit.Recv(t, done, "Shutdown did not return after the settlement was released"))
-	assert.Equal(t, []int64{8}, s.all())
-	require.NoError(t, e.relay.Flush(testkit.Context(t)), "Flush after Shutdown returns at once")
 }
