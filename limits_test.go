@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"github.com/streamrelay/relay/internal/testkit"
 	"io"
 	"net"
 	"net/http"
@@ -787,7 +788,7 @@ func TestShutdownCutsStuckWrites(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	<-sw.stuck
+	testkit.Recv(t, sw.stuck, "the relay never blocked writing to the client")
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()

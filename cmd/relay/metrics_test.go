@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/streamrelay/relay/internal/testkit"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -128,7 +129,7 @@ observability: {prometheus: {addr: "127.0.0.1:0", path: /internal/metrics}}
 `, jsonUpstream(t)))
 	maddr := make(chan string, 1)
 	s := startServer(t, []string{"-config", cfg}, hooks{metricsListening: func(a string) { maddr <- a }})
-	m := "http://" + <-maddr
+	m := "http://" + testkit.Recv(t, maddr, "the metrics listener did not start")
 	if code := status(context.Background(), t, s.base+"/v1/x", "k1"); code != 200 {
 		t.Fatalf("status %d", code)
 	}
