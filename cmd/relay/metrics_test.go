@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/streamrelay/relay/internal/testkit"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/streamrelay/relay/internal/testkit"
 )
 
 // genMetrics registers what a generation's relay would: a counter, a
