@@ -11,7 +11,6 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"github.com/streamrelay/relay/internal/testkit"
 	"io"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamrelay/relay/internal/testkit"
 	"gopkg.in/yaml.v3"
 )
 

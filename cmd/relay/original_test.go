@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"github.com/streamrelay/relay/internal/testkit"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/streamrelay/relay"
+	"github.com/streamrelay/relay/internal/testkit"
 	"go.yaml.in/yaml/v3"
 )
 
