@@ -2,11 +2,13 @@ package relay
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -96,7 +98,8 @@ type Upstream struct {
 	// Keys is a pool of credentials used in turn, for spreading load over
 	// several upstream accounts. When set, it replaces AuthValue/AuthEnv.
 	Keys []string
-	// Weight is the upstream's share in weighted selection. Zero means 1.
+	// Weight is the upstream's share in weighted selection. Zero means 1;
+	// negative is an error.
 	Weight int
 }
 
@@ -106,10 +109,15 @@ type Route struct {
 	Name string
 	// Prefix is matched against the request path on whole segments: "/v1"
 	// matches "/v1" and "/v1/chat" but not "/v1x". The longest match wins.
+	// It starts with / and has no . or .. segments; a trailing / is
+	// ignored, and an empty Prefix is "/", which serves every path no
+	// longer prefix claims. (The standalone server's path follows the same
+	// rule: NewRouteTable is its only check.)
 	Prefix string
 	// StripPrefix removes Prefix from the forwarded path.
 	StripPrefix bool
-	// RewritePrefix, when set, replaces Prefix in the forwarded path.
+	// RewritePrefix, when set, replaces Prefix in the forwarded path. It
+	// starts with /.
 	RewritePrefix string
 
 	// Upstream, AuthHeader, AuthValue and AuthEnv describe a single upstream
@@ -146,7 +154,7 @@ type Route struct {
 	Timeouts Timeouts
 	// MaxAttempts bounds how many backends one request may try before the
 	// first byte reaches the client, counting each key of a pool. Zero
-	// means one per upstream key, at most 3.
+	// means one per upstream key, at most 3; negative is an error.
 	MaxAttempts int
 }
 
@@ -257,92 +265,147 @@ type poolKey struct {
 
 // NewRouteTable validates routes and compiles them into a resolver.
 // Environment variables named by AuthEnv are read here, once.
+//
+// It checks every route and reports every problem: the error is a
+// *RouteError, or an errors.Join of them (errors.As finds the first), each
+// naming the route, the upstream and the field at fault. The rules:
+// a Name, unique; a Prefix starting with / and without . or .. segments
+// (empty is /), unique once normalized; a RewritePrefix empty or starting
+// with /; a known Kind and Provider; Headers with token names and values
+// without control characters (tab aside); PassHeaders naming
+// account-selecting headers only; MaxAttempts not negative; at least one
+// upstream, each with an absolute http(s) URL, a weight not negative, and
+// credentials that can work (not empty, no surrounding whitespace or
+// control characters) carried by a valid AuthHeader.
 func NewRouteTable(routes []Route, clock Clock) (*RouteTable, error) {
 	if clock == nil {
 		clock = systemClock{}
 	}
 	t := &RouteTable{clock: clock}
-	names := map[string]bool{}
-	prefixes := map[string]string{}
+	names := map[string]int{}
+	prefixes := map[string]int{}
+	p := &routeProblems{}
 	for i, r := range routes {
-		if r.Name == "" {
-			return nil, fmt.Errorf("relay: route %d has no name", i)
+		p.index, p.route, p.upstream, p.upName = i, r.Name, -1, ""
+		cr := compileRoute(p, r, names, prefixes, clock)
+		if cr != nil && len(p.list) == 0 {
+			t.routes = append(t.routes, cr)
 		}
-		if names[r.Name] {
-			return nil, fmt.Errorf("relay: route name %q is used twice", r.Name)
-		}
-		names[r.Name] = true
-		p := normalizePrefix(r.Prefix)
-		if !strings.HasPrefix(p, "/") {
-			return nil, fmt.Errorf("relay: route %q: prefix %q must start with /", r.Name, r.Prefix)
-		}
-		if other, dup := prefixes[p]; dup {
-			return nil, fmt.Errorf("relay: routes %q and %q have the same prefix %q", other, r.Name, p)
-		}
-		prefixes[p] = r.Name
-		switch r.Kind {
-		case "":
-			r.Kind = KindAuto
-		case KindAuto, KindSSE, KindAudio, KindJSON:
-		default:
-			return nil, fmt.Errorf("relay: route %q: unknown kind %q (want auto, sse, audio or json)", r.Name, r.Kind)
-		}
-		switch r.Provider {
-		case "":
-			r.Provider = ProviderOpenAI
-		case ProviderOpenAI, ProviderAzure, ProviderAnthropic, ProviderAzureTTS:
-		default:
-			return nil, fmt.Errorf("relay: route %q: unknown provider %q", r.Name, r.Provider)
-		}
-		ups := r.Upstreams
-		if len(ups) == 0 {
-			if r.Upstream == "" {
-				return nil, fmt.Errorf("relay: route %q has no upstream", r.Name)
-			}
-			ups = []Upstream{{URL: r.Upstream, AuthHeader: r.AuthHeader, AuthValue: r.AuthValue, AuthEnv: r.AuthEnv}}
-		}
-		cr := &compiledRoute{Route: r, prefix: p, headers: make(http.Header, len(r.Headers))}
-		for k, v := range r.Headers {
-			if !isToken(k) {
-				return nil, fmt.Errorf("relay: route %q: header name %q is not valid", r.Name, k)
-			}
-			if !validHeaderValue(v) {
-				// The value may be a secret: name the header only.
-				return nil, fmt.Errorf("relay: route %q: header %s: value has a control character", r.Name, k)
-			}
-			cr.headers[http.CanonicalHeaderKey(k)] = []string{v}
-		}
-		for _, h := range r.PassHeaders {
-			ck := http.CanonicalHeaderKey(h)
-			if !isAccountHeader(ck) {
-				return nil, fmt.Errorf("relay: route %q: PassHeaders: %q is not an account-selecting header", r.Name, h)
-			}
-			cr.pass = append(cr.pass, ck)
-		}
-		for j, u := range ups {
-			bp, err := compileUpstream(u, clock)
-			if err != nil {
-				if u.Name != "" {
-					return nil, fmt.Errorf("relay: route %q upstream %d (%q): %w", r.Name, j, u.Name, err)
-				}
-				return nil, fmt.Errorf("relay: route %q upstream %d: %w", r.Name, j, err)
-			}
-			cr.backends = append(cr.backends, bp)
-		}
-		cr.maxTries = r.MaxAttempts
-		if cr.maxTries <= 0 {
-			// One try per upstream key (an upstream without keys counts
-			// once), at most 3.
-			keys := 0
-			for _, b := range cr.backends {
-				keys += max(1, len(b.keys))
-			}
-			cr.maxTries = min(3, keys)
-		}
-		t.routes = append(t.routes, cr)
+	}
+	if err := p.err(); err != nil {
+		return nil, err
 	}
 	sort.SliceStable(t.routes, func(i, j int) bool { return len(t.routes[i].prefix) > len(t.routes[j].prefix) })
 	return t, nil
+}
+
+// compileRoute checks route p.index, adding its problems to p; names and
+// prefixes map those seen so far to their route's index. It returns nil
+// when the route cannot be compiled.
+func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, clock Clock) *compiledRoute {
+	before := len(p.list)
+	switch first, dup := names[r.Name]; {
+	case r.Name == "":
+		p.add("Name", "", "a route needs a name (it labels metrics and records)", "")
+	case dup:
+		p.add("Name", "", fmt.Sprintf("route name %q is already used by routes[%d]", r.Name, first), "")
+	default:
+		names[r.Name] = p.index
+	}
+	// An empty prefix is / (the route serves every path no other route
+	// claims): the one rule, for the library and the YAML's path alike.
+	pfx := normalizePrefix(r.Prefix)
+	switch {
+	case !strings.HasPrefix(pfx, "/"):
+		p.add("Prefix", "", "want a path prefix starting with /",
+			fmt.Sprintf("prefix %q must start with /", r.Prefix))
+	case hasDotSegment(pfx):
+		// Resolve refuses such request paths: the route could never match.
+		p.add("Prefix", "", "a path prefix cannot contain . or .. segments",
+			fmt.Sprintf("prefix %q cannot contain . or .. segments", r.Prefix))
+	default:
+		if first, dup := prefixes[pfx]; dup {
+			p.add("Prefix", "", fmt.Sprintf("path %q is already routed by routes[%d]", pfx, first), "")
+		} else {
+			prefixes[pfx] = p.index
+		}
+	}
+	if r.RewritePrefix != "" && !strings.HasPrefix(r.RewritePrefix, "/") {
+		p.add("RewritePrefix", "", "want a path starting with /",
+			fmt.Sprintf("rewrite prefix %q must start with /", r.RewritePrefix))
+	}
+	switch r.Kind {
+	case "":
+		r.Kind = KindAuto
+	case KindAuto, KindSSE, KindAudio, KindJSON:
+	default:
+		p.add("Kind", "", fmt.Sprintf("unknown kind %q (want auto, sse, audio or json)", r.Kind), "")
+	}
+	switch r.Provider {
+	case "":
+		r.Provider = ProviderOpenAI
+	case ProviderOpenAI, ProviderAzure, ProviderAnthropic, ProviderAzureTTS:
+	default:
+		p.add("Provider", "", fmt.Sprintf("unknown provider %q (want openai, azure, anthropic or azure-tts)", r.Provider), "")
+	}
+	if r.MaxAttempts < 0 {
+		p.add("MaxAttempts", "", "cannot be negative", "MaxAttempts cannot be negative")
+	}
+	cr := &compiledRoute{Route: r, prefix: pfx, headers: make(http.Header, len(r.Headers))}
+	for _, k := range slices.Sorted(maps.Keys(r.Headers)) { // sorted: the same report every time
+		v := r.Headers[k]
+		switch {
+		case !isToken(k):
+			p.add("Headers", k, fmt.Sprintf("%q is not a valid header name", k),
+				fmt.Sprintf("header name %q is not valid", k))
+		case !validHeaderValue(v):
+			// The value may be a secret: name the header only.
+			p.add("Headers", k, "a header value cannot contain a control character (tab aside)",
+				fmt.Sprintf("header %s: value has a control character", k))
+		default:
+			cr.headers[http.CanonicalHeaderKey(k)] = []string{v}
+		}
+	}
+	for j, h := range r.PassHeaders {
+		ck := http.CanonicalHeaderKey(h)
+		if !isAccountHeader(ck) {
+			p.add("PassHeaders", strconv.Itoa(j),
+				fmt.Sprintf("%q is not an account-selecting header (OpenAI-Organization, OpenAI-Project, "+
+					"X-Goog-User-Project, X-HF-Bill-To or Azureml-Model-Deployment)", h),
+				fmt.Sprintf("PassHeaders: %q is not an account-selecting header", h))
+			continue
+		}
+		cr.pass = append(cr.pass, ck)
+	}
+	ups := r.Upstreams
+	if len(ups) == 0 {
+		if r.Upstream == "" {
+			p.add("Upstream", "", "a route needs an upstream (or a list of upstreams)", "")
+			return nil
+		}
+		ups = []Upstream{{URL: r.Upstream, AuthHeader: r.AuthHeader, AuthValue: r.AuthValue, AuthEnv: r.AuthEnv}}
+	}
+	for j, u := range ups {
+		p.upstream, p.upName = j, u.Name
+		if bp := compileUpstream(p, u, clock); bp != nil {
+			cr.backends = append(cr.backends, bp)
+		}
+	}
+	p.upstream, p.upName = -1, ""
+	if len(p.list) > before {
+		return nil
+	}
+	cr.maxTries = r.MaxAttempts
+	if cr.maxTries == 0 {
+		// One try per upstream key (an upstream without keys counts
+		// once), at most 3.
+		keys := 0
+		for _, b := range cr.backends {
+			keys += max(1, len(b.keys))
+		}
+		cr.maxTries = min(3, keys)
+	}
+	return cr
 }
 
 func normalizePrefix(p string) string {
@@ -358,19 +421,39 @@ func normalizePrefix(p string) string {
 	return p
 }
 
-func compileUpstream(u Upstream, clock Clock) (*backendPool, error) {
+// Prefix returns the path prefix the table matches for the named route,
+// normalized (an empty Prefix is "/", a trailing slash is dropped), and
+// whether the table has that route.
+func (t *RouteTable) Prefix(route string) (string, bool) {
+	for _, r := range t.routes {
+		if r.Name == route {
+			return r.prefix, true
+		}
+	}
+	return "", false
+}
+
+// compileUpstream checks upstream p.upstream of the current route, adding
+// its problems to p, and returns nil if it has any.
+func compileUpstream(p *routeProblems, u Upstream, clock Clock) *backendPool {
+	before := len(p.list)
+	// The URL may hold a secret (a key in the query): never echo it.
 	base, err := url.Parse(u.URL)
-	if err != nil || base.Scheme == "" || base.Host == "" {
-		// The URL may hold a secret (a key in the query): do not echo it.
-		return nil, fmt.Errorf("upstream URL is not an absolute http(s) URL")
+	switch {
+	case err != nil || base.Scheme == "" || base.Host == "":
+		p.add("URL", "", "want an absolute URL such as https://api.openai.com",
+			"upstream URL is not an absolute http(s) URL")
+	case base.Scheme != "http" && base.Scheme != "https":
+		p.add("URL", "", "the URL scheme must be http or https",
+			fmt.Sprintf("upstream URL scheme %q is not http or https", base.Scheme))
 	}
-	if base.Scheme != "http" && base.Scheme != "https" {
-		return nil, fmt.Errorf("upstream URL scheme %q is not http or https", base.Scheme)
+	if u.Weight < 0 {
+		p.add("Weight", "", "cannot be negative", "Weight cannot be negative")
 	}
-	bp := &backendPool{name: u.Name, base: base, header: http.CanonicalHeaderKey(u.AuthHeader),
-		weight: max(1, u.Weight), clock: clock}
-	if bp.name == "" {
-		bp.name = base.Host
+	header := http.CanonicalHeaderKey(u.AuthHeader)
+	if u.AuthHeader != "" && !isToken(u.AuthHeader) {
+		p.add("AuthHeader", "", fmt.Sprintf("%q is not a valid header name", u.AuthHeader),
+			fmt.Sprintf("AuthHeader %q is not a valid header name", u.AuthHeader))
 	}
 	secrets := u.Keys
 	if len(secrets) == 0 {
@@ -378,29 +461,36 @@ func compileUpstream(u Upstream, clock Clock) (*backendPool, error) {
 		if v == "" && u.AuthEnv != "" {
 			v = os.Getenv(u.AuthEnv)
 			if v == "" {
-				return nil, fmt.Errorf("environment variable %s is empty or unset", u.AuthEnv)
-			}
-			if err := checkSecret(v); err != nil {
-				return nil, fmt.Errorf("the credential in environment variable %s %w", u.AuthEnv, err)
+				p.add("AuthEnv", "", fmt.Sprintf("environment variable %s is empty or unset", u.AuthEnv), "")
+			} else if err := checkSecret(v); err != nil {
+				p.add("AuthEnv", "", fmt.Sprintf("the credential in environment variable %s %v", u.AuthEnv, err), "")
 			}
 		} else if err := checkSecret(v); err != nil {
-			return nil, fmt.Errorf("AuthValue %w", err)
+			p.add("AuthValue", "", "the credential "+err.Error(), "AuthValue "+err.Error())
 		}
 		if v != "" {
 			secrets = []string{v}
 		}
 	} else {
 		for i, k := range secrets {
+			key := strconv.Itoa(i)
 			if k == "" {
-				return nil, fmt.Errorf("key %d is empty", i)
-			}
-			if err := checkSecret(k); err != nil {
-				return nil, fmt.Errorf("key %d %w", i, err)
+				p.add("Keys", key, "the credential is empty", "key "+key+" is empty")
+			} else if err := checkSecret(k); err != nil {
+				p.add("Keys", key, "the credential "+err.Error(), "key "+key+" "+err.Error())
 			}
 		}
 	}
-	if len(secrets) > 0 && bp.header == "" {
-		return nil, fmt.Errorf("a credential is set but auth header is empty")
+	if len(secrets) > 0 && header == "" {
+		p.add("AuthHeader", "", "a credential is set but the auth header is not (Authorization, x-api-key, api-key…)",
+			"a credential is set but auth header is empty")
+	}
+	if len(p.list) > before {
+		return nil
+	}
+	bp := &backendPool{name: u.Name, base: base, header: header, weight: max(1, u.Weight), clock: clock}
+	if bp.name == "" {
+		bp.name = base.Host
 	}
 	for _, s := range secrets {
 		if bp.header == "Authorization" && !strings.HasPrefix(s, "Bearer ") {
@@ -408,7 +498,7 @@ func compileUpstream(u Upstream, clock Clock) (*backendPool, error) {
 		}
 		bp.keys = append(bp.keys, poolKey{value: []string{s}})
 	}
-	return bp, nil
+	return bp
 }
 
 // match returns the route serving path, or nil.

@@ -143,7 +143,7 @@ func TestConfigErrors(t *testing.T) {
 		{"auth_env unset", "routes:\n  - name: r\n    path: /v1\n    upstream: https://x.example\n    auth_header: Authorization\n    auth_env: NOPE_KEY\nauth: {api_keys: [k]}\n", nil,
 			[]string{"relay.yaml:6:", "routes[0].auth_env: environment variable NOPE_KEY is empty or unset"}},
 		{"credential without header", "routes:\n  - name: r\n    path: /v1\n    upstream: https://x.example\n    auth_env: K\nauth: {api_keys: [k]}\n", map[string]string{"K": "v"},
-			[]string{"relay.yaml:2:", "auth_header is not"}},
+			[]string{"relay.yaml:2:", "routes[0].auth_header: a credential is set but the auth header is not"}},
 		{"no keys", "routes: [{name: r, path: /v1, upstream: https://x.example}]\n", nil,
 			[]string{"auth.api_keys: at least one client key is required"}},
 		{"list where a mapping belongs", "server: [8080]\n" + base, nil,

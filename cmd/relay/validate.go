@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"net"
-	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/streamrelay/relay"
 )
 
 // validate checks values the decoder cannot: ranges, names, URLs,
@@ -120,70 +122,21 @@ func validPort(s string, zeroOK bool) bool {
 	return err == nil && n <= 65535 && (n > 0 || zeroOK && n == 0)
 }
 
+// validateRoutes checks what is about the file: the shape of each route
+// (upstream or upstreams, one way to give a credential, auth_env naming a
+// set variable) and the paths the server answers itself. The route rules
+// themselves are the library's: the routes are converted as for the relay
+// and given to relay.NewRouteTable, whose RouteErrors are mapped back to
+// their key and line.
 func (c *fileConfig) validateRoutes(p *problems, getenv func(string) (string, bool)) {
 	if len(c.Routes) == 0 {
 		c.bad(p, "routes", "at least one route is required")
 	}
-	names := map[string]string{}
-	prefixes := map[string]string{}
-	reserved := []string{"/healthz", "/readyz"}
-	if c.Observability.Prometheus.Enabled {
-		reserved = append(reserved, c.Observability.Prometheus.Path)
-	}
+	routes := make([]relay.Route, len(c.Routes))
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		at := "routes[" + strconv.Itoa(i) + "]"
-		switch first, dup := names[r.Name]; {
-		case r.Name == "":
-			c.bad(p, at+".name", "a route needs a name (it labels metrics and records)")
-		case dup:
-			c.bad(p, at+".name", "route name %s is already used by %s", strconv.Quote(r.Name), first)
-		default:
-			names[r.Name] = at
-		}
-		switch {
-		case !strings.HasPrefix(r.Path, "/"):
-			c.bad(p, at+".path", "want a path prefix starting with /")
-		case hasDotSegment(r.Path):
-			c.bad(p, at+".path", "a path cannot contain . or .. segments")
-		default:
-			np := normalizePrefix(r.Path)
-			if first, dup := prefixes[np]; dup {
-				c.bad(p, at+".path", "path %s is already routed by %s", strconv.Quote(np), first)
-			}
-			prefixes[np] = at
-			for _, rs := range reserved {
-				if np == rs || strings.HasPrefix(rs, np+"/") && np != "/" || strings.HasPrefix(np, rs+"/") {
-					c.bad(p, at+".path", "path %s overlaps %s, which the server answers itself", strconv.Quote(np), rs)
-				}
-			}
-		}
-		if r.RewritePrefix != "" && !strings.HasPrefix(r.RewritePrefix, "/") {
-			c.bad(p, at+".rewrite_prefix", "want a path starting with /")
-		}
-		switch r.Kind {
-		case "", "auto", "sse", "audio", "raw", "json":
-		default:
-			c.bad(p, at+".kind", "unknown kind %s (want auto, sse, audio, raw or json)", c.show(at+".kind", r.Kind))
-		}
-		switch r.Provider {
-		case "", "openai", "azure", "anthropic", "azure-tts":
-		default:
-			c.bad(p, at+".provider", "unknown provider %s (want openai, azure, anthropic or azure-tts)", c.show(at+".provider", r.Provider))
-		}
-		if r.MaxAttempts < 0 {
-			c.bad(p, at+".max_attempts", "cannot be negative")
-		}
-		for k, v := range r.Headers {
-			if !validHeaderName(k) {
-				c.bad(p, at+".headers."+k, "%s is not a valid header name", strconv.Quote(printable(k)))
-			}
-			if strings.ContainsAny(v, "\r\n\x00") {
-				c.bad(p, at+".headers."+k, "a header value cannot contain line breaks")
-			}
-		}
-		switch {
-		case len(r.Upstreams) > 0:
+		if len(r.Upstreams) > 0 {
 			if r.Upstream != "" {
 				c.bad(p, at+".upstream", "give either upstream or upstreams, not both")
 			}
@@ -194,17 +147,18 @@ func (c *fileConfig) validateRoutes(p *problems, getenv func(string) (string, bo
 			}
 			for j := range r.Upstreams {
 				u := &r.Upstreams[j]
-				uat := at + ".upstreams[" + strconv.Itoa(j) + "]"
-				c.validateUpstream(p, uat, "url", u.URL, u.AuthHeader, u.AuthEnv, u.AuthValue, u.Keys, getenv)
-				if u.Weight < 0 {
-					c.bad(p, uat+".weight", "cannot be negative")
-				}
+				c.validateCredential(p, at+".upstreams["+strconv.Itoa(j)+"]", u.AuthHeader, u.AuthEnv, u.AuthValue, u.Keys, getenv)
 			}
-		case r.Upstream == "":
-			c.bad(p, at, "a route needs an upstream (or a list of upstreams)")
-		default:
-			c.validateUpstream(p, at, "upstream", r.Upstream, r.AuthHeader, r.AuthEnv, r.AuthValue, nil, getenv)
+		} else {
+			c.validateCredential(p, at, r.AuthHeader, r.AuthEnv, r.AuthValue, nil, getenv)
 		}
+		routes[i] = r.route(getenv)
+	}
+	table, err := relay.NewRouteTable(routes, nil)
+	if err != nil {
+		c.routeErrors(p, err)
+	} else {
+		c.validateReserved(p, table)
 	}
 	for i, m := range c.Models {
 		if m == "" {
@@ -213,19 +167,12 @@ func (c *fileConfig) validateRoutes(p *problems, getenv func(string) (string, bo
 	}
 }
 
-// validateUpstream checks one upstream's URL and credentials; at is its
-// path and urlKey the key of its URL.
-func (c *fileConfig) validateUpstream(p *problems, at, urlKey, rawURL, header, env, value string, keys []string, getenv func(string) (string, bool)) {
-	// The URL may carry a credential (?key=…): never echo it.
-	u, err := url.Parse(rawURL)
-	switch {
-	case rawURL == "":
-		c.bad(p, at+"."+urlKey, "an upstream URL is required")
-	case err != nil || u.Host == "":
-		c.bad(p, at+"."+urlKey, "want an absolute URL such as https://api.openai.com")
-	case u.Scheme != "http" && u.Scheme != "https":
-		c.bad(p, at+"."+urlKey, "the URL scheme must be http or https")
-	}
+// validateCredential checks how one upstream (at) gives its credential:
+// by at most one of auth_env, auth_value and keys, with an auth_env that
+// names a set variable, an auth_value written non-empty, and an
+// auth_header only with a credential. What the credential and the header
+// may hold is the library's rule.
+func (c *fileConfig) validateCredential(p *problems, at, header, env, value string, keys []string, getenv func(string) (string, bool)) {
 	credentials := 0
 	if env != "" {
 		credentials++
@@ -243,23 +190,127 @@ func (c *fileConfig) validateUpstream(p *problems, at, urlKey, rawURL, header, e
 	}
 	if len(keys) > 0 {
 		credentials++
-		for i, k := range keys {
-			if k == "" {
-				c.bad(p, at+".keys["+strconv.Itoa(i)+"]", "the credential is empty")
-			}
-		}
 	}
 	switch {
 	case credentials > 1:
 		c.bad(p, at, "give one of auth_env, auth_value or keys")
-	case credentials == 1 && header == "":
-		c.bad(p, at, "a credential is set but auth_header is not (Authorization, x-api-key, api-key…)")
 	case credentials == 0 && header != "":
 		c.bad(p, at+".auth_header", "auth_header is set but no credential is (auth_env, auth_value or keys)")
 	}
-	if header != "" && !validHeaderName(header) {
-		c.bad(p, at+".auth_header", "%s is not a valid header name", strconv.Quote(printable(header)))
+}
+
+// validateReserved refuses routes whose path overlaps one the server
+// answers itself. The paths compared are the table's, normalized by its
+// rule (an empty path is /).
+func (c *fileConfig) validateReserved(p *problems, table *relay.RouteTable) {
+	reserved := []string{"/healthz", "/readyz"}
+	if c.Observability.Prometheus.Enabled {
+		reserved = append(reserved, c.Observability.Prometheus.Path)
 	}
+	for i, r := range c.Routes {
+		np, _ := table.Prefix(r.Name)
+		for _, rs := range reserved {
+			if np == rs || strings.HasPrefix(rs, np+"/") && np != "/" || strings.HasPrefix(np, rs+"/") {
+				c.bad(p, "routes["+strconv.Itoa(i)+"].path", "path %s overlaps %s, which the server answers itself", strconv.Quote(np), rs)
+			}
+		}
+	}
+}
+
+// routeErrors reports the library's route problems at their keys.
+func (c *fileConfig) routeErrors(p *problems, err error) {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		var re *relay.RouteError
+		if !errors.As(e, &re) || re.Index < 0 || re.Index >= len(c.Routes) {
+			c.bad(p, "routes", "%s", e.Error())
+			continue
+		}
+		path := c.routeErrorPath(re)
+		reason := re.Reason
+		if c.fromEnv[path] {
+			reason = hideQuoted(reason)
+		}
+		c.bad(p, path, "%s", reason)
+	}
+}
+
+// hideQuoted replaces each Go-quoted string in a RouteError's Reason,
+// where it quotes the value it is about, for a value that came from the
+// environment and so is never echoed.
+func hideQuoted(reason string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(reason, '"')
+		if i < 0 {
+			return b.String() + reason
+		}
+		b.WriteString(reason[:i])
+		end := len(reason)
+		for k := i + 1; k < len(reason); k++ {
+			if reason[k] == '\\' {
+				k++
+			} else if reason[k] == '"' {
+				end = k + 1
+				break
+			}
+		}
+		b.WriteString("(value from the environment)")
+		reason = reason[end:]
+	}
+}
+
+// routeErrorPath is the key path of the value a RouteError is about,
+// such as routes[2].upstreams[0].keys[1]. Fields are the library's
+// names; route (build.go) is the conversion this maps back.
+func (c *fileConfig) routeErrorPath(e *relay.RouteError) string {
+	r := &c.Routes[e.Index]
+	at := "routes[" + strconv.Itoa(e.Index) + "]"
+	fromEnv := r.AuthEnv != ""
+	short := len(r.Upstreams) == 0
+	if e.Upstream >= 0 && !short && e.Upstream < len(r.Upstreams) {
+		at += ".upstreams[" + strconv.Itoa(e.Upstream) + "]"
+		fromEnv = r.Upstreams[e.Upstream].AuthEnv != ""
+	}
+	switch e.Field {
+	case "Prefix":
+		return at + ".path"
+	case "URL":
+		if short {
+			return at + ".upstream"
+		}
+		return at + ".url"
+	case "AuthValue", "AuthEnv": // auth_env is resolved before the library sees it
+		if fromEnv {
+			return at + ".auth_env"
+		}
+		return at + ".auth_value"
+	case "Headers":
+		return at + ".headers." + e.Key
+	case "PassHeaders", "Keys":
+		return at + "." + snakeCase(e.Field) + "[" + e.Key + "]"
+	}
+	return at + "." + snakeCase(e.Field) // Name, Kind, MaxAttempts, Timeouts.FirstByte…
+}
+
+// snakeCase turns a Go field path into its YAML key path: MaxAttempts is
+// max_attempts, Timeouts.FirstByte timeouts.first_byte.
+func snakeCase(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if 'A' <= ch && ch <= 'Z' {
+			if i > 0 && s[i-1] != '.' {
+				b.WriteByte('_')
+			}
+			ch += 'a' - 'A'
+		}
+		b.WriteByte(ch)
+	}
+	return b.String()
 }
 
 func (c *fileConfig) validateAuth(p *problems) {
@@ -380,41 +431,4 @@ func (c *fileConfig) logKey() string {
 		return "observability.logging"
 	}
 	return "log"
-}
-
-// normalizePrefix and hasDotSegment follow the relay's RouteTable, so that
-// duplicates are caught here, with their line.
-func normalizePrefix(s string) string {
-	if len(s) > 1 {
-		s = strings.TrimRight(s, "/")
-		if s == "" {
-			s = "/"
-		}
-	}
-	return s
-}
-
-func hasDotSegment(s string) bool {
-	for seg := range strings.SplitSeq(s, "/") {
-		if seg == "." || seg == ".." {
-			return true
-		}
-	}
-	return false
-}
-
-// validHeaderName reports whether s is an HTTP token (RFC 9110).
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
-			continue
-		}
-		return false
-	}
-	return true
 }
