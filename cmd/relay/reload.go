@@ -104,7 +104,8 @@ func (a *app) reload(trigger string) (err error) {
 	if err != nil {
 		return fmt.Errorf("reading config: %w", err)
 	}
-	a.sum = sha256.Sum256(src) // a rejected file is not retried until it changes
+	// A rejected file is not retried until it changes (but see server.tls).
+	a.sum = sha256.Sum256(src)
 	c, err := parseConfig(src, a.path, a.getenv)
 	if err != nil {
 		return err
@@ -118,24 +119,28 @@ func (a *app) reload(trigger string) (err error) {
 		// Read the certificate again too (new paths, or the same files).
 		if err := a.cert.use(c.Server.TLS.CertFile, c.Server.TLS.KeyFile); err != nil {
 			a.discard(g)
+			// The file may be right and the certificate files not
+			// written yet: the watch tries again at its next tick.
+			a.sum = [sha256.Size]byte{}
 			return fmt.Errorf("%s:%d: server.tls: %w", c.file, c.line("server.tls"), err)
 		}
 	}
-	a.lg.level.Set(parseLevel(c.Log.Level))
 	old := a.cur.p.Swap(g)
 	a.retiring.Add(1)
 	go a.retire(old)
 
 	if len(restart) > 0 {
 		a.metrics.pending.Set(1)
-		log.Warn("configuration changes that need a restart were not applied", "keys", restart)
+		a.lg.always.Warn("configuration changes that need a restart were not applied", "keys", restart)
 	} else {
 		a.metrics.pending.Set(0)
 	}
-	log.Info("configuration reloaded", "trigger", trigger, "generation", g.id,
+	// Written whatever the old or the new level: one line per reload.
+	a.lg.always.Info("configuration reloaded", "trigger", trigger, "generation", g.id,
 		"routes", c.routeSummary(), "client_keys", len(c.Auth.APIKeys),
 		"rate_limit", c.rateLimitSummary(a.st), "log_level", c.Log.Level,
 		"previous_generation", old.id, "previous_in_flight", old.inflight())
+	a.lg.level.Set(parseLevel(c.Log.Level))
 	return nil
 }
 

@@ -441,3 +441,23 @@ func TestShutdownCutsRetiredGeneration(t *testing.T) {
 		t.Errorf("records:\n%s", b)
 	}
 }
+
+// The line logging a reload is written whatever the new log level.
+func TestReloadLoggedAtAnyLevel(t *testing.T) {
+	up := jsonUpstream(t)
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	const base = "routes: [{name: up, path: /v1, upstream: \"%s\", kind: json}]\nauth: {api_keys: [k]}\nstorage: {discard: true}\nlog: {level: %s}\n"
+	writeFile(t, cfg, fmt.Sprintf(base, up, "info"))
+	rl := newReloader()
+	s := startServer(t, []string{"-config", cfg}, rl.hooks(hooks{}))
+	for _, level := range []string{"error", "info"} {
+		writeFile(t, cfg, fmt.Sprintf(base, up, level))
+		if err := rl.reload(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := strings.Count(s.stderr.String(), `"msg":"configuration reloaded"`)
+	if got != 2 {
+		t.Errorf("%d reloads logged, want 2:\n%s", got, s.stderr)
+	}
+}
