@@ -53,12 +53,13 @@ func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool)
 		relay.WithRecordQueue(c.Storage.Queue.options(c.has("storage.queue.max_retries"))),
 	}
 	opts = append(opts, c.bounds()...)
-	stores := fanout(st.stores)
+	stores := st.stores
 	if c.Observability.DetailedLogs {
 		stores = append(stores[:len(stores):len(stores)], store{"detailed_logs", detailRecorder(lg.detail)})
 	}
 	if len(stores) > 0 {
-		opts = append(opts, relay.WithRecorder(stores))
+		// A fanout per generation: it tracks its own queue's batch.
+		opts = append(opts, relay.WithRecorder(newFanout(stores)))
 	}
 	if len(c.Models) > 0 {
 		opts = append(opts, relay.WithModels(c.Models...))

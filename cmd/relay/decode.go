@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -98,8 +100,7 @@ func decodeYAML(src []byte, name string, c *fileConfig, getenv func(string) (str
 	src, refs := protectRefs(src)
 	var doc yaml.Node
 	if err := yaml.Unmarshal(src, &doc); err != nil {
-		// Syntax errors name a line and a construct, not a value.
-		return fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+		return fmt.Errorf("%s: %s", name, yamlError(err, src))
 	}
 	d := &decoder{problems: problems{file: name}, getenv: getenv, refs: refs,
 		lines: map[string]int{}, fromEnv: map[string]bool{}}
@@ -230,8 +231,9 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		key := restoreRefs(k.Value, d.refs)
+		name := keyName(k, key, secretKeys(path))
 		if first, dup := seen[key]; dup && p[2] == nil {
-			d.add(k.Line, path, "key %q appears twice (first at line %d)", printable(key), first)
+			d.add(k.Line, path, "key %s appears twice (first at line %d)", name, first)
 			continue
 		}
 		if p[2] == nil {
@@ -243,7 +245,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 			if where == "" {
 				where = "the top level"
 			}
-			d.add(k.Line, "", "unknown key %q in %s (valid keys: %s)", printable(key), where, validKeys(fields))
+			d.add(k.Line, "", "unknown key %s in %s (valid keys: %s)", name, where, validKeys(fields))
 			continue
 		}
 		d.value(val, v.Field(i), join(path, key))
@@ -296,15 +298,20 @@ func (d *decoder) stringMap(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		key := restoreRefs(k.Value, d.refs)
+		secret := secretKeys(path)
 		if first, dup := seen[key]; dup && p[2] == nil {
-			d.add(k.Line, path, "key %q appears twice (first at line %d)", printable(key), first)
+			d.add(k.Line, path, "key %s appears twice (first at line %d)", keyName(k, key, secret), first)
 			continue
 		}
 		if p[2] == nil {
 			seen[key] = k.Line
 		}
 		elem := reflect.New(v.Type().Elem()).Elem()
-		d.value(val, elem, join(path, key))
+		sub := join(path, key)
+		if secret {
+			sub = path + "[" + keyName(k, key, true) + "]"
+		}
+		d.value(val, elem, sub)
 		m.SetMapIndex(reflect.ValueOf(key), elem)
 	}
 	v.Set(m)
@@ -404,4 +411,53 @@ func printable(s string) string {
 		s = s[:most] + "…"
 	}
 	return s
+}
+
+// secretKeys reports whether a key of the mapping at path may be a secret
+// put in the wrong place: a client key written as a mapping's key ("-
+// sk-…: x") or as a label's name, or an upstream's key beside its keys
+// list. Such keys are named in errors by their line and column only.
+func secretKeys(path string) bool { return secretKeyPaths.MatchString(path) }
+
+var secretKeyPaths = regexp.MustCompile(`^auth\.api_keys\[\d+\](\.labels)?$|^routes\[\d+\]\.upstreams\[\d+\]$`)
+
+// keyName names a mapping's key in a message: quoted, or by its position
+// when it may be a secret.
+func keyName(k *yaml.Node, key string, secret bool) string {
+	if secret {
+		return fmt.Sprintf("at line %d, column %d", k.Line, k.Column)
+	}
+	return strconv.Quote(printable(key))
+}
+
+// yamlAnchor matches the anchor names yaml quotes in its errors: an alias
+// such as "- *sk-…" in a list of client keys would otherwise be echoed.
+var yamlAnchor = regexp.MustCompile(`(unknown )?anchor '(.*)' (referenced|value contains itself)`)
+
+// yamlError is a parse error without yaml's prefix and without any anchor
+// name; syntax errors otherwise name a line and a construct, not a value.
+// The line of an unknown alias, which yaml does not give, is found in src.
+func yamlError(err error, src []byte) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	m := yamlAnchor.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	repl := "an alias names an anchor that is not defined"
+	if m[3] != "referenced" {
+		repl = "an anchor's value contains itself"
+	}
+	if line := aliasLine(src, m[2]); line > 0 && !strings.HasPrefix(msg, "line ") {
+		repl = "line " + strconv.Itoa(line) + ": " + repl
+	}
+	return strings.Replace(msg, m[0], repl, 1)
+}
+
+// aliasLine is the line of the first "*name" in src, or 0.
+func aliasLine(src []byte, name string) int {
+	i := bytes.Index(src, []byte("*"+name))
+	if i < 0 {
+		return 0
+	}
+	return bytes.Count(src[:i], []byte("\n")) + 1
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -41,7 +42,9 @@ func expandEnv(s string, getenv func(string) (string, bool)) (string, bool, erro
 		s = s[i+end+1:]
 		name, def, hasDef := strings.Cut(ref, ":-")
 		if !validEnvName(name) {
-			return "", false, fmt.Errorf("${%s} is not a valid environment variable reference", printable(name))
+			// The text between the braces is not quoted: it may be a
+			// secret that was meant to be written as it is.
+			return "", false, errors.New("a ${...} reference is not a valid environment variable name (letters, digits and _, not starting with a digit; write $${ for a literal ${)")
 		}
 		val, ok := getenv(name)
 		switch {

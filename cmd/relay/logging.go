@@ -25,6 +25,9 @@ type logs struct {
 	// detail writes observability.detailed_logs' per-request lines, at
 	// level DEBUG whatever the configured level.
 	detail *slog.Logger
+	// always writes the lines an operator must see whatever the level
+	// (one per reload), at their own level.
+	always *slog.Logger
 }
 
 func newLogs(c logConfig, w io.Writer) *logs {
@@ -37,7 +40,8 @@ func newLogs(c logConfig, w io.Writer) *logs {
 	} else {
 		h = slog.NewJSONHandler(w, opts)
 	}
-	return &logs{level: lv, log: slog.New(h), detail: slog.New(alwaysEnabled{h})}
+	always := slog.New(alwaysEnabled{h})
+	return &logs{level: lv, log: slog.New(h), detail: always, always: always}
 }
 
 func parseLevel(s string) slog.Level {

@@ -39,8 +39,12 @@ type app struct {
 	sum      [sha256.Size]byte // of the file content last loaded
 	retiring sync.WaitGroup
 	stopping chan struct{} // closed when shutdown begins
-	// life ends when the shutdown's deadline passes: retired generations
-	// shut down in it, so that none outlives the deadline.
+	// stopCtx is the shutdown's context, with its deadline: set under mu
+	// before stopping is closed, read only after stopping is closed.
+	stopCtx context.Context
+	// life ends when the shutdown's deadline passes: a retired generation
+	// that went idle before shutdown began writes its records in it, so
+	// that none outlives the deadline.
 	life    context.Context
 	endLife context.CancelFunc
 }
@@ -100,7 +104,8 @@ func (a *app) reload(trigger string) (err error) {
 	if err != nil {
 		return fmt.Errorf("reading config: %w", err)
 	}
-	a.sum = sha256.Sum256(src) // a rejected file is not retried until it changes
+	// A rejected file is not retried until it changes (but see server.tls).
+	a.sum = sha256.Sum256(src)
 	c, err := parseConfig(src, a.path, a.getenv)
 	if err != nil {
 		return err
@@ -114,24 +119,28 @@ func (a *app) reload(trigger string) (err error) {
 		// Read the certificate again too (new paths, or the same files).
 		if err := a.cert.use(c.Server.TLS.CertFile, c.Server.TLS.KeyFile); err != nil {
 			a.discard(g)
+			// The file may be right and the certificate files not
+			// written yet: the watch tries again at its next tick.
+			a.sum = [sha256.Size]byte{}
 			return fmt.Errorf("%s:%d: server.tls: %w", c.file, c.line("server.tls"), err)
 		}
 	}
-	a.lg.level.Set(parseLevel(c.Log.Level))
 	old := a.cur.p.Swap(g)
 	a.retiring.Add(1)
 	go a.retire(old)
 
 	if len(restart) > 0 {
 		a.metrics.pending.Set(1)
-		log.Warn("configuration changes that need a restart were not applied", "keys", restart)
+		a.lg.always.Warn("configuration changes that need a restart were not applied", "keys", restart)
 	} else {
 		a.metrics.pending.Set(0)
 	}
-	log.Info("configuration reloaded", "trigger", trigger, "generation", g.id,
+	// Written whatever the old or the new level: one line per reload.
+	a.lg.always.Info("configuration reloaded", "trigger", trigger, "generation", g.id,
 		"routes", c.routeSummary(), "client_keys", len(c.Auth.APIKeys),
 		"rate_limit", c.rateLimitSummary(a.st), "log_level", c.Log.Level,
 		"previous_generation", old.id, "previous_in_flight", old.inflight())
+	a.lg.level.Set(parseLevel(c.Log.Level))
 	return nil
 }
 
@@ -142,18 +151,22 @@ func (a *app) discard(g *generation) {
 }
 
 // retire waits until no request is inside g — or until shutdown begins —
-// and then shuts its relay down, which writes its queued records. It
-// shares the shutdown's deadline with the current generation: streams
-// still running then are cut with the others, and records still
-// unwritten are dropped and counted, rather than outlive it.
+// and then shuts its relay down, which writes its queued records. Woken by
+// the shutdown, it shuts down in the shutdown's own context, deadline and
+// all, as the current generation does: the library then cuts streams
+// still running ahead of the deadline by its reserve and writes the
+// records in what is left, so the process exits by the deadline; records
+// still unwritten are dropped and counted rather than outlive it.
 func (a *app) retire(g *generation) {
 	defer a.retiring.Done()
 	g.retire()
+	ctx := a.life
 	select {
 	case <-g.idle:
 	case <-a.stopping:
+		ctx = a.stopCtx // set before stopping was closed
 	}
-	if err := g.rl.Shutdown(a.life); err != nil {
+	if err := g.rl.Shutdown(ctx); err != nil {
 		a.lg.log.Warn("retired configuration: streams cut at shutdown or records lost",
 			"generation", g.id, "error", err.Error())
 	}
@@ -165,6 +178,7 @@ func (a *app) retire(g *generation) {
 // draining, all by ctx's deadline (grace is for the log only).
 func (a *app) stop(ctx context.Context, grace time.Duration) {
 	a.mu.Lock()
+	a.stopCtx = ctx
 	close(a.stopping)
 	a.mu.Unlock()
 	defer context.AfterFunc(ctx, a.endLife)()

@@ -372,7 +372,9 @@ func TestMainSIGHUP(t *testing.T) {
 
 // A stream that a retired generation still runs when the process stops is
 // held to the same shutdown deadline as the current generation's: cut
-// with an error event, recorded, and the process exits in time.
+// with an error event ahead of the deadline by the library's reserve (so
+// that the cut stream, the records and the servers all finish by it),
+// recorded, and the process exits in time.
 func TestShutdownCutsRetiredGeneration(t *testing.T) {
 	g := make(gate) // never opened: the stream holds after its first event
 	mock, err := startDemoUpstream(g.step)
@@ -382,7 +384,10 @@ func TestShutdownCutsRetiredGeneration(t *testing.T) {
 	defer mock.Close()
 	dir := t.TempDir()
 	cfg, records := filepath.Join(dir, "relay.yaml"), filepath.Join(dir, "records.jsonl")
-	const base = "server: {shutdown_timeout: 200ms}\nroutes: [{name: chat, path: /v1/chat/completions, upstream: \"%s\", kind: sse}]\nauth: {api_keys: [%s]}\nstorage: {jsonl: {path: \"%s\"}}\n"
+	// Long enough for the reserve (a quarter of it) to tell a cut ahead of
+	// the deadline from a cut at the deadline.
+	const grace = 3 * time.Second
+	const base = "server: {shutdown_timeout: 3s}\nroutes: [{name: chat, path: /v1/chat/completions, upstream: \"%s\", kind: sse}]\nauth: {api_keys: [%s]}\nstorage: {jsonl: {path: \"%s\"}}\n"
 	writeFile(t, cfg, fmt.Sprintf(base, mock.url, "k1", records))
 	rl := newReloader()
 	s := startServer(t, []string{"-config", cfg}, rl.hooks(hooks{}))
@@ -397,13 +402,36 @@ func TestShutdownCutsRetiredGeneration(t *testing.T) {
 	if err := rl.reload(t); err != nil {
 		t.Fatal(err)
 	}
+	type result struct {
+		events []sseEvent
+		at     time.Time // when the stream ended
+	}
+	ended := make(chan result, 1)
+	go func() {
+		resp.Body = io.NopCloser(r)
+		events, _ := readAll(resp)
+		ended <- result{events, time.Now()}
+	}()
+	start := time.Now()
 	if err := s.shutdown(t); err != nil {
 		t.Fatalf("runWith: %v", err)
 	}
-	resp.Body = io.NopCloser(r)
-	events, _ := readAll(resp)
-	if len(events) == 0 || events[len(events)-1].name != "error" {
-		t.Errorf("the held stream ended with %+v, want an error event", events)
+	if d := time.Since(start); d > grace+time.Second {
+		t.Errorf("runWith returned %v after the shutdown began, shutdown_timeout is %v", d, grace)
+	}
+	var res result
+	select {
+	case res = <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held stream did not end within 10s of the shutdown")
+	}
+	if len(res.events) == 0 || res.events[len(res.events)-1].name != "error" {
+		t.Errorf("the held stream ended with %+v, want an error event", res.events)
+	}
+	// The library's reserve is at least 250ms: a cut at the deadline
+	// itself leaves no time to end the stream and write its record.
+	if d := res.at.Sub(start); d >= grace-250*time.Millisecond {
+		t.Errorf("the retired generation's stream was cut %v after the shutdown began, want ahead of the %v deadline by the reserve", d, grace)
 	}
 	b, err := os.ReadFile(records)
 	if err != nil {
@@ -411,5 +439,25 @@ func TestShutdownCutsRetiredGeneration(t *testing.T) {
 	}
 	if n := strings.Count(string(b), "\n"); n != 1 || !strings.Contains(string(b), `"key_id":"key-`) {
 		t.Errorf("records:\n%s", b)
+	}
+}
+
+// The line logging a reload is written whatever the new log level.
+func TestReloadLoggedAtAnyLevel(t *testing.T) {
+	up := jsonUpstream(t)
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	const base = "routes: [{name: up, path: /v1, upstream: \"%s\", kind: json}]\nauth: {api_keys: [k]}\nstorage: {discard: true}\nlog: {level: %s}\n"
+	writeFile(t, cfg, fmt.Sprintf(base, up, "info"))
+	rl := newReloader()
+	s := startServer(t, []string{"-config", cfg}, rl.hooks(hooks{}))
+	for _, level := range []string{"error", "info"} {
+		writeFile(t, cfg, fmt.Sprintf(base, up, level))
+		if err := rl.reload(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := strings.Count(s.stderr.String(), `"msg":"configuration reloaded"`)
+	if got != 2 {
+		t.Errorf("%d reloads logged, want 2:\n%s", got, s.stderr)
 	}
 }

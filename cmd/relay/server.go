@@ -38,6 +38,8 @@ type hooks struct {
 	reloaded func(err error)
 	// transport replaces the upstream transport.
 	transport http.RoundTripper
+	// listener wraps the main listener.
+	listener func(net.Listener) net.Listener
 }
 
 // usageError is a bad command line; main exits 2 for it.
@@ -155,6 +157,9 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, h hoo
 		_ = g.rl.Shutdown(context.Background())
 		return fmt.Errorf("listen: %w", err)
 	}
+	if h.listener != nil {
+		ln = h.listener(ln)
+	}
 	var msrv *http.Server
 	var mln net.Listener
 	if maddr := cfg.Observability.Prometheus.Addr; maddr != "" {
@@ -202,7 +207,11 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, h hoo
 	case err := <-served:
 		stopWatching()
 		<-watching
-		a.stop(context.Background(), 0)
+		// Streams still running are cut by the deadline, as on SIGTERM.
+		grace := time.Duration(a.cur.p.Load().cfg.Server.ShutdownTimeout)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+		a.stop(dctx, grace)
+		cancel()
 		_ = srv.Close()
 		if msrv != nil {
 			_ = msrv.Close()

@@ -633,3 +633,63 @@ func TestMainSIGTERM(t *testing.T) {
 		t.Errorf("no clean stop in the logs:\n%s", rest.String())
 	}
 }
+
+// failingListener fails Accept, for good, once fail is closed.
+type failingListener struct {
+	net.Listener
+	fail chan struct{}
+}
+
+func (l failingListener) Accept() (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() { c, err := l.Listener.Accept(); ch <- result{c, err} }()
+	select {
+	case r := <-ch:
+		return r.c, r.err
+	case <-l.fail:
+		l.Listener.Close()
+		if r := <-ch; r.c != nil {
+			r.c.Close()
+		}
+		return nil, errors.New("accept failed")
+	}
+}
+
+// When the listener fails, runWith returns its error within
+// shutdown_timeout, cutting a stream that would otherwise hold it.
+func TestServeErrorBoundedByShutdownTimeout(t *testing.T) {
+	g := make(gate) // never opened: the stream holds after its first event
+	mock, err := startDemoUpstream(g.step)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mock.Close()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "relay.yaml")
+	writeFile(t, cfg, fmt.Sprintf("server: {shutdown_timeout: 1s}\nroutes: [{name: chat, path: /v1/chat/completions, upstream: \"%s\", kind: sse}]\nauth: {api_keys: [k1]}\nstorage: {discard: true}\n", mock.url))
+	fail := make(chan struct{})
+	s := startServer(t, []string{"-config", cfg}, hooks{listener: func(ln net.Listener) net.Listener {
+		return failingListener{ln, fail}
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp := post(ctx, t, s.base+"/v1/chat/completions", "k1", chatBody)
+	defer resp.Body.Close()
+	if _, err := readEvent(bufio.NewReader(resp.Body)); err != nil {
+		t.Fatal(err)
+	}
+	close(fail)
+	select {
+	case err := <-s.done:
+		s.done <- err // for the cleanup
+		if err == nil || !strings.Contains(err.Error(), "accept failed") {
+			t.Errorf("runWith: %v, want the serve error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("runWith did not return within 10s of the listener failing (shutdown_timeout 1s)")
+	}
+}

@@ -321,3 +321,46 @@ storage: {discard: true}
 		t.Errorf("after a rejected reload: %q, want b", got)
 	}
 }
+
+// A reload that the watch saw rejected because the certificate files were
+// not there yet is retried once they are, though the configuration file
+// has not changed since.
+func TestTLSReloadRetriedByWatch(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	t0 := time.Now().Add(-time.Hour)
+	ca.issue(t, filepath.Join(dir, "a.crt"), filepath.Join(dir, "a.key"), "a", 2, t0)
+	cfg := filepath.Join(dir, "relay.yaml")
+	write := func(name string) {
+		writeFile(t, cfg, fmt.Sprintf(`
+server:
+  watch_interval: 20ms
+  tls: {cert_file: "%s", key_file: "%s"}
+routes: [{name: chat, path: /v1, upstream: "https://up.example", kind: sse}]
+auth: {api_keys: [k]}
+storage: {discard: true}
+`, filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")))
+	}
+	write("a")
+	rl := newReloader()
+	s := startServer(t, []string{"-config", cfg}, rl.hooks(hooks{}))
+	addr := strings.TrimPrefix(s.base, "http://")
+	write("c")
+	if err := rl.wait(t); err == nil || !strings.Contains(err.Error(), "server.tls") {
+		t.Fatalf("reload to missing files: %v, want rejected", err)
+	}
+	ca.issue(t, filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key"), "c", 3, t0)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := rl.wait(t) // fails the test after 10s without a reload
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still rejected 10s after the files were written: %v", err)
+		}
+	}
+	if got := servedName(t, addr, ca.pool); got != "c" {
+		t.Errorf("after the files appeared: %q, want c", got)
+	}
+}
