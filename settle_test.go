@@ -82,21 +82,37 @@ func TestFlushWaitsForSettlement(t *testing.T) {
 // settlements of finished requests are done.
 // Mutation it kills: Shutdown not waiting for settlements in flight.
 func TestShutdownWaitsForSettlement(t *testing.T) {
-	s := &heldSettler{release: make(chan struct{})}
-	e := newEnv(t, usageUpstream, Route{Prefix: "/v1"}, WithLimiter(s))
-	resp, _ := e.do(e.request("POST", "/v1/chat/completions", reservingBody))
-	require.Equal(t, 200, resp.StatusCode)
+	// Shutdown settles on two paths: within its ctx's deadline, and,
+	// without one, until every settlement has ended.
+	for _, tc := range []struct {
+		name string
+		ctx  func(t *testing.T) context.Context
+	}{
+		{"with a deadline", func(t *testing.T) context.Context { return testkit.Context(t) }},
+		{"without a deadline", func(t *testing.T) context.Context {
+			ctx, cancel := context.WithCancel(context.Background())
+			t.Cleanup(cancel)
+			return ctx
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &heldSettler{release: make(chan struct{})}
+			e := newEnv(t, usageUpstream, Route{Prefix: "/v1"}, WithLimiter(s))
+			resp, _ := e.do(e.request("POST", "/v1/chat/completions", reservingBody))
+			require.Equal(t, 200, resp.StatusCode)
 
-	done := make(chan error, 1)
-	ctx := testkit.Context(t)
-	go func() { done <- e.relay.Shutdown(ctx) }()
-	select {
-	case err := <-done:
-		t.Fatalf("Shutdown returned (%v) while a settlement was held", err)
-	case <-time.After(100 * time.Millisecond):
+			done := make(chan error, 1)
+			ctx := tc.ctx(t)
+			go func() { done <- e.relay.Shutdown(ctx) }()
+			select {
+			case err := <-done:
+				t.Fatalf("Shutdown returned (%v) while a settlement was held", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			close(s.release)
+			require.NoError(t, testkit.Recv(t, done, "Shutdown did not return after the settlement was released"))
+			assert.Equal(t, []int64{8}, s.all())
+			require.NoError(t, e.relay.Flush(testkit.Context(t)), "Flush after Shutdown returns at once")
+		})
 	}
-	close(s.release)
-	require.NoError(t, testkit.Recv(t, done, "Shutdown did not return after the settlement was released"))
-	assert.Equal(t, []int64{8}, s.all())
-	require.NoError(t, e.relay.Flush(testkit.Context(t)), "Flush after Shutdown returns at once")
 }
