@@ -61,7 +61,7 @@ func (ex *exchange) inspectRequest() error {
 		if out <= 0 && !strings.Contains(ex.r.URL.Path, "/embeddings") {
 			out = ex.rl.cfg.usage.defaultMaxTokens // embeddings generate no output
 		}
-		ex.tokenEstimate = info.PromptEstimate + out
+		ex.limitReq.Cost.Tokens = info.PromptEstimate + out
 	}
 	if ex.rl.cfg.usage.includeUsage && info.Stream && !info.IncludeUsage &&
 		(t.Provider == ProviderOpenAI || t.Provider == ProviderAzure) {

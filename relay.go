@@ -406,17 +406,18 @@ type exchange struct {
 	inBody   atomic.Bool  // reading the request body: Shutdown cuts the read
 	aborted  atomic.Bool  // Shutdown gave up on the client: deadlines stay past
 
-	limitReq LimitRequest // what was reserved, for settlement
-	up       upstream     // the response roundTrip got, for relayResponse
+	// limitReq is what admit asks the limiter for (inspectRequest sets its
+	// token estimate), and what was reserved, for settlement.
+	limitReq LimitRequest
+	up       upstream // the response roundTrip got, for relayResponse
 
-	tokenEstimate int64 // reserved against token budgets; 0 when not an LLM call
-	stream        streamFacts
+	stream streamFacts
 
 	now      time.Time // clock reading of the current read from upstream
 	deadline time.Time // the client write deadline last set
 
-	// One-byte fields, together so that no padding pushes the exchange
-	// past a 1 KiB allocation size class.
+	// One-byte fields, together: padding would push the exchange out of
+	// its allocation size class (see TestExchangeFitsSizeClass).
 	entered     bool    // counted in rl.inflight
 	counted     bool    // counted in relay_active_connections
 	reserved    bool    // limitReq's tokens were reserved: finish settles them
@@ -469,8 +470,9 @@ func (ex *exchange) admitEarly() error {
 // admit asks the limiter.
 func (ex *exchange) admit() error {
 	rl := ex.rl
-	ex.limitReq = LimitRequest{Identity: ex.id, Route: ex.route, Now: rl.clock.Now(),
-		Cost: Cost{Requests: 1, Tokens: ex.tokenEstimate}}
+	// The token estimate is inspectRequest's; 0 when not an LLM call.
+	ex.limitReq.Identity, ex.limitReq.Route, ex.limitReq.Now = ex.id, ex.route, rl.clock.Now()
+	ex.limitReq.Cost.Requests = 1
 	d, err := rl.limiter.Allow(ex.ctx, ex.limitReq)
 	if err != nil {
 		rl.log.Warn("relay: limiter failed", "request_id", ex.rec.RequestID, "fail_open", rl.cfg.failOpen, "error", err)
