@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -67,20 +66,18 @@ func hasBody(r *http.Request) bool {
 }
 
 // readBody reads the request body up to the size limit, within the time
-// limits and the relay's body budget. It answers and returns false when
-// the request must not proceed. The body is held in memory so that it can
-// be sent with a Content-Length (which also sidesteps golang/go#40747) and
-// resent on failover.
-func (ex *exchange) readBody() bool {
+// limits and the relay's body budget. The body is held in memory so that
+// it can be sent with a Content-Length (which also sidesteps
+// golang/go#40747) and resent on failover.
+func (ex *exchange) readBody() error {
 	r, rl := ex.r, ex.rl
 	maxBody := rl.cfg.maxBody
 	if r.ContentLength > maxBody {
-		ex.fail(tooLarge(maxBody))
-		return false
+		return &rl.answers.tooLarge
 	}
 	if !hasBody(r) {
 		ex.bodyRead = true
-		return true
+		return nil
 	}
 	// The buffer grows to limit: the declared length, or the size limit
 	// for a body of unknown length (one more byte read then tells a body
@@ -99,8 +96,7 @@ func (ex *exchange) readBody() bool {
 	bd := ex.newBodyDeadline()
 	body := bd.begin(lim.deadline(start, 0))
 	if ex.ctx.Err() != nil { // cut before its deadline could be set
-		ex.bodyFailed(ex.ctx.Err())
-		return false
+		return ex.bodyFailed(ex.ctx.Err())
 	}
 	first := min(limit, bodyFirst)
 	var buf []byte
@@ -114,11 +110,10 @@ func (ex *exchange) readBody() bool {
 			buf = buf[:len(buf)+k]
 		case int64(len(buf)) < limit:
 			nb, refused := ex.growBody(buf, first, limit)
-			if refused != "" {
+			if refused != nil {
 				ex.rec.BytesIn = n
 				ex.w.Header()["Retry-After"] = rl.constHdr.one
-				ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeOverloaded, refused})
-				return false
+				return refused
 			}
 			buf = nb
 			continue
@@ -126,8 +121,7 @@ func (ex *exchange) readBody() bool {
 			k, err = body.Read(ex.scratch[:])
 			if k > 0 {
 				ex.rec.BytesIn = n + int64(k)
-				ex.fail(tooLarge(maxBody))
-				return false
+				return &rl.answers.tooLarge
 			}
 		}
 		n += int64(k)
@@ -143,8 +137,7 @@ func (ex *exchange) readBody() bool {
 		}
 		if err != nil {
 			ex.rec.BytesIn = n
-			ex.bodyFailed(err)
-			return false
+			return ex.bodyFailed(err)
 		}
 	}
 	ex.rec.BytesIn = n
@@ -153,7 +146,7 @@ func (ex *exchange) readBody() bool {
 	// net/http's background read starts at the body's end: a deadline
 	// left set would cut it, and cancel the request, mid-stream.
 	ex.readCleared = bd.clear()
-	return true
+	return nil
 }
 
 // bodyFirst is the capacity a request body's buffer starts with (or its
@@ -163,22 +156,22 @@ const bodyFirst = 4 << 10
 
 // growBody doubles buf's capacity (from first), up to limit, within the
 // tenant's share of the body budget and the budget itself. When either
-// refuses it returns the message to answer with.
-func (ex *exchange) growBody(buf []byte, first, limit int64) ([]byte, string) {
+// refuses it returns the error to answer with.
+func (ex *exchange) growBody(buf []byte, first, limit int64) ([]byte, *relayError) {
 	c := min(max(2*int64(cap(buf)), first), limit)
 	d := c - int64(cap(buf))
 	rl, tenant := ex.rl, ex.id.Tenant
 	if !rl.bodies.take(d) {
-		return buf, "The gateway is overloaded; retry shortly."
+		return buf, &rl.answers.overloaded
 	}
 	if !rl.perTenant.take(tenant, d) {
 		rl.bodies.give(d)
-		return buf, "The gateway is overloaded with this tenant's request bodies; retry shortly."
+		return buf, &rl.answers.tenantOverloaded
 	}
 	ex.bodyHeld.Add(d)
 	nb := make([]byte, len(buf), c)
 	copy(nb, buf)
-	return nb, ""
+	return nb, nil
 }
 
 // forceBody accounts for d more bytes of a body already read (a rewrite
@@ -189,21 +182,19 @@ func (ex *exchange) forceBody(d int64) {
 	ex.bodyHeld.Add(d)
 }
 
-// bodyFailed answers a request whose body read failed.
-func (ex *exchange) bodyFailed(err error) {
+// bodyFailed returns the error of a request whose body read failed.
+func (ex *exchange) bodyFailed(err error) error {
 	switch {
 	case context.Cause(ex.ctx) == errShutdown:
-		ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeShuttingDown,
-			"The gateway is shutting down; retry on another instance."})
+		return &ex.rl.answers.draining
 	case isDeadline(err):
 		// On HTTP/1 the read deadline also cancelled the request's
 		// context: test it before taking the client for gone.
-		ex.fail(relayError{http.StatusRequestTimeout, ErrTypeBodyTimeout,
-			"The request body was not received in time."})
+		return &ex.rl.answers.bodyTimeout
 	case ex.r.Context().Err() != nil:
-		ex.clientGone()
+		return ex.clientGone()
 	default:
-		ex.fail(relayError{http.StatusBadRequest, ErrTypeBadRequest, "The request body could not be read."})
+		return &ex.rl.answers.badBody
 	}
 }
 
@@ -213,11 +204,6 @@ func isDeadline(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-func tooLarge(maxBody int64) relayError {
-	return relayError{http.StatusRequestEntityTooLarge, ErrTypeBodyTooLarge,
-		"Request body is larger than the gateway accepts (" + strconv.FormatInt(maxBody, 10) + " bytes)."}
 }
 
 // releaseBody gives the body's bytes back to the budget. It is
@@ -248,7 +234,7 @@ func (ex *exchange) closeUnread() bool {
 	return true
 }
 
-func (ex *exchange) lingerUnread(e relayError) {
+func (ex *exchange) lingerUnread(e *relayError) {
 	switch e.typ {
 	case ErrTypeBodyTimeout, ErrTypeShuttingDown:
 		// Slow or cut: nothing worth waiting for; the deadline is past.

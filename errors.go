@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -23,11 +25,120 @@ const (
 	ShapeAnthropic
 )
 
-// relayError is an error the relay answers with itself.
+// relayError is an error the relay answers with itself: a pipeline step
+// returns one of its relay's answers (see exchange.serve), and serve
+// answers it in the caller's shape. Its fields are what the client and the
+// record get.
 type relayError struct {
 	status  int
 	typ     ErrorType
 	message string // safe for clients: no upstream URL, no Go error text
+}
+
+// Error returns the status, type and client-safe message.
+func (e *relayError) Error() string {
+	return "relay: " + strconv.Itoa(e.status) + " " + string(e.typ) + ": " + e.message
+}
+
+// errEnded is what a step returns when it ended the exchange itself and
+// nothing is left to answer: the client went away (recorded as 499 by
+// clientGone), or the response had begun.
+const errEnded = Error("relay: exchange ended")
+
+// answers are the errors the relay answers with itself: every message a
+// client can get from the relay is here. They are made once per relay
+// (two name its limits) and only read after, so that a step returns one
+// without allocating, and any goroutine may.
+type answers struct {
+	draining         relayError // 503: Shutdown has begun, or cut a body read
+	unauthorized     relayError // 401
+	noRoute          relayError // 404
+	methodNotAllowed relayError // 405, naming the allowed methods
+	tooLarge         relayError // 413, naming the size limit
+	bodyTimeout      relayError // 408
+	badBody          relayError // 400
+	overloaded       relayError // 503: the body budget is spent
+	tenantOverloaded relayError // 503: the tenant's share of it is spent
+	limiterDown      relayError // 503: the limiter failed, and fails closed
+	tooManyRequests  relayError // 429 for the request budget
+	tokensExhausted  relayError // 429 for the token budget
+	noURL            relayError // 502: a resolver's backend without a URL
+
+	// upstream holds classify's answers, by phase and failure.
+	upstream [2][3]relayError
+}
+
+// Failure phases, for classify: before the response, or in the middle of it.
+const (
+	beforeResponse = 0 // no byte of the response was sent yet
+	midStream      = 1 // the response had begun
+)
+
+// Failures, for classify.
+const (
+	failedOther    = iota // connect, TLS, protocol, or the stream broke off
+	failedTimeout         // a timeout of ours or of the transport's
+	failedShutdown        // Shutdown cut the attempt
+)
+
+func newAnswers(maxBody int64, allow string) answers {
+	unreachable := "The upstream service could not be reached."
+	return answers{
+		draining:         relayError{http.StatusServiceUnavailable, ErrTypeShuttingDown, "The gateway is shutting down; retry on another instance."},
+		unauthorized:     relayError{http.StatusUnauthorized, ErrTypeAuth, "Invalid or missing API key."},
+		noRoute:          relayError{http.StatusNotFound, ErrTypeNoRoute, "No route serves this path."},
+		methodNotAllowed: relayError{http.StatusMethodNotAllowed, ErrTypeMethodNotAllowed, "This method is not allowed here; use one of " + allow + "."},
+		tooLarge: relayError{http.StatusRequestEntityTooLarge, ErrTypeBodyTooLarge,
+			"Request body is larger than the gateway accepts (" + strconv.FormatInt(maxBody, 10) + " bytes)."},
+		bodyTimeout:      relayError{http.StatusRequestTimeout, ErrTypeBodyTimeout, "The request body was not received in time."},
+		badBody:          relayError{http.StatusBadRequest, ErrTypeBadRequest, "The request body could not be read."},
+		overloaded:       relayError{http.StatusServiceUnavailable, ErrTypeOverloaded, "The gateway is overloaded; retry shortly."},
+		tenantOverloaded: relayError{http.StatusServiceUnavailable, ErrTypeOverloaded, "The gateway is overloaded with this tenant's request bodies; retry shortly."},
+		limiterDown:      relayError{http.StatusServiceUnavailable, ErrTypeLimiter, "Rate limiting is unavailable; retry shortly."},
+		tooManyRequests:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many requests."},
+		tokensExhausted:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: token budget exhausted."},
+		noURL:            relayError{http.StatusBadGateway, ErrTypeUpstreamConnect, unreachable},
+		upstream: [2][3]relayError{
+			beforeResponse: {
+				failedOther:    {http.StatusBadGateway, ErrTypeUpstreamConnect, unreachable},
+				failedTimeout:  {http.StatusGatewayTimeout, ErrTypeUpstreamTimeout, "The upstream service did not answer in time."},
+				failedShutdown: {http.StatusServiceUnavailable, ErrTypeShuttingDown, unreachable},
+			},
+			midStream: {
+				failedOther:    {http.StatusBadGateway, ErrTypeStreamInterrupted, "The upstream stream was interrupted."},
+				failedTimeout:  {http.StatusGatewayTimeout, ErrTypeUpstreamTimeout, "The upstream stream stalled."},
+				failedShutdown: {http.StatusServiceUnavailable, ErrTypeShuttingDown, "The gateway is shutting down; the stream was cut."},
+			},
+		},
+	}
+}
+
+// classify is the one classification of an upstream failure, before the
+// response (the attempt failed) or in the middle of it (the stream broke
+// off): cause is the attempt's context cause (a timeout of ours,
+// errShutdown, or nil), err what the transport or the body read returned.
+// A client that went away is the caller's to tell first: it says nothing
+// about the upstream.
+func (an *answers) classify(phase int, cause, err error) *relayError {
+	f := failedOther
+	switch {
+	case cause == errShutdown:
+		f = failedShutdown
+	case isTimeout(cause, err):
+		f = failedTimeout
+	}
+	return &an.upstream[phase][f]
+}
+
+// isTimeout reports whether an attempt failed by a timeout of ours or of
+// the transport's.
+func isTimeout(cause, err error) bool {
+	switch cause {
+	case errConnectTimeout, errFirstByteTimeout, errIdleTimeout, errTotalTimeout:
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // shapeFor resolves ShapeAuto for a request and, when known, its target.
@@ -96,7 +207,7 @@ func anthropicErrorType(t ErrorType) string {
 }
 
 // appendErrorJSON appends the error object in the given shape.
-func appendErrorJSON(b []byte, shape ErrorShape, e relayError) []byte {
+func appendErrorJSON(b []byte, shape ErrorShape, e *relayError) []byte {
 	if shape == ShapeAnthropic {
 		b = append(b, `{"type":"error","error":{"type":`...)
 		b = strconv.AppendQuote(b, anthropicErrorType(e.typ))
@@ -117,14 +228,14 @@ func appendErrorJSON(b []byte, shape ErrorShape, e relayError) []byte {
 // appendErrorEvent appends a final SSE error event. Both shapes use
 // "event: error"; the OpenAI SDKs raise on any event whose data has an
 // "error" member, the Anthropic SDKs on the error event.
-func appendErrorEvent(b []byte, shape ErrorShape, e relayError) []byte {
+func appendErrorEvent(b []byte, shape ErrorShape, e *relayError) []byte {
 	b = append(b, "event: error\ndata: "...)
 	b = appendErrorJSON(b, shape, e)
 	return append(b, "\n\n"...)
 }
 
 // writeError answers a request with an error before any byte was sent.
-func writeError(w http.ResponseWriter, shape ErrorShape, e relayError) {
+func writeError(w http.ResponseWriter, shape ErrorShape, e *relayError) {
 	body := appendErrorJSON(make([]byte, 0, 160), shape, e)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

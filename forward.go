@@ -335,17 +335,36 @@ func effective(route, relay Timeouts) Timeouts {
 	return to
 }
 
-// forward sends the request upstream, failing over between backends until
-// one answers or the attempts run out, then relays the response.
-func (ex *exchange) forward() {
+// upstream is what roundTrip hands to relayResponse: the response and
+// the attempt that got it, whose context the body is read in.
+type upstream struct {
+	a         *attempt
+	resp      *http.Response
+	stopTotal context.CancelFunc // the Total timeout's, when there is one
+}
+
+// end ends the last attempt and the total timeout; serve defers it, so
+// that it runs on every exit, a panic while relaying included. It is
+// idempotent, as attempt.end is.
+func (u *upstream) end() {
+	if u.a != nil {
+		u.a.end()
+	}
+	if u.stopTotal != nil {
+		u.stopTotal()
+	}
+}
+
+// roundTrip sends the request upstream, failing over between backends
+// until one answers or the attempts run out. The response it got is left
+// in ex.up for relayResponse.
+func (ex *exchange) roundTrip() error {
 	rl, t := ex.rl, ex.target
 	to := effective(t.Timeouts, rl.cfg.timeouts)
 
 	base, baseCancel := ex.ctx, ex.cancel
 	if to.Total > 0 {
-		var cancelTotal context.CancelFunc
-		base, cancelTotal = context.WithTimeoutCause(base, to.Total, errTotalTimeout)
-		defer cancelTotal()
+		base, ex.up.stopTotal = context.WithTimeoutCause(base, to.Total, errTotalTimeout)
 		baseCancel = nil // a cancel of base's parent would not carry the total's cause
 	}
 
@@ -360,8 +379,7 @@ func (ex *exchange) forward() {
 		last := i == tries-1
 		if b.URL == nil {
 			rl.log.Error("relay: resolver returned a backend without a URL", "route", ex.route, "upstream", b.Name)
-			ex.fail(relayError{http.StatusBadGateway, ErrTypeUpstreamConnect, "The upstream service could not be reached."})
-			return
+			return &rl.answers.noURL
 		}
 
 		var own context.CancelCauseFunc
@@ -369,7 +387,7 @@ func (ex *exchange) forward() {
 			own = baseCancel
 		}
 		a := newAttempt(base, own, to)
-		defer a.end() // also on a panic while relaying; end is idempotent
+		ex.up.a = a // ended by serve's deferred ex.up.end, a panic included
 		ctx := a.ctx
 		if rl.cfg.transport != nil || to.Connect != defaultConnectTimeout || to.FirstByte != defaultFirstByteTimeout {
 			// Timeouts of the route's own, or a transport whose dialer the
@@ -406,15 +424,10 @@ func (ex *exchange) forward() {
 		if err != nil {
 			a.end()
 			if ex.r.Context().Err() != nil {
-				ex.clientGone()
-				return
+				return ex.clientGone()
 			}
-			typ, status := ErrTypeUpstreamConnect, http.StatusBadGateway
-			if isTimeout(cause, err) {
-				typ, status = ErrTypeUpstreamTimeout, http.StatusGatewayTimeout
-			}
+			e := rl.answers.classify(beforeResponse, cause, err)
 			if cause == errShutdown {
-				typ, status = ErrTypeShuttingDown, http.StatusServiceUnavailable
 				last = true
 			}
 			rl.log.Warn("relay: upstream request failed", "request_id", ex.rec.RequestID,
@@ -422,12 +435,7 @@ func (ex *exchange) forward() {
 			if !last && cause != errTotalTimeout {
 				continue
 			}
-			msg := "The upstream service could not be reached."
-			if status == http.StatusGatewayTimeout {
-				msg = "The upstream service did not answer in time."
-			}
-			ex.fail(relayError{status, typ, msg})
-			return
+			return e
 		}
 		if !last && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) {
 			// Drain a short known-length body so the connection can be
@@ -442,21 +450,12 @@ func (ex *exchange) forward() {
 			continue
 		}
 		ex.dropBody(false) // no attempt follows: the body is not needed again
-		ex.relayResponse(a, resp)
-		a.end()
-		return
+		ex.up.resp = resp
+		return nil
 	}
-}
-
-// isTimeout reports whether an attempt failed by a timeout of ours or of
-// the transport's.
-func isTimeout(cause, err error) bool {
-	switch cause {
-	case errConnectTimeout, errFirstByteTimeout, errIdleTimeout, errTotalTimeout:
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	// Not reached: the last attempt always returns (resolve refused a
+	// target without backends).
+	return &rl.answers.noURL
 }
 
 // safeError describes a transport error for logs without a URL, whose

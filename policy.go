@@ -48,17 +48,15 @@ func checkMethods(methods []string) error {
 	return nil
 }
 
-// methodAllowed answers 405, with an Allow header, and returns false when
-// the request's method is not allowed. It runs before authentication:
-// nothing is worth checking a key for, and nothing reaches an upstream.
-func (ex *exchange) methodAllowed() bool {
+// checkMethod refuses (405, with an Allow header) a method that is not
+// allowed. It runs before authentication: nothing is worth checking a key
+// for, and nothing reaches an upstream.
+func (ex *exchange) checkMethod() error {
 	if slices.Contains(ex.rl.methods, ex.r.Method) {
-		return true
+		return nil
 	}
 	ex.w.Header()["Allow"] = ex.rl.allowHdr
-	ex.fail(relayError{http.StatusMethodNotAllowed, ErrTypeMethodNotAllowed,
-		"This method is not allowed here; use one of " + ex.rl.allowHdr[0] + "."})
-	return false
+	return &ex.rl.answers.methodNotAllowed
 }
 
 // isAccountHeader reports client headers that select which account,

@@ -45,11 +45,11 @@ func isLLMPath(p Provider, path string) bool {
 
 // inspectRequest reads the model, stream flag and budgets from the body,
 // estimates the tokens to reserve, and asks OpenAI-style streams to report
-// usage.
-func (ex *exchange) inspectRequest() {
+// usage. It refuses nothing.
+func (ex *exchange) inspectRequest() error {
 	t := ex.target
 	if len(ex.body) == 0 {
-		return
+		return nil
 	}
 	ct := ex.r.Header.Get("Content-Type")
 	info := usage.ParseRequest(string(t.Provider), ex.r.URL.Path, ct, ex.body)
@@ -61,14 +61,20 @@ func (ex *exchange) inspectRequest() {
 		if out <= 0 && !strings.Contains(ex.r.URL.Path, "/embeddings") {
 			out = ex.rl.cfg.usage.defaultMaxTokens // embeddings generate no output
 		}
-		ex.tokenEstimate = info.PromptEstimate + out
+		ex.limitReq.Cost.Tokens = info.PromptEstimate + out
 	}
 	if ex.rl.cfg.usage.includeUsage && info.Stream && !info.IncludeUsage &&
 		(t.Provider == ProviderOpenAI || t.Provider == ProviderAzure) {
 		if b, ok := usage.AddIncludeUsage(ex.r.URL.Path, ex.body); ok {
+			// A new buffer, a few bytes longer: its growth is taken from
+			// the body budget whatever is left of it.
+			if d := cap(b) - cap(ex.body); d != 0 {
+				ex.forceBody(int64(d))
+			}
 			ex.body = b
 		}
 	}
+	return nil
 }
 
 // beginBody prepares to observe a response body.

@@ -76,6 +76,7 @@ type Relay struct {
 	models    map[string]bool
 	methods   []string     // allowed request methods
 	allowHdr  []string     // their Allow header value, shared by every 405
+	answers   answers      // the relay's own errors
 	constHdr  constHeaders // header values shared by every response
 	bufs      sync.Pool    // *[]byte of copyBufSize
 	smallBufs sync.Pool    // *[]byte of smallBufSize
@@ -220,6 +221,7 @@ func New(opts ...Option) (*Relay, error) {
 	}
 	rl.methods = c.methods
 	rl.allowHdr = []string{strings.Join(c.methods, ", ")}
+	rl.answers = newAnswers(c.maxBody, rl.allowHdr[0])
 	rl.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	rl.smallBufs.New = func() any { b := make([]byte, smallBufSize); return &b }
 	rl.streams.New = func() any { return usage.NewStream("") }
@@ -249,73 +251,119 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.h2 = r.ProtoMajor >= 2
 	ex.idHdr = []string{ex.rec.RequestID} // the client's response header; upstream too unless the client sent one
 	w.Header()["X-Request-Id"] = ex.idHdr
-	defer ex.finish()
 	ex.serve()
 }
 
-// serve runs the pipeline; finish, deferred by the caller, records it
+// serve runs the request path, one step a line. Each step returns nil to
+// go on, or ends the exchange with an error:
+//
+//   - a *relayError (one of the relay's answers): the relay answers it
+//     here, and only here (fail), in the caller's error shape;
+//   - errEnded: the step ended the exchange itself and nothing is left to
+//     answer: the client went away (recorded as 499 by clientGone) or the
+//     response had begun (relayResponse ended it, with an error event or
+//     an abort when the upstream broke off).
+//
+// A step answers nothing itself; it only sets the headers its answer
+// carries (Allow, Retry-After, quota headers). finish records the exchange
 // whatever happens, a panic included.
 func (ex *exchange) serve() {
+	defer ex.finish()
+	defer ex.up.end() // the last attempt and the total timeout, on every exit
+	for _, step := range [...]func(*exchange) error{
+		(*exchange).enter,          // 503 while draining
+		(*exchange).resolve,        // the route, labelling even a 401; its 404 waits for routed
+		(*exchange).checkMethod,    // 405, before any key is looked at
+		(*exchange).authenticate,   // 401
+		(*exchange).routed,         // 404
+		(*exchange).admitEarly,     // 429 for a caller still refused, before its body is read
+		(*exchange).readBody,       // 413, 408, 400, 503 over the body budget
+		(*exchange).ownDeadlines,   // the host's read and write timeouts give way to the relay's
+		(*exchange).inspectRequest, // model, stream flag, token estimate, include_usage
+		(*exchange).admit,          // 429, 503 when the limiter fails closed
+		(*exchange).roundTrip,      // with failover: 502, 503, 504
+		(*exchange).relayResponse,  // the upstream's response, byte for byte
+	} {
+		if err := step(ex); err != nil {
+			if e, ok := err.(*relayError); ok {
+				ex.fail(e)
+			}
+			return
+		}
+	}
+}
+
+// enter counts the exchange in, unless the relay is draining.
+func (ex *exchange) enter() error {
 	rl, r := ex.rl, ex.r
 	// One cancellable context per exchange: the upstream request runs in
 	// it, and Shutdown cancels it through the live list.
 	ex.ctx, ex.cancel = context.WithCancelCause(r.Context())
 	if !rl.enter(ex) {
 		ex.shape = shapeFor(rl.cfg.shape, r, nil)
-		ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeShuttingDown, "The gateway is shutting down; retry on another instance."})
-		return
+		return &rl.answers.draining
 	}
 	ex.entered = true
+	return nil
+}
 
-	target, rerr := rl.resolver.Resolve(r)
-	if rerr == nil && (target == nil || len(target.Backends) == 0) {
-		rerr = fmt.Errorf("%w: resolver returned no backend", ErrNoRoute)
+// resolve finds the request's route, so that even a 401 is labelled with
+// it and answered in its error shape. A request without one is answered
+// (routed) only once its caller is authenticated.
+func (ex *exchange) resolve() error {
+	rl, r := ex.rl, ex.r
+	target, err := rl.resolver.Resolve(r)
+	if err == nil && (target == nil || len(target.Backends) == 0) {
+		err = fmt.Errorf("%w: resolver returned no backend", ErrNoRoute)
 	}
-	if rerr == nil {
+	if err == nil {
 		ex.target = target
 		ex.route = target.Route
 		ex.rec.Route = target.Route
 		ex.rec.Provider = target.Provider
 		ex.rec.Kind = target.Kind
 	}
+	ex.unrouted = err
 	ex.shape = shapeFor(rl.cfg.shape, r, ex.target)
 	rl.metrics.active.WithLabelValues(ex.route).Inc()
 	ex.counted = true
+	return nil
+}
 
-	if !ex.methodAllowed() {
-		return // answered 405
-	}
-	id, aerr := rl.auth.Authenticate(r)
-	if aerr != nil {
-		if !isUnauthenticated(aerr) {
-			rl.log.Warn("relay: authenticator failed", "request_id", ex.rec.RequestID, "error", aerr)
+// authenticate maps the request to its caller's Identity.
+func (ex *exchange) authenticate() error {
+	rl := ex.rl
+	id, err := rl.auth.Authenticate(ex.r)
+	if err != nil {
+		if !isUnauthenticated(err) {
+			rl.log.Warn("relay: authenticator failed", "request_id", ex.rec.RequestID, "error", err)
 		}
-		ex.fail(relayError{http.StatusUnauthorized, ErrTypeAuth, "Invalid or missing API key."})
-		return
+		return &rl.answers.unauthorized
 	}
 	ex.id = id
 	ex.rec.Tenant, ex.rec.KeyID, ex.rec.Labels = id.Tenant, id.KeyID, id.Labels
+	return nil
+}
 
-	if rerr != nil {
-		if !errors.Is(rerr, ErrNoRoute) {
-			rl.log.Warn("relay: resolver failed", "request_id", ex.rec.RequestID, "error", rerr)
-		}
-		ex.fail(relayError{http.StatusNotFound, ErrTypeNoRoute, "No route serves this path."})
-		return
+// routed refuses (404) an authenticated request that resolve found no
+// route for.
+func (ex *exchange) routed() error {
+	err := ex.unrouted
+	if err == nil {
+		return nil
 	}
+	if !errors.Is(err, ErrNoRoute) {
+		ex.rl.log.Warn("relay: resolver failed", "request_id", ex.rec.RequestID, "error", err)
+	}
+	return &ex.rl.answers.noRoute
+}
 
-	// Cheap checks first: a tenant already refused for its request budget
-	// is refused before its body is read.
-	if !ex.admitEarly() {
-		return
-	}
-	if !ex.readBody() {
-		return // readBody answered
-	}
-	// A host server's ReadTimeout would otherwise fire in net/http's
-	// background read during a long stream and cancel the request, and its
-	// WriteTimeout would cut the wait for the upstream's headers; the relay
-	// sets write deadlines of its own before each write instead.
+// ownDeadlines clears the host server's deadlines once the body is read.
+// A host server's ReadTimeout would otherwise fire in net/http's
+// background read during a long stream and cancel the request, and its
+// WriteTimeout would cut the wait for the upstream's headers; the relay
+// sets write deadlines of its own before each write instead.
+func (ex *exchange) ownDeadlines() error {
 	if srv, ok := ex.r.Context().Value(http.ServerContextKey).(*http.Server); !ok ||
 		srv.ReadTimeout > 0 || srv.WriteTimeout > 0 {
 		if !ex.readCleared {
@@ -325,17 +373,7 @@ func (ex *exchange) serve() {
 			_ = ex.rc.SetWriteDeadline(time.Time{})
 		}
 	}
-	held := cap(ex.body)
-	ex.inspectRequest()
-	if d := cap(ex.body) - held; d != 0 {
-		// include_usage was added: a new buffer, a few bytes longer.
-		ex.forceBody(int64(d))
-	}
-
-	if !ex.admit() {
-		return
-	}
-	ex.forward()
+	return nil
 }
 
 // exchange is the state of one request as it moves through the pipeline.
@@ -352,39 +390,48 @@ type exchange struct {
 	// while the exchange is in rl.live (so w is still the handler's).
 	rc http.ResponseController
 
-	rec     Record
-	route   string // metric label: the route name, "none" before one is known
-	target  *Target
-	shape   ErrorShape
-	id      Identity
-	body    []byte  // the request body, until the first attempt moves it to src
-	src     bodySrc // the body the attempts read
-	entered bool    // counted in rl.inflight
-	counted bool    // counted in relay_active_connections
+	rec    Record
+	route  string // metric label: the route name, "none" before one is known
+	target *Target
+	shape  ErrorShape
+	id     Identity
+	// unrouted is why resolve found no route: answered (404) by routed,
+	// once the caller is authenticated.
+	unrouted error
+	body     []byte  // the request body, until the first attempt moves it to src
+	src      bodySrc // the body the attempts read
 
-	arrived     time.Time    // when the handler started, by the system clock
-	inBody      atomic.Bool  // reading the request body: Shutdown cuts the read
-	bodyRead    bool         // the request body was read to its end, or there is none
-	readCleared bool         // readBody cleared the read deadline it set
-	bodyHeld    atomic.Int64 // bytes of rl.bodies held by the body
-	scratch     [1]byte      // the read that proves a full buffer was the whole body
-	aborted     atomic.Bool  // Shutdown gave up on the client: deadlines stay past
+	arrived  time.Time    // when the handler started, by the system clock
+	bodyHeld atomic.Int64 // bytes of rl.bodies held by the body
+	inBody   atomic.Bool  // reading the request body: Shutdown cuts the read
+	aborted  atomic.Bool  // Shutdown gave up on the client: deadlines stay past
 
-	limitReq LimitRequest // what was reserved, for settlement
-	reserved bool
+	// limitReq is what admit asks the limiter for (inspectRequest sets its
+	// token estimate), and what was reserved, for settlement.
+	limitReq LimitRequest
+	up       upstream // the response roundTrip got, for relayResponse
 
-	tokenEstimate int64 // reserved against token budgets; 0 when not an LLM call
-	stream        streamFacts
+	stream streamFacts
 
-	now        time.Time // clock reading of the current read from upstream
-	deadline   time.Time // the client write deadline last set
-	noDeadline bool      // the ResponseWriter cannot set deadlines
-	h2         bool      // the client speaks HTTP/2 or later
+	now      time.Time // clock reading of the current read from upstream
+	deadline time.Time // the client write deadline last set
+
+	// One-byte fields, together: padding would push the exchange out of
+	// its allocation size class (see TestExchangeFitsSizeClass).
+	entered     bool    // counted in rl.inflight
+	counted     bool    // counted in relay_active_connections
+	reserved    bool    // limitReq's tokens were reserved: finish settles them
+	bodyRead    bool    // the request body was read to its end, or there is none
+	readCleared bool    // readBody cleared the read deadline it set
+	scratch     [1]byte // the read that proves a full buffer was the whole body
+	noDeadline  bool    // the ResponseWriter cannot set deadlines
+	h2          bool    // the client speaks HTTP/2 or later
 }
 
-// fail answers with a relay error before any byte of a response was sent.
-// An answer sent before the body was read ends the connection (HTTP/1).
-func (ex *exchange) fail(e relayError) {
+// fail answers with a relay error before any byte of a response was sent:
+// serve calls it, for the error a step returned. An answer sent before the
+// body was read ends the connection (HTTP/1).
+func (ex *exchange) fail(e *relayError) {
 	ex.rec.Status = e.status
 	ex.rec.ErrorType = e.typ
 	rc := &ex.rc
@@ -397,11 +444,13 @@ func (ex *exchange) fail(e relayError) {
 	}
 }
 
-// clientGone marks the exchange as abandoned by the client.
-func (ex *exchange) clientGone() {
+// clientGone marks the exchange as abandoned by the client; the step
+// that found it returns what it returns, errEnded.
+func (ex *exchange) clientGone() error {
 	ex.rec.ClientGone = true
 	ex.rec.Status = StatusClientClosedRequest
 	ex.rec.ErrorType = ErrTypeClientCanceled
+	return errEnded
 }
 
 // StatusClientClosedRequest is the status recorded when the client went
@@ -409,21 +458,21 @@ func (ex *exchange) clientGone() {
 const StatusClientClosedRequest = 499
 
 // admitEarly refuses, before its body is read, a request of a caller the
-// limiter refused for its request budget until a time still to come.
-func (ex *exchange) admitEarly() bool {
-	d, refused := ex.rl.refused.check(ex.id, ex.route, ex.rl.clock)
-	if refused {
-		ex.refuse(d)
+// limiter refused for its request budget until a time still to come:
+// cheap checks first.
+func (ex *exchange) admitEarly() error {
+	if d, refused := ex.rl.refused.check(ex.id, ex.route, ex.rl.clock); refused {
+		return ex.refuse(d)
 	}
-	return !refused
+	return nil
 }
 
-// admit asks the limiter. It answers and returns false when the request
-// must not proceed.
-func (ex *exchange) admit() bool {
+// admit asks the limiter.
+func (ex *exchange) admit() error {
 	rl := ex.rl
-	ex.limitReq = LimitRequest{Identity: ex.id, Route: ex.route, Now: rl.clock.Now(),
-		Cost: Cost{Requests: 1, Tokens: ex.tokenEstimate}}
+	// The token estimate is inspectRequest's; 0 when not an LLM call.
+	ex.limitReq.Identity, ex.limitReq.Route, ex.limitReq.Now = ex.id, ex.route, rl.clock.Now()
+	ex.limitReq.Cost.Requests = 1
 	d, err := rl.limiter.Allow(ex.ctx, ex.limitReq)
 	if err != nil {
 		rl.log.Warn("relay: limiter failed", "request_id", ex.rec.RequestID, "fail_open", rl.cfg.failOpen, "error", err)
@@ -431,34 +480,32 @@ func (ex *exchange) admit() bool {
 			// Counted here: the request itself goes on to succeed or fail
 			// on its own account. A refusal is counted by finish.
 			rl.metrics.errors.WithLabelValues(ex.route, string(ErrTypeLimiter)).Inc()
-			return true
+			return nil
 		}
-		ex.fail(relayError{http.StatusServiceUnavailable, ErrTypeLimiter, "Rate limiting is unavailable; retry shortly."})
-		return false
+		return &rl.answers.limiterDown
 	}
 	if !d.Allowed {
 		rl.refused.note(ex.id, ex.route, ex.limitReq.Now, d)
-		ex.refuse(d)
-		return false
+		return ex.refuse(d)
 	}
 	setQuotaHeaders(ex.w.Header(), d)
 	ex.reserved = ex.limitReq.Cost.Tokens > 0 && rl.settler != nil
-	return true
+	return nil
 }
 
-// refuse answers a request the limiter refused.
-func (ex *exchange) refuse(d Decision) {
+// refuse sets the headers of the answer to a request the limiter refused
+// and returns the error to answer.
+func (ex *exchange) refuse(d Decision) error {
 	setQuotaHeaders(ex.w.Header(), d)
 	ex.rl.metrics.limited.WithLabelValues(ex.route, d.Reason).Inc()
 	if d.RetryAfter > 0 {
 		secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
 		ex.w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
-	msg := "Rate limit exceeded: too many requests."
 	if d.Reason == "tokens" {
-		msg = "Rate limit exceeded: token budget exhausted."
+		return &ex.rl.answers.tokensExhausted
 	}
-	ex.fail(relayError{http.StatusTooManyRequests, ErrTypeRateLimited, msg})
+	return &ex.rl.answers.tooManyRequests
 }
 
 // setQuotaHeaders sets OpenAI-style x-ratelimit-* headers for the budgets

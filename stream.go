@@ -53,10 +53,13 @@ func mediaType(ct string) string {
 	return mt
 }
 
-// relayResponse streams resp to the client. Each read from the upstream is
-// written and, for SSE and audio, flushed at once; SSE is parsed only after
-// the bytes are on their way, to observe events.
-func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
+// relayResponse streams the response roundTrip got to the client. Each
+// read from the upstream is written and, for SSE and audio, flushed at
+// once; SSE is parsed only after the bytes are on their way, to observe
+// events. It returns nil once the response is relayed whole, and errEnded
+// when the client left or the upstream broke off (interrupted).
+func (ex *exchange) relayResponse() error {
+	a, resp := ex.up.a, ex.up.resp
 	defer resp.Body.Close()
 	rl, w := ex.rl, ex.w
 	kind := responseKind(ex.target.Kind, resp.Header.Get("Content-Type"))
@@ -84,8 +87,7 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 	if flush {
 		// Headers go out now: SDKs wait for them before reading events.
 		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			ex.clientGone()
-			return
+			return ex.clientGone()
 		}
 	}
 
@@ -131,14 +133,12 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 			}
 			ex.extendWriteDeadlineAt(rc, wall)
 			if _, werr := w.Write(chunk); werr != nil {
-				ex.clientGone()
-				return
+				return ex.clientGone()
 			}
 			ex.rec.BytesOut += int64(n)
 			if flush {
 				if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
-					ex.clientGone()
-					return
+					return ex.clientGone()
 				}
 			}
 			ex.wrote(rc)
@@ -150,11 +150,10 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 			}
 		}
 		if err == io.EOF {
-			break
+			return nil
 		}
 		if err != nil {
-			ex.interrupted(a, p, rc, err)
-			return
+			return ex.interrupted(a, p, rc, err)
 		}
 		if n == len(buf) && pool != &rl.bufs {
 			pool.Put(bufp)
@@ -168,29 +167,24 @@ func (ex *exchange) relayResponse(a *attempt, resp *http.Response) {
 // interrupted ends a response whose upstream failed after the first byte:
 // an SSE stream gets a final error event; any other body (p is nil) is
 // aborted, so the client sees a truncated response rather than a clean end.
-func (ex *exchange) interrupted(a *attempt, p *sseParser, rc *http.ResponseController, err error) {
+// It returns errEnded.
+func (ex *exchange) interrupted(a *attempt, p *sseParser, rc *http.ResponseController, err error) error {
 	cause := context.Cause(a.ctx)
 	if ex.r.Context().Err() != nil {
 		// The SDKs hang up as soon as they read the final event, often
 		// before the upstream's end of body reaches the relay: that
 		// response was delivered whole.
 		if ex.stream.obs == nil || !ex.stream.obs.Done() {
-			ex.clientGone()
+			return ex.clientGone()
 		}
-		return
+		return errEnded
 	}
-	e := relayError{http.StatusBadGateway, ErrTypeStreamInterrupted, "The upstream stream was interrupted."}
-	switch {
-	case cause == errShutdown:
-		e = relayError{http.StatusServiceUnavailable, ErrTypeShuttingDown, "The gateway is shutting down; the stream was cut."}
-	case isTimeout(cause, err):
-		e = relayError{http.StatusGatewayTimeout, ErrTypeUpstreamTimeout, "The upstream stream stalled."}
-	}
+	e := ex.rl.answers.classify(midStream, cause, err)
 	ex.rec.ErrorType = e.typ
 	ex.rl.log.Warn("relay: upstream stream failed", "request_id", ex.rec.RequestID,
 		"route", ex.route, "upstream", ex.rec.Upstream, "error", safeError(err, cause))
 	if p == nil {
-		panic(http.ErrAbortHandler) // forward's deferred end still runs
+		panic(http.ErrAbortHandler) // serve's deferred ends still run
 	}
 	b := make([]byte, 0, 256)
 	// Close a half-written line or event first, so that the error event is
@@ -212,6 +206,7 @@ func (ex *exchange) interrupted(a *attempt, p *sseParser, rc *http.ResponseContr
 		_ = rc.Flush()
 	}
 	ex.wrote(rc)
+	return errEnded
 }
 
 // extendWriteDeadline keeps the host server's WriteTimeout from cutting a

@@ -1,0 +1,86 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestClassify is the table of upstream failures: one classification
+// serves the attempt loop (before the response) and an interrupted stream.
+func TestClassify(t *testing.T) {
+	an := newAnswers(10<<20, "GET, POST")
+	dialTimeout := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	wrapped := &url.Error{Op: "Post", URL: "http://u.test", Err: dialTimeout}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	for _, tc := range []struct {
+		name       string
+		cause, err error
+		// before the response, and mid-stream
+		before, mid relayError
+	}{
+		{"connect refused", nil, refused,
+			relayError{502, ErrTypeUpstreamConnect, "The upstream service could not be reached."},
+			relayError{502, ErrTypeStreamInterrupted, "The upstream stream was interrupted."}},
+		{"canceled without a cause of ours", context.Canceled, context.Canceled,
+			relayError{502, ErrTypeUpstreamConnect, "The upstream service could not be reached."},
+			relayError{502, ErrTypeStreamInterrupted, "The upstream stream was interrupted."}},
+		{"connect timeout", errConnectTimeout, context.Canceled,
+			relayError{504, ErrTypeUpstreamTimeout, "The upstream service did not answer in time."},
+			relayError{504, ErrTypeUpstreamTimeout, "The upstream stream stalled."}},
+		{"first byte timeout", errFirstByteTimeout, errFirstByteTimeout,
+			relayError{504, ErrTypeUpstreamTimeout, "The upstream service did not answer in time."},
+			relayError{504, ErrTypeUpstreamTimeout, "The upstream stream stalled."}},
+		{"idle timeout", errIdleTimeout, context.Canceled,
+			relayError{504, ErrTypeUpstreamTimeout, "The upstream service did not answer in time."},
+			relayError{504, ErrTypeUpstreamTimeout, "The upstream stream stalled."}},
+		{"total timeout", errTotalTimeout, context.DeadlineExceeded,
+			relayError{504, ErrTypeUpstreamTimeout, "The upstream service did not answer in time."},
+			relayError{504, ErrTypeUpstreamTimeout, "The upstream stream stalled."}},
+		{"the transport's own timeout", nil, wrapped,
+			relayError{504, ErrTypeUpstreamTimeout, "The upstream service did not answer in time."},
+			relayError{504, ErrTypeUpstreamTimeout, "The upstream stream stalled."}},
+		{"shutdown", errShutdown, context.Canceled,
+			relayError{503, ErrTypeShuttingDown, "The upstream service could not be reached."},
+			relayError{503, ErrTypeShuttingDown, "The gateway is shutting down; the stream was cut."}},
+		{"shutdown wins over a timeout error", errShutdown, wrapped,
+			relayError{503, ErrTypeShuttingDown, "The upstream service could not be reached."},
+			relayError{503, ErrTypeShuttingDown, "The gateway is shutting down; the stream was cut."}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.before, *an.classify(beforeResponse, tc.cause, tc.err), "before the response")
+			assert.Equal(t, tc.mid, *an.classify(midStream, tc.cause, tc.err), "mid-stream")
+		})
+	}
+}
+
+// TestRelayErrorIsAnError: a step's *relayError is an error that names its
+// status, type and client-safe message, and serve tells it from errEnded.
+func TestRelayErrorIsAnError(t *testing.T) {
+	an := newAnswers(1024, "GET, POST")
+	var err error = &an.tooLarge
+	assert.Equal(t, "relay: 413 body_too_large: Request body is larger than the gateway accepts (1024 bytes).", err.Error())
+	var re *relayError
+	require.ErrorAs(t, fmt.Errorf("step: %w", err), &re)
+	assert.Equal(t, 413, re.status)
+	assert.Equal(t, "This method is not allowed here; use one of GET, POST.", an.methodNotAllowed.message)
+	_, isAnswer := error(errEnded).(*relayError)
+	assert.False(t, isAnswer, "errEnded must not be answered")
+}
+
+// TestExchangeFitsSizeClass: every request allocates one exchange, in the
+// 1024-byte size class; the runtime adds an 8-byte header to objects with
+// pointers larger than 512 bytes, so past 1016 bytes it would take the
+// next class (1152), 128 bytes more per request and per open stream.
+func TestExchangeFitsSizeClass(t *testing.T) {
+	assert.LessOrEqual(t, unsafe.Sizeof(exchange{}), uintptr(1024-8),
+		"exchange grew past 1016 bytes: regroup its one-byte fields, or move a field out")
+}
