@@ -1,11 +1,8 @@
 package relay
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -188,79 +185,4 @@ func TestMemoryLimiterAlternatingKeysRefill(t *testing.T) {
 		}
 	}
 	assert.Greater(t, admitted, 130, "one request every 0.9s is under 60 a minute")
-}
-
-// limiterVectors are testdata/limiter_vectors.json, which the Redis
-// limiter's tests (redis/vectors_test.go) run too: see the file's "about".
-type limiterVectors struct {
-	About []string `json:"about"`
-	Cases []struct {
-		Name   string `json:"name"`
-		Limits Limits `json:"limits"`
-		Steps  []struct {
-			AtMS     int64   `json:"at_ms"`
-			Limits   *Limits `json:"limits"`
-			Requests int64   `json:"requests"`
-			Tokens   int64   `json:"tokens"`
-			Settle   bool    `json:"settle"`
-			Used     int64   `json:"used"`
-			Want     *struct {
-				Allowed      bool   `json:"allowed"`
-				Reason       string `json:"reason"`
-				RetryAfterS  int64  `json:"retry_after_s"`
-				ReqRemaining int64  `json:"req_remaining"`
-				ReqResetMS   int64  `json:"req_reset_ms"`
-				TokRemaining int64  `json:"tok_remaining"`
-				TokResetMS   int64  `json:"tok_reset_ms"`
-			} `json:"want"`
-		} `json:"steps"`
-	} `json:"cases"`
-}
-
-// TestMemoryLimiterVectors runs the shared vectors against MemoryLimiter at
-// their explicit times: the same decisions the Redis script must give.
-func TestMemoryLimiterVectors(t *testing.T) {
-	raw, err := os.ReadFile("testdata/limiter_vectors.json")
-	require.NoError(t, err)
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields() // a misspelt field must not pass as zero
-	var v limiterVectors
-	require.NoError(t, dec.Decode(&v))
-	require.NotEmpty(t, v.Cases)
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for _, tc := range v.Cases {
-		t.Run(tc.Name, func(t *testing.T) {
-			m := NewMemoryLimiter(Limits{})
-			for i, s := range tc.Steps {
-				lim := tc.Limits
-				if s.Limits != nil {
-					lim = *s.Limits
-				}
-				now := t0.Add(time.Duration(s.AtMS) * time.Millisecond)
-				req := LimitRequest{
-					Identity: Identity{Tenant: "t", Limits: &lim},
-					Cost:     Cost{Requests: s.Requests, Tokens: s.Tokens},
-					Now:      now,
-				}
-				if s.Settle {
-					require.Nil(t, s.Want, "step %d: a settlement has no decision", i)
-					m.SettleAt(now, req, s.Used)
-					continue
-				}
-				require.NotNil(t, s.Want, "step %d: an admission needs want", i)
-				w := s.Want
-				want := Decision{Allowed: w.Allowed, Reason: w.Reason, RetryAfter: time.Duration(w.RetryAfterS) * time.Second}
-				if lim.RequestsPerMinute > 0 {
-					want.Requests = Quota{int64(lim.RequestsPerMinute), w.ReqRemaining, time.Duration(w.ReqResetMS) * time.Millisecond}
-				}
-				if lim.TokensPerMinute > 0 {
-					want.Tokens = Quota{lim.TokensPerMinute, w.TokRemaining, time.Duration(w.TokResetMS) * time.Millisecond}
-				}
-				got := m.AllowAt(now, req)
-				got.Requests.Reset = got.Requests.Reset.Round(time.Millisecond)
-				got.Tokens.Reset = got.Tokens.Reset.Round(time.Millisecond)
-				assert.Equal(t, want, got, "step %d at %dms", i, s.AtMS)
-			}
-		})
-	}
 }
