@@ -40,6 +40,8 @@ type hooks struct {
 	transport http.RoundTripper
 	// listener wraps the main listener.
 	listener func(net.Listener) net.Listener
+	// now paces the TLS certificate's renewal checks (nil: time.Now).
+	now func() time.Time
 }
 
 // usageError is a bad command line; main exits 2 for it.
@@ -104,7 +106,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, h hoo
 	}
 	if *check {
 		if tc := cfg.Server.TLS; tc != nil {
-			if _, err := newCertificate(tc.CertFile, tc.KeyFile, slog.New(slog.DiscardHandler)); err != nil {
+			if _, err := newCertificate(tc.CertFile, tc.KeyFile, slog.New(slog.DiscardHandler), nil); err != nil {
 				return fmt.Errorf("%s:%d: server.tls: %w", cfg.file, cfg.line("server.tls"), err)
 			}
 		}
@@ -129,7 +131,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, h hoo
 		a.transport = t
 	}
 	if tc := cfg.Server.TLS; tc != nil {
-		if a.cert, err = newCertificate(tc.CertFile, tc.KeyFile, log); err != nil {
+		if a.cert, err = newCertificate(tc.CertFile, tc.KeyFile, log, h.now); err != nil {
 			return fmt.Errorf("%s:%d: server.tls: %w", cfg.file, cfg.line("server.tls"), err)
 		}
 	}

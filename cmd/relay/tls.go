@@ -7,28 +7,39 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // certificate serves server.tls: the certificate and key files, read again
 // when either changes (a renewal by certbot or cert-manager, a Kubernetes
 // Secret's new version) and on every reload, so that a new certificate
-// needs no restart. Each TLS handshake looks at the files' modification
-// times and sizes (two stats, cheap beside a handshake); a pair that does
-// not load — say, the certificate is new but the key is not written yet —
-// leaves the previous certificate in use and is logged once.
+// needs no restart. A handshake looks at the files' modification times
+// and sizes (two stats) at most once per certCheckEvery, and only one
+// handshake at a time does: a flood of handshakes, which any client can
+// send, costs no extra syscalls and never queues on a lock. A pair that
+// does not load — say, the certificate is new but the key is not written
+// yet — leaves the previous certificate in use and is logged once.
 //
 // It is safe for concurrent use.
 type certificate struct {
 	log *slog.Logger
+	now func() time.Time // time.Now unless a test steps it
+
+	current atomic.Pointer[tls.Certificate]
+	next    atomic.Int64 // UnixNano before which handshakes do not look at the files
 
 	mu       sync.Mutex
 	certFile string
 	keyFile  string
 	stamp    [2]fileStamp // of the files the current certificate came from
 	badStamp [2]fileStamp // of the last pair that failed to load
-	current  *tls.Certificate
 }
+
+// certCheckEvery is how often handshakes look for renewed files: a renewal
+// is served within a second, and a handshake flood stats the files once
+// per second at most.
+const certCheckEvery = time.Second
 
 // fileStamp tells a file's versions apart.
 type fileStamp struct {
@@ -45,8 +56,12 @@ func stampOf(path string) (fileStamp, error) {
 }
 
 // newCertificate loads the pair, failing when it does not load.
-func newCertificate(certFile, keyFile string, log *slog.Logger) (*certificate, error) {
-	c := &certificate{log: log}
+// now is the clock the renewal checks are paced by (nil: time.Now).
+func newCertificate(certFile, keyFile string, log *slog.Logger, now func() time.Time) (*certificate, error) {
+	if now == nil {
+		now = time.Now
+	}
+	c := &certificate{log: log, now: now}
 	if err := c.use(certFile, keyFile); err != nil {
 		return nil, err
 	}
@@ -63,6 +78,7 @@ func (c *certificate) use(certFile, keyFile string) error {
 		return err
 	}
 	c.certFile, c.keyFile, c.stamp = certFile, keyFile, st
+	c.next.Store(c.now().Add(certCheckEvery).UnixNano())
 	return nil
 }
 
@@ -86,36 +102,42 @@ func (c *certificate) load(certFile, keyFile string) ([2]fileStamp, error) {
 		// crypto/tls's parse errors describe the PEM, never the key.
 		return st, fmt.Errorf("tls: %s and %s: %w", certFile, keyFile, err)
 	}
-	c.current = &pair
+	c.current.Store(&pair)
 	return st, nil
 }
 
 // get is tls.Config.GetCertificate.
 func (c *certificate) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	c.mu.Lock()
+	t := c.now()
+	if t.UnixNano() < c.next.Load() || !c.mu.TryLock() {
+		// Checked lately, or another handshake is checking now.
+		return c.current.Load(), nil
+	}
 	defer c.mu.Unlock()
+	c.next.Store(t.Add(certCheckEvery).UnixNano())
 	var now [2]fileStamp
 	for i, p := range []string{c.certFile, c.keyFile} {
 		s, err := stampOf(p)
 		if err != nil {
 			// A file replaced by a rename may be missing for an instant.
-			return c.current, nil
+			return c.current.Load(), nil
 		}
 		now[i] = s
 	}
 	if now == c.stamp || now == c.badStamp {
-		return c.current, nil
+		return c.current.Load(), nil
 	}
 	st, err := c.load(c.certFile, c.keyFile)
 	if err != nil {
 		c.badStamp = now
 		c.log.Warn("tls: the changed certificate files do not load; still serving the previous certificate",
 			"cert_file", c.certFile, "key_file", c.keyFile, "error", err.Error())
-		return c.current, nil
+		return c.current.Load(), nil
 	}
 	c.stamp = st
-	c.log.Info("tls: certificate reloaded", "cert_file", c.certFile, "not_after", c.current.Leaf.NotAfter)
-	return c.current, nil
+	cur := c.current.Load()
+	c.log.Info("tls: certificate reloaded", "cert_file", c.certFile, "not_after", cur.Leaf.NotAfter)
+	return cur, nil
 }
 
 // tlsConfig is the listener's TLS configuration: TLS 1.2 or later, the

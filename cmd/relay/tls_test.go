@@ -134,7 +134,12 @@ routes: [{name: chat, path: /v1/chat/completions, upstream: "%s", kind: sse, pro
 auth: {api_keys: [sdk-key]}
 storage: {discard: true}
 `, certFile, keyFile, instantDemo(t)))
-	s := startServer(t, []string{"-config", cfg}, hooks{})
+	// The renewal checks are paced by a clock the test steps past
+	// certCheckEvery: a renewal is seen only once the step is taken.
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	step := func() { clock.Add(int64(certCheckEvery)) }
+	s := startServer(t, []string{"-config", cfg}, hooks{now: func() time.Time { return time.Unix(0, clock.Load()) }})
 	addr := strings.TrimPrefix(s.base, "http://")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -192,6 +197,10 @@ storage: {discard: true}
 	}
 	// A renewal: new files, a newer modification time.
 	ca.issue(t, certFile, keyFile, "renewed", 3, t0.Add(time.Minute))
+	if got := servedName(t, addr, ca.pool); got != "first" {
+		t.Errorf("within %v of the last check the server presents %q, want first: handshakes must not stat the files each time", certCheckEvery, got)
+	}
+	step()
 	if got := servedName(t, addr, ca.pool); got != "renewed" {
 		t.Errorf("after renewal the server presents %q, want renewed", got)
 	}
@@ -210,6 +219,7 @@ storage: {discard: true}
 		t.Fatal(err)
 	}
 	for range 2 {
+		step()
 		if got := servedName(t, addr, ca.pool); got != "renewed" {
 			t.Errorf("after a broken renewal the server presents %q, want renewed", got)
 		}
