@@ -268,6 +268,9 @@ func TestConfigErrorsHideSecrets(t *testing.T) {
 		"secret twice as a key":        "routes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [{" + secret + ": x, " + secret + ": y}]}\n",
 		"secret as a label name":       "routes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [{key: k, labels: {" + secret + ": [x]}}]}\n",
 		"secret as an upstream's key":  "routes: [{name: r, path: /v1, upstreams: [{url: https://x.example, keys: [k], " + secret + ": x}]}]\nauth: {api_keys: [k]}\n",
+		"secret as a redis key":        "routes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [k]}\nstorage:\n  redis: {addr: 127.0.0.1:6379, password: x, " + secret + ": x}\n",
+		"secret as a route's key":      "routes: [{name: r, path: /v1, upstream: https://x.example, " + secret + ": x}]\nauth: {api_keys: [k]}\n",
+		"bare password as a key":       "routes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [k]}\nstorage:\n  redis: {addr: 127.0.0.1:6379, \"" + secret + "Q9\": x}\n",
 		"secret in a bad reference":    "routes: [{name: r, path: /v1, upstream: https://x.example}]\nauth: {api_keys: [\"${" + secret + "}\"]}\n",
 	}
 	for name, src := range srcs {

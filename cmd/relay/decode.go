@@ -231,7 +231,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		key := restoreRefs(k.Value, d.refs)
-		name := keyName(k, key, secretKeys(path))
+		name := keyName(k, key, secretKeys(path) || !keyLike(key))
 		if first, dup := seen[key]; dup && p[2] == nil {
 			d.add(k.Line, path, "key %s appears twice (first at line %d)", name, first)
 			continue
@@ -420,6 +420,28 @@ func printable(s string) string {
 func secretKeys(path string) bool { return secretKeyPaths.MatchString(path) }
 
 var secretKeyPaths = regexp.MustCompile(`^auth\.api_keys\[\d+\](\.labels)?$|^routes\[\d+\]\.upstreams\[\d+\]$`)
+
+// keyLike reports whether an unknown key looks like a misspelt
+// configuration key (the schema's are short snake_case names), so that it
+// may be quoted. Anything else — a password or API key pasted where a key
+// belongs, beside storage.redis.password or in a route — is named by its
+// position only.
+func keyLike(key string) bool {
+	if len(key) == 0 || len(key) > 32 {
+		return false
+	}
+	digits := 0
+	for i := 0; i < len(key); i++ {
+		switch c := key[i]; {
+		case c >= 'a' && c <= 'z', c == '_':
+		case c >= '0' && c <= '9':
+			digits++
+		default:
+			return false
+		}
+	}
+	return digits <= 2
+}
 
 // keyName names a mapping's key in a message: quoted, or by its position
 // when it may be a secret.
