@@ -411,9 +411,8 @@ type exchange struct {
 	limitReq LimitRequest
 	up       upstream // the response roundTrip got, for relayResponse
 
-	stream streamFacts
+	stream observer // what the response tells as it passes
 
-	now      time.Time // clock reading of the current read from upstream
 	deadline time.Time // the client write deadline last set
 
 	// One-byte fields, together: padding would push the exchange out of

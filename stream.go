@@ -9,17 +9,6 @@ import (
 	"time"
 )
 
-// An SSE event is observed whole up to maxObservedHead bytes; a longer one
-// through that head and a window over its last observedTail (up to twice
-// that) bytes, where providers put usage. Longer events still pass through
-// whole. defaultObserveBudget bounds, over all responses, what observation
-// buffers hold beyond each response's own observeFree.
-const (
-	maxObservedHead      = 64 << 10
-	observedTail         = 32 << 10
-	defaultObserveBudget = 64 << 20
-)
-
 // responseKind decides how to relay a response: an event stream is always
 // relayed as SSE, whatever the route says, so that no stream is ever
 // buffered; a route's kind decides the rest.
@@ -123,13 +112,12 @@ func (ex *exchange) relayResponse() error {
 			chunk := buf[:n]
 			// One clock reading per read serves the write deadline and,
 			// with the system clock, the event timings.
-			wall := time.Now()
-			ex.now = wall
-			if !rl.sysClock {
-				ex.now = rl.clock.Now()
+			wall, now := time.Now(), time.Time{}
+			if now = wall; !rl.sysClock {
+				now = rl.clock.Now()
 			}
 			if ex.rec.BytesOut == 0 {
-				ex.rec.TTFB = ex.now.Sub(ex.rec.Start)
+				ex.rec.TTFB = now.Sub(ex.rec.Start)
 			}
 			ex.extendWriteDeadlineAt(rc, wall)
 			if _, werr := w.Write(chunk); werr != nil {
@@ -143,10 +131,10 @@ func (ex *exchange) relayResponse() error {
 			}
 			ex.wrote(rc)
 			if p != nil {
-				p.feed(chunk)
+				p.feed(chunk, now)
 			} else {
 				ex.rec.Events++
-				ex.observeChunk(chunk)
+				ex.stream.chunk(chunk)
 			}
 		}
 		if err == io.EOF {
