@@ -112,7 +112,7 @@ func (ex *exchange) readBody() error {
 			nb, refused := ex.growBody(buf, first, limit)
 			if refused != nil {
 				ex.rec.BytesIn = n
-				ex.w.Header()["Retry-After"] = rl.constHdr.one
+				ex.client.header()["Retry-After"] = rl.constHdr.one
 				return refused
 			}
 			buf = nb
@@ -227,10 +227,10 @@ func (ex *exchange) bodyPending() bool {
 // discard read. HTTP/2 needs neither (a Connection header is illegal
 // there): the server resets the stream.
 func (ex *exchange) closeUnread() bool {
-	if ex.h2 || !ex.bodyPending() {
+	if ex.client.h2 || !ex.bodyPending() {
 		return false
 	}
-	ex.w.Header()["Connection"] = ex.rl.constHdr.close
+	ex.client.header()["Connection"] = ex.rl.constHdr.close
 	return true
 }
 
@@ -238,9 +238,9 @@ func (ex *exchange) lingerUnread(e *relayError) {
 	switch e.typ {
 	case ErrTypeBodyTimeout, ErrTypeShuttingDown:
 		// Slow or cut: nothing worth waiting for; the deadline is past.
-		_ = ex.rc.SetReadDeadline(aLongTimeAgo())
+		_ = ex.client.rc.SetReadDeadline(aLongTimeAgo())
 	default:
-		_ = ex.rc.SetReadDeadline(time.Now().Add(refusedBodyLinger))
+		_ = ex.client.rc.SetReadDeadline(time.Now().Add(refusedBodyLinger))
 	}
 }
 

@@ -237,8 +237,8 @@ func (rl *Relay) storageError(err error) {
 
 // ServeHTTP implements http.Handler.
 func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := exchange{rl: rl, w: w, r: r}
-	ex.rc = *http.NewResponseController(w)
+	ex := exchange{rl: rl, r: r}
+	ex.client.init(w, r, rl.cfg.writeTimeout)
 	ex.rec.Start = rl.clock.Now()
 	if ex.arrived = ex.rec.Start; !rl.sysClock {
 		ex.arrived = time.Now() // host deadlines are on the system clock
@@ -248,7 +248,6 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.rec.Method = r.Method
 	ex.rec.Path = r.URL.Path
 	ex.route = "none"
-	ex.h2 = r.ProtoMajor >= 2
 	ex.idHdr = []string{ex.rec.RequestID} // the client's response header; upstream too unless the client sent one
 	w.Header()["X-Request-Id"] = ex.idHdr
 	ex.serve()
@@ -367,28 +366,29 @@ func (ex *exchange) ownDeadlines() error {
 	if srv, ok := ex.r.Context().Value(http.ServerContextKey).(*http.Server); !ok ||
 		srv.ReadTimeout > 0 || srv.WriteTimeout > 0 {
 		if !ex.readCleared {
-			_ = ex.rc.SetReadDeadline(time.Time{})
+			_ = ex.client.rc.SetReadDeadline(time.Time{})
 		}
 		if ex.rl.cfg.writeTimeout > 0 {
-			_ = ex.rc.SetWriteDeadline(time.Time{})
+			_ = ex.client.rc.SetWriteDeadline(time.Time{})
 		}
 	}
 	return nil
 }
 
 // exchange is the state of one request as it moves through the pipeline.
+// What only one concern needs lives in that concern's part, embedded by
+// value so that a request costs one allocation: the client writer
+// (clientwriter.go), the attempt loop's upstream (attempt.go) and the
+// response's observer (observer.go).
 type exchange struct {
-	rl *Relay
-	w  http.ResponseWriter
-	r  *http.Request
+	rl     *Relay
+	r      *http.Request
+	client clientWriter // the response to the client
 
 	idHdr      []string        // the X-Request-Id response header value: the relay's id
 	ctx        context.Context // r's context, also cancelled by Shutdown
 	cancel     context.CancelCauseFunc
 	prev, next *exchange // in rl.live while entered
-	// rc is w's controller. Shutdown uses it from its own goroutine, only
-	// while the exchange is in rl.live (so w is still the handler's).
-	rc http.ResponseController
 
 	rec    Record
 	route  string // metric label: the route name, "none" before one is known
@@ -404,7 +404,6 @@ type exchange struct {
 	arrived  time.Time    // when the handler started, by the system clock
 	bodyHeld atomic.Int64 // bytes of rl.bodies held by the body
 	inBody   atomic.Bool  // reading the request body: Shutdown cuts the read
-	aborted  atomic.Bool  // Shutdown gave up on the client: deadlines stay past
 
 	// limitReq is what admit asks the limiter for (inspectRequest sets its
 	// token estimate), and what was reserved, for settlement.
@@ -412,8 +411,6 @@ type exchange struct {
 	up       upstream // the response roundTrip got, for relayResponse
 
 	stream observer // what the response tells as it passes
-
-	deadline time.Time // the client write deadline last set
 
 	// One-byte fields, together: padding would push the exchange out of
 	// its allocation size class (see TestExchangeFitsSizeClass).
@@ -423,8 +420,6 @@ type exchange struct {
 	bodyRead    bool    // the request body was read to its end, or there is none
 	readCleared bool    // readBody cleared the read deadline it set
 	scratch     [1]byte // the read that proves a full buffer was the whole body
-	noDeadline  bool    // the ResponseWriter cannot set deadlines
-	h2          bool    // the client speaks HTTP/2 or later
 }
 
 // fail answers with a relay error before any byte of a response was sent:
@@ -433,11 +428,8 @@ type exchange struct {
 func (ex *exchange) fail(e *relayError) {
 	ex.rec.Status = e.status
 	ex.rec.ErrorType = e.typ
-	rc := &ex.rc
 	unread := ex.closeUnread()
-	ex.extendWriteDeadline(rc)
-	writeError(ex.w, ex.shape, e)
-	ex.wrote(rc)
+	ex.client.writeError(ex.shape, e)
 	if unread {
 		ex.lingerUnread(e)
 	}
@@ -487,7 +479,7 @@ func (ex *exchange) admit() error {
 		rl.refused.note(ex.id, ex.route, ex.limitReq.Now, d)
 		return ex.refuse(d)
 	}
-	setQuotaHeaders(ex.w.Header(), d)
+	setQuotaHeaders(ex.client.header(), d)
 	ex.reserved = ex.limitReq.Cost.Tokens > 0 && rl.settler != nil
 	return nil
 }
@@ -495,11 +487,11 @@ func (ex *exchange) admit() error {
 // refuse sets the headers of the answer to a request the limiter refused
 // and returns the error to answer.
 func (ex *exchange) refuse(d Decision) error {
-	setQuotaHeaders(ex.w.Header(), d)
+	setQuotaHeaders(ex.client.header(), d)
 	ex.rl.metrics.limited.WithLabelValues(ex.route, d.Reason).Inc()
 	if d.RetryAfter > 0 {
 		secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
-		ex.w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		ex.client.header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
 	if d.Reason == "tokens" {
 		return &ex.rl.answers.tokensExhausted
@@ -706,7 +698,7 @@ func (rl *Relay) cut() {
 	for ex := rl.live; ex != nil; ex = ex.next {
 		ex.cancel(errShutdown)
 		if ex.inBody.Load() {
-			_ = ex.rc.SetReadDeadline(aLongTimeAgo())
+			_ = ex.client.rc.SetReadDeadline(aLongTimeAgo())
 		}
 	}
 }
@@ -717,9 +709,8 @@ func (rl *Relay) abort() {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	for ex := rl.live; ex != nil; ex = ex.next {
-		ex.aborted.Store(true)
-		_ = ex.rc.SetWriteDeadline(aLongTimeAgo())
-		_ = ex.rc.SetReadDeadline(aLongTimeAgo())
+		ex.client.abort()
+		_ = ex.client.rc.SetReadDeadline(aLongTimeAgo())
 	}
 }
 
