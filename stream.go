@@ -122,7 +122,6 @@ func (ex *exchange) copyBody(body io.Reader, p *sseParser) error {
 	pool := &rl.smallBufs
 	bufp := pool.Get().(*[]byte)
 	defer func() { pool.Put(bufp) }()
-	a.startBody()
 	for {
 		buf := *bufp
 		a.reading()
