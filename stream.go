@@ -54,7 +54,8 @@ func (ex *exchange) relayResponse() error {
 	if err := ex.sendHeader(kind, resp); err != nil {
 		return err
 	}
-	p := ex.observe(kind, resp)
+	var parser sseParser // an SSE body's, on this goroutine's stack
+	p := ex.observe(kind, resp, &parser)
 	if p != nil {
 		defer ex.endEvents(p) // on every exit, disconnects included
 	}
@@ -88,21 +89,21 @@ func (ex *exchange) sendHeader(kind StreamKind, resp *http.Response) error {
 }
 
 // observe prepares to observe the body, and returns the parser an SSE
-// body goes through (nil for any other: it is observed read by read). A
-// compressed body is relayed as it came and never decoded, so it is not
-// observed either: no events, no usage; its reads are counted and a
-// failure aborts it, since appended plain text would corrupt it.
-func (ex *exchange) observe(kind StreamKind, resp *http.Response) *sseParser {
+// body goes through: parser, set up (nil for any other body, observed read
+// by read). A compressed body is relayed as it came and never decoded, so
+// it is not observed either: no events, no usage; its reads are counted
+// and a failure aborts it, since appended plain text would corrupt it.
+func (ex *exchange) observe(kind StreamKind, resp *http.Response, parser *sseParser) *sseParser {
 	if resp.Header.Get("Content-Encoding") != "" {
 		return nil
 	}
-	var p *sseParser
-	if kind == KindSSE {
-		p = &sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: ex.onEvent,
-			acct: obsAccount{budget: &ex.rl.observed}}
-	}
 	ex.beginBody(kind, resp)
-	return p
+	if kind != KindSSE {
+		return nil
+	}
+	*parser = sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: ex.onEvent,
+		acct: obsAccount{budget: &ex.rl.observed}}
+	return parser
 }
 
 // endEvents records the events of an SSE body and gives back the
