@@ -140,10 +140,10 @@ func (ex *exchange) report(b Backend, cause error, resp *http.Response, err erro
 // the next backend (errFailover), or the exchange's answer. Neither a
 // shutdown nor the total timeout leaves time for another attempt.
 func (ex *exchange) attemptFailed(b Backend, i int, last bool, cause, err error) error {
-	if ex.r.Context().Err() != nil {
+	e := ex.rl.answers.classify(beforeResponse, cause, err, ex.r.Context().Err() != nil)
+	if e == nil {
 		return ex.clientGone()
 	}
-	e := ex.rl.answers.classify(beforeResponse, cause, err)
 	ex.rl.log.Warn("relay: upstream request failed", "request_id", ex.rec.RequestID,
 		"route", ex.route, "upstream", b.Name, "attempt", i+1, "error", safeError(err, cause))
 	if last || cause == errShutdown || cause == errTotalTimeout {

@@ -281,3 +281,43 @@ func TestAttemptTimer(t *testing.T) {
 		assert.True(t, errors.Is(base.Err(), context.Canceled))
 	})
 }
+
+// TestShutdownBeforeResponse: an attempt that Shutdown cuts while it waits
+// for the upstream's headers is answered as the relay shutting down (503,
+// shutting_down), not as an upstream that could not be reached.
+func TestShutdownBeforeResponse(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		arrived <- struct{}{}
+		<-r.Context().Done() // no headers until the attempt is cut
+	}, Route{Prefix: "/v1"})
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := e.front.Client().Do(e.request("POST", "/v1/chat/completions", `{"model":"m"}`))
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		got <- result{resp.StatusCode, string(b), err}
+	}()
+	testkit.Recv(t, arrived, "the request did not reach the upstream")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // cut at once
+	assert.ErrorIs(t, e.relay.Shutdown(ctx), context.Canceled)
+	res := testkit.Recv(t, got, "the client got no answer")
+	require.NoError(t, res.err)
+	assert.Equal(t, http.StatusServiceUnavailable, res.status)
+	assert.Equal(t, `{"error":{"message":"The gateway is shutting down; retry on another instance.","type":"server_error","param":null,"code":"service_unavailable"}}`, res.body)
+	e.handled()
+	rec := e.lastRecord()
+	assert.Equal(t, http.StatusServiceUnavailable, rec.Status)
+	assert.Equal(t, ErrTypeShuttingDown, rec.ErrorType)
+}

@@ -2,11 +2,8 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 )
@@ -96,7 +93,7 @@ func (ex *exchange) readBody() error {
 	bd := ex.newBodyDeadline()
 	body := bd.begin(lim.deadline(start, 0))
 	if ex.ctx.Err() != nil { // cut before its deadline could be set
-		return ex.bodyFailed(ex.ctx.Err())
+		return ex.failed(readingBody, context.Cause(ex.ctx), ex.ctx.Err())
 	}
 	first := min(limit, bodyFirst)
 	var buf []byte
@@ -137,7 +134,7 @@ func (ex *exchange) readBody() error {
 		}
 		if err != nil {
 			ex.rec.BytesIn = n
-			return ex.bodyFailed(err)
+			return ex.failed(readingBody, context.Cause(ex.ctx), err)
 		}
 	}
 	ex.rec.BytesIn = n
@@ -180,30 +177,6 @@ func (ex *exchange) forceBody(d int64) {
 	ex.rl.bodies.force(d)
 	ex.rl.perTenant.force(ex.id.Tenant, d)
 	ex.bodyHeld.Add(d)
-}
-
-// bodyFailed returns the error of a request whose body read failed.
-func (ex *exchange) bodyFailed(err error) error {
-	switch {
-	case context.Cause(ex.ctx) == errShutdown:
-		return &ex.rl.answers.draining
-	case isDeadline(err):
-		// On HTTP/1 the read deadline also cancelled the request's
-		// context: test it before taking the client for gone.
-		return &ex.rl.answers.bodyTimeout
-	case ex.r.Context().Err() != nil:
-		return ex.clientGone()
-	default:
-		return &ex.rl.answers.badBody
-	}
-}
-
-func isDeadline(err error) bool {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // releaseBody gives the body's bytes back to the budget. It is

@@ -180,7 +180,8 @@ func (ex *exchange) pass(chunk []byte, p *sseParser) error {
 // It returns errEnded.
 func (ex *exchange) interrupted(p *sseParser, err error) error {
 	cause := context.Cause(ex.up.a.ctx)
-	if ex.r.Context().Err() != nil {
+	e := ex.rl.answers.classify(midStream, cause, err, ex.r.Context().Err() != nil)
+	if e == nil {
 		// The SDKs hang up as soon as they read the final event, often
 		// before the upstream's end of body reaches the relay: that
 		// response was delivered whole.
@@ -189,7 +190,6 @@ func (ex *exchange) interrupted(p *sseParser, err error) error {
 		}
 		return errEnded
 	}
-	e := ex.rl.answers.classify(midStream, cause, err)
 	ex.rec.ErrorType = e.typ
 	ex.rl.log.Warn("relay: upstream stream failed", "request_id", ex.rec.RequestID,
 		"route", ex.route, "upstream", ex.rec.Upstream, "error", safeError(err, cause))
