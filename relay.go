@@ -16,6 +16,19 @@
 // The relay holds no global state: metrics go to an injected (or its own)
 // Prometheus registry, and the clock, logger and transport are options.
 //
+// # Failures and timeouts
+//
+// The errors the relay answers itself come in the caller's SDK shape (see
+// ErrorShape), classified one way throughout: a request body that cannot
+// be read is a 400 and one that comes too slowly a 408; an upstream that
+// cannot be reached is a 502 and one that does not answer in time a 504;
+// a request that Shutdown cuts before its response is a 503. A stream that
+// fails after its first byte ends with an error event (SSE) or is aborted
+// (other bodies). Each upstream attempt's waits are bounded in turn by the
+// route's Timeouts: Connect, FirstByte, then Idle for each read of the
+// body (time spent writing to a slow client does not count), all within
+// Total.
+//
 // # Zero values
 //
 // Options follow one rule for zero, nil and negative values. Leaving an
