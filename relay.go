@@ -389,10 +389,10 @@ func (ex *exchange) ownDeadlines() error {
 }
 
 // exchange is the state of one request as it moves through the pipeline.
-// What only one concern needs lives in that concern's part, embedded by
-// value so that a request costs one allocation: the client writer
-// (clientwriter.go), the attempt loop's upstream (attempt.go) and the
-// response's observer (observer.go).
+// What only one concern needs lives in that concern's part, held by value
+// so that it costs no allocation of its own: the client writer
+// (clientwriter.go), the attempt loop's upstream (attempt.go; each attempt
+// is allocated as it starts) and the response's observer (observer.go).
 type exchange struct {
 	rl     *Relay
 	r      *http.Request
