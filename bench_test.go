@@ -167,11 +167,11 @@ func BenchmarkHandler(b *testing.B) {
 // BenchmarkSSEParser parses one typical event per op.
 func BenchmarkSSEParser(b *testing.B) {
 	ev := benchStream()[0]
-	p := &sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: func(name, data, tail []byte, truncated bool) {}}
+	p := &sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: func(_ time.Time, name, data, tail []byte, truncated bool) {}}
 	b.SetBytes(int64(len(ev)))
 	b.ReportAllocs()
 	for b.Loop() {
-		p.feed(ev)
+		p.feed(ev, time.Time{})
 	}
 }
 

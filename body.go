@@ -2,11 +2,8 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 )
@@ -96,7 +93,7 @@ func (ex *exchange) readBody() error {
 	bd := ex.newBodyDeadline()
 	body := bd.begin(lim.deadline(start, 0))
 	if ex.ctx.Err() != nil { // cut before its deadline could be set
-		return ex.bodyFailed(ex.ctx.Err())
+		return ex.failed(readingBody, context.Cause(ex.ctx), ex.ctx.Err())
 	}
 	first := min(limit, bodyFirst)
 	var buf []byte
@@ -112,7 +109,7 @@ func (ex *exchange) readBody() error {
 			nb, refused := ex.growBody(buf, first, limit)
 			if refused != nil {
 				ex.rec.BytesIn = n
-				ex.w.Header()["Retry-After"] = rl.constHdr.one
+				ex.client.header()["Retry-After"] = rl.constHdr.one
 				return refused
 			}
 			buf = nb
@@ -137,7 +134,7 @@ func (ex *exchange) readBody() error {
 		}
 		if err != nil {
 			ex.rec.BytesIn = n
-			return ex.bodyFailed(err)
+			return ex.failed(readingBody, context.Cause(ex.ctx), err)
 		}
 	}
 	ex.rec.BytesIn = n
@@ -182,30 +179,6 @@ func (ex *exchange) forceBody(d int64) {
 	ex.bodyHeld.Add(d)
 }
 
-// bodyFailed returns the error of a request whose body read failed.
-func (ex *exchange) bodyFailed(err error) error {
-	switch {
-	case context.Cause(ex.ctx) == errShutdown:
-		return &ex.rl.answers.draining
-	case isDeadline(err):
-		// On HTTP/1 the read deadline also cancelled the request's
-		// context: test it before taking the client for gone.
-		return &ex.rl.answers.bodyTimeout
-	case ex.r.Context().Err() != nil:
-		return ex.clientGone()
-	default:
-		return &ex.rl.answers.badBody
-	}
-}
-
-func isDeadline(err error) bool {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // releaseBody gives the body's bytes back to the budget. It is
 // idempotent and safe from any goroutine.
 func (ex *exchange) releaseBody() {
@@ -227,10 +200,10 @@ func (ex *exchange) bodyPending() bool {
 // discard read. HTTP/2 needs neither (a Connection header is illegal
 // there): the server resets the stream.
 func (ex *exchange) closeUnread() bool {
-	if ex.h2 || !ex.bodyPending() {
+	if ex.client.h2 || !ex.bodyPending() {
 		return false
 	}
-	ex.w.Header()["Connection"] = ex.rl.constHdr.close
+	ex.client.header()["Connection"] = ex.rl.constHdr.close
 	return true
 }
 
@@ -238,9 +211,9 @@ func (ex *exchange) lingerUnread(e *relayError) {
 	switch e.typ {
 	case ErrTypeBodyTimeout, ErrTypeShuttingDown:
 		// Slow or cut: nothing worth waiting for; the deadline is past.
-		_ = ex.rc.SetReadDeadline(aLongTimeAgo())
+		_ = ex.client.rc.SetReadDeadline(aLongTimeAgo())
 	default:
-		_ = ex.rc.SetReadDeadline(time.Now().Add(refusedBodyLinger))
+		_ = ex.client.rc.SetReadDeadline(time.Now().Add(refusedBodyLinger))
 	}
 }
 

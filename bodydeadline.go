@@ -43,7 +43,7 @@ func (ex *exchange) newBodyDeadline() bodyDeadline {
 	if srv, ok := ex.r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.ReadTimeout > 0 {
 		bd.host = ex.arrived.Add(srv.ReadTimeout)
 	}
-	if !canSetReadDeadline(ex.w) {
+	if !canSetReadDeadline(ex.client.w) {
 		bd.fallback()
 	}
 	return bd
@@ -62,7 +62,7 @@ func (bd *bodyDeadline) begin(dl time.Time) io.Reader {
 	case !bd.host.IsZero() && !dl.Before(bd.host):
 		bd.set = bd.host // the host's own deadline is stricter: leave it
 	default:
-		err := bd.ex.rc.SetReadDeadline(dl)
+		err := bd.ex.client.rc.SetReadDeadline(dl)
 		switch {
 		case err == nil:
 			bd.set = dl
@@ -94,7 +94,7 @@ func (bd *bodyDeadline) extend(dl time.Time) bool {
 		}
 		return false
 	}
-	if !dl.After(bd.set) || bd.ex.rc.SetReadDeadline(dl) != nil {
+	if !dl.After(bd.set) || bd.ex.client.rc.SetReadDeadline(dl) != nil {
 		return false
 	}
 	bd.set = dl
@@ -108,7 +108,7 @@ func (bd *bodyDeadline) clear() bool {
 	if bd.cut != nil || bd.set.IsZero() {
 		return false
 	}
-	_ = bd.ex.rc.SetReadDeadline(time.Time{})
+	_ = bd.ex.client.rc.SetReadDeadline(time.Time{})
 	return true
 }
 

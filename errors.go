@@ -55,8 +55,6 @@ type answers struct {
 	noRoute          relayError // 404
 	methodNotAllowed relayError // 405, naming the allowed methods
 	tooLarge         relayError // 413, naming the size limit
-	bodyTimeout      relayError // 408
-	badBody          relayError // 400
 	overloaded       relayError // 503: the body budget is spent
 	tenantOverloaded relayError // 503: the tenant's share of it is spent
 	limiterDown      relayError // 503: the limiter failed, and fails closed
@@ -64,45 +62,50 @@ type answers struct {
 	tokensExhausted  relayError // 429 for the token budget
 	noURL            relayError // 502: a resolver's backend without a URL
 
-	// upstream holds classify's answers, by phase and failure.
-	upstream [2][3]relayError
+	// failures holds classify's answers, by phase and failure.
+	failures [3][3]relayError
 }
 
-// Failure phases, for classify: before the response, or in the middle of it.
+// Failure phases, for classify.
 const (
-	beforeResponse = 0 // no byte of the response was sent yet
-	midStream      = 1 // the response had begun
+	readingBody    = iota // reading the request body
+	beforeResponse        // an upstream attempt: no byte of the response was sent yet
+	midStream             // the response had begun
 )
 
 // Failures, for classify.
 const (
-	failedOther    = iota // connect, TLS, protocol, or the stream broke off
-	failedTimeout         // a timeout of ours or of the transport's
-	failedShutdown        // Shutdown cut the attempt
+	failedOther    = iota // a read, connect, TLS or protocol error, or the stream broke off
+	failedTimeout         // a timeout of ours, a read deadline, or the transport's timeout
+	failedShutdown        // Shutdown cut the exchange
 )
 
 func newAnswers(maxBody int64, allow string) answers {
 	unreachable := "The upstream service could not be reached."
+	shuttingDown := relayError{http.StatusServiceUnavailable, ErrTypeShuttingDown, "The gateway is shutting down; retry on another instance."}
 	return answers{
-		draining:         relayError{http.StatusServiceUnavailable, ErrTypeShuttingDown, "The gateway is shutting down; retry on another instance."},
+		draining:         shuttingDown,
 		unauthorized:     relayError{http.StatusUnauthorized, ErrTypeAuth, "Invalid or missing API key."},
 		noRoute:          relayError{http.StatusNotFound, ErrTypeNoRoute, "No route serves this path."},
 		methodNotAllowed: relayError{http.StatusMethodNotAllowed, ErrTypeMethodNotAllowed, "This method is not allowed here; use one of " + allow + "."},
 		tooLarge: relayError{http.StatusRequestEntityTooLarge, ErrTypeBodyTooLarge,
 			"Request body is larger than the gateway accepts (" + strconv.FormatInt(maxBody, 10) + " bytes)."},
-		bodyTimeout:      relayError{http.StatusRequestTimeout, ErrTypeBodyTimeout, "The request body was not received in time."},
-		badBody:          relayError{http.StatusBadRequest, ErrTypeBadRequest, "The request body could not be read."},
 		overloaded:       relayError{http.StatusServiceUnavailable, ErrTypeOverloaded, "The gateway is overloaded; retry shortly."},
 		tenantOverloaded: relayError{http.StatusServiceUnavailable, ErrTypeOverloaded, "The gateway is overloaded with this tenant's request bodies; retry shortly."},
 		limiterDown:      relayError{http.StatusServiceUnavailable, ErrTypeLimiter, "Rate limiting is unavailable; retry shortly."},
 		tooManyRequests:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many requests."},
 		tokensExhausted:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: token budget exhausted."},
 		noURL:            relayError{http.StatusBadGateway, ErrTypeUpstreamConnect, unreachable},
-		upstream: [2][3]relayError{
+		failures: [3][3]relayError{
+			readingBody: {
+				failedOther:    {http.StatusBadRequest, ErrTypeBadRequest, "The request body could not be read."},
+				failedTimeout:  {http.StatusRequestTimeout, ErrTypeBodyTimeout, "The request body was not received in time."},
+				failedShutdown: shuttingDown,
+			},
 			beforeResponse: {
 				failedOther:    {http.StatusBadGateway, ErrTypeUpstreamConnect, unreachable},
 				failedTimeout:  {http.StatusGatewayTimeout, ErrTypeUpstreamTimeout, "The upstream service did not answer in time."},
-				failedShutdown: {http.StatusServiceUnavailable, ErrTypeShuttingDown, unreachable},
+				failedShutdown: shuttingDown,
 			},
 			midStream: {
 				failedOther:    {http.StatusBadGateway, ErrTypeStreamInterrupted, "The upstream stream was interrupted."},
@@ -113,25 +116,44 @@ func newAnswers(maxBody int64, allow string) answers {
 	}
 }
 
-// classify is the one classification of an upstream failure, before the
-// response (the attempt failed) or in the middle of it (the stream broke
-// off): cause is the attempt's context cause (a timeout of ours,
-// errShutdown, or nil), err what the transport or the body read returned.
-// A client that went away is the caller's to tell first: it says nothing
-// about the upstream.
-func (an *answers) classify(phase int, cause, err error) *relayError {
+// classify is the one classification of a failure: of the request body's
+// read (readingBody), of an upstream attempt (beforeResponse), or of the
+// response's body (midStream). cause is the context's cause (errShutdown,
+// a timeout of ours, or nil), err what the read or the transport
+// returned, and gone whether the client's own context is done. It returns
+// the answer, or nil when the client went away: the caller records that
+// (clientGone).
+//
+// A client that went away says nothing about the upstream, so it is told
+// first; but a body read's deadline also ends the request's context on
+// HTTP/1, so there the relay's own reasons are told first.
+func (an *answers) classify(phase int, cause, err error, gone bool) *relayError {
+	if gone && phase != readingBody {
+		return nil
+	}
 	f := failedOther
 	switch {
 	case cause == errShutdown:
 		f = failedShutdown
 	case isTimeout(cause, err):
 		f = failedTimeout
+	case gone:
+		return nil
 	}
-	return &an.upstream[phase][f]
+	return &an.failures[phase][f]
 }
 
-// isTimeout reports whether an attempt failed by a timeout of ours or of
-// the transport's.
+// failed is a step's error for a failure: classify's answer, or errEnded
+// when the client went away (recorded by clientGone).
+func (ex *exchange) failed(phase int, cause, err error) error {
+	if e := ex.rl.answers.classify(phase, cause, err, ex.r.Context().Err() != nil); e != nil {
+		return e
+	}
+	return ex.clientGone()
+}
+
+// isTimeout reports whether a failure was a timeout of ours, a read
+// deadline, or the transport's timeout.
 func isTimeout(cause, err error) bool {
 	switch cause {
 	case errConnectTimeout, errFirstByteTimeout, errIdleTimeout, errTotalTimeout:

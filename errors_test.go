@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -14,8 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestClassify is the table of upstream failures: one classification
-// serves the attempt loop (before the response) and an interrupted stream.
+// TestClassify is the table of failures: one classification serves the
+// body read, the attempt loop (before the response) and an interrupted
+// stream.
 func TestClassify(t *testing.T) {
 	an := newAnswers(10<<20, "GET, POST")
 	dialTimeout := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
@@ -49,17 +51,52 @@ func TestClassify(t *testing.T) {
 			relayError{504, ErrTypeUpstreamTimeout, "The upstream service did not answer in time."},
 			relayError{504, ErrTypeUpstreamTimeout, "The upstream stream stalled."}},
 		{"shutdown", errShutdown, context.Canceled,
-			relayError{503, ErrTypeShuttingDown, "The upstream service could not be reached."},
+			relayError{503, ErrTypeShuttingDown, "The gateway is shutting down; retry on another instance."},
 			relayError{503, ErrTypeShuttingDown, "The gateway is shutting down; the stream was cut."}},
 		{"shutdown wins over a timeout error", errShutdown, wrapped,
-			relayError{503, ErrTypeShuttingDown, "The upstream service could not be reached."},
+			relayError{503, ErrTypeShuttingDown, "The gateway is shutting down; retry on another instance."},
 			relayError{503, ErrTypeShuttingDown, "The gateway is shutting down; the stream was cut."}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, tc.before, *an.classify(beforeResponse, tc.cause, tc.err), "before the response")
-			assert.Equal(t, tc.mid, *an.classify(midStream, tc.cause, tc.err), "mid-stream")
+			assert.Equal(t, tc.before, *an.classify(beforeResponse, tc.cause, tc.err, false), "before the response")
+			assert.Equal(t, tc.mid, *an.classify(midStream, tc.cause, tc.err, false), "mid-stream")
+			assert.Nil(t, an.classify(beforeResponse, tc.cause, tc.err, true), "a client that left, before the response")
+			assert.Nil(t, an.classify(midStream, tc.cause, tc.err, true), "a client that left, mid-stream")
 		})
 	}
+}
+
+// TestClassifyBodyRead: the body read's failures, in the same table. A
+// read deadline also ends the request's context on HTTP/1, so there a
+// timeout (and a shutdown) is told before a client that went away.
+func TestClassifyBodyRead(t *testing.T) {
+	an := newAnswers(10<<20, "GET, POST")
+	deadline := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	for _, tc := range []struct {
+		name       string
+		cause, err error
+		gone       bool
+		want       *relayError // nil: the client went away
+	}{
+		{"unreadable", nil, io.ErrUnexpectedEOF, false,
+			&relayError{400, ErrTypeBadRequest, "The request body could not be read."}},
+		{"read deadline", nil, deadline, false,
+			&relayError{408, ErrTypeBodyTimeout, "The request body was not received in time."}},
+		{"read deadline, request context ended by it", nil, deadline, true,
+			&relayError{408, ErrTypeBodyTimeout, "The request body was not received in time."}},
+		{"the cutReader's deadline", nil, os.ErrDeadlineExceeded, false,
+			&relayError{408, ErrTypeBodyTimeout, "The request body was not received in time."}},
+		{"cut by Shutdown", errShutdown, context.Canceled, false,
+			&relayError{503, ErrTypeShuttingDown, "The gateway is shutting down; retry on another instance."}},
+		{"cut by Shutdown past the deadline", errShutdown, deadline, true,
+			&relayError{503, ErrTypeShuttingDown, "The gateway is shutting down; retry on another instance."}},
+		{"client gone", context.Canceled, io.ErrUnexpectedEOF, true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, an.classify(readingBody, tc.cause, tc.err, tc.gone))
+		})
+	}
+	assert.Equal(t, an.draining, an.failures[readingBody][failedShutdown], "a cut body read is answered as a request while draining")
 }
 
 // TestRelayErrorIsAnError: a step's *relayError is an error that names its

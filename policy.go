@@ -55,7 +55,7 @@ func (ex *exchange) checkMethod() error {
 	if slices.Contains(ex.rl.methods, ex.r.Method) {
 		return nil
 	}
-	ex.w.Header()["Allow"] = ex.rl.allowHdr
+	ex.client.header()["Allow"] = ex.rl.allowHdr
 	return &ex.rl.answers.methodNotAllowed
 }
 

@@ -16,6 +16,19 @@
 // The relay holds no global state: metrics go to an injected (or its own)
 // Prometheus registry, and the clock, logger and transport are options.
 //
+// # Failures and timeouts
+//
+// The errors the relay answers itself come in the caller's SDK shape (see
+// ErrorShape), classified one way throughout: a request body that cannot
+// be read is a 400 and one that comes too slowly a 408; an upstream that
+// cannot be reached is a 502 and one that does not answer in time a 504;
+// a request that Shutdown cuts before its response is a 503. A stream that
+// fails after its first byte ends with an error event (SSE) or is aborted
+// (other bodies). Each upstream attempt's waits are bounded in turn by the
+// route's Timeouts: Connect, FirstByte, then Idle for each read of the
+// body (time spent writing to a slow client does not count), all within
+// Total.
+//
 // # Zero values
 //
 // Options follow one rule for zero, nil and negative values. Leaving an
@@ -237,8 +250,8 @@ func (rl *Relay) storageError(err error) {
 
 // ServeHTTP implements http.Handler.
 func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := exchange{rl: rl, w: w, r: r}
-	ex.rc = *http.NewResponseController(w)
+	ex := exchange{rl: rl, r: r}
+	ex.client.init(w, r, rl.cfg.writeTimeout)
 	ex.rec.Start = rl.clock.Now()
 	if ex.arrived = ex.rec.Start; !rl.sysClock {
 		ex.arrived = time.Now() // host deadlines are on the system clock
@@ -248,7 +261,6 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.rec.Method = r.Method
 	ex.rec.Path = r.URL.Path
 	ex.route = "none"
-	ex.h2 = r.ProtoMajor >= 2
 	ex.idHdr = []string{ex.rec.RequestID} // the client's response header; upstream too unless the client sent one
 	w.Header()["X-Request-Id"] = ex.idHdr
 	ex.serve()
@@ -367,28 +379,29 @@ func (ex *exchange) ownDeadlines() error {
 	if srv, ok := ex.r.Context().Value(http.ServerContextKey).(*http.Server); !ok ||
 		srv.ReadTimeout > 0 || srv.WriteTimeout > 0 {
 		if !ex.readCleared {
-			_ = ex.rc.SetReadDeadline(time.Time{})
+			_ = ex.client.rc.SetReadDeadline(time.Time{})
 		}
 		if ex.rl.cfg.writeTimeout > 0 {
-			_ = ex.rc.SetWriteDeadline(time.Time{})
+			_ = ex.client.rc.SetWriteDeadline(time.Time{})
 		}
 	}
 	return nil
 }
 
 // exchange is the state of one request as it moves through the pipeline.
+// What only one concern needs lives in that concern's part, held by value
+// so that it costs no allocation of its own: the client writer
+// (clientwriter.go), the attempt loop's upstream (attempt.go; each attempt
+// is allocated as it starts) and the response's observer (observer.go).
 type exchange struct {
-	rl *Relay
-	w  http.ResponseWriter
-	r  *http.Request
+	rl     *Relay
+	r      *http.Request
+	client clientWriter // the response to the client
 
 	idHdr      []string        // the X-Request-Id response header value: the relay's id
 	ctx        context.Context // r's context, also cancelled by Shutdown
 	cancel     context.CancelCauseFunc
 	prev, next *exchange // in rl.live while entered
-	// rc is w's controller. Shutdown uses it from its own goroutine, only
-	// while the exchange is in rl.live (so w is still the handler's).
-	rc http.ResponseController
 
 	rec    Record
 	route  string // metric label: the route name, "none" before one is known
@@ -404,17 +417,13 @@ type exchange struct {
 	arrived  time.Time    // when the handler started, by the system clock
 	bodyHeld atomic.Int64 // bytes of rl.bodies held by the body
 	inBody   atomic.Bool  // reading the request body: Shutdown cuts the read
-	aborted  atomic.Bool  // Shutdown gave up on the client: deadlines stay past
 
 	// limitReq is what admit asks the limiter for (inspectRequest sets its
 	// token estimate), and what was reserved, for settlement.
 	limitReq LimitRequest
 	up       upstream // the response roundTrip got, for relayResponse
 
-	stream streamFacts
-
-	now      time.Time // clock reading of the current read from upstream
-	deadline time.Time // the client write deadline last set
+	stream observer // what the response tells as it passes
 
 	// One-byte fields, together: padding would push the exchange out of
 	// its allocation size class (see TestExchangeFitsSizeClass).
@@ -424,8 +433,6 @@ type exchange struct {
 	bodyRead    bool    // the request body was read to its end, or there is none
 	readCleared bool    // readBody cleared the read deadline it set
 	scratch     [1]byte // the read that proves a full buffer was the whole body
-	noDeadline  bool    // the ResponseWriter cannot set deadlines
-	h2          bool    // the client speaks HTTP/2 or later
 }
 
 // fail answers with a relay error before any byte of a response was sent:
@@ -434,11 +441,8 @@ type exchange struct {
 func (ex *exchange) fail(e *relayError) {
 	ex.rec.Status = e.status
 	ex.rec.ErrorType = e.typ
-	rc := &ex.rc
 	unread := ex.closeUnread()
-	ex.extendWriteDeadline(rc)
-	writeError(ex.w, ex.shape, e)
-	ex.wrote(rc)
+	ex.client.writeError(ex.shape, e)
 	if unread {
 		ex.lingerUnread(e)
 	}
@@ -488,7 +492,7 @@ func (ex *exchange) admit() error {
 		rl.refused.note(ex.id, ex.route, ex.limitReq.Now, d)
 		return ex.refuse(d)
 	}
-	setQuotaHeaders(ex.w.Header(), d)
+	setQuotaHeaders(ex.client.header(), d)
 	ex.reserved = ex.limitReq.Cost.Tokens > 0 && rl.settler != nil
 	return nil
 }
@@ -496,11 +500,11 @@ func (ex *exchange) admit() error {
 // refuse sets the headers of the answer to a request the limiter refused
 // and returns the error to answer.
 func (ex *exchange) refuse(d Decision) error {
-	setQuotaHeaders(ex.w.Header(), d)
+	setQuotaHeaders(ex.client.header(), d)
 	ex.rl.metrics.limited.WithLabelValues(ex.route, d.Reason).Inc()
 	if d.RetryAfter > 0 {
 		secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
-		ex.w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		ex.client.header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
 	if d.Reason == "tokens" {
 		return &ex.rl.answers.tokensExhausted
@@ -707,7 +711,7 @@ func (rl *Relay) cut() {
 	for ex := rl.live; ex != nil; ex = ex.next {
 		ex.cancel(errShutdown)
 		if ex.inBody.Load() {
-			_ = ex.rc.SetReadDeadline(aLongTimeAgo())
+			_ = ex.client.rc.SetReadDeadline(aLongTimeAgo())
 		}
 	}
 }
@@ -718,9 +722,8 @@ func (rl *Relay) abort() {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	for ex := rl.live; ex != nil; ex = ex.next {
-		ex.aborted.Store(true)
-		_ = ex.rc.SetWriteDeadline(aLongTimeAgo())
-		_ = ex.rc.SetReadDeadline(aLongTimeAgo())
+		ex.client.abort()
+		_ = ex.client.rc.SetReadDeadline(aLongTimeAgo())
 	}
 }
 

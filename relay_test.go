@@ -1152,3 +1152,33 @@ func TestCompressedStreamFailureAborts(t *testing.T) {
 	assert.Equal(t, ErrTypeStreamInterrupted, rec.ErrorType)
 	assert.Equal(t, int64(1), rec.Events, "chunks, not parsed events")
 }
+
+// TestHTTP2QuietBeforeFirstEvent: the response headers are a write too. A
+// stream whose headers were flushed keeps no write deadline while the
+// upstream is quiet before its first event (a model thinking longer than
+// the client write timeout), which on HTTP/2 would reset the stream.
+func TestHTTP2QuietBeforeFirstEvent(t *testing.T) {
+	const wt = 100 * time.Millisecond
+	up := func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		<-time.After(4 * wt) // quiet for longer than the write timeout
+		_, _ = io.WriteString(w, "data: 1\n\n")
+	}
+	e := newEnv(t, up, Route{Prefix: "/v1"}, WithClientWriteTimeout(wt))
+	srv := httptest.NewUnstartedServer(e.relay)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	req := e.request("POST", "/v1/x", `{}`)
+	req.URL.Scheme, req.URL.Host = "https", strings.TrimPrefix(srv.URL, "https://")
+	resp, err := srv.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, 2, resp.ProtoMajor)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, "data: 1\n\n", string(b))
+}

@@ -54,7 +54,8 @@ type Timeouts struct {
 	// FirstByte bounds the wait for the response headers, counted from
 	// when the request is sent.
 	FirstByte time.Duration
-	// Idle bounds the silence between two reads of the response body.
+	// Idle bounds each read of the response body: the upstream's silence,
+	// not the time spent writing to a slow client.
 	Idle time.Duration
 	// Total bounds the whole exchange, streaming included.
 	Total time.Duration

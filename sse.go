@@ -1,6 +1,9 @@
 package relay
 
-import "bytes"
+import (
+	"bytes"
+	"time"
+)
 
 // sseParser observes a server-sent event stream incrementally, as the
 // WHATWG specification parses it, without holding any byte back from the
@@ -23,10 +26,10 @@ import "bytes"
 type sseParser struct {
 	maxData int
 	tailCap int
-	// onEvent gets each event: tail is nil unless the event outgrew the
-	// head and a tail window was kept; data and tail are reused after it
-	// returns.
-	onEvent func(name, data, tail []byte, truncated bool)
+	// onEvent gets each event, with the time of the read that ended it
+	// (feed's at): tail is nil unless the event outgrew the head and a
+	// tail window was kept; data and tail are reused after it returns.
+	onEvent func(at time.Time, name, data, tail []byte, truncated bool)
 	acct    obsAccount
 
 	field     []byte // field name of the current line, while it is read
@@ -65,8 +68,9 @@ func (p *sseParser) midEvent() (midLine, pending bool) {
 	return p.lineLen > 0, p.hasData || len(p.name) > 0
 }
 
-// feed parses the next bytes of the stream.
-func (p *sseParser) feed(b []byte) {
+// feed parses the next bytes of the stream, read at at: the events they
+// end are reported with that time.
+func (p *sseParser) feed(b []byte, at time.Time) {
 	for len(b) > 0 {
 		if p.lastCR {
 			p.lastCR = false
@@ -83,7 +87,7 @@ func (p *sseParser) feed(b []byte) {
 		p.line(b[:i])
 		p.lastCR = b[i] == '\r'
 		b = b[i+1:]
-		p.endLine()
+		p.endLine(at)
 	}
 }
 
@@ -215,9 +219,9 @@ func (p *sseParser) release() {
 }
 
 // endLine handles a line ending.
-func (p *sseParser) endLine() {
+func (p *sseParser) endLine(at time.Time) {
 	if p.lineLen == 0 {
-		p.dispatch()
+		p.dispatch(at)
 		return
 	}
 	if p.state == parseField {
@@ -231,7 +235,7 @@ func (p *sseParser) endLine() {
 }
 
 // dispatch ends the pending event at a blank line.
-func (p *sseParser) dispatch() {
+func (p *sseParser) dispatch(at time.Time) {
 	if p.hasData {
 		p.events++
 		if p.onEvent != nil {
@@ -239,7 +243,7 @@ func (p *sseParser) dispatch() {
 			if p.tailWin > 0 {
 				tail = p.tail
 			}
-			p.onEvent(p.name, p.data, tail, p.truncated)
+			p.onEvent(at, p.name, p.data, tail, p.truncated)
 		}
 	}
 	// A large event is one the response's own allowance could not hold.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -19,7 +20,7 @@ type sseEvent struct {
 func parseAll(stream string, sizes []int, maxData int) ([]sseEvent, *sseParser) {
 	var got []sseEvent
 	p := &sseParser{maxData: maxData}
-	p.onEvent = func(name, data, tail []byte, truncated bool) {
+	p.onEvent = func(_ time.Time, name, data, tail []byte, truncated bool) {
 		got = append(got, sseEvent{string(name), string(data), truncated})
 	}
 	b := []byte(stream)
@@ -28,7 +29,7 @@ func parseAll(stream string, sizes []int, maxData int) ([]sseEvent, *sseParser) 
 		if len(sizes) > 0 {
 			n = min(max(1, sizes[i%len(sizes)]), len(b))
 		}
-		p.feed(b[:n])
+		p.feed(b[:n], time.Time{})
 		b = b[n:]
 	}
 	return got, p
@@ -143,11 +144,11 @@ func TestSSEParserDoesNotAllocate(t *testing.T) {
 	}
 	chunk := []byte("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"hello\"}}\n\n: ping\r\ndata: x\r\n\r\n")
 	var n int
-	p := &sseParser{maxData: 1 << 20, onEvent: func(name, data, tail []byte, truncated bool) { n++ }}
-	p.feed(chunk)
+	p := &sseParser{maxData: 1 << 20, onEvent: func(_ time.Time, name, data, tail []byte, truncated bool) { n++ }}
+	p.feed(chunk, time.Time{})
 	allocs := testing.AllocsPerRun(1000, func() {
-		p.feed(chunk[:17])
-		p.feed(chunk[17:])
+		p.feed(chunk[:17], time.Time{})
+		p.feed(chunk[17:], time.Time{})
 	})
 	assert.Zero(t, allocs)
 	assert.Equal(t, 2+2*1001, n) // AllocsPerRun adds one warm-up run
@@ -179,7 +180,7 @@ func FuzzSSEParser(f *testing.F) {
 		// start, and its window a suffix of at least tailCap bytes.
 		i := 0
 		p := &sseParser{maxData: 8, tailCap: 4}
-		p.onEvent = func(name, data, tail []byte, truncated bool) {
+		p.onEvent = func(_ time.Time, name, data, tail []byte, truncated bool) {
 			require.Less(t, i, len(want))
 			w := want[i].data
 			i++
@@ -192,7 +193,7 @@ func FuzzSSEParser(f *testing.F) {
 		}
 		for k, rest := 0, []byte(stream); len(rest) > 0; k++ {
 			n := min(len(rest), max(1, int([]uint8{a, b}[k%2])))
-			p.feed(rest[:n])
+			p.feed(rest[:n], time.Time{})
 			rest = rest[n:]
 		}
 		assert.Equal(t, len(want), i)
@@ -215,7 +216,7 @@ func TestSSEParserTailWindow(t *testing.T) {
 		var tails []string
 		p := &sseParser{maxData: head, tailCap: tail}
 		maxSize := int64(0)
-		p.onEvent = func(name, data, tl []byte, truncated bool) {
+		p.onEvent = func(_ time.Time, name, data, tl []byte, truncated bool) {
 			got = append(got, sseEvent{string(name), string(data), truncated})
 			tails = append(tails, string(tl))
 			maxSize = max(maxSize, p.acct.size)
@@ -226,7 +227,7 @@ func TestSSEParserTailWindow(t *testing.T) {
 			if len(sizes) > 0 {
 				n = min(sizes[i%len(sizes)], len(b))
 			}
-			p.feed(b[:n])
+			p.feed(b[:n], time.Time{})
 			b = b[n:]
 		}
 		require.Len(t, got, 2, "split %v", sizes)
@@ -245,9 +246,9 @@ func TestSSEParserTailWindow(t *testing.T) {
 	var budget byteBudget // limit 0
 	var hd, tl []byte
 	p := &sseParser{maxData: 64 << 10, tailCap: 32 << 10, acct: obsAccount{budget: &budget},
-		onEvent: func(_, d, t []byte, _ bool) { hd, tl = d, t }}
+		onEvent: func(_ time.Time, _, d, t []byte, _ bool) { hd, tl = d, t }}
 	big := strings.Repeat("x", 200<<10) + "end"
-	p.feed([]byte("data: " + big + "\n\n"))
+	p.feed([]byte("data: "+big+"\n\n"), time.Time{})
 	assert.Equal(t, headFree, len(hd), "the head the response holds on its own")
 	assert.True(t, strings.HasSuffix(big, string(tl)), "the window is the event's end")
 	assert.GreaterOrEqual(t, len(tl), minTail)
@@ -263,27 +264,39 @@ func TestSSEParserKeepsLargeEventBuffers(t *testing.T) {
 	budget := byteBudget{limit: 1 << 20}
 	events := 0
 	p := &sseParser{maxData: maxObservedHead, tailCap: observedTail, acct: obsAccount{budget: &budget},
-		onEvent: func(_, _, _ []byte, _ bool) { events++ }}
+		onEvent: func(_ time.Time, _, _, _ []byte, _ bool) { events++ }}
 	for _, size := range []int{20 << 10, 100 << 10} {
 		large := []byte("data: " + strings.Repeat("x", size) + "\n\n")
-		p.feed(large)
+		p.feed(large, time.Time{})
 		held := budget.used.Load()
 		require.Positive(t, held, "%d KiB: a large event is charged", size>>10)
 		data, tail := cap(p.data), cap(p.tail)
 		for range 5 {
-			p.feed(large)
+			p.feed(large, time.Time{})
 		}
 		assert.Equal(t, held, budget.used.Load(), "%d KiB: the next large events take nothing more", size>>10)
 		assert.Equal(t, held, budget.peak.Load(), "%d KiB: never more held", size>>10)
 		assert.Equal(t, data, cap(p.data), "%d KiB: the head buffer is reused", size>>10)
 		assert.Equal(t, tail, cap(p.tail), "%d KiB: the tail buffer is reused", size>>10)
-		p.feed([]byte("data: small\n\n"))
+		p.feed([]byte("data: small\n\n"), time.Time{})
 		assert.Zero(t, budget.used.Load(), "%d KiB: the first small event gives the charge back", size>>10)
 		assert.Zero(t, p.acct.size)
 	}
-	p.feed([]byte("data: " + strings.Repeat("x", 100<<10) + "\n\n"))
+	p.feed([]byte("data: "+strings.Repeat("x", 100<<10)+"\n\n"), time.Time{})
 	require.Positive(t, budget.used.Load())
 	p.release() // the stream ends
 	assert.Zero(t, budget.used.Load())
 	assert.Equal(t, 15, events)
+}
+
+// TestSSEEventTimeIsItsRead: each event is reported with the time of the
+// read that ended it, as feed was given it, however its bytes were split.
+func TestSSEEventTimeIsItsRead(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var got []time.Time
+	p := &sseParser{maxData: 1 << 10, onEvent: func(at time.Time, _, _, _ []byte, _ bool) { got = append(got, at) }}
+	p.feed([]byte("data: a\n\ndata: b"), t0)               // ends a; b pending
+	p.feed([]byte("\n"), t0.Add(time.Second))              // b's line, not yet its event
+	p.feed([]byte("\ndata: c\n\n"), t0.Add(2*time.Second)) // ends b and c
+	assert.Equal(t, []time.Time{t0, t0.Add(2 * time.Second), t0.Add(2 * time.Second)}, got)
 }

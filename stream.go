@@ -2,22 +2,10 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"time"
-)
-
-// An SSE event is observed whole up to maxObservedHead bytes; a longer one
-// through that head and a window over its last observedTail (up to twice
-// that) bytes, where providers put usage. Longer events still pass through
-// whole. defaultObserveBudget bounds, over all responses, what observation
-// buffers hold beyond each response's own observeFree.
-const (
-	maxObservedHead      = 64 << 10
-	observedTail         = 32 << 10
-	defaultObserveBudget = 64 << 20
 )
 
 // responseKind decides how to relay a response: an event stream is always
@@ -53,124 +41,147 @@ func mediaType(ct string) string {
 	return mt
 }
 
-// relayResponse streams the response roundTrip got to the client. Each
-// read from the upstream is written and, for SSE and audio, flushed at
-// once; SSE is parsed only after the bytes are on their way, to observe
-// events. It returns nil once the response is relayed whole, and errEnded
-// when the client left or the upstream broke off (interrupted).
+// relayResponse streams the response roundTrip got to the client: its
+// status and headers, then its body read by read, each read written (and,
+// for SSE and audio, flushed) at once and observed only after its bytes
+// are on their way. It returns nil once the response is relayed whole,
+// and errEnded when the client left or the upstream broke off
+// (interrupted).
 func (ex *exchange) relayResponse() error {
-	a, resp := ex.up.a, ex.up.resp
+	resp := ex.up.resp
 	defer resp.Body.Close()
-	rl, w := ex.rl, ex.w
 	kind := responseKind(ex.target.Kind, resp.Header.Get("Content-Type"))
-	ex.rec.Kind = kind
+	if err := ex.sendHeader(kind, resp); err != nil {
+		return err
+	}
+	var parser sseParser // an SSE body's, on this goroutine's stack
+	p := ex.observe(kind, resp, &parser)
+	if p != nil {
+		defer ex.endEvents(p) // on every exit, disconnects included
+	}
+	return ex.copyBody(resp.Body, p)
+}
 
-	h := w.Header()
+// sendHeader sends the response's status and headers, with those the
+// relay adds, to the client.
+func (ex *exchange) sendHeader(kind StreamKind, resp *http.Response) error {
+	ex.rec.Kind = kind
+	ex.rec.Status = resp.StatusCode
+	if resp.StatusCode >= 400 {
+		ex.rec.ErrorType = ErrTypeUpstreamStatus
+	}
+	h := ex.client.header()
 	copyResponseHeaders(h, resp)
 	if v := resp.Header.Get("X-Request-Id"); v != "" {
 		h.Set("X-Upstream-Request-Id", v) // the provider's id, for support tickets
 	}
 	if kind == KindSSE {
-		h["Cache-Control"] = rl.constHdr.noCache
-		h["X-Accel-Buffering"] = rl.constHdr.no // tell nginx-style proxies not to buffer
+		h["Cache-Control"] = ex.rl.constHdr.noCache
+		h["X-Accel-Buffering"] = ex.rl.constHdr.no // tell nginx-style proxies not to buffer
 	}
-	ex.rec.Status = resp.StatusCode
-	if resp.StatusCode >= 400 {
-		ex.rec.ErrorType = ErrTypeUpstreamStatus
-	}
-	rc := http.NewResponseController(w)
-	ex.extendWriteDeadline(rc)
-	w.WriteHeader(resp.StatusCode)
 	// A JSON body of unknown length may be a stream too (NDJSON, Gemini's
 	// JSON array stream): relay it as it comes.
-	flush := kind != KindJSON || resp.ContentLength < 0
-	if flush {
-		// Headers go out now: SDKs wait for them before reading events.
-		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			return ex.clientGone()
-		}
+	flushEach := kind != KindJSON || resp.ContentLength < 0
+	if ex.client.writeHeader(resp.StatusCode, flushEach) != nil {
+		return ex.clientGone()
 	}
+	return nil
+}
 
-	// A compressed body is relayed as it came and never decoded, so it is
-	// not observed either: no events, no usage; its chunks are counted and
-	// a failure aborts it, since appended plain text would corrupt it.
-	var p *sseParser
-	if resp.Header.Get("Content-Encoding") == "" {
-		if kind == KindSSE {
-			p = &sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: ex.onEvent,
-				acct: obsAccount{budget: &rl.observed}}
-			defer func() { // on every exit, disconnects included
-				ex.rec.Events = p.events
-				p.release()
-			}()
-		}
-		ex.beginBody(kind, resp)
+// observe prepares to observe the body, and returns the parser an SSE
+// body goes through: parser, set up (nil for any other body, observed read
+// by read). A compressed body is relayed as it came and never decoded, so
+// it is not observed either: no events, no usage; its reads are counted
+// and a failure aborts it, since appended plain text would corrupt it.
+func (ex *exchange) observe(kind StreamKind, resp *http.Response, parser *sseParser) *sseParser {
+	if resp.Header.Get("Content-Encoding") != "" {
+		return nil
 	}
+	ex.beginBody(kind, resp)
+	if kind != KindSSE {
+		return nil
+	}
+	*parser = sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: ex.onEvent,
+		acct: obsAccount{budget: &ex.rl.observed}}
+	return parser
+}
 
-	// Start with a small buffer: LLM events are small and most streams
-	// idle between them, so an open stream holds 4 KiB, not 32. A read
-	// that fills it moves the stream to a large one.
+// endEvents records the events of an SSE body and gives back the
+// parser's buffers.
+func (ex *exchange) endEvents(p *sseParser) {
+	ex.rec.Events = p.events
+	p.release()
+}
+
+// copyBody relays the body read by read, until its end (nil), the client
+// leaving or the upstream breaking off (errEnded). It starts with a small
+// buffer: LLM events are small and most streams idle between them, so an
+// open stream holds 4 KiB, not 32. A read that fills it moves the stream
+// to a large one.
+func (ex *exchange) copyBody(body io.Reader, p *sseParser) error {
+	a, rl := ex.up.a, ex.rl
 	pool := &rl.smallBufs
 	bufp := pool.Get().(*[]byte)
 	defer func() { pool.Put(bufp) }()
-	buf := *bufp
-	a.startBody()
 	for {
+		buf := *bufp
 		a.reading()
-		n, err := resp.Body.Read(buf)
+		n, err := body.Read(buf)
 		a.read()
 		if n > 0 {
-			chunk := buf[:n]
-			// One clock reading per read serves the write deadline and,
-			// with the system clock, the event timings.
-			wall := time.Now()
-			ex.now = wall
-			if !rl.sysClock {
-				ex.now = rl.clock.Now()
-			}
-			if ex.rec.BytesOut == 0 {
-				ex.rec.TTFB = ex.now.Sub(ex.rec.Start)
-			}
-			ex.extendWriteDeadlineAt(rc, wall)
-			if _, werr := w.Write(chunk); werr != nil {
-				return ex.clientGone()
-			}
-			ex.rec.BytesOut += int64(n)
-			if flush {
-				if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
-					return ex.clientGone()
-				}
-			}
-			ex.wrote(rc)
-			if p != nil {
-				p.feed(chunk)
-			} else {
-				ex.rec.Events++
-				ex.observeChunk(chunk)
+			if werr := ex.pass(buf[:n], p); werr != nil {
+				return werr
 			}
 		}
-		if err == io.EOF {
+		switch {
+		case err == io.EOF:
 			return nil
-		}
-		if err != nil {
-			return ex.interrupted(a, p, rc, err)
-		}
-		if n == len(buf) && pool != &rl.bufs {
+		case err != nil:
+			return ex.interrupted(p, err)
+		case n == len(buf) && pool != &rl.bufs:
 			pool.Put(bufp)
 			pool = &rl.bufs
 			bufp = pool.Get().(*[]byte)
-			buf = *bufp
 		}
 	}
+}
+
+// pass sends one read on to the client, then has it observed: by the SSE
+// parser p, or as a chunk. One clock reading serves the write deadline
+// and, with the system clock, the timings.
+func (ex *exchange) pass(chunk []byte, p *sseParser) error {
+	wall := time.Now()
+	now := wall
+	if !ex.rl.sysClock {
+		now = ex.rl.clock.Now()
+	}
+	if ex.rec.BytesOut == 0 {
+		ex.rec.TTFB = now.Sub(ex.rec.Start)
+	}
+	if ex.client.write(chunk, wall) != nil {
+		return ex.clientGone()
+	}
+	ex.rec.BytesOut += int64(len(chunk))
+	if ex.client.flush() != nil {
+		return ex.clientGone()
+	}
+	if p != nil {
+		p.feed(chunk, now)
+	} else {
+		ex.rec.Events++
+		ex.stream.chunk(chunk)
+	}
+	return nil
 }
 
 // interrupted ends a response whose upstream failed after the first byte:
 // an SSE stream gets a final error event; any other body (p is nil) is
 // aborted, so the client sees a truncated response rather than a clean end.
 // It returns errEnded.
-func (ex *exchange) interrupted(a *attempt, p *sseParser, rc *http.ResponseController, err error) error {
-	cause := context.Cause(a.ctx)
-	if ex.r.Context().Err() != nil {
+func (ex *exchange) interrupted(p *sseParser, err error) error {
+	cause := context.Cause(ex.up.a.ctx)
+	e := ex.rl.answers.classify(midStream, cause, err, ex.r.Context().Err() != nil)
+	if e == nil {
 		// The SDKs hang up as soon as they read the final event, often
 		// before the upstream's end of body reaches the relay: that
 		// response was delivered whole.
@@ -179,17 +190,25 @@ func (ex *exchange) interrupted(a *attempt, p *sseParser, rc *http.ResponseContr
 		}
 		return errEnded
 	}
-	e := ex.rl.answers.classify(midStream, cause, err)
 	ex.rec.ErrorType = e.typ
 	ex.rl.log.Warn("relay: upstream stream failed", "request_id", ex.rec.RequestID,
 		"route", ex.route, "upstream", ex.rec.Upstream, "error", safeError(err, cause))
 	if p == nil {
 		panic(http.ErrAbortHandler) // serve's deferred ends still run
 	}
-	b := make([]byte, 0, 256)
-	// Close a half-written line or event first, so that the error event is
-	// parsed as an event of its own. A stream cut between CR and LF gets
-	// the LF first: the client would pair a lone LF with that CR.
+	b := closeEvent(make([]byte, 0, 256), p)
+	b = appendErrorEvent(b, ex.shape, e)
+	if ex.client.writeLast(b) {
+		ex.rec.BytesOut += int64(len(b))
+	}
+	return errEnded
+}
+
+// closeEvent appends what closes a half-written line or event, so that an
+// error event that follows is parsed as an event of its own. A stream cut
+// between CR and LF gets the LF first: the client would pair a lone LF
+// with that CR.
+func closeEvent(b []byte, p *sseParser) []byte {
 	if p.lastCR {
 		b = append(b, '\n')
 	}
@@ -199,60 +218,5 @@ func (ex *exchange) interrupted(a *attempt, p *sseParser, rc *http.ResponseContr
 	case pending:
 		b = append(b, '\n')
 	}
-	b = appendErrorEvent(b, ex.shape, e)
-	ex.extendWriteDeadline(rc)
-	if _, werr := ex.w.Write(b); werr == nil {
-		ex.rec.BytesOut += int64(len(b))
-		_ = rc.Flush()
-	}
-	ex.wrote(rc)
-	return errEnded
-}
-
-// extendWriteDeadline keeps the host server's WriteTimeout from cutting a
-// healthy stream, while still dropping a client that stops reading: before
-// each write the deadline is set to writeTimeout from now. On HTTP/1 the
-// deadline matters only during writes, so it is renewed only once half of
-// it is used, and most writes touch no timer. On HTTP/2 an expired
-// deadline resets the stream even between writes, so it is set before each
-// write and cleared after it (see wrote).
-func (ex *exchange) extendWriteDeadline(rc *http.ResponseController) {
-	if ex.rl.cfg.writeTimeout > 0 && !ex.noDeadline {
-		ex.extendWriteDeadlineAt(rc, time.Now())
-	}
-}
-
-func (ex *exchange) extendWriteDeadlineAt(rc *http.ResponseController, now time.Time) {
-	wt := ex.rl.cfg.writeTimeout
-	if wt <= 0 || ex.noDeadline {
-		return
-	}
-	if !ex.h2 && !ex.deadline.IsZero() && ex.deadline.Sub(now) > wt/2 {
-		return
-	}
-	ex.deadline = now.Add(wt)
-	if err := rc.SetWriteDeadline(ex.deadline); err != nil {
-		ex.noDeadline = true // the writer cannot: stop trying
-	}
-	ex.keepAborted(rc)
-}
-
-// wrote clears an HTTP/2 stream's write deadline after a write, so that a
-// quiet upstream does not get the stream reset.
-func (ex *exchange) wrote(rc *http.ResponseController) {
-	if ex.h2 && !ex.noDeadline && ex.rl.cfg.writeTimeout > 0 {
-		ex.deadline = time.Time{}
-		_ = rc.SetWriteDeadline(time.Time{})
-		ex.keepAborted(rc)
-	}
-}
-
-// keepAborted puts back the past deadline of an exchange Shutdown aborted
-// while this goroutine was moving the deadline. Shutdown stores aborted
-// before it sets its deadline, and this check follows every move, so the
-// past deadline is always the last one set.
-func (ex *exchange) keepAborted(rc *http.ResponseController) {
-	if ex.aborted.Load() {
-		_ = rc.SetWriteDeadline(aLongTimeAgo())
-	}
+	return b
 }

@@ -1,0 +1,302 @@
+package relay
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"sync"
+	"time"
+)
+
+// Default timeouts. None cuts a healthy stream: FirstByte allows for long
+// non-streamed completions, whose headers come only when they are done.
+const (
+	defaultConnectTimeout   = 10 * time.Second
+	defaultFirstByteTimeout = 10 * time.Minute
+	defaultIdleTimeout      = 5 * time.Minute
+)
+
+// Causes of cancellation of an upstream attempt.
+const (
+	errConnectTimeout   = Error("upstream connect timeout")
+	errFirstByteTimeout = Error("upstream first byte timeout")
+	errIdleTimeout      = Error("upstream idle timeout")
+	errTotalTimeout     = Error("upstream total timeout")
+)
+
+// errFailover is what an attempt returns when the next backend is to be
+// tried.
+const errFailover = Error("relay: try the next backend")
+
+// roundTrip sends the request upstream, failing over between backends
+// until one answers or the attempts run out. The response it got is left
+// in ex.up for relayResponse.
+func (ex *exchange) roundTrip() error {
+	rl, t := ex.rl, ex.target
+	to := effective(t.Timeouts, rl.cfg.timeouts)
+	base, baseCancel := ex.ctx, ex.cancel
+	if to.Total > 0 {
+		base, ex.up.stopTotal = context.WithTimeoutCause(base, to.Total, errTotalTimeout)
+		baseCancel = nil // a cancel of base's parent would not carry the total's cause
+	}
+	tries := t.MaxAttempts
+	if tries <= 0 || tries > len(t.Backends) {
+		tries = len(t.Backends)
+	}
+	for i := range tries {
+		b, last := t.Backends[i], i == tries-1
+		ex.rec.Attempts, ex.rec.Upstream = i+1, b.Name
+		if b.URL == nil {
+			rl.log.Error("relay: resolver returned a backend without a URL", "route", ex.route, "upstream", b.Name)
+			return &rl.answers.noURL
+		}
+		// The last attempt runs in base itself: nothing follows it that
+		// its cancellation could harm.
+		var own context.CancelCauseFunc
+		if last {
+			own = baseCancel
+		}
+		ex.up.a = newAttempt(base, own, to) // ended by serve's deferred ex.up.end, a panic included
+		if err := ex.try(b, i, last); err != errFailover {
+			return err
+		}
+	}
+	// Not reached: the last attempt never fails over (resolve refused a
+	// target without backends).
+	return &rl.answers.noURL
+}
+
+// try makes the attempt ex.up.a at backend b, the i-th. It returns nil
+// when the response is the one to relay (left in ex.up.resp),
+// errFailover when the next backend is to be tried, or the exchange's
+// error.
+func (ex *exchange) try(b Backend, i int, last bool) error {
+	a := ex.up.a
+	resp, err := ex.send(a, b)
+	cause := context.Cause(a.ctx)
+	ex.report(b, cause, resp, err)
+	if err != nil {
+		a.end()
+		return ex.attemptFailed(b, i, last, cause, err)
+	}
+	if !last && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) {
+		// Drain a short known-length body so the connection can be
+		// reused; anything else is closed rather than waited for.
+		if resp.ContentLength >= 0 && resp.ContentLength <= 4<<10 {
+			a.reading()
+			_, _ = io.Copy(io.Discard, resp.Body)
+		}
+		resp.Body.Close()
+		a.end()
+		return errFailover
+	}
+	ex.dropBody(false) // no attempt follows: the body is not needed again
+	ex.up.resp = resp
+	return nil
+}
+
+// send round-trips the attempt's request to b. A response that comes
+// after the attempt's header timer fired is closed: the attempt timed out.
+func (ex *exchange) send(a *attempt, b Backend) (*http.Response, error) {
+	ctx := a.ctx
+	if ex.rl.cfg.transport != nil || a.connect != defaultConnectTimeout || a.firstByte != defaultFirstByteTimeout {
+		// Timeouts of the route's own, or a transport whose dialer the
+		// relay does not know: watch the connection, so that Connect and
+		// FirstByte each bound their own wait. With the defaults the
+		// dialer bounds the connect (10s) and the header timer both
+		// together (10m10s), and the trace is saved.
+		ctx = httptrace.WithClientTrace(ctx, a.trace())
+	}
+	resp, err := ex.rl.transport.RoundTrip(ex.upstreamRequest(ctx, b))
+	if !a.headersIn() && err == nil {
+		resp.Body.Close()
+		resp, err = nil, context.Cause(a.ctx)
+	}
+	return resp, err
+}
+
+// report tells b's Done hook and the metrics how an attempt went. A client
+// that left, or a shutdown, says nothing about the upstream: the hook is
+// not told, and the metric counts it as canceled.
+func (ex *exchange) report(b Backend, cause error, resp *http.Response, err error) {
+	ours := ex.r.Context().Err() != nil || cause == errShutdown
+	res := AttemptResult{Err: err}
+	if err == nil {
+		res.Status = resp.StatusCode
+		res.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), ex.rl.clock.Now())
+	}
+	if b.Done != nil && !ours {
+		b.Done(res)
+	}
+	status := upstreamStatus(res.Status, err)
+	if ours && err != nil {
+		status = "canceled"
+	}
+	ex.rl.metrics.upstreamReqs.WithLabelValues(ex.route, b.Name, status).Inc()
+}
+
+// attemptFailed decides what follows an attempt that got no response:
+// the next backend (errFailover), or the exchange's answer. Neither a
+// shutdown nor the total timeout leaves time for another attempt.
+func (ex *exchange) attemptFailed(b Backend, i int, last bool, cause, err error) error {
+	e := ex.rl.answers.classify(beforeResponse, cause, err, ex.r.Context().Err() != nil)
+	if e == nil {
+		return ex.clientGone()
+	}
+	ex.rl.log.Warn("relay: upstream request failed", "request_id", ex.rec.RequestID,
+		"route", ex.route, "upstream", b.Name, "attempt", i+1, "error", safeError(err, cause))
+	if last || cause == errShutdown || cause == errTotalTimeout {
+		return e
+	}
+	return errFailover
+}
+
+// upstream is what roundTrip hands to relayResponse: the response and
+// the attempt that got it, whose context the body is read in.
+type upstream struct {
+	a         *attempt
+	resp      *http.Response
+	stopTotal context.CancelFunc // the Total timeout's, when there is one
+}
+
+// end ends the last attempt and the total timeout; serve defers it, so
+// that it runs on every exit, a panic while relaying included. It is
+// idempotent, as attempt.end is.
+func (u *upstream) end() {
+	if u.a != nil {
+		u.a.end()
+	}
+	if u.stopTotal != nil {
+		u.stopTotal()
+	}
+}
+
+// effective resolves a route's timeouts: zero takes the relay's option,
+// then the default; negative means no limit.
+func effective(route, relay Timeouts) Timeouts {
+	to := route.merge(relay).merge(Timeouts{
+		Connect: defaultConnectTimeout, FirstByte: defaultFirstByteTimeout, Idle: defaultIdleTimeout,
+	})
+	for _, d := range []*time.Duration{&to.Connect, &to.FirstByte, &to.Idle, &to.Total} {
+		*d = max(*d, 0)
+	}
+	return to
+}
+
+// attempt is one upstream round trip. One timer bounds each of its waits
+// in turn: for the response headers (Connect+FirstByte; with a trace,
+// Connect for the connection, then FirstByte), then each body Read
+// (Idle). The timer is moved on only once it is stopped, and Stop's result
+// settles every race with it: true, the wait was still bounded and the
+// timer is free to bound the next one; false, it had fired and cancelled
+// the attempt, which stays cancelled. A response that arrives as the
+// header timer fires is therefore relayed or timed out, never both.
+type attempt struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	timer *time.Timer // nil until a wait is bounded
+	cause error       // what the timer cancels with: written only while it is stopped
+	armed bool        // the timer was set for the wait under way (and may have fired)
+
+	// stage is how far the wait for the headers got. A transport may call
+	// trace hooks from any goroutine (net/http calls these two inside
+	// RoundTrip), so the hooks and headersIn take mu; once the headers
+	// are in, hooks change nothing and the body phase needs no lock.
+	mu    sync.Mutex
+	stage uint8
+
+	connect, firstByte, idle time.Duration
+}
+
+// Stages of an attempt, in order; the trace's hooks only move forward.
+const (
+	awaitConn    uint8 = iota // Connect+FirstByte: before the transport gets a connection, or without a trace
+	connecting                // Connect
+	awaitHeaders              // FirstByte
+	inBody                    // each body Read: Idle
+)
+
+// newAttempt starts an attempt in a context of its own, or, when
+// baseCancel is given, in base itself (one context fewer is one less
+// registration with the parent per request).
+func newAttempt(base context.Context, baseCancel context.CancelCauseFunc, to Timeouts) *attempt {
+	a := &attempt{connect: to.Connect, firstByte: to.FirstByte, idle: to.Idle}
+	if baseCancel != nil {
+		a.ctx, a.cancel = base, baseCancel
+	} else {
+		a.ctx, a.cancel = context.WithCancelCause(base)
+	}
+	a.bound(a.connect+a.firstByte, errFirstByteTimeout)
+	return a
+}
+
+// bound bounds the next wait by d (0: no bound): when it runs out, the
+// timer cancels the attempt with cause. The bound of the wait before is
+// stopped first; bound reports false, and bounds nothing, when it had
+// already run out.
+func (a *attempt) bound(d time.Duration, cause error) bool {
+	if a.armed && !a.timer.Stop() {
+		return false // fired: the attempt is cancelled
+	}
+	if a.armed = d > 0; a.armed {
+		a.cause = cause
+		if a.timer == nil {
+			a.timer = time.AfterFunc(d, a.expire)
+		} else {
+			a.timer.Reset(d)
+		}
+	}
+	return true
+}
+
+// expire runs in the timer's goroutine when a bounded wait runs out.
+func (a *attempt) expire() { a.cancel(a.cause) }
+
+// trace bounds the connection and the headers each by its own limit:
+// Connect from when the transport starts getting a connection, FirstByte
+// from when it has one.
+func (a *attempt) trace() *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{
+		GetConn: func(string) { a.advance(connecting, a.connect, errConnectTimeout) },
+		GotConn: func(httptrace.GotConnInfo) { a.advance(awaitHeaders, a.firstByte, errFirstByteTimeout) },
+	}
+}
+
+// advance moves the header wait on to stage s, bounded by d, unless it
+// is there or beyond (a connection retried, or the headers in).
+func (a *attempt) advance(s uint8, d time.Duration, cause error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stage < s {
+		a.stage = s
+		a.bound(d, cause)
+	}
+}
+
+// headersIn ends the wait for the headers. It reports false when that
+// wait had run out, or the attempt was cancelled otherwise: the response
+// must then be treated as failed, not relayed.
+func (a *attempt) headersIn() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stage = inBody
+	return a.bound(0, nil) && a.ctx.Err() == nil
+}
+
+// reading bounds a body Read by Idle, and read ends that bound when the
+// Read returns: only upstream silence counts, not time spent writing to a
+// slow client.
+func (a *attempt) reading() { a.bound(a.idle, errIdleTimeout) }
+
+func (a *attempt) read() { a.bound(0, nil) }
+
+// end stops the timer and cancels the attempt: its response, if any, is
+// over. It is idempotent.
+func (a *attempt) end() {
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	a.cancel(nil)
+}
