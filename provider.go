@@ -1,13 +1,11 @@
 package relay
 
 import (
-	"bytes"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/streamrelay/relay/internal/usage"
+	"github.com/streamrelay/relay/internal/provider"
 )
 
 // usageOptions configure what the relay reads from requests and responses.
@@ -27,7 +25,7 @@ const (
 
 // streamFacts is what the relay learns from the response as it passes.
 type streamFacts struct {
-	obs         *usage.Stream
+	obs         *provider.Stream
 	acct        obsAccount // capture and tail
 	capture     []byte     // start of a JSON body
 	tail        []byte     // its end, once capture is full
@@ -37,35 +35,21 @@ type streamFacts struct {
 	interChunk  prometheus.Observer // resolved once per stream, not per event
 }
 
-// isLLMPath reports whether a request is billed in tokens (TTS is billed
-// in characters).
-func isLLMPath(p Provider, path string) bool {
-	return p != ProviderAzureTTS && !strings.Contains(path, "/audio/")
-}
-
-// inspectRequest reads the model, stream flag and budgets from the body,
-// estimates the tokens to reserve, and asks OpenAI-style streams to report
-// usage. It refuses nothing.
+// inspectRequest reads the model, stream flag and budgets from the body
+// as the route's provider family reads them, estimates the tokens to
+// reserve (none when the family bills otherwise), and lets the family
+// rewrite the body so that the response reports usage (OpenAI's
+// include_usage). It refuses nothing.
 func (ex *exchange) inspectRequest() error {
-	t := ex.target
 	if len(ex.body) == 0 {
 		return nil
 	}
-	ct := ex.r.Header.Get("Content-Type")
-	info := usage.ParseRequest(string(t.Provider), ex.r.URL.Path, ct, ex.body)
-	ex.rec.Model = info.Model
-	ex.rec.Stream = info.Stream
-	ex.rec.Characters = info.Characters
-	if isLLMPath(t.Provider, ex.r.URL.Path) && (info.Model != "" || info.PromptEstimate > 0) {
-		out := info.MaxOutputTokens
-		if out <= 0 && !strings.Contains(ex.r.URL.Path, "/embeddings") {
-			out = ex.rl.cfg.usage.defaultMaxTokens // embeddings generate no output
-		}
-		ex.limitReq.Cost.Tokens = info.PromptEstimate + out
-	}
-	if ex.rl.cfg.usage.includeUsage && info.Stream && !info.IncludeUsage &&
-		(t.Provider == ProviderOpenAI || t.Provider == ProviderAzure) {
-		if b, ok := usage.AddIncludeUsage(ex.r.URL.Path, ex.body); ok {
+	f, path := ex.family, ex.r.URL.Path
+	req := f.Request(path, ex.r.Header.Get("Content-Type"), ex.body)
+	ex.rec.Model, ex.rec.Stream, ex.rec.Characters = req.Model, req.Stream, req.Characters
+	ex.limitReq.Cost.Tokens = f.TokenEstimate(path, req, ex.rl.cfg.usage.defaultMaxTokens)
+	if ex.rl.cfg.usage.includeUsage {
+		if b, ok := f.Rewrite(path, ex.body, req); ok {
 			// A new buffer, a few bytes longer: its growth is taken from
 			// the body budget whatever is left of it.
 			if d := cap(b) - cap(ex.body); d != 0 {
@@ -77,19 +61,17 @@ func (ex *exchange) inspectRequest() error {
 	return nil
 }
 
-// beginBody prepares to observe a response body.
+// beginBody prepares to observe a response body, as the route's provider
+// family reads it.
 func (ex *exchange) beginBody(kind StreamKind, resp *http.Response) {
 	if kind == KindAudio {
 		return // audio carries no usage; its record holds bytes and timing
 	}
-	if kind == KindJSON {
-		mt := mediaType(resp.Header.Get("Content-Type"))
-		if mt != "application/json" && !strings.HasSuffix(mt, "+json") && mt != "application/x-ndjson" {
-			return
-		}
+	if kind == KindJSON && !provider.ReadsBody(mediaType(resp.Header.Get("Content-Type"))) {
+		return
 	}
-	obs, _ := ex.rl.streams.Get().(*usage.Stream)
-	obs.Reset(string(ex.target.Provider))
+	obs, _ := ex.rl.streams.Get().(*provider.Stream)
+	obs.Reset(ex.family)
 	ex.stream.obs = obs
 	ex.stream.acct.budget = &ex.rl.observed
 }
@@ -167,39 +149,6 @@ func appendWindow(w, b []byte, t int) []byte {
 	return append(w, b...)
 }
 
-// tailUsage finds the last usage object ("usage", or Gemini's
-// "usageMetadata") in the tail of a long body and wraps it as a small
-// document of its own.
-func tailUsage(tail []byte) []byte {
-	key := `"usage"`
-	i := bytes.LastIndex(tail, []byte(key))
-	if k := bytes.LastIndex(tail, []byte(`"usageMetadata"`)); k > i {
-		i, key = k, `"usageMetadata"`
-	}
-	if i < 0 {
-		return nil
-	}
-	j := bytes.IndexByte(tail[i:], '{')
-	if j < 0 {
-		return nil
-	}
-	start, depth := i+j, 0
-	for k := start; k < len(tail); k++ {
-		switch tail[k] {
-		case '{':
-			depth++
-		case '}':
-			depth--
-			if depth == 0 {
-				doc := append([]byte{'{'}, key...)
-				doc = append(append(doc, ':'), tail[start:k+1]...)
-				return append(doc, '}')
-			}
-		}
-	}
-	return nil
-}
-
 // observeUsage moves what was observed into the record and the metrics.
 func (ex *exchange) observeUsage() {
 	rl, s := ex.rl, &ex.stream
@@ -208,9 +157,7 @@ func (ex *exchange) observeUsage() {
 			s.obs.Body(s.capture, s.captureFull)
 		}
 		if s.captureFull {
-			if u := tailUsage(s.tail); u != nil {
-				s.obs.Body(u, false)
-			}
+			s.obs.BodyTail(s.tail)
 		}
 		u := s.obs.Usage()
 		ex.rec.Usage = Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,

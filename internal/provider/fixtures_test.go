@@ -1,4 +1,4 @@
-package usage
+package provider
 
 import (
 	"bytes"
@@ -132,7 +132,7 @@ func TestFixtureErrorBodies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s := NewStream(tt.provider)
+			s := NewStream(fam(tt.provider))
 			s.Body(body, false)
 			if got := s.ErrorType(); got != tt.errType {
 				t.Errorf("ErrorType = %q, want %q", got, tt.errType)
