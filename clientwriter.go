@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/streamrelay/relay/internal/provider"
 )
 
 // clientWriter writes the response to the client. Before each write it
@@ -88,7 +90,7 @@ func (c *clientWriter) writeLast(b []byte) bool {
 
 // writeError answers with a relay error before any byte of a response was
 // sent.
-func (c *clientWriter) writeError(shape ErrorShape, e *relayError) {
+func (c *clientWriter) writeError(shape provider.Shape, e *relayError) {
 	c.extend(c.now())
 	writeError(c.w, shape, e)
 	c.wrote()

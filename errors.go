@@ -5,7 +5,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
+
+	"github.com/streamrelay/relay/internal/provider"
 )
 
 // ErrorShape selects the JSON shape of errors the relay itself emits.
@@ -163,101 +164,35 @@ func isTimeout(cause, err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// shapeFor resolves ShapeAuto for a request and, when known, its target.
-func shapeFor(s ErrorShape, r *http.Request, t *Target) ErrorShape {
-	if s != ShapeAuto {
-		return s
+// shapeFor resolves the configured error shape for the exchange:
+// ShapeAuto takes the shape of the route's provider family once the route
+// is known, and before that the shape the request looks like (see
+// ShapeAuto); the families' files hold both rules.
+func (ex *exchange) shapeFor(s ErrorShape) provider.Shape {
+	switch {
+	case s == ShapeOpenAI:
+		return provider.ShapeOpenAI
+	case s == ShapeAnthropic:
+		return provider.ShapeAnthropic
+	case ex.target != nil:
+		return ex.family.Shape()
 	}
-	if t != nil {
-		if t.Provider == ProviderAnthropic {
-			return ShapeAnthropic
-		}
-		return ShapeOpenAI
-	}
-	if r.Header.Get("Anthropic-Version") != "" || strings.HasSuffix(r.URL.Path, "/messages") {
-		return ShapeAnthropic
-	}
-	return ShapeOpenAI
+	return provider.RequestShape(ex.r.Header, ex.r.URL.Path)
 }
 
-// openAIErrorType and anthropicErrorType map our error types to the
-// providers' own vocabularies, which their SDKs turn into typed errors.
-func openAIErrorType(t ErrorType) (typ, code string) {
-	switch t {
-	case ErrTypeAuth:
-		return "invalid_request_error", "invalid_api_key"
-	case ErrTypeRateLimited:
-		return "rate_limit_error", "rate_limit_exceeded"
-	case ErrTypeBodyTooLarge:
-		return "invalid_request_error", "request_too_large"
-	case ErrTypeBadRequest:
-		return "invalid_request_error", "invalid_request"
-	case ErrTypeBodyTimeout:
-		return "invalid_request_error", "request_timeout"
-	case ErrTypeNoRoute:
-		return "invalid_request_error", "not_found"
-	case ErrTypeMethodNotAllowed:
-		return "invalid_request_error", "method_not_allowed"
-	case ErrTypeUpstreamTimeout:
-		return "server_error", "upstream_timeout"
-	case ErrTypeShuttingDown, ErrTypeLimiter, ErrTypeOverloaded:
-		return "server_error", "service_unavailable"
-	case ErrTypeClientCanceled:
-		return "invalid_request_error", "client_canceled"
-	default:
-		return "server_error", "upstream_error"
-	}
+// appendErrorJSON appends the error object in the given shape, in the
+// vocabulary of the family that defines it.
+func appendErrorJSON(b []byte, shape provider.Shape, e *relayError) []byte {
+	return shape.AppendJSON(b, string(e.typ), e.message)
 }
 
-func anthropicErrorType(t ErrorType) string {
-	switch t {
-	case ErrTypeAuth:
-		return "authentication_error"
-	case ErrTypeRateLimited:
-		return "rate_limit_error"
-	case ErrTypeBodyTooLarge:
-		return "request_too_large"
-	case ErrTypeBadRequest, ErrTypeClientCanceled, ErrTypeMethodNotAllowed, ErrTypeBodyTimeout:
-		return "invalid_request_error"
-	case ErrTypeNoRoute:
-		return "not_found_error"
-	case ErrTypeShuttingDown, ErrTypeLimiter, ErrTypeOverloaded:
-		return "overloaded_error"
-	default:
-		return "api_error"
-	}
-}
-
-// appendErrorJSON appends the error object in the given shape.
-func appendErrorJSON(b []byte, shape ErrorShape, e *relayError) []byte {
-	if shape == ShapeAnthropic {
-		b = append(b, `{"type":"error","error":{"type":`...)
-		b = strconv.AppendQuote(b, anthropicErrorType(e.typ))
-		b = append(b, `,"message":`...)
-		b = strconv.AppendQuote(b, e.message)
-		return append(b, "}}"...)
-	}
-	typ, code := openAIErrorType(e.typ)
-	b = append(b, `{"error":{"message":`...)
-	b = strconv.AppendQuote(b, e.message)
-	b = append(b, `,"type":`...)
-	b = strconv.AppendQuote(b, typ)
-	b = append(b, `,"param":null,"code":`...)
-	b = strconv.AppendQuote(b, code)
-	return append(b, "}}"...)
-}
-
-// appendErrorEvent appends a final SSE error event. Both shapes use
-// "event: error"; the OpenAI SDKs raise on any event whose data has an
-// "error" member, the Anthropic SDKs on the error event.
-func appendErrorEvent(b []byte, shape ErrorShape, e *relayError) []byte {
-	b = append(b, "event: error\ndata: "...)
-	b = appendErrorJSON(b, shape, e)
-	return append(b, "\n\n"...)
+// appendErrorEvent appends a final SSE error event in the given shape.
+func appendErrorEvent(b []byte, shape provider.Shape, e *relayError) []byte {
+	return shape.AppendEvent(b, string(e.typ), e.message)
 }
 
 // writeError answers a request with an error before any byte was sent.
-func writeError(w http.ResponseWriter, shape ErrorShape, e *relayError) {
+func writeError(w http.ResponseWriter, shape provider.Shape, e *relayError) {
 	body := appendErrorJSON(make([]byte, 0, 160), shape, e)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"testing"
 	"unsafe"
 
+	"github.com/streamrelay/relay/internal/provider"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -120,4 +123,77 @@ func TestRelayErrorIsAnError(t *testing.T) {
 func TestExchangeFitsSizeClass(t *testing.T) {
 	assert.LessOrEqual(t, unsafe.Sizeof(exchange{}), uintptr(1024-8),
 		"exchange grew past 1016 bytes: regroup its one-byte fields, or move a field out")
+}
+
+// TestErrorVocabulary: every error type the relay records maps to its
+// meaning in each provider family's vocabulary (internal/provider), the
+// relay's own types named by these constants.
+func TestErrorVocabulary(t *testing.T) {
+	for _, tc := range []struct {
+		typ             ErrorType
+		openAI, openAIc string // OpenAI's type and code
+		anthropic       string
+	}{
+		{ErrTypeAuth, "invalid_request_error", "invalid_api_key", "authentication_error"},
+		{ErrTypeRateLimited, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"},
+		{ErrTypeBodyTooLarge, "invalid_request_error", "request_too_large", "request_too_large"},
+		{ErrTypeBadRequest, "invalid_request_error", "invalid_request", "invalid_request_error"},
+		{ErrTypeBodyTimeout, "invalid_request_error", "request_timeout", "invalid_request_error"},
+		{ErrTypeNoRoute, "invalid_request_error", "not_found", "not_found_error"},
+		{ErrTypeMethodNotAllowed, "invalid_request_error", "method_not_allowed", "invalid_request_error"},
+		{ErrTypeClientCanceled, "invalid_request_error", "client_canceled", "invalid_request_error"},
+		{ErrTypeUpstreamTimeout, "server_error", "upstream_timeout", "api_error"},
+		{ErrTypeShuttingDown, "server_error", "service_unavailable", "overloaded_error"},
+		{ErrTypeLimiter, "server_error", "service_unavailable", "overloaded_error"},
+		{ErrTypeOverloaded, "server_error", "service_unavailable", "overloaded_error"},
+		{ErrTypeUpstreamConnect, "server_error", "upstream_error", "api_error"},
+		{ErrTypeStreamInterrupted, "server_error", "upstream_error", "api_error"},
+	} {
+		t.Run(string(tc.typ), func(t *testing.T) {
+			e := &relayError{500, tc.typ, `Say "no".`}
+			assert.JSONEq(t, `{"error":{"message":"Say \"no\".","type":"`+tc.openAI+`","param":null,"code":"`+tc.openAIc+`"}}`,
+				string(appendErrorJSON(nil, provider.ShapeOpenAI, e)))
+			assert.JSONEq(t, `{"type":"error","error":{"type":"`+tc.anthropic+`","message":"Say \"no\"."}}`,
+				string(appendErrorJSON(nil, provider.ShapeAnthropic, e)))
+			assert.Equal(t, "event: error\ndata: "+string(appendErrorJSON(nil, provider.ShapeAnthropic, e))+"\n\n",
+				string(appendErrorEvent(nil, provider.ShapeAnthropic, e)))
+		})
+	}
+}
+
+// TestShapeFor: WithErrorShape wins; ShapeAuto takes the route's family's
+// shape, and before a route is known the shape the request looks like.
+func TestShapeFor(t *testing.T) {
+	req := func(path, version string) *http.Request {
+		r := httptest.NewRequest("POST", path, nil)
+		if version != "" {
+			r.Header.Set("Anthropic-Version", version)
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		name     string
+		shape    ErrorShape
+		r        *http.Request
+		provider Provider // "" for no route
+		want     provider.Shape
+	}{
+		{"openai route", ShapeAuto, req("/v1/messages", "2023-06-01"), ProviderOpenAI, provider.ShapeOpenAI},
+		{"anthropic route", ShapeAuto, req("/v1/chat/completions", ""), ProviderAnthropic, provider.ShapeAnthropic},
+		{"azure-tts route", ShapeAuto, req("/cognitiveservices/v1", ""), ProviderAzureTTS, provider.ShapeOpenAI},
+		{"no route, messages path", ShapeAuto, req("/v1/messages", ""), "", provider.ShapeAnthropic},
+		{"no route, anthropic-version", ShapeAuto, req("/x", "2023-06-01"), "", provider.ShapeAnthropic},
+		{"no route, otherwise", ShapeAuto, req("/v1/chat/completions", ""), "", provider.ShapeOpenAI},
+		{"configured openai", ShapeOpenAI, req("/v1/messages", ""), ProviderAnthropic, provider.ShapeOpenAI},
+		{"configured anthropic", ShapeAnthropic, req("/v1/chat/completions", ""), ProviderOpenAI, provider.ShapeAnthropic},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ex := &exchange{r: tc.r}
+			if tc.provider != "" {
+				ex.target = &Target{Provider: tc.provider}
+				ex.family, _ = provider.Lookup(string(tc.provider))
+			}
+			assert.Equal(t, tc.want, ex.shapeFor(tc.shape))
+		})
+	}
 }

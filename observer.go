@@ -1,12 +1,11 @@
 package relay
 
 import (
-	"bytes"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/streamrelay/relay/internal/usage"
+	"github.com/streamrelay/relay/internal/provider"
 )
 
 // An SSE event is observed whole up to maxObservedHead bytes; a longer one
@@ -37,7 +36,7 @@ const (
 // An SSE body reaches it event by event through the parser (onEvent), any
 // other body read by read (chunk).
 type observer struct {
-	obs         *usage.Stream       // nil: the response is not observed
+	obs         *provider.Stream    // nil: the response is not observed
 	acct        obsAccount          // capture and tail
 	capture     []byte              // start of a JSON body
 	tail        []byte              // its end, once capture is full
@@ -129,39 +128,6 @@ func appendWindow(w, b []byte, t int) []byte {
 	return append(w, b...)
 }
 
-// tailUsage finds the last usage object ("usage", or Gemini's
-// "usageMetadata") in the tail of a long body and wraps it as a small
-// document of its own.
-func tailUsage(tail []byte) []byte {
-	key := `"usage"`
-	i := bytes.LastIndex(tail, []byte(key))
-	if k := bytes.LastIndex(tail, []byte(`"usageMetadata"`)); k > i {
-		i, key = k, `"usageMetadata"`
-	}
-	if i < 0 {
-		return nil
-	}
-	j := bytes.IndexByte(tail[i:], '{')
-	if j < 0 {
-		return nil
-	}
-	start, depth := i+j, 0
-	for k := start; k < len(tail); k++ {
-		switch tail[k] {
-		case '{':
-			depth++
-		case '}':
-			depth--
-			if depth == 0 {
-				doc := append([]byte{'{'}, key...)
-				doc = append(append(doc, ':'), tail[start:k+1]...)
-				return append(doc, '}')
-			}
-		}
-	}
-	return nil
-}
-
 // observeUsage moves what was observed into the record, and the record's
 // timings and tokens into the metrics.
 func (ex *exchange) observeUsage() {
@@ -204,9 +170,7 @@ func (o *observer) end(rec *Record, streams *sync.Pool) {
 		o.obs.Body(o.capture, o.captureFull)
 	}
 	if o.captureFull {
-		if u := tailUsage(o.tail); u != nil {
-			o.obs.Body(u, false)
-		}
+		o.obs.BodyTail(o.tail)
 	}
 	u := o.obs.Usage()
 	rec.Usage = Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,

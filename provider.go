@@ -2,9 +2,8 @@ package relay
 
 import (
 	"net/http"
-	"strings"
 
-	"github.com/streamrelay/relay/internal/usage"
+	"github.com/streamrelay/relay/internal/provider"
 )
 
 // usageOptions configure what the relay reads from requests and responses.
@@ -13,35 +12,21 @@ type usageOptions struct {
 	defaultMaxTokens int64
 }
 
-// isLLMPath reports whether a request is billed in tokens (TTS is billed
-// in characters).
-func isLLMPath(p Provider, path string) bool {
-	return p != ProviderAzureTTS && !strings.Contains(path, "/audio/")
-}
-
-// inspectRequest reads the model, stream flag and budgets from the body,
-// estimates the tokens to reserve, and asks OpenAI-style streams to report
-// usage. It refuses nothing.
+// inspectRequest reads the model, stream flag and budgets from the body
+// as the route's provider family reads them, estimates the tokens to
+// reserve (none when the family bills otherwise), and lets the family
+// rewrite the body so that the response reports usage (OpenAI's
+// include_usage). It refuses nothing.
 func (ex *exchange) inspectRequest() error {
-	t := ex.target
 	if len(ex.body) == 0 {
 		return nil
 	}
-	ct := ex.r.Header.Get("Content-Type")
-	info := usage.ParseRequest(string(t.Provider), ex.r.URL.Path, ct, ex.body)
-	ex.rec.Model = info.Model
-	ex.rec.Stream = info.Stream
-	ex.rec.Characters = info.Characters
-	if isLLMPath(t.Provider, ex.r.URL.Path) && (info.Model != "" || info.PromptEstimate > 0) {
-		out := info.MaxOutputTokens
-		if out <= 0 && !strings.Contains(ex.r.URL.Path, "/embeddings") {
-			out = ex.rl.cfg.usage.defaultMaxTokens // embeddings generate no output
-		}
-		ex.limitReq.Cost.Tokens = info.PromptEstimate + out
-	}
-	if ex.rl.cfg.usage.includeUsage && info.Stream && !info.IncludeUsage &&
-		(t.Provider == ProviderOpenAI || t.Provider == ProviderAzure) {
-		if b, ok := usage.AddIncludeUsage(ex.r.URL.Path, ex.body); ok {
+	f, path := ex.family, ex.r.URL.Path
+	req := f.Request(path, ex.r.Header.Get("Content-Type"), ex.body)
+	ex.rec.Model, ex.rec.Stream, ex.rec.Characters = req.Model, req.Stream, req.Characters
+	ex.limitReq.Cost.Tokens = f.TokenEstimate(path, req, ex.rl.cfg.usage.defaultMaxTokens)
+	if ex.rl.cfg.usage.includeUsage {
+		if b, ok := f.Rewrite(path, ex.body, req); ok {
 			// A new buffer, a few bytes longer: its growth is taken from
 			// the body budget whatever is left of it.
 			if d := cap(b) - cap(ex.body); d != 0 {
@@ -53,19 +38,17 @@ func (ex *exchange) inspectRequest() error {
 	return nil
 }
 
-// beginBody prepares to observe a response body.
+// beginBody prepares to observe a response body, as the route's provider
+// family reads it.
 func (ex *exchange) beginBody(kind StreamKind, resp *http.Response) {
 	if kind == KindAudio {
 		return // audio carries no usage; its record holds bytes and timing
 	}
-	if kind == KindJSON {
-		mt := mediaType(resp.Header.Get("Content-Type"))
-		if mt != "application/json" && !strings.HasSuffix(mt, "+json") && mt != "application/x-ndjson" {
-			return
-		}
+	if kind == KindJSON && !provider.ReadsBody(mediaType(resp.Header.Get("Content-Type"))) {
+		return
 	}
-	obs, _ := ex.rl.streams.Get().(*usage.Stream)
-	obs.Reset(string(ex.target.Provider))
+	obs, _ := ex.rl.streams.Get().(*provider.Stream)
+	obs.Reset(ex.family)
 	ex.stream.obs = obs
 	ex.stream.acct.budget = &ex.rl.observed
 }

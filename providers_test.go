@@ -117,7 +117,7 @@ func TestReplaySharedFixtures(t *testing.T) {
 
 // TestReplayOwnStreams runs anywhere, on the project's own recordings.
 func TestReplayOwnStreams(t *testing.T) {
-	dir := filepath.Join("internal", "usage", "testdata")
+	dir := filepath.Join("internal", "provider", "testdata")
 	for _, tt := range []replayCase{
 		{"openai_chat_include_usage.sse", ProviderOpenAI, "/v1/chat/completions", Usage{InputTokens: 120, OutputTokens: 33, CachedInputTokens: 64, ReasoningTokens: 7}, ""},
 		{"anthropic_full.sse", ProviderAnthropic, "/v1/messages", Usage{InputTokens: 512, OutputTokens: 42, CachedInputTokens: 300}, ""},

@@ -67,7 +67,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/streamrelay/relay/internal/usage"
+	"github.com/streamrelay/relay/internal/provider"
 )
 
 // Relay is the gateway handler. Create it with New; it is safe for
@@ -93,7 +93,7 @@ type Relay struct {
 	constHdr  constHeaders // header values shared by every response
 	bufs      sync.Pool    // *[]byte of copyBufSize
 	smallBufs sync.Pool    // *[]byte of smallBufSize
-	streams   sync.Pool    // *usage.Stream
+	streams   sync.Pool    // *provider.Stream
 	bodies    byteBudget   // request bodies held in memory
 	observed  byteBudget   // observation buffers beyond each response's own
 	refused   refusals     // callers refused for their request budget
@@ -237,7 +237,7 @@ func New(opts ...Option) (*Relay, error) {
 	rl.answers = newAnswers(c.maxBody, rl.allowHdr[0])
 	rl.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	rl.smallBufs.New = func() any { b := make([]byte, smallBufSize); return &b }
-	rl.streams.New = func() any { return usage.NewStream("") }
+	rl.streams.New = func() any { return new(provider.Stream) }
 	rl.constHdr = newConstHeaders()
 	return rl, nil
 }
@@ -312,7 +312,7 @@ func (ex *exchange) enter() error {
 	// it, and Shutdown cancels it through the live list.
 	ex.ctx, ex.cancel = context.WithCancelCause(r.Context())
 	if !rl.enter(ex) {
-		ex.shape = shapeFor(rl.cfg.shape, r, nil)
+		ex.shape = ex.shapeFor(rl.cfg.shape)
 		return &rl.answers.draining
 	}
 	ex.entered = true
@@ -330,13 +330,14 @@ func (ex *exchange) resolve() error {
 	}
 	if err == nil {
 		ex.target = target
+		ex.family, _ = provider.Lookup(string(target.Provider)) // unknown: OpenAI-compatible
 		ex.route = target.Route
 		ex.rec.Route = target.Route
 		ex.rec.Provider = target.Provider
 		ex.rec.Kind = target.Kind
 	}
 	ex.unrouted = err
-	ex.shape = shapeFor(rl.cfg.shape, r, ex.target)
+	ex.shape = ex.shapeFor(rl.cfg.shape)
 	rl.metrics.active.WithLabelValues(ex.route).Inc()
 	ex.counted = true
 	return nil
@@ -406,7 +407,8 @@ type exchange struct {
 	rec    Record
 	route  string // metric label: the route name, "none" before one is known
 	target *Target
-	shape  ErrorShape
+	shape  provider.Shape  // of the errors the relay answers
+	family provider.Family // the route's provider family; OpenAI-compatible until resolve
 	id     Identity
 	// unrouted is why resolve found no route: answered (404) by routed,
 	// once the caller is authenticated.

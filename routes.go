@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/streamrelay/relay/internal/provider"
 )
 
 // StreamKind says how a response body is relayed.
@@ -30,16 +32,33 @@ const (
 	KindJSON StreamKind = "json"
 )
 
-// Provider names the API family behind a route. It selects the error shape
-// and how usage is read from responses.
+// Provider names the API family behind a route. It selects what cannot be
+// read from the bytes themselves: the shape of the errors the relay
+// answers, how requests are billed (tokens or characters), whether a
+// streamed request is asked to report its usage (include_usage), and that
+// a plain-text body is SSML. Everything else — the model, usage, in-band
+// errors, time to first token — is recognised from the request and
+// response themselves, so one route may carry several dialects (an
+// "openai" route serves chat completions, the Responses API, speech, and
+// Gemini's native API). Each family is one file of internal/provider; see
+// "Adding a provider" in the README.
 type Provider string
 
 // Providers.
 const (
-	ProviderOpenAI    Provider = "openai"    // OpenAI and OpenAI-compatible APIs
-	ProviderAzure     Provider = "azure"     // Azure OpenAI
-	ProviderAnthropic Provider = "anthropic" // Anthropic Messages
-	ProviderAzureTTS  Provider = "azure-tts" // Azure Speech REST text to speech
+	// ProviderOpenAI is OpenAI and every server speaking its API (DeepSeek,
+	// Groq, OpenRouter, SiliconFlow, Gemini's OpenAI endpoint, ...), also
+	// OpenAI speech and Gemini's native API. It is the default.
+	ProviderOpenAI Provider = "openai"
+	// ProviderAzure is Azure OpenAI: OpenAI's API, with the deployment in
+	// the path naming the model when the body does not.
+	ProviderAzure Provider = "azure"
+	// ProviderAnthropic is Anthropic's Messages API; the relay's own errors
+	// take Anthropic's shape.
+	ProviderAnthropic Provider = "anthropic"
+	// ProviderAzureTTS is Azure Speech REST text to speech: an SSML request
+	// billed in characters, an audio response.
+	ProviderAzureTTS Provider = "azure-tts"
 )
 
 // Timeouts bound an upstream exchange. A zero field takes the relay's
@@ -342,12 +361,12 @@ func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, clo
 	default:
 		p.add("Kind", "", fmt.Sprintf("unknown kind %q (want auto, sse, audio or json)", r.Kind), "")
 	}
-	switch r.Provider {
-	case "":
+	if r.Provider == "" {
 		r.Provider = ProviderOpenAI
-	case ProviderOpenAI, ProviderAzure, ProviderAnthropic, ProviderAzureTTS:
-	default:
-		p.add("Provider", "", fmt.Sprintf("unknown provider %q (want openai, azure, anthropic or azure-tts)", r.Provider), "")
+	} else if _, ok := provider.Lookup(string(r.Provider)); !ok {
+		names := provider.Names()
+		want := strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+		p.add("Provider", "", fmt.Sprintf("unknown provider %q (want %s)", r.Provider, want), "")
 	}
 	if r.MaxAttempts < 0 {
 		p.add("MaxAttempts", "", "cannot be negative", "MaxAttempts cannot be negative")

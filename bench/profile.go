@@ -40,7 +40,7 @@ func profileAreas() []struct{ label, pattern string } {
 		{"Route resolution (RouteTable.Resolve)", relayPkg + "(*RouteTable).Resolve"},
 		{"Finishing: metrics, settlement, record (exchange.finish)", relayPkg + "(*exchange).finish"},
 		{"SSE observation (sseParser)", relayPkg + "(*sseParser)"},
-		{"Usage extraction (internal/usage)", "github.com/streamrelay/relay/internal/usage."},
+		{"Usage extraction (internal/provider)", "github.com/streamrelay/relay/internal/provider."},
 		{"Write-deadline upkeep (extendWriteDeadline)", relayPkg + "(*exchange).extendWriteDeadline"},
 		{"Async record worker (AsyncRecorder.run)", relayPkg + "(*AsyncRecorder).run"},
 		{"JSON encoding of records (appendRecordJSON)", relayPkg + "appendRecordJSON"},

@@ -1,4 +1,4 @@
-package usage
+package provider
 
 import (
 	"strings"
@@ -65,7 +65,7 @@ func TestEventContent(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := NewStream(ProviderOpenAI)
+			s := NewStream(fam(ProviderOpenAI))
 			if got := s.Event([]byte(tt.event), []byte(tt.data), false); got != tt.want {
 				t.Errorf("content = %v, want %v", got, tt.want)
 			}
@@ -77,7 +77,7 @@ func TestEventTruncated(t *testing.T) {
 	full := `{"id":"c","model":"gpt-x","choices":[],"usage":{"prompt_tokens":294,"completion_tokens":51}}`
 	cut := full[:strings.Index(full, "294")+2] // ends in "29"
 
-	s := NewStream(ProviderOpenAI)
+	s := NewStream(fam(ProviderOpenAI))
 	s.Event(nil, []byte(cut), true)
 	if s.HasUsage() {
 		t.Fatalf("usage from a cut object: %+v", s.Usage())
@@ -92,7 +92,7 @@ func TestEventTruncated(t *testing.T) {
 
 	// A cut content chunk still counts as content, and a model cut inside
 	// its string is not captured.
-	s.Reset(ProviderOpenAI)
+	s.Reset(fam(ProviderOpenAI))
 	long := `{"choices":[{"delta":{"content":"` + strings.Repeat("a", 100) + `"}}],"model":"gpt-y"}`
 	if !s.Event(nil, []byte(long[:60]), true) {
 		t.Error("truncated content chunk not reported as content")
@@ -103,7 +103,7 @@ func TestEventTruncated(t *testing.T) {
 	}
 
 	// Anthropic message_start cut before its usage closes.
-	s.Reset(ProviderAnthropic)
+	s.Reset(fam(ProviderAnthropic))
 	ms := `{"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":20,"output_tokens":1}}}`
 	s.Event([]byte("message_start"), []byte(ms[:len(ms)-5]), true)
 	if s.HasUsage() {
@@ -161,7 +161,7 @@ func TestBody(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := NewStream(tt.provider)
+			s := NewStream(fam(tt.provider))
 			s.Body([]byte(tt.body), false)
 			checkResult(t, streamResult{usage: s.Usage(), hasUsage: s.HasUsage(), model: s.Model(), errType: s.ErrorType()}, tt.want)
 		})
@@ -171,7 +171,7 @@ func TestBody(t *testing.T) {
 func TestBodyTruncated(t *testing.T) {
 	body := `{"id":"chatcmpl-1","model":"gpt-x","choices":[{"message":{"content":"` +
 		strings.Repeat("x", 200) + `"}}],"usage":{"prompt_tokens":10,"completion_tokens":20}}`
-	s := NewStream(ProviderOpenAI)
+	s := NewStream(fam(ProviderOpenAI))
 	s.Body([]byte(body[:len(body)-10]), true)
 	if s.HasUsage() || s.Model() != "gpt-x" {
 		t.Errorf("usage %+v (has %v), model %q; want no usage, model gpt-x", s.Usage(), s.HasUsage(), s.Model())
@@ -179,15 +179,15 @@ func TestBodyTruncated(t *testing.T) {
 }
 
 func TestResetClearsState(t *testing.T) {
-	s := NewStream(ProviderAnthropic)
+	s := NewStream(fam(ProviderAnthropic))
 	s.Event([]byte("message_start"), []byte(`{"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":20,"cache_read_input_tokens":5,"output_tokens":1}}}`), false)
 	s.Event([]byte("error"), []byte(`{"type":"error","error":{"type":"overloaded_error"}}`), false)
-	s.Reset(ProviderOpenAI)
+	s.Reset(fam(ProviderOpenAI))
 	if s.HasUsage() || s.Usage() != (Usage{}) || s.Model() != "" || s.ErrorType() != "" {
 		t.Fatalf("state survived Reset: %+v %q %q", s.Usage(), s.Model(), s.ErrorType())
 	}
 	// Anthropic parts must not leak into the next Anthropic response either.
-	s.Reset(ProviderAnthropic)
+	s.Reset(fam(ProviderAnthropic))
 	s.Event([]byte("message_delta"), []byte(`{"type":"message_delta","usage":{"output_tokens":3}}`), false)
 	if got, want := s.Usage(), (Usage{OutputTokens: 3}); got != want {
 		t.Errorf("usage = %+v, want %+v", got, want)
@@ -213,7 +213,7 @@ func TestErrorTypeVariants(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := NewStream(ProviderOpenAI)
+			s := NewStream(fam(ProviderOpenAI))
 			for _, d := range tt.data {
 				s.Event([]byte(tt.event), []byte(d), false)
 			}
@@ -252,14 +252,14 @@ func allocEvents() []struct{ name, provider, event, data string } {
 func TestEventAllocs(t *testing.T) {
 	for _, ev := range allocEvents() {
 		t.Run(ev.name, func(t *testing.T) {
-			name, data := []byte(ev.event), []byte(ev.data)
-			s := NewStream(ev.provider)
+			name, data, f := []byte(ev.event), []byte(ev.data), fam(ev.provider)
+			s := NewStream(f)
 			s.Event(name, data, false) // first event may capture the model
 			if n := testing.AllocsPerRun(100, func() { s.Event(name, data, false) }); n != 0 {
 				t.Errorf("steady state: %v allocs per Event, want 0", n)
 			}
 			if n := testing.AllocsPerRun(100, func() {
-				s.Reset(ev.provider)
+				s.Reset(f)
 				s.Event(name, data, false)
 			}); n != 0 {
 				t.Errorf("after Reset: %v allocs per Event, want 0", n)
@@ -272,7 +272,7 @@ func BenchmarkEvent(b *testing.B) {
 	for _, ev := range allocEvents() {
 		b.Run(ev.name, func(b *testing.B) {
 			name, data := []byte(ev.event), []byte(ev.data)
-			s := NewStream(ev.provider)
+			s := NewStream(fam(ev.provider))
 			b.SetBytes(int64(len(data)))
 			b.ReportAllocs()
 			for b.Loop() {

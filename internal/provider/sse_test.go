@@ -1,4 +1,4 @@
-package usage
+package provider
 
 import (
 	"bytes"
@@ -106,7 +106,7 @@ func runStream(t *testing.T, provider, file string) streamResult {
 	if len(events) == 0 {
 		t.Fatalf("%s: no events parsed", file)
 	}
-	s := NewStream(provider)
+	s := NewStream(fam(provider))
 	var r streamResult
 	for _, ev := range events {
 		if s.Event(ev.name, ev.data, false) {
@@ -226,12 +226,12 @@ func TestLargeEventUsage(t *testing.T) {
 			t.Fatal(err)
 		}
 		events := parseSSE(raw)
-		whole := NewStream(st.provider)
+		whole := NewStream(fam(st.provider))
 		for _, ev := range events {
 			whole.Event(ev.name, ev.data, false)
 		}
 		for _, w := range []struct{ head, tail int }{{48, 600}, {100, 2048}, {1, 1 << 20}} {
-			cut := NewStream(st.provider)
+			cut := NewStream(fam(st.provider))
 			for _, ev := range events {
 				d := ev.data
 				if len(d) <= w.head {

@@ -1,4 +1,4 @@
-package usage
+package provider
 
 import (
 	"encoding/json"
@@ -17,16 +17,16 @@ func FuzzEvent(f *testing.F) {
 	f.Add("", `{"usageMetadata":{"promptTokenCount":1},"error":{"code":1}}`)
 	f.Add("", `{"x_groq":{"usage":{"prompt_tokens":"\`)
 	f.Fuzz(func(t *testing.T, name, data string) {
-		s := NewStream(ProviderOpenAI)
+		s := NewStream(fam(ProviderOpenAI))
 		s.Event([]byte(name), []byte(data), false)
 		s.Body([]byte(data), true)
-		s.Reset(ProviderAnthropic)
+		s.Reset(fam(ProviderAnthropic))
 		s.Event([]byte(name), []byte(data), true)
 		s.Body([]byte(data), false)
 		d := []byte(data)
 		s.LargeEvent([]byte(name), d[:len(d)/2], d[len(d)/3:])
-		_ = ParseRequest(ProviderOpenAI, "/v1/audio/speech", "application/json", []byte(data))
-		_ = ParseRequest(ProviderAzureTTS, "/", "application/ssml+xml", []byte(data))
+		_ = fam(ProviderOpenAI).Request("/v1/audio/speech", "application/json", []byte(data))
+		_ = fam(ProviderAzureTTS).Request("/", "application/ssml+xml", []byte(data))
 	})
 }
 
@@ -37,7 +37,7 @@ func FuzzAddIncludeUsage(f *testing.F) {
 	f.Add(`{"stream":true,"stream_options":null}`)
 	f.Add(` { "stream" : true , "a" : [ "}" ] } `)
 	f.Fuzz(func(t *testing.T, body string) {
-		out, ok := AddIncludeUsage("/v1/chat/completions", []byte(body))
+		out, ok := addIncludeUsage("/v1/chat/completions", []byte(body))
 		if !ok {
 			if string(out) != body {
 				t.Fatalf("ok=false but body changed: %q", out)

@@ -1,4 +1,4 @@
-package usage
+package provider
 
 import (
 	"bytes"
@@ -148,6 +148,21 @@ func (o *object) next() (key, val []byte, ok bool) {
 	}
 	o.i = ve
 	return key, b[vs:ve], true
+}
+
+// firstKey returns the raw name of the first member of the object d
+// starts with ('{' at d[0]), or nil. Many formats put a telling key first,
+// so it is a cheap first look at an object's shape.
+func firstKey(d []byte) []byte {
+	i := skipWS(d, 1)
+	if i >= len(d) || d[i] != '"' {
+		return nil
+	}
+	e := skipString(d, i)
+	if e < 0 {
+		return nil
+	}
+	return d[i+1 : e-1]
 }
 
 // member returns the raw value of the first member named key in the object

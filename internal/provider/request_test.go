@@ -1,4 +1,4 @@
-package usage
+package provider
 
 import (
 	"encoding/json"
@@ -10,66 +10,66 @@ import (
 func TestParseRequest(t *testing.T) {
 	tests := []struct {
 		name, provider, path, contentType, body string
-		want                                    RequestInfo
+		want                                    Request
 	}{
 		{"openai chat streaming", ProviderOpenAI, "/v1/chat/completions", "application/json",
 			`{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"max_tokens":256,
 			  "messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello there, how are you?"}]}`,
 			// "Be brief." 9 + 25 = 34 bytes -> 9 tokens; roles are not counted
-			RequestInfo{Model: "gpt-4o", Stream: true, MaxOutputTokens: 256, PromptEstimate: 9, IncludeUsage: true}},
+			Request{Model: "gpt-4o", Stream: true, MaxOutputTokens: 256, PromptEstimate: 9, IncludeUsage: true}},
 		{"include_usage false", ProviderOpenAI, "/v1/chat/completions", "application/json",
 			`{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[]}`,
-			RequestInfo{Model: "m", Stream: true}},
+			Request{Model: "m", Stream: true}},
 		{"stream false", ProviderOpenAI, "/v1/chat/completions", "",
 			`{"model":"m","stream":false,"max_completion_tokens":100,"max_tokens":50,"messages":[{"role":"user","content":"abcd"}]}`,
-			RequestInfo{Model: "m", MaxOutputTokens: 100, PromptEstimate: 1}},
+			Request{Model: "m", MaxOutputTokens: 100, PromptEstimate: 1}},
 		{"responses", ProviderOpenAI, "/v1/responses", "application/json",
 			`{"model":"gpt-5","input":"Summarize this text please","instructions":"Short.","max_output_tokens":2048,"stream":true}`,
 			// 26 + 6 = 32 bytes -> 8
-			RequestInfo{Model: "gpt-5", Stream: true, MaxOutputTokens: 2048, PromptEstimate: 8}},
+			Request{Model: "gpt-5", Stream: true, MaxOutputTokens: 2048, PromptEstimate: 8}},
 		{"responses with image", ProviderOpenAI, "/v1/responses", "application/json",
 			`{"model":"gpt-5","input":[{"role":"user","content":[{"type":"input_text","text":"What is this?"},{"type":"input_image","image_url":"data:image/png;base64,` + strings.Repeat("A", 4000) + `"}]}]}`,
 			// only "What is this?" (13 bytes) counts
-			RequestInfo{Model: "gpt-5", PromptEstimate: 4}},
+			Request{Model: "gpt-5", PromptEstimate: 4}},
 		{"anthropic", ProviderAnthropic, "/v1/messages", "application/json",
 			`{"model":"claude-sonnet-4-5","max_tokens":32000,"stream":true,"system":[{"type":"text","text":"You are terse.","cache_control":{"type":"ephemeral"}}],
 			  "messages":[{"role":"user","content":[{"type":"text","text":"What is 1+1?"}]}]}`,
 			// 14 + 12 = 26 bytes -> 7
-			RequestInfo{Model: "claude-sonnet-4-5", Stream: true, MaxOutputTokens: 32000, PromptEstimate: 7}},
+			Request{Model: "claude-sonnet-4-5", Stream: true, MaxOutputTokens: 32000, PromptEstimate: 7}},
 		{"legacy completions", ProviderOpenAI, "/v1/completions", "application/json",
 			`{"model":"instruct","prompt":"Once upon a time","max_tokens":7}`,
-			RequestInfo{Model: "instruct", MaxOutputTokens: 7, PromptEstimate: 4}},
+			Request{Model: "instruct", MaxOutputTokens: 7, PromptEstimate: 4}},
 		{"azure deployment from path", ProviderAzure, "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21", "application/json",
 			`{"stream":true,"messages":[{"role":"user","content":"Hi"}]}`,
-			RequestInfo{Model: "my-gpt4o", Stream: true, PromptEstimate: 1}},
+			Request{Model: "my-gpt4o", Stream: true, PromptEstimate: 1}},
 		{"body model beats azure path", ProviderAzure, "/openai/deployments/dep/chat/completions", "application/json",
 			`{"model":"gpt-4o-mini","messages":[]}`,
-			RequestInfo{Model: "gpt-4o-mini"}},
+			Request{Model: "gpt-4o-mini"}},
 		{"gemini native stream", ProviderOpenAI, "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", "application/json",
 			`{"contents":[{"role":"user","parts":[{"text":"Count to ten"}]}],"generationConfig":{"maxOutputTokens":500}}`,
-			RequestInfo{Model: "gemini-2.5-flash", Stream: true, MaxOutputTokens: 500, PromptEstimate: 3}},
+			Request{Model: "gemini-2.5-flash", Stream: true, MaxOutputTokens: 500, PromptEstimate: 3}},
 		{"gemini native unary", ProviderOpenAI, "/v1beta/models/gemini-2.5-flash:generateContent", "application/json",
 			`{"contents":[{"parts":[{"text":"Hi"}]}]}`,
-			RequestInfo{Model: "gemini-2.5-flash", PromptEstimate: 1}},
+			Request{Model: "gemini-2.5-flash", PromptEstimate: 1}},
 		{"openai speech sse", ProviderOpenAI, "/v1/audio/speech", "application/json",
 			// Héllo\nworld 😀 : 13 characters, written with escapes
 			`{"model":"gpt-4o-mini-tts","input":"H\u00e9llo\nworld \ud83d\ude00","voice":"alloy","stream_format":"sse"}`,
-			RequestInfo{Model: "gpt-4o-mini-tts", Stream: true, Characters: 13, StreamFormat: "sse", PromptEstimate: 8}},
+			Request{Model: "gpt-4o-mini-tts", Stream: true, Characters: 13, StreamFormat: "sse", PromptEstimate: 8}},
 		{"openai speech binary", ProviderOpenAI, "/v1/audio/speech", "application/json",
 			`{"model":"tts-1","input":"Größe: 5 €","voice":"alloy"}`,
-			RequestInfo{Model: "tts-1", Characters: 10, PromptEstimate: 4}},
+			Request{Model: "tts-1", Characters: 10, PromptEstimate: 4}},
 		{"openai speech audio format", ProviderOpenAI, "/v1/audio/speech", "application/json",
 			`{"model":"gpt-4o-mini-tts","input":"abc","voice":"alloy","stream_format":"audio"}`,
-			RequestInfo{Model: "gpt-4o-mini-tts", Characters: 3, StreamFormat: "audio", PromptEstimate: 1}},
+			Request{Model: "gpt-4o-mini-tts", Characters: 3, StreamFormat: "audio", PromptEstimate: 1}},
 		{"invalid json", ProviderOpenAI, "/v1/chat/completions", "application/json",
 			`{"model":"m","stream":tr`,
-			RequestInfo{Model: "m"}},
-		{"empty body", ProviderOpenAI, "/v1/chat/completions", "application/json", ``, RequestInfo{}},
-		{"json array", ProviderOpenAI, "/v1/chat/completions", "application/json", `[1,2]`, RequestInfo{}},
+			Request{Model: "m"}},
+		{"empty body", ProviderOpenAI, "/v1/chat/completions", "application/json", ``, Request{}},
+		{"json array", ProviderOpenAI, "/v1/chat/completions", "application/json", `[1,2]`, Request{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := ParseRequest(tt.provider, tt.path, tt.contentType, []byte(tt.body))
+			got := fam(tt.provider).Request(tt.path, tt.contentType, []byte(tt.body))
 			if got != tt.want {
 				t.Errorf("got  %+v\nwant %+v", got, tt.want)
 			}
@@ -102,7 +102,7 @@ func TestParseRequestSSML(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := ParseRequest(tt.provider, "/cognitiveservices/v1", tt.contentType, []byte(tt.body))
+			got := fam(tt.provider).Request("/cognitiveservices/v1", tt.contentType, []byte(tt.body))
 			if got.Characters != tt.chars || got.Model != tt.model {
 				t.Errorf("Characters %d, Model %q; want %d, %q", got.Characters, got.Model, tt.chars, tt.model)
 			}
@@ -159,7 +159,7 @@ func TestAddIncludeUsage(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			in := []byte(tt.body)
 			orig := string(in)
-			out, ok := AddIncludeUsage(tt.path, in)
+			out, ok := addIncludeUsage(tt.path, in)
 			if string(in) != orig {
 				t.Fatal("input body was modified in place")
 			}
@@ -175,7 +175,7 @@ func TestAddIncludeUsage(t *testing.T) {
 			if !json.Valid(out) {
 				t.Fatalf("output is not valid JSON: %s", out)
 			}
-			if ri := ParseRequest(ProviderOpenAI, tt.path, "application/json", out); !ri.IncludeUsage || !ri.Stream {
+			if ri := fam(ProviderOpenAI).Request(tt.path, "application/json", out); !ri.IncludeUsage || !ri.Stream {
 				t.Errorf("ParseRequest on output: %+v", ri)
 			}
 		})
@@ -189,7 +189,7 @@ func TestAddIncludeUsagePreservesFields(t *testing.T) {
 		"messages":[{"role":"user","content":"Use the tool."}],
 		"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"stream_options":{"type":"string"}}}}}],
 		"stream_options":{"chunk_size":3},"metadata":{"a":"b"},"logit_bias":{"50256":-100}}`)
-	out, ok := AddIncludeUsage("/v1/chat/completions", body)
+	out, ok := addIncludeUsage("/v1/chat/completions", body)
 	if !ok {
 		t.Fatal("not applied")
 	}

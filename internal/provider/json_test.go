@@ -1,4 +1,4 @@
-package usage
+package provider
 
 import (
 	"encoding/json"

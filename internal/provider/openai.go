@@ -1,0 +1,361 @@
+package provider
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+)
+
+// The OpenAI-compatible family: OpenAI's chat completions, completions,
+// Responses and embeddings APIs, and every server that speaks them —
+// DeepSeek, SiliconFlow, OpenRouter, Groq, Gemini's OpenAI endpoint and
+// most others. It is the default family: a route without a provider is
+// one of its routes, and an event or usage object that no family
+// recognises is read as OpenAI's.
+//
+//   - Requests: "model", "stream", "stream_options", the output bound
+//     (max_completion_tokens, max_output_tokens, max_tokens) and the prompt
+//     (messages, input, prompt, instructions, tools, functions). Billed in
+//     tokens, except OpenAI's audio paths (openaispeech.go); embeddings
+//     generate no output.
+//   - Rewrite: a streamed chat completion that did not ask for usage gets
+//     stream_options.include_usage, so that its last chunk reports it.
+//   - Events: chat chunks are data-only JSON with "choices" (and [DONE] at
+//     the end); the Responses API names its events "response.*". Usage is
+//     prompt_/completion_tokens (chat) or input_/output_tokens (Responses).
+//   - Errors: a chunk with an "error" object; Responses' response.failed.
+//   - Error shape: ShapeOpenAI.
+type openAI struct{ defaults }
+
+func (openAI) name() string { return "openai" }
+func (openAI) routed() bool { return true }
+
+// billing: OpenAI's audio endpoints bill characters or seconds, and an
+// embedding generates no output, so it reserves none by default.
+func (openAI) billing(path string) (tokens, output bool) {
+	return !openAIAudio(path), !strings.Contains(path, "/embeddings")
+}
+
+// Requests.
+
+// openAIRequestMember reads OpenAI's members of a JSON request body.
+func openAIRequestMember(r *requestScan, key, val []byte) {
+	switch string(key) {
+	case "model":
+		if m := stringValue(val); m != "" {
+			r.Model = m
+		}
+	case "stream":
+		r.Stream = string(val) == "true"
+	case "stream_options":
+		r.IncludeUsage = string(member(val, "include_usage")) == "true"
+	case "max_completion_tokens":
+		r.offerMaxOutput(rankMaxCompletionTokens, val)
+	case "max_output_tokens":
+		r.offerMaxOutput(rankMaxOutputTokens, val)
+	case "max_tokens":
+		r.offerMaxOutput(rankMaxTokens, val)
+	case "messages", "input", "prompt", "instructions", "tools", "functions":
+		r.addPrompt(val)
+	}
+}
+
+// rewrite asks a streamed request that did not ask for usage to report it
+// (addIncludeUsage decides whether the request is a chat completion).
+func (openAI) rewrite(path string, body []byte, r Request) ([]byte, bool) {
+	if !r.Stream || r.IncludeUsage {
+		return body, false
+	}
+	return addIncludeUsage(path, body)
+}
+
+// addIncludeUsage returns body with stream_options.include_usage set to
+// true, for a streaming chat completions request (path ends in
+// /chat/completions, "stream": true) that did not ask for it, so the relay
+// learns the usage. Only the bytes needed are inserted or replaced; the
+// rest of the body keeps its exact layout. ok is false, and body is
+// returned unchanged, when the request already asks for usage, is not a
+// streaming chat completions request, or is not a valid JSON object.
+//
+// An explicit "include_usage": false (or null) is replaced with true: the
+// relay needs the usage either way, and Request.IncludeUsage tells the
+// caller that the client did not ask for the extra chunk.
+func addIncludeUsage(path string, body []byte) (out []byte, ok bool) {
+	if !strings.HasSuffix(stripQuery(path), "/chat/completions") || !json.Valid(body) {
+		return body, false
+	}
+	o := openObject(body)
+	if o.done {
+		return body, false
+	}
+	stream := false
+	soStart, soEnd := -1, -1
+	lastEnd := -1
+	for {
+		k, v, more := o.next()
+		if !more {
+			break
+		}
+		lastEnd = o.i
+		switch string(k) {
+		case "stream":
+			stream = string(v) == "true"
+		case "stream_options":
+			soStart, soEnd = o.i-len(v), o.i
+		}
+	}
+	if !stream || lastEnd < 0 {
+		return body, false
+	}
+	const setting = `"include_usage":true`
+	if soStart < 0 {
+		return splice(body, lastEnd, lastEnd, `,"stream_options":{`+setting+`}`), true
+	}
+	so := body[soStart:soEnd]
+	if string(so) == "null" {
+		return splice(body, soStart, soEnd, `{`+setting+`}`), true
+	}
+	if so[0] != '{' {
+		return body, false // not ours to repair; upstream will reject it
+	}
+	inner := openObject(so)
+	for {
+		k, v, more := inner.next()
+		if !more {
+			break
+		}
+		if string(k) == "include_usage" {
+			if string(v) == "true" {
+				return body, false
+			}
+			end := soStart + inner.i
+			return splice(body, end-len(v), end, "true"), true
+		}
+	}
+	open := soStart + 1
+	if j := skipWS(body, open); body[j] == '}' {
+		return splice(body, open, open, setting), true
+	}
+	return splice(body, open, open, setting+","), true
+}
+
+// splice returns a new slice: b with b[i:j] replaced by s.
+func splice(b []byte, i, j int, s string) []byte {
+	out := make([]byte, 0, len(b)-(j-i)+len(s))
+	out = append(out, b[:i]...)
+	out = append(out, s...)
+	return append(out, b[j:]...)
+}
+
+// Events.
+
+// openAIEvent claims the Responses API's events, and the chat chunks that
+// show it by their first key: "id" (OpenAI, Azure, DeepSeek, Groq,
+// OpenRouter, SiliconFlow, ...) or "choices" (Azure's filter chunks,
+// servers that sort their keys). A look at the first key costs next to nothing on the most
+// common event there is; a data-only chunk that starts otherwise is left
+// to the other families (Gemini's) and, when none claims it, read as a
+// chat chunk after all.
+func openAIEvent(s *Stream, typ, d []byte) (content, ok bool) {
+	if bytes.HasPrefix(typ, []byte("response.")) {
+		return responsesEvent(s, typ, d), true
+	}
+	if len(typ) == 0 {
+		switch string(firstKey(d)) {
+		case "id", "choices":
+			return openAIChunk(s, d), true
+		}
+	}
+	return false, false
+}
+
+// openAITailUsage claims the usage in a large event's tail for chat chunks
+// and Responses events, which put their usage last; a delta event carries
+// none, so a usage object in its tail is something else's (generated
+// text, a tool's arguments).
+func openAITailUsage(s *Stream, typ []byte, key string, u []byte) bool {
+	if key != "usage" {
+		return false
+	}
+	switch {
+	case bytes.HasSuffix(typ, []byte(".delta")):
+		return true
+	case len(typ) == 0 || bytes.HasPrefix(typ, []byte("response.")):
+		setOpenAIUsage(s, u)
+		return true
+	}
+	return false
+}
+
+// openAIDone reports whether non-JSON data is the [DONE] that ends a chat
+// completions stream.
+func openAIDone(d []byte) bool { return string(bytes.TrimSpace(d)) == "[DONE]" }
+
+// openAIChunk handles chat-completions style chunks: OpenAI, Azure,
+// DeepSeek, SiliconFlow, OpenRouter, Groq and legacy completions.
+func openAIChunk(s *Stream, d []byte) bool {
+	content := chatContent(d)
+	if len(s.model) == 0 && bytes.Contains(d, []byte(`"model"`)) {
+		s.captureModel(member(d, "model"))
+	}
+	if hasObjectKey(d, `"usage"`) {
+		u := member(d, "usage")
+		if !isObject(u) {
+			u = member(member(d, "x_groq"), "usage") // Groq before mid-2024
+		}
+		if isObject(u) {
+			setOpenAIUsage(s, u)
+		}
+	}
+	if s.errType == "" && hasObjectKey(d, `"error"`) {
+		if isObject(member(d, "error")) {
+			s.setError(d)
+		}
+	}
+	return content
+}
+
+// chatContent reports whether a chat-style chunk carries generated output.
+// Role-only chunks ("content":""), finish chunks (empty delta), usage-only
+// chunks (choices:[]) and Azure's prompt_filter_results chunks and
+// content filter annotations match none of these checks.
+func chatContent(d []byte) bool {
+	return hasNonEmptyString(d, `"content"`) ||
+		hasNonEmptyString(d, `"reasoning_content"`) || // DeepSeek, SiliconFlow
+		hasNonEmptyString(d, `"reasoning"`) || // OpenRouter, Groq
+		hasNonEmptyArray(d, `"tool_calls"`) ||
+		hasNonEmptyString(d, `"text"`) || // legacy completions
+		hasNonEmptyString(d, `"refusal"`) ||
+		hasObjectKey(d, `"function_call"`) ||
+		hasObjectKey(d, `"audio"`)
+}
+
+// responsesEvent handles the Responses API's events ("response.*").
+func responsesEvent(s *Stream, typ, d []byte) bool {
+	switch string(typ) {
+	case "response.completed", "response.failed", "response.incomplete":
+		s.done = true
+	}
+	if bytes.HasSuffix(typ, []byte(".delta")) {
+		// output_text, refusal, function_call_arguments, reasoning_text,
+		// reasoning_summary_text, audio, audio.transcript, ... deltas.
+		return hasNonEmptyString(d, `"delta"`) || hasObjectKey(d, `"delta"`)
+	}
+	// Lifecycle events (created, in_progress, completed, incomplete,
+	// failed) carry the whole response object.
+	if !bytes.Contains(d, []byte(`"response"`)) {
+		return false
+	}
+	var r []byte
+	if len(s.model) == 0 {
+		r = member(d, "response")
+		s.captureModel(member(r, "model"))
+	}
+	if hasObjectKey(d, `"usage"`) {
+		if r == nil {
+			r = member(d, "response")
+		}
+		if u := member(r, "usage"); isObject(u) {
+			setOpenAIUsage(s, u)
+		}
+	}
+	if s.errType == "" && string(typ) == "response.failed" {
+		if r == nil {
+			r = member(d, "response")
+		}
+		if isObject(member(r, "error")) {
+			s.setError(r)
+		} else {
+			s.errType = "response.failed"
+		}
+	}
+	return false
+}
+
+// setOpenAIUsage replaces the usage with an OpenAI-shaped usage object:
+// chat and completions (prompt_/completion_tokens) or Responses and audio
+// (input_/output_tokens). Cached tokens are a part of the input and
+// reasoning tokens a part of the output, the convention Usage follows;
+// DeepSeek's prompt_cache_hit_tokens counts as cached when
+// prompt_tokens_details.cached_tokens is absent.
+func setOpenAIUsage(s *Stream, u []byte) {
+	var r Usage
+	var cached, hit int64
+	var hasCached, found bool
+	o := openObject(u)
+	for {
+		k, v, ok := o.next()
+		if !ok {
+			break
+		}
+		switch string(k) {
+		case "prompt_tokens", "input_tokens":
+			r.InputTokens, _ = intValue(v)
+			found = true
+		case "completion_tokens", "output_tokens":
+			r.OutputTokens, _ = intValue(v)
+			found = true
+		case "prompt_tokens_details", "input_tokens_details":
+			cached, hasCached = intValue(member(v, "cached_tokens"))
+		case "completion_tokens_details", "output_tokens_details":
+			r.ReasoningTokens, _ = intValue(member(v, "reasoning_tokens"))
+		case "prompt_cache_hit_tokens": // DeepSeek
+			hit, _ = intValue(v)
+		}
+	}
+	if !found {
+		return // e.g. transcription usage of type "duration"
+	}
+	if hasCached {
+		r.CachedInputTokens = cached
+	} else {
+		r.CachedInputTokens = hit
+	}
+	s.setUsage(r)
+}
+
+// Errors the relay answers.
+
+// appendOpenAIError appends ShapeOpenAI: {"error":{"message","type",
+// "param","code"}}, the relay's error types mapped to OpenAI's types, with
+// a code naming the relay's reason.
+func appendOpenAIError(b []byte, errType, message string) []byte {
+	typ, code := openAIErrorType(errType)
+	b = append(b, `{"error":{"message":`...)
+	b = strconv.AppendQuote(b, message)
+	b = append(b, `,"type":`...)
+	b = strconv.AppendQuote(b, typ)
+	b = append(b, `,"param":null,"code":`...)
+	b = strconv.AppendQuote(b, code)
+	return append(b, "}}"...)
+}
+
+// openAIErrorType maps the relay's error types (its ErrorType values) to
+// OpenAI's error type and a code.
+func openAIErrorType(errType string) (typ, code string) {
+	switch errType {
+	case "auth":
+		return "invalid_request_error", "invalid_api_key"
+	case "rate_limited":
+		return "rate_limit_error", "rate_limit_exceeded"
+	case "body_too_large":
+		return "invalid_request_error", "request_too_large"
+	case "bad_request":
+		return "invalid_request_error", "invalid_request"
+	case "body_timeout":
+		return "invalid_request_error", "request_timeout"
+	case "no_route":
+		return "invalid_request_error", "not_found"
+	case "method_not_allowed":
+		return "invalid_request_error", "method_not_allowed"
+	case "upstream_timeout":
+		return "server_error", "upstream_timeout"
+	case "shutting_down", "limiter", "overloaded":
+		return "server_error", "service_unavailable"
+	case "client_canceled":
+		return "invalid_request_error", "client_canceled"
+	default:
+		return "server_error", "upstream_error"
+	}
+}

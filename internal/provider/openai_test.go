@@ -1,0 +1,102 @@
+package provider
+
+import "testing"
+
+// TestOpenAIFamily is the OpenAI-compatible family's table: its requests,
+// its rewrite, its events and bodies, and its error shape.
+func TestOpenAIFamily(t *testing.T) {
+	const chat = "/v1/chat/completions"
+	runRequestCases(t, []requestCase{
+		{name: "chat stream asks for usage", route: "openai", path: chat, contentType: "application/json",
+			body: `{"model":"gpt-4o-mini","stream":true,"max_tokens":50,"max_completion_tokens":100,"messages":[{"role":"user","content":"Hello, world!"}]}`,
+			// "Hello, world!" is 13 bytes: 4 tokens; max_completion_tokens beats max_tokens
+			want:      Request{Model: "gpt-4o-mini", Stream: true, MaxOutputTokens: 100, PromptEstimate: 4},
+			tokens:    104,
+			rewritten: `{"model":"gpt-4o-mini","stream":true,"max_tokens":50,"max_completion_tokens":100,"messages":[{"role":"user","content":"Hello, world!"}],"stream_options":{"include_usage":true}}`},
+		{name: "chat stream that asked", route: "openai", path: chat,
+			body:   `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}`,
+			want:   Request{Model: "m", Stream: true, IncludeUsage: true},
+			tokens: defaultMaxOutput},
+		{name: "unary chat", route: "openai", path: chat,
+			body:   `{"model":"m","messages":[{"role":"user","content":"abcd"}],"max_tokens":7}`,
+			want:   Request{Model: "m", MaxOutputTokens: 7, PromptEstimate: 1},
+			tokens: 8},
+		{name: "responses", route: "openai", path: "/v1/responses",
+			body: `{"model":"gpt-5","input":"Summarize","instructions":"Short.","max_output_tokens":500,"stream":true}`,
+			// 9 + 6 = 15 bytes: 4; the Responses API reports usage unasked
+			want:   Request{Model: "gpt-5", Stream: true, MaxOutputTokens: 500, PromptEstimate: 4},
+			tokens: 504},
+		{name: "embeddings generate nothing", route: "openai", path: "/v1/embeddings",
+			body:   `{"model":"text-embedding-3-small","input":"The food was delicious"}`,
+			want:   Request{Model: "text-embedding-3-small", PromptEstimate: 6},
+			tokens: 6},
+		{name: "audio is not billed in tokens", route: "openai", path: "/v1/audio/transcriptions",
+			body: `{"model":"whisper-1"}`, want: Request{Model: "whisper-1"}},
+		{name: "a body that tells nothing reserves nothing", route: "openai", path: chat,
+			body: `{"stream":true}`, want: Request{Stream: true},
+			rewritten: `{"stream":true,"stream_options":{"include_usage":true}}`},
+		{name: "the default family", route: "", path: chat,
+			body: `{"model":"m","stream":false}`, want: Request{Model: "m"}, tokens: defaultMaxOutput},
+	})
+	runResponseCases(t, []responseCase{
+		{name: "chat stream", route: "openai", events: []event{
+			{"", `{"id":"c","object":"chat.completion.chunk","model":"gpt-x","choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":null}`},
+			{"", `{"id":"c","object":"chat.completion.chunk","model":"gpt-x","choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}`},
+			{"", `{"id":"c","object":"chat.completion.chunk","model":"gpt-x","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}],"usage":null}`},
+			{"", `{"id":"c","object":"chat.completion.chunk","model":"gpt-x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}`},
+			{"", `{"id":"c","object":"chat.completion.chunk","model":"gpt-x","choices":[],"usage":{"prompt_tokens":30,"completion_tokens":12,"prompt_tokens_details":{"cached_tokens":16},"completion_tokens_details":{"reasoning_tokens":5}}}`},
+			{"", `[DONE]`},
+		}, want: streamResult{usage: Usage{InputTokens: 30, OutputTokens: 12, CachedInputTokens: 16, ReasoningTokens: 5},
+			hasUsage: true, model: "gpt-x", content: 2}, done: true},
+		{name: "a chunk that starts otherwise is still a chat chunk", route: "openai", events: []event{
+			{"", `{"object":"chat.completion.chunk","model":"m","choices":[{"delta":{"content":"x"}}],"usage":{"prompt_tokens":2,"completion_tokens":1}}`},
+		}, want: streamResult{usage: Usage{InputTokens: 2, OutputTokens: 1}, hasUsage: true, model: "m", content: 1}},
+		{name: "deepseek cache hits and groq's x_groq", route: "openai", events: []event{
+			{"", `{"id":"d","model":"deepseek-chat","choices":[{"delta":{"reasoning_content":"Hm"}}],"usage":{"prompt_tokens":90,"completion_tokens":4,"prompt_cache_hit_tokens":64}}`},
+			{"", `{"id":"g","model":"llama","choices":[],"x_groq":{"usage":{"prompt_tokens":17,"completion_tokens":2}}}`},
+		}, want: streamResult{usage: Usage{InputTokens: 17, OutputTokens: 2}, hasUsage: true, model: "deepseek-chat", content: 1}},
+		{name: "in-band error with a numeric code", route: "openai", events: []event{
+			{"", `{"id":"o","model":"vendor/m","choices":[{"delta":{"content":"partial"}}]}`},
+			{"", `{"id":"o","choices":[{"delta":{"content":""},"finish_reason":"error"}],"error":{"code":502,"message":"Upstream failed"}}`},
+		}, want: streamResult{model: "vendor/m", errType: "502", content: 1}},
+		{name: "responses", route: "openai", events: []event{
+			{"response.created", `{"type":"response.created","response":{"model":"gpt-r","usage":null}}`},
+			{"response.output_text.delta", `{"type":"response.output_text.delta","delta":"Hel"}`},
+			{"response.output_text.delta", `{"type":"response.output_text.delta","delta":""}`},
+			{"response.function_call_arguments.delta", `{"type":"response.function_call_arguments.delta","delta":"{\""}`},
+			{"response.completed", `{"type":"response.completed","response":{"model":"gpt-r","usage":{"input_tokens":50,"input_tokens_details":{"cached_tokens":10},"output_tokens":20,"output_tokens_details":{"reasoning_tokens":8}}}}`},
+		}, want: streamResult{usage: Usage{InputTokens: 50, OutputTokens: 20, CachedInputTokens: 10, ReasoningTokens: 8},
+			hasUsage: true, model: "gpt-r", content: 2}, done: true},
+		{name: "responses failed", route: "openai", events: []event{
+			{"", `{"type":"response.failed","response":{"model":"gpt-r","error":{"code":"server_error","message":"x"}}}`},
+		}, want: streamResult{model: "gpt-r", errType: "server_error"}, done: true},
+		{name: "responses error event", route: "openai", events: []event{
+			{"error", `{"type":"error","code":"rate_limit_exceeded","message":"slow down"}`},
+		}, want: streamResult{errType: "rate_limit_exceeded"}, done: true},
+		{name: "chat completion body", route: "openai",
+			json: `{"id":"c","object":"chat.completion","model":"gpt-x","choices":[{"message":{"content":"Hi"}}],"usage":{"prompt_tokens":10,"completion_tokens":20,"prompt_tokens_details":{"cached_tokens":4}}}`,
+			want: streamResult{usage: Usage{InputTokens: 10, OutputTokens: 20, CachedInputTokens: 4}, hasUsage: true, model: "gpt-x"}},
+		{name: "responses body", route: "openai",
+			json: `{"id":"r","object":"response","model":"gpt-r","output":[],"usage":{"input_tokens":7,"input_tokens_details":{"cached_tokens":2},"output_tokens":3}}`,
+			want: streamResult{usage: Usage{InputTokens: 7, OutputTokens: 3, CachedInputTokens: 2}, hasUsage: true, model: "gpt-r"}},
+		{name: "error body", route: "openai",
+			json: `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`,
+			want: streamResult{errType: "invalid_request_error"}},
+	})
+	runErrorCases(t, "openai", ShapeOpenAI, []errorCase{
+		{"auth", `{"error":{"message":"Msg.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`},
+		{"rate_limited", `{"error":{"message":"Msg.","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded"}}`},
+		{"body_too_large", `{"error":{"message":"Msg.","type":"invalid_request_error","param":null,"code":"request_too_large"}}`},
+		{"bad_request", `{"error":{"message":"Msg.","type":"invalid_request_error","param":null,"code":"invalid_request"}}`},
+		{"body_timeout", `{"error":{"message":"Msg.","type":"invalid_request_error","param":null,"code":"request_timeout"}}`},
+		{"no_route", `{"error":{"message":"Msg.","type":"invalid_request_error","param":null,"code":"not_found"}}`},
+		{"method_not_allowed", `{"error":{"message":"Msg.","type":"invalid_request_error","param":null,"code":"method_not_allowed"}}`},
+		{"client_canceled", `{"error":{"message":"Msg.","type":"invalid_request_error","param":null,"code":"client_canceled"}}`},
+		{"upstream_timeout", `{"error":{"message":"Msg.","type":"server_error","param":null,"code":"upstream_timeout"}}`},
+		{"shutting_down", `{"error":{"message":"Msg.","type":"server_error","param":null,"code":"service_unavailable"}}`},
+		{"limiter", `{"error":{"message":"Msg.","type":"server_error","param":null,"code":"service_unavailable"}}`},
+		{"overloaded", `{"error":{"message":"Msg.","type":"server_error","param":null,"code":"service_unavailable"}}`},
+		{"upstream_connect", `{"error":{"message":"Msg.","type":"server_error","param":null,"code":"upstream_error"}}`},
+		{"stream_interrupted", `{"error":{"message":"Msg.","type":"server_error","param":null,"code":"upstream_error"}}`},
+	})
+}
