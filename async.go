@@ -58,11 +58,19 @@ type AsyncRecorder struct {
 	inner Recorder
 	opt   AsyncOptions
 
-	mu     sync.RWMutex // guards closed against sends on a closed queue
-	closed bool
-	queue  chan queuedRecord
-	flush  chan chan struct{}
-	done   chan struct{}
+	// The queue is pending[head:], a slice that Record appends to and
+	// the worker takes batches from. The worker is woken once per batch,
+	// not once per record as a channel's receiver is; and the slice grows
+	// only to what is pending (about a batch in the steady state, at most
+	// QueueSize), where a channel of QueueSize records would be allocated
+	// whole and scanned whole by the garbage collector at every cycle.
+	mu      sync.Mutex // guards closed, pending and head
+	closed  bool
+	pending []Record
+	head    int           // pending[:head] was taken, and cleared
+	wake    chan struct{} // capacity 1: a batch is pending, or Close was called
+	flush   chan chan struct{}
+	done    chan struct{}
 
 	ctx    context.Context // cancelled when Close gives up waiting
 	cancel context.CancelFunc
@@ -70,20 +78,13 @@ type AsyncRecorder struct {
 	dropped atomic.Uint64
 	retried atomic.Uint64
 	failing atomic.Bool
-	bytes   atomic.Int64 // estimated size of the queued records
+	bytes   atomic.Int64 // estimated size of the queued records; written under mu
 
 	droppedC prometheus.CounterFunc
 	retriedC prometheus.CounterFunc
 	queuedG  prometheus.GaugeFunc
 	bytesG   prometheus.GaugeFunc
 	writeMs  prometheus.Histogram
-}
-
-// queuedRecord is a record with the size it was counted at, so that the
-// worker takes off exactly what Record added.
-type queuedRecord struct {
-	rec  Record
-	size int64
 }
 
 // defaultMaxQueueBytes is AsyncOptions.MaxQueueBytes's default.
@@ -115,7 +116,7 @@ func NewAsyncRecorder(inner Recorder, opt AsyncOptions) *AsyncRecorder {
 	a := &AsyncRecorder{
 		inner: inner,
 		opt:   opt,
-		queue: make(chan queuedRecord, opt.QueueSize),
+		wake:  make(chan struct{}, 1),
 		flush: make(chan chan struct{}),
 		done:  make(chan struct{}),
 	}
@@ -131,7 +132,7 @@ func NewAsyncRecorder(inner Recorder, opt AsyncOptions) *AsyncRecorder {
 	a.queuedG = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "relay_records_queued",
 		Help: "Usage records waiting to be written.",
-	}, func() float64 { return float64(len(a.queue)) })
+	}, func() float64 { return float64(a.queued()) })
 	a.bytesG = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "relay_records_queued_bytes",
 		Help: "Estimated memory of the usage records waiting to be written, in bytes.",
@@ -154,27 +155,83 @@ func NewAsyncRecorder(inner Recorder, opt AsyncOptions) *AsyncRecorder {
 // a record that finds the queue full (in count or in bytes) or the
 // recorder closed is dropped and counted.
 func (a *AsyncRecorder) Record(_ context.Context, rec Record) error {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	if a.closed {
-		a.dropped.Add(1)
-		return nil
-	}
 	size := recordSize(&rec)
-	// Reserve first, so that concurrent callers never overshoot the bound
-	// together; a refused reservation is given back.
-	if a.bytes.Add(size) > a.opt.MaxQueueBytes {
-		a.bytes.Add(-size)
+	a.mu.Lock()
+	n := len(a.pending) - a.head
+	if a.closed || n >= a.opt.QueueSize || a.bytes.Load()+size > a.opt.MaxQueueBytes {
+		a.mu.Unlock()
 		a.dropped.Add(1)
 		return nil
 	}
-	select {
-	case a.queue <- queuedRecord{rec, size}:
-	default:
-		a.bytes.Add(-size)
-		a.dropped.Add(1)
+	a.bytes.Add(size)
+	if len(a.pending) == cap(a.pending) {
+		a.makeRoom()
+	}
+	a.pending = append(a.pending, rec)
+	a.mu.Unlock()
+	// A batch's worth, or a full queue when that is smaller: the worker
+	// then takes what is queued into its batch, which may wait to fill.
+	if n+1 == min(a.opt.BatchSize, a.opt.QueueSize) {
+		a.signal()
 	}
 	return nil
+}
+
+// makeRoom makes room in pending for one more record, by moving the queue
+// to the front or to a larger slice, never larger than QueueSize. Called
+// with mu held, when pending is full.
+func (a *AsyncRecorder) makeRoom() {
+	live := a.pending[a.head:]
+	if a.head > 0 && len(live) <= cap(a.pending)/2 {
+		n := copy(a.pending, live)
+		clear(a.pending[n:])
+		a.pending, a.head = a.pending[:n], 0
+		return
+	}
+	grown := make([]Record, len(live), min(max(2*len(live), 64), a.opt.QueueSize))
+	copy(grown, live)
+	a.pending, a.head = grown, 0
+}
+
+// signal wakes the worker, unless a wake-up is already pending.
+func (a *AsyncRecorder) signal() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// queued reports how many records wait for the worker.
+func (a *AsyncRecorder) queued() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.pending) - a.head
+}
+
+// take moves pending records to batch until it holds BatchSize; the moved
+// records no longer count against QueueSize or MaxQueueBytes. It reports
+// whether records are still pending, and whether Close was called (then
+// nothing more will be queued).
+func (a *AsyncRecorder) take(batch []Record) (_ []Record, more, closed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := min(a.opt.BatchSize-len(batch), len(a.pending)-a.head)
+	taken := a.pending[a.head : a.head+n]
+	var size int64
+	for i := range taken {
+		size += recordSize(&taken[i])
+	}
+	a.bytes.Add(-size)
+	batch = append(batch, taken...)
+	clear(taken) // the queue keeps no record alive
+	a.head += n
+	if a.head == len(a.pending) {
+		a.pending, a.head = a.pending[:0], 0
+		if cap(a.pending) > 4*a.opt.BatchSize {
+			a.pending = nil // grown by a backlog: let it go
+		}
+	}
+	return batch, a.head < len(a.pending), a.closed
 }
 
 // QueuedBytes reports the estimated memory of the records now waiting in
@@ -225,11 +282,9 @@ func (a *AsyncRecorder) Flush(ctx context.Context) error {
 // more. Close is idempotent.
 func (a *AsyncRecorder) Close(ctx context.Context) error {
 	a.mu.Lock()
-	if !a.closed {
-		a.closed = true
-		close(a.queue)
-	}
+	a.closed = true
 	a.mu.Unlock()
+	a.signal()
 	select {
 	case <-a.done:
 		return nil
@@ -242,56 +297,38 @@ func (a *AsyncRecorder) Close(ctx context.Context) error {
 func (a *AsyncRecorder) run() {
 	defer close(a.done)
 	defer a.cancel()
+	// batch may wait, not full, for more records, the tick, a Flush or
+	// Close: the worker holds at most BatchSize records.
 	batch := make([]Record, 0, a.opt.BatchSize)
 	tick := time.NewTicker(a.opt.FlushInterval)
 	defer tick.Stop()
 	for {
+		var ack chan struct{}
+		all := true // write every record, a batch that is not full included
 		select {
-		case q, ok := <-a.queue:
-			if !ok {
+		case <-a.wake:
+			all = false
+		case <-tick.C:
+		case ack = <-a.flush:
+		}
+		for more, closed := true, false; more; {
+			batch, more, closed = a.take(batch)
+			if len(batch) == a.opt.BatchSize || (len(batch) > 0 && (all || closed)) {
 				a.write(batch)
+				clear(batch)
+				batch = batch[:0]
+			}
+			if closed && !more {
+				if ack != nil {
+					close(ack)
+				}
 				return
 			}
-			batch = a.take(batch, q)
-			if len(batch) >= a.opt.BatchSize {
-				a.write(batch)
-				batch = batch[:0]
-			}
-		case <-tick.C:
-			if len(batch) > 0 {
-				a.write(batch)
-				batch = batch[:0]
-			}
-		case ack := <-a.flush:
-			// Take what is queued now, then write it all.
-			for drained := false; !drained; {
-				select {
-				case q, ok := <-a.queue:
-					if !ok {
-						drained = true
-						break
-					}
-					batch = a.take(batch, q)
-					if len(batch) >= a.opt.BatchSize {
-						a.write(batch)
-						batch = batch[:0]
-					}
-				default:
-					drained = true
-				}
-			}
-			a.write(batch)
-			batch = batch[:0]
+		}
+		if ack != nil {
 			close(ack)
 		}
 	}
-}
-
-// take moves a queued record into the batch: it no longer counts against
-// MaxQueueBytes.
-func (a *AsyncRecorder) take(batch []Record, q queuedRecord) []Record {
-	a.bytes.Add(-q.size)
-	return append(batch, q.rec)
 }
 
 // write stores one batch, retrying with backoff; a batch that cannot be

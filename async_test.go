@@ -3,11 +3,14 @@ package relay
 import (
 	"context"
 	"errors"
+	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -163,4 +166,125 @@ func TestAsyncRecorderCloseDoesNotWaitForDeafRecorder(t *testing.T) {
 	close(d.release)
 	testkit.Recv(t, a.done, "the queue's worker did not end after the write was released")
 	assert.Equal(t, uint64(2), a.Dropped(), "what was left is dropped, not written")
+}
+
+// tokenStore writes one record per token and reports each call (entered
+// must have room for every call).
+type tokenStore struct {
+	entered chan struct{}
+	tokens  chan struct{}
+	mu      sync.Mutex
+	ids     []string
+}
+
+func (s *tokenStore) Record(ctx context.Context, r Record) error {
+	s.entered <- struct{}{}
+	select {
+	case <-s.tokens:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ids = append(s.ids, r.RequestID)
+	return nil
+}
+
+// TestAsyncRecorderHoldsWhatItBounds: with its store slow, the recorder
+// holds at most a batch in the worker and QueueSize records in the queue;
+// the rest are dropped and counted. Every held record is written, in the
+// order recorded, and the queue lets go of the memory a backlog grew.
+// Mutations it kills: a worker that takes the whole queue (holding more
+// than the bound), a queue bound that counts taken records, lost order.
+func TestAsyncRecorderHoldsWhatItBounds(t *testing.T) {
+	s := &tokenStore{entered: make(chan struct{}, 1000), tokens: make(chan struct{}, 1000)}
+	const batch, queue = 3, 40
+	a := NewAsyncRecorder(s, AsyncOptions{QueueSize: queue, BatchSize: batch, FlushInterval: time.Hour, WriteTimeout: time.Minute})
+	t.Cleanup(func() { _ = a.Close(testkit.Context(t)) })
+	n := 0
+	record := func(k int) {
+		for range k {
+			require.NoError(t, a.Record(context.Background(), Record{RequestID: strconv.Itoa(n)}))
+			n++
+		}
+	}
+	record(batch)
+	testkit.Recv(t, s.entered, "the first batch's write")
+	record(100)
+	assert.Equal(t, uint64(100-queue), a.Dropped(), "one batch in the worker, a full queue, the rest dropped")
+	assert.Equal(t, float64(queue), testutil.ToFloat64(a.queuedG))
+
+	// The first batch is written; the worker takes the next one, and only
+	// that one: the queue has room for a batch again, no more.
+	for range batch {
+		s.tokens <- struct{}{}
+	}
+	for range batch { // the first batch's other two, then the next batch's first
+		testkit.Recv(t, s.entered, "the next write")
+	}
+	assert.Equal(t, float64(queue-batch), testutil.ToFloat64(a.queuedG))
+	record(10)
+	assert.Equal(t, uint64(100-queue+10-batch), a.Dropped())
+
+	for range 2 * queue {
+		s.tokens <- struct{}{}
+	}
+	require.NoError(t, a.Flush(testkit.Context(t)))
+	s.mu.Lock()
+	ids := s.ids
+	s.mu.Unlock()
+	require.Len(t, ids, batch+queue+batch)
+	for i, id := range ids[:batch+queue] {
+		assert.Equal(t, strconv.Itoa(i), id, "record %d", i)
+	}
+	assert.Zero(t, a.QueuedBytes())
+	a.mu.Lock()
+	assert.Nil(t, a.pending, "the backlog's slice is released")
+	a.mu.Unlock()
+}
+
+// TestAsyncRecorderWritesPartialBatchesInOrder: records arriving in
+// bursts smaller than a batch are written in order, in full batches
+// while they come and the rest on Flush, whatever the burst sizes.
+func TestAsyncRecorderWritesPartialBatchesInOrder(t *testing.T) {
+	g := newGate()
+	close(g.open)
+	a := NewAsyncRecorder(g, AsyncOptions{BatchSize: 7, FlushInterval: time.Hour})
+	t.Cleanup(func() { _ = a.Close(testkit.Context(t)) })
+	n := 0
+	for _, burst := range []int{1, 5, 9, 2, 13, 7, 4} {
+		for range burst {
+			require.NoError(t, a.Record(context.Background(), Record{RequestID: strconv.Itoa(n)}))
+			n++
+		}
+	}
+	require.NoError(t, a.Flush(testkit.Context(t)))
+	got := g.all()
+	require.Len(t, got, n)
+	for i, r := range got {
+		assert.Equal(t, strconv.Itoa(i), r.RequestID)
+	}
+	assert.Zero(t, a.Dropped())
+}
+
+// BenchmarkAsyncRecorder queues one request's record per op, the worker
+// writing batches to a store that keeps nothing. Each op yields the
+// processor once, as a request's handler does while it waits for I/O, so
+// that the worker keeps up on one processor too.
+func BenchmarkAsyncRecorder(b *testing.B) {
+	a := NewAsyncRecorder(RecorderFunc(func(context.Context, Record) error { return nil }), AsyncOptions{})
+	rec := Record{RequestID: "0123456789abcdef0123456789abcdef", Tenant: "t", KeyID: "k", Route: "r",
+		Upstream: "u", Method: "POST", Path: "/v1/chat/completions", Model: "m", Status: 200}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = a.Record(ctx, rec)
+		runtime.Gosched()
+	}
+	if err := a.Close(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if d := a.Dropped(); d > 0 {
+		b.Fatalf("%d records dropped", d)
+	}
 }

@@ -2,7 +2,11 @@ package relay
 
 import (
 	"fmt"
+	"maps"
+	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -11,77 +15,155 @@ import (
 // names from configuration, status classes, the fixed error types, upstream
 // names from configuration and models named by WithModels. Tenants, keys
 // and raw paths never become labels.
+//
+// Each vector is reached through a children cache (see children): the
+// request path resolves a handful of children per request, and the cache
+// saves Prometheus' label hashing, validation and lock on each.
 type metrics struct {
-	requests     *prometheus.CounterVec   // route, status
-	duration     *prometheus.HistogramVec // route
-	errors       *prometheus.CounterVec   // route, type
-	active       *prometheus.GaugeVec     // route
-	ttfb         *prometheus.HistogramVec // route
-	tokens       *prometheus.CounterVec   // route, model, type
-	ttft         *prometheus.HistogramVec // route, model
-	interChunk   *prometheus.HistogramVec // route, model
-	upstreamReqs *prometheus.CounterVec   // route, upstream, status
-	limited      *prometheus.CounterVec   // route, reason
+	requests     *children[prometheus.Counter]  // route, status
+	duration     *children[prometheus.Observer] // route
+	errors       *children[prometheus.Counter]  // route, type
+	active       *children[prometheus.Gauge]    // route
+	ttfb         *children[prometheus.Observer] // route
+	tokens       *children[prometheus.Counter]  // route, model, type
+	ttft         *children[prometheus.Observer] // route, model
+	interChunk   *children[prometheus.Observer] // route, model
+	upstreamReqs *children[prometheus.Counter]  // route, upstream, status
+	limited      *children[prometheus.Counter]  // route, reason
 }
 
 // msBuckets are the latency buckets of the original project, in ms.
 func msBuckets() []float64 { return []float64{100, 500, 1000, 2000, 5000, 10000, 30000, 60000} }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "relay_requests_total",
-			Help: "Requests handled, by route and the status class the client got (2xx..5xx; 499 client disconnects count as 4xx).",
-		}, []string{"route", "status"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "relay_duration_ms",
-			Help:    "Request duration from arrival to the last byte, in milliseconds.",
-			Buckets: msBuckets(),
-		}, []string{"route"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "relay_errors_total",
-			Help: "Errors by route and type (see the README's error-type table).",
-		}, []string{"route", "type"}),
-		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "relay_active_connections",
-			Help: "Requests in flight, streams included.",
-		}, []string{"route"}),
-		ttfb: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "relay_ttfb_ms",
-			Help:    "Time from a request's arrival to the first body byte sent to the client, in milliseconds.",
-			Buckets: []float64{5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000},
-		}, []string{"route"}),
-		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "relay_tokens_total",
-			Help: "LLM tokens reported by upstreams, by type: input, output, cached_input, reasoning.",
-		}, []string{"route", "model", "type"}),
-		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "relay_ttft_ms",
-			Help:    "Time from a request's arrival to the first event carrying generated content, in milliseconds.",
-			Buckets: []float64{50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000},
-		}, []string{"route", "model"}),
-		interChunk: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "relay_inter_chunk_ms",
-			Help:    "Time between two consecutive content events of a stream, in milliseconds.",
-			Buckets: []float64{1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000},
-		}, []string{"route", "model"}),
-		upstreamReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "relay_upstream_requests_total",
-			Help: "Attempts sent to upstreams, by the status they answered (\"error\" when none).",
-		}, []string{"route", "upstream", "status"}),
-		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "relay_rate_limited_total",
-			Help: "Requests refused by the limiter, by the exhausted budget (requests or tokens).",
-		}, []string{"route", "reason"}),
-	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.errors, m.active, m.ttfb,
-		m.tokens, m.ttft, m.interChunk, m.upstreamReqs, m.limited} {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_requests_total",
+		Help: "Requests handled, by route and the status class the client got (2xx..5xx; 499 client disconnects count as 4xx).",
+	}, []string{"route", "status"})
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "relay_duration_ms",
+		Help:    "Request duration from arrival to the last byte, in milliseconds.",
+		Buckets: msBuckets(),
+	}, []string{"route"})
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_errors_total",
+		Help: "Errors by route and type (see the README's error-type table).",
+	}, []string{"route", "type"})
+	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "relay_active_connections",
+		Help: "Requests in flight, streams included.",
+	}, []string{"route"})
+	ttfb := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "relay_ttfb_ms",
+		Help:    "Time from a request's arrival to the first body byte sent to the client, in milliseconds.",
+		Buckets: []float64{5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000},
+	}, []string{"route"})
+	tokens := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_tokens_total",
+		Help: "LLM tokens reported by upstreams, by type: input, output, cached_input, reasoning.",
+	}, []string{"route", "model", "type"})
+	ttft := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "relay_ttft_ms",
+		Help:    "Time from a request's arrival to the first event carrying generated content, in milliseconds.",
+		Buckets: []float64{50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000},
+	}, []string{"route", "model"})
+	interChunk := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "relay_inter_chunk_ms",
+		Help:    "Time between two consecutive content events of a stream, in milliseconds.",
+		Buckets: []float64{1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000},
+	}, []string{"route", "model"})
+	upstreamReqs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_upstream_requests_total",
+		Help: "Attempts sent to upstreams, by the status they answered (\"error\" when none).",
+	}, []string{"route", "upstream", "status"})
+	limited := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_rate_limited_total",
+		Help: "Requests refused by the limiter, by the exhausted budget (requests or tokens).",
+	}, []string{"route", "reason"})
+	for _, c := range []prometheus.Collector{requests, duration, errs, active, ttfb,
+		tokens, ttft, interChunk, upstreamReqs, limited} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("relay: registering metrics: %w (two relays on one registry need "+
 				"prometheus.WrapRegistererWith(prometheus.Labels{\"relay\": name}, reg))", err)
 		}
 	}
-	return m, nil
+	return &metrics{
+		requests:     newChildren(requests.WithLabelValues),
+		duration:     newChildren(duration.WithLabelValues),
+		errors:       newChildren(errs.WithLabelValues),
+		active:       newChildren(active.WithLabelValues),
+		ttfb:         newChildren(ttfb.WithLabelValues),
+		tokens:       newChildren(tokens.WithLabelValues),
+		ttft:         newChildren(ttft.WithLabelValues),
+		interChunk:   newChildren(interChunk.WithLabelValues),
+		upstreamReqs: newChildren(upstreamReqs.WithLabelValues),
+		limited:      newChildren(limited.WithLabelValues),
+	}, nil
+}
+
+// maxCachedChildren bounds the children a cache holds per vector. Label
+// values are bounded by configuration, so a relay stays far below it;
+// past it, lookups go to the vector itself, uncached but still correct.
+// maxChildKey bounds a cache key (the label values, each followed by a
+// separator): longer values, which the relay's are not, also go to the
+// vector.
+const (
+	maxCachedChildren = 4096
+	maxChildKey       = 128
+)
+
+// children caches the children of one metric vector by label values.
+// Prometheus' WithLabelValues hashes and validates every value and takes
+// the vector's lock on each call; the request path resolves a handful per
+// request, so a read-mostly map saves that: a lookup is one atomic load
+// and one map access, lock-free, with a key built on the stack. The map is
+// copied on write (a miss adds a child), which happens once per label
+// combination. Children are never deleted from the relay's vectors, so a
+// cached child stays the vector's.
+//
+// It is safe for concurrent use.
+type children[T any] struct {
+	with   func(...string) T // the vector's WithLabelValues
+	cached atomic.Pointer[map[string]T]
+	mu     sync.Mutex // serialises misses
+}
+
+func newChildren[T any](with func(...string) T) *children[T] {
+	c := &children[T]{with: with}
+	m := map[string]T{}
+	c.cached.Store(&m)
+	return c
+}
+
+// WithLabelValues returns the child for the label values, as the vector's
+// own WithLabelValues does (it panics on a wrong number of values).
+func (c *children[T]) WithLabelValues(lvs ...string) T {
+	var buf [maxChildKey]byte
+	k := buf[:0]
+	for _, v := range lvs {
+		if len(k)+len(v) >= len(buf) {
+			return c.with(append([]string(nil), lvs...)...)
+		}
+		// 0xff never occurs in UTF-8, which Prometheus requires of label
+		// values: distinct value lists make distinct keys.
+		k = append(append(k, v...), 0xff)
+	}
+	if v, ok := (*c.cached.Load())[string(k)]; ok {
+		return v
+	}
+	// Copied so that lvs, usually on the caller's stack, does not escape.
+	v := c.with(append([]string(nil), lvs...)...)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.cached.Load()
+	if _, ok := old[string(k)]; ok || len(old) >= maxCachedChildren {
+		return v
+	}
+	m := make(map[string]T, len(old)+1)
+	maps.Copy(m, old)
+	m[string(k)] = v
+	c.cached.Store(&m)
+	return v
 }
 
 // statusClass maps a status to its label value.
@@ -104,6 +186,29 @@ func statusClass(code int) string {
 func upstreamStatus(code int, err error) string {
 	if err != nil || code == 0 {
 		return "error"
+	}
+	// The usual answers as constants: strconv allocates for codes >= 100.
+	switch code {
+	case http.StatusOK:
+		return "200"
+	case http.StatusBadRequest:
+		return "400"
+	case http.StatusUnauthorized:
+		return "401"
+	case http.StatusForbidden:
+		return "403"
+	case http.StatusNotFound:
+		return "404"
+	case http.StatusTooManyRequests:
+		return "429"
+	case http.StatusInternalServerError:
+		return "500"
+	case http.StatusBadGateway:
+		return "502"
+	case http.StatusServiceUnavailable:
+		return "503"
+	case http.StatusGatewayTimeout:
+		return "504"
 	}
 	return strconv.Itoa(code)
 }

@@ -6,8 +6,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/assert"
@@ -170,4 +173,65 @@ func TestActiveConnectionsGauge(t *testing.T) {
 	assert.Equal(t, 4.0, testutil.ToFloat64(e.relay.metrics.requests.WithLabelValues("test", "2xx"))+
 		testutil.ToFloat64(e.relay.metrics.requests.WithLabelValues("test", "4xx"))+
 		testutil.ToFloat64(e.relay.metrics.requests.WithLabelValues("none", "4xx")), "every request was counted")
+}
+
+// TestMetricChildrenCache: a cached child is the vector's own (what is
+// counted through the cache is what the registry exports), for every
+// label combination, past the cache's bound too, and from many goroutines
+// at once; a wrong number of label values panics as the vector does.
+// Mutations it kills: a cache keyed on fewer values than the labels (two
+// combinations sharing a child), a cache that stops serving at its bound.
+func TestMetricChildrenCache(t *testing.T) {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "c"}, []string{"a", "b", "c"})
+	c := newChildren(vec.WithLabelValues)
+	n := maxCachedChildren + 100
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n {
+				c.WithLabelValues("r", strconv.Itoa(i), strconv.Itoa(g%2)).Inc()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, i := range []int{0, 1, maxCachedChildren - 1, maxCachedChildren, n - 1} {
+		for g := range 2 {
+			assert.Equal(t, 2.0, testutil.ToFloat64(vec.WithLabelValues("r", strconv.Itoa(i), strconv.Itoa(g))), "child %d/%d", i, g)
+		}
+	}
+	assert.Equal(t, 2*n, testutil.CollectAndCount(vec), "one child per combination")
+	assert.Len(t, *c.cached.Load(), maxCachedChildren, "bounded")
+	assert.Panics(t, func() { c.WithLabelValues("r", "1") }, "too few values")
+	assert.Panics(t, func() { c.WithLabelValues("r", "1", "2", "3") }, "too many values")
+}
+
+// TestUpstreamStatusLabels pins the status label of
+// relay_upstream_requests_total, constants and the rest alike.
+func TestUpstreamStatusLabels(t *testing.T) {
+	for code, want := range map[int]string{0: "error", 200: "200", 201: "201", 400: "400", 401: "401",
+		403: "403", 404: "404", 418: "418", 429: "429", 500: "500", 502: "502", 503: "503", 504: "504", 529: "529"} {
+		assert.Equal(t, want, upstreamStatus(code, nil), "%d", code)
+	}
+	assert.Equal(t, "error", upstreamStatus(200, io.EOF))
+}
+
+// BenchmarkMetricChildren resolves a two-label child as the request path
+// does, through the cache and from the vector itself.
+func BenchmarkMetricChildren(b *testing.B) {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "c"}, []string{"route", "status"})
+	c := newChildren(vec.WithLabelValues)
+	b.Run("cached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c.WithLabelValues("route", "2xx").Inc()
+		}
+	})
+	b.Run("vector", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			vec.WithLabelValues("route", "2xx").Inc()
+		}
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/streamrelay/relay/internal/provider"
@@ -179,6 +180,11 @@ type Route struct {
 }
 
 // Target is a resolved request: where it goes and how it is relayed.
+//
+// A Target from RouteTable shares its PassHeaders and its backends'
+// Header maps with the table (they are the same for every request): read
+// them, and copy them before changing anything, as a resolver wrapping a
+// RouteTable must.
 type Target struct {
 	// Route names the matched route; it is the metric label.
 	Route    string
@@ -203,6 +209,7 @@ type Backend struct {
 	URL *url.URL
 	// Header is set on the upstream request after the client's headers,
 	// replacing those of the same name. It carries credentials: never log it.
+	// The relay only reads it; RouteTable's are shared (see Target).
 	Header http.Header
 	// Done, if not nil, is told how the attempt went, so that a resolver can
 	// rest a failing key.
@@ -259,8 +266,8 @@ type compiledRoute struct {
 	pass     []string    // Route.PassHeaders, canonical; shared, never mutated
 	backends []*backendPool
 	maxTries int
-	cursor   uint64
-	mu       sync.Mutex
+	weights  int // the sum of the backends' weights
+	cursor   atomic.Uint64
 }
 
 // backendPool is one Upstream with its key pool and resting state.
@@ -271,6 +278,13 @@ type backendPool struct {
 	keys   []poolKey
 	weight int
 
+	// Precomputed once, so that building a request's backend copies no
+	// header and trims no path: the base path and escaped path without
+	// their trailing slash, and, for a pool without keys, the headers
+	// every request gets (the route's; shared, never mutated).
+	basePath, baseRaw string
+	plain             http.Header
+
 	clock Clock
 
 	mu   sync.Mutex // guards next and keys' resting state
@@ -278,7 +292,11 @@ type backendPool struct {
 }
 
 type poolKey struct {
-	value     []string // the header value, with "Bearer " when needed; shared, never mutated
+	// header is the route's headers plus this key's credential, the
+	// Backend.Header of every request that uses the key; shared, never
+	// mutated.
+	header    http.Header
+	done      func(AttemptResult) // reports an attempt with this key; made once
 	restUntil time.Time
 	failures  int
 }
@@ -415,6 +433,10 @@ func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, clo
 	if len(p.list) > before {
 		return nil
 	}
+	for _, b := range cr.backends {
+		b.prepare(cr.headers)
+		cr.weights += b.weight
+	}
 	cr.maxTries = r.MaxAttempts
 	if cr.maxTries == 0 {
 		// One try per upstream key (an upstream without keys counts
@@ -516,9 +538,28 @@ func compileUpstream(p *routeProblems, u Upstream, clock Clock) *backendPool {
 		if bp.header == "Authorization" && !strings.HasPrefix(s, "Bearer ") {
 			s = "Bearer " + s
 		}
-		bp.keys = append(bp.keys, poolKey{value: []string{s}})
+		// The value alone for now: prepare adds the route's headers.
+		bp.keys = append(bp.keys, poolKey{header: http.Header{bp.header: {s}}})
 	}
 	return bp
+}
+
+// prepare precomputes what every request to the pool shares: its paths,
+// each key's headers (the route's, extra, then the credential) and each
+// key's report function.
+func (b *backendPool) prepare(extra http.Header) {
+	b.basePath = strings.TrimRight(b.base.Path, "/")
+	b.baseRaw = strings.TrimRight(b.base.EscapedPath(), "/")
+	b.plain = make(http.Header, len(extra))
+	maps.Copy(b.plain, extra)
+	for i := range b.keys {
+		k := &b.keys[i]
+		h := make(http.Header, len(extra)+1)
+		maps.Copy(h, extra)
+		h[b.header] = k.header[b.header]
+		k.header = h
+		k.done = func(a AttemptResult) { b.report(i, a) }
+	}
 }
 
 // match returns the route serving path, or nil.
@@ -561,7 +602,12 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 			fwd = "/" + fwd
 		}
 	}
-	tg := &Target{
+	query := r.URL.RawQuery
+	if !slices.Contains(cr.pass, "X-Goog-User-Project") {
+		query = dropAccountParams(query) // the parameter form of the header
+	}
+	tg, out, urls := newResolved(max(len(cr.backends), cr.maxTries))
+	*tg = Target{
 		Route:       cr.Name,
 		Kind:        cr.Kind,
 		Provider:    cr.Provider,
@@ -569,12 +615,47 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 		MaxAttempts: cr.maxTries,
 		PassHeaders: cr.pass,
 	}
-	query := r.URL.RawQuery
-	if !slices.Contains(cr.pass, "X-Goog-User-Project") {
-		query = dropAccountParams(query) // the parameter form of the header
-	}
-	tg.Backends = cr.pick(t.clock.Now(), fwd, query)
+	now := lazyNow{clock: t.clock}
+	tg.Backends = cr.pick(&now, fwd, query, out, urls)
 	return tg, nil
+}
+
+// newResolved returns a Target with room for n backends and their URLs.
+// For the usual routes (at most three attempts) the three are one
+// allocation, which every request makes.
+func newResolved(n int) (*Target, []Backend, []url.URL) {
+	switch {
+	case n <= 1:
+		r := new(struct {
+			t Target
+			b [1]Backend
+			u [1]url.URL
+		})
+		return &r.t, r.b[:0], r.u[:]
+	case n <= 3:
+		r := new(struct {
+			t Target
+			b [3]Backend
+			u [3]url.URL
+		})
+		return &r.t, r.b[:0], r.u[:]
+	}
+	return new(Target), make([]Backend, 0, n), make([]url.URL, n)
+}
+
+// lazyNow reads the clock once, when first asked: only pools with several
+// keys need the time (to skip resting keys).
+type lazyNow struct {
+	clock Clock
+	t     time.Time
+	read  bool
+}
+
+func (l *lazyNow) now() time.Time {
+	if !l.read {
+		l.t, l.read = l.clock.Now(), true
+	}
+	return l.t
 }
 
 // A route's backends for one request: the first choice by weighted round
@@ -583,30 +664,30 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 
 // pick orders the route's backends for one request: weighted round robin
 // for the first choice, then the others in order, each with its next
-// non-resting key.
-func (cr *compiledRoute) pick(now time.Time, path, query string) []Backend {
-	cr.mu.Lock()
-	slot0 := cr.cursor
-	cr.cursor++
-	cr.mu.Unlock()
+// non-resting key. It appends them to out (with room for max(backends,
+// maxTries)), their URLs in urls.
+func (cr *compiledRoute) pick(now *lazyNow, path, query string, out []Backend, urls []url.URL) []Backend {
 	n := len(cr.backends)
-	total := 0
-	for _, b := range cr.backends {
-		total += b.weight
-	}
-	slot := int(slot0 % uint64(total))
 	first := 0
-	for i, b := range cr.backends {
-		if slot < b.weight {
-			first = i
-			break
+	if n > 1 {
+		slot := int((cr.cursor.Add(1) - 1) % uint64(cr.weights))
+		for i, b := range cr.backends {
+			if slot < b.weight {
+				first = i
+				break
+			}
+			slot -= b.weight
 		}
-		slot -= b.weight
 	}
 	// Round 0 tries every upstream once; later rounds try further keys of
 	// pools that have them, one round per key at most, until maxTries.
-	out := make([]Backend, 0, max(n, cr.maxTries))
-	firstKey := make([]int, n) // the key each pool gave this request in round 0
+	var fk [4]int
+	var firstKey []int // the key each pool gave this request in round 0
+	if n <= len(fk) {
+		firstKey = fk[:n]
+	} else {
+		firstKey = make([]int, n)
+	}
 	for round := 0; round == 0 || len(out) < cr.maxTries; round++ {
 		added := false
 		for k := 0; k < n && (round == 0 || len(out) < cr.maxTries); k++ {
@@ -615,7 +696,7 @@ func (cr *compiledRoute) pick(now time.Time, path, query string) []Backend {
 			if round > 0 && round >= len(b.keys) {
 				continue
 			}
-			be, key := b.backend(now, path, query, cr.headers, round, firstKey[i])
+			be, key := b.backend(now, path, query, &urls[len(out)], round, firstKey[i])
 			if round == 0 {
 				firstKey[i] = key
 			}
@@ -634,24 +715,32 @@ func (cr *compiledRoute) pick(now time.Time, path, query string) []Backend {
 // pool's next free key and advances the pool; round r takes the r'th free
 // key after the one this request got in round 0 (firstKey), so concurrent
 // requests moving the pool do not make a failover repeat a key.
-func (b *backendPool) backend(now time.Time, path, query string, extra http.Header, round, firstKey int) (Backend, int) {
-	u := *b.base
-	u.Path = strings.TrimRight(b.base.Path, "/") + mustUnescape(path)
+// The URL is written to u.
+func (b *backendPool) backend(now *lazyNow, path, query string, u *url.URL, round, firstKey int) (Backend, int) {
+	*u = *b.base
+	unescaped := mustUnescape(path)
+	u.Path = b.basePath + unescaped
 	// RawPath keeps the client's escaping (%2F stays %2F); url.URL uses it
-	// only while it is a valid encoding of Path.
-	u.RawPath = strings.TrimRight(b.base.EscapedPath(), "/") + path
+	// only while it is a valid encoding of Path. Without escapes it is Path
+	// itself, and shares its bytes.
+	u.RawPath = u.Path
+	if b.baseRaw != b.basePath || unescaped != path {
+		u.RawPath = b.baseRaw + path
+	}
 	switch {
 	case b.base.RawQuery == "":
 		u.RawQuery = query
 	case query != "":
 		u.RawQuery = b.base.RawQuery + "&" + query
 	}
-	h := make(http.Header, len(extra)+1)
-	for k, v := range extra {
-		h[k] = v
-	}
-	be := Backend{Name: b.name, URL: &u, Header: h}
-	if len(b.keys) == 0 {
+	be := Backend{Name: b.name, URL: u, Header: b.plain}
+	switch len(b.keys) {
+	case 0:
+		return be, 0
+	case 1:
+		// The one key, resting or not (a resting key is still the last
+		// resort): no clock reading, no lock.
+		be.Header, be.Done = b.keys[0].header, b.keys[0].done
 		return be, 0
 	}
 	b.mu.Lock()
@@ -664,7 +753,7 @@ func (b *backendPool) backend(now time.Time, path, query string, extra http.Head
 	idx, seen := -1, 0
 	for k := range span {
 		i := (start + k) % nk
-		if !b.keys[i].restUntil.After(now) {
+		if !b.keys[i].restUntil.After(now.now()) {
 			if seen == want {
 				idx = i
 				break
@@ -687,15 +776,15 @@ func (b *backendPool) backend(now time.Time, path, query string, extra http.Head
 	if round == 0 {
 		b.next = idx + 1
 	}
-	h[b.header] = b.keys[idx].value
-	be.Done = func(a AttemptResult) { b.report(idx, b.clock.Now(), a) }
+	be.Header, be.Done = b.keys[idx].header, b.keys[idx].done
 	return be, idx
 }
 
 // report rests a key after failures: 401, 429 and 5xx answers and
 // connection errors. A Retry-After rests it that long at once; otherwise
-// from the second failure in a row the rest doubles, up to a minute.
-func (b *backendPool) report(idx int, now time.Time, a AttemptResult) {
+// from the second failure in a row the rest doubles, up to a minute. Only
+// a failure reads the clock.
+func (b *backendPool) report(idx int, a AttemptResult) {
 	status := a.Status
 	failed := a.Err != nil || status == http.StatusTooManyRequests || status >= 500 || status == http.StatusUnauthorized
 	b.mu.Lock()
@@ -705,6 +794,7 @@ func (b *backendPool) report(idx int, now time.Time, a AttemptResult) {
 		k.failures = 0
 		return
 	}
+	now := b.clock.Now()
 	k.failures++
 	if a.RetryAfter > 0 {
 		k.restUntil = now.Add(min(a.RetryAfter, 5*time.Minute))
