@@ -124,7 +124,9 @@ func (ex *exchange) report(b Backend, cause error, resp *http.Response, err erro
 	res := AttemptResult{Err: err}
 	if err == nil {
 		res.Status = resp.StatusCode
-		res.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), ex.rl.clock.Now())
+		if v := resp.Header.Get("Retry-After"); v != "" { // the clock is read only for one
+			res.RetryAfter = parseRetryAfter(v, ex.rl.clock.Now())
+		}
 	}
 	if b.Done != nil && !ours {
 		b.Done(res)

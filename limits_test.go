@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1045,4 +1046,51 @@ func TestShutdownReturnsByItsDeadline(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusServiceUnavailable, tr.StatusCode)
 	reader.Close()
+}
+
+// formatReset writes what time.Duration.String writes for whole seconds,
+// and milliseconds below a second, as OpenAI's headers do.
+func TestFormatReset(t *testing.T) {
+	for _, d := range []time.Duration{0, 20 * time.Millisecond, 999 * time.Millisecond, time.Second,
+		1500 * time.Millisecond, 59 * time.Second, time.Minute, 6 * time.Minute, 61*time.Minute + 5*time.Second,
+		25 * time.Hour, 100*time.Hour + 59*time.Minute + 59*time.Second} {
+		want := strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+		if d >= time.Second {
+			want = d.Round(time.Second).String()
+		}
+		if got := formatReset(d); got != want {
+			t.Errorf("formatReset(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// The six quota headers cost two allocations, and each holds its own value.
+func TestQuotaHeadersCost(t *testing.T) {
+	d := Decision{Requests: Quota{Limit: 600, Remaining: 599, Reset: 100 * time.Millisecond},
+		Tokens: Quota{Limit: 150000, Remaining: 149000, Reset: 6 * time.Minute}}
+	h := http.Header{}
+	setQuotaHeaders(h, d)
+	want := map[string]string{"X-Ratelimit-Limit-Requests": "600", "X-Ratelimit-Remaining-Requests": "599",
+		"X-Ratelimit-Reset-Requests": "100ms", "X-Ratelimit-Limit-Tokens": "150000",
+		"X-Ratelimit-Remaining-Tokens": "149000", "X-Ratelimit-Reset-Tokens": "6m0s"}
+	for k, v := range want {
+		if got := h[k]; len(got) != 1 || got[0] != v {
+			t.Errorf("%s = %q, want [%q]", k, got, v)
+		}
+	}
+	h.Add("X-Ratelimit-Limit-Requests", "appended") // must not write into a neighbour's slot
+	if got := h["X-Ratelimit-Remaining-Requests"]; len(got) != 1 || got[0] != "599" {
+		t.Errorf("appending to one header changed another: %q", got)
+	}
+	tokensOnly := http.Header{}
+	setQuotaHeaders(tokensOnly, Decision{Tokens: d.Tokens})
+	if len(tokensOnly) != 3 || tokensOnly.Get("X-Ratelimit-Reset-Tokens") != "6m0s" {
+		t.Errorf("tokens only: %v", tokensOnly)
+	}
+	if raceEnabled {
+		return
+	}
+	if n := testing.AllocsPerRun(100, func() { setQuotaHeaders(h, d) }); n > 2 {
+		t.Errorf("setQuotaHeaders: %v allocations, want at most 2", n)
+	}
 }

@@ -124,7 +124,7 @@ type Relay struct {
 // small SSE event is relayed as soon as it is read.
 const (
 	copyBufSize  = 32 << 10
-	smallBufSize = 4 << 10
+	smallBufSize = 2 << 10
 )
 
 // New builds a Relay. It fails when the options are invalid, when no
@@ -515,27 +515,73 @@ func (ex *exchange) refuse(d Decision) error {
 }
 
 // setQuotaHeaders sets OpenAI-style x-ratelimit-* headers for the budgets
-// the decision reports. The keys are canonical constants, so setting them
-// costs no key allocation.
+// the decision reports. The keys are canonical constants, and the values
+// are cut from one string into one backing slice, so that the six headers
+// cost two allocations, not twelve: they are on every response.
 func setQuotaHeaders(h http.Header, d Decision) {
-	if q := d.Requests; q.Limit > 0 {
-		h["X-Ratelimit-Limit-Requests"] = []string{strconv.FormatInt(q.Limit, 10)}
-		h["X-Ratelimit-Remaining-Requests"] = []string{strconv.FormatInt(q.Remaining, 10)}
-		h["X-Ratelimit-Reset-Requests"] = []string{formatReset(q.Reset)}
+	rq, tq := d.Requests.Limit > 0, d.Tokens.Limit > 0
+	if !rq && !tq {
+		return
 	}
-	if q := d.Tokens; q.Limit > 0 {
-		h["X-Ratelimit-Limit-Tokens"] = []string{strconv.FormatInt(q.Limit, 10)}
-		h["X-Ratelimit-Remaining-Tokens"] = []string{strconv.FormatInt(q.Remaining, 10)}
-		h["X-Ratelimit-Reset-Tokens"] = []string{formatReset(q.Reset)}
+	var buf [128]byte
+	var ends [6]int
+	b := buf[:0]
+	for i, q := range [2]Quota{d.Requests, d.Tokens} {
+		if q.Limit <= 0 {
+			continue
+		}
+		b = strconv.AppendInt(b, q.Limit, 10)
+		ends[3*i] = len(b)
+		b = strconv.AppendInt(b, q.Remaining, 10)
+		ends[3*i+1] = len(b)
+		b = appendReset(b, q.Reset)
+		ends[3*i+2] = len(b)
+	}
+	s := string(b)
+	vals := make([]string, 6)
+	start := 0
+	for i, q := range [2]Quota{d.Requests, d.Tokens} {
+		if q.Limit <= 0 {
+			continue
+		}
+		for j := range 3 {
+			k := 3*i + j
+			vals[k] = s[start:ends[k]]
+			start = ends[k]
+		}
+	}
+	if rq {
+		h["X-Ratelimit-Limit-Requests"] = vals[0:1:1]
+		h["X-Ratelimit-Remaining-Requests"] = vals[1:2:2]
+		h["X-Ratelimit-Reset-Requests"] = vals[2:3:3]
+	}
+	if tq {
+		h["X-Ratelimit-Limit-Tokens"] = vals[3:4:4]
+		h["X-Ratelimit-Remaining-Tokens"] = vals[4:5:5]
+		h["X-Ratelimit-Reset-Tokens"] = vals[5:6:6]
 	}
 }
 
 // formatReset renders a duration as OpenAI does ("1s", "6m0s", "20ms").
 func formatReset(d time.Duration) string {
+	var buf [24]byte
+	return string(appendReset(buf[:0], d))
+}
+
+// appendReset appends formatReset's rendering: milliseconds under a
+// second, else whole seconds as time.Duration.String writes them.
+func appendReset(b []byte, d time.Duration) []byte {
 	if d < time.Second {
-		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+		return append(strconv.AppendInt(b, d.Milliseconds(), 10), "ms"...)
 	}
-	return d.Round(time.Second).String()
+	secs := int64(d.Round(time.Second) / time.Second)
+	if h := secs / 3600; h > 0 {
+		b = append(strconv.AppendInt(b, h, 10), 'h')
+		b = append(strconv.AppendInt(b, secs%3600/60, 10), 'm')
+	} else if m := secs / 60; m > 0 {
+		b = append(strconv.AppendInt(b, m, 10), 'm')
+	}
+	return append(strconv.AppendInt(b, secs%60, 10), 's')
 }
 
 // finish records the exchange. It runs deferred, so a panic (such as

@@ -116,7 +116,7 @@ func (ex *exchange) endEvents(p *sseParser) {
 // copyBody relays the body read by read, until its end (nil), the client
 // leaving or the upstream breaking off (errEnded). It starts with a small
 // buffer: LLM events are small and most streams idle between them, so an
-// open stream holds 4 KiB, not 32. A read that fills it moves the stream
+// open stream holds 2 KiB, not 32. A read that fills it moves the stream
 // to a large one.
 func (ex *exchange) copyBody(body io.Reader, p *sseParser) error {
 	a, rl := ex.up.a, ex.rl
