@@ -39,7 +39,12 @@ type AsyncOptions struct {
 	RetryBackoff time.Duration
 	// Registerer receives the recorder's metrics: relay_records_dropped_total,
 	// relay_records_retried_total, relay_records_queued,
-	// relay_records_queued_bytes and relay_storage_write_ms. Nil means they are kept but not registered.
+	// relay_records_queued_bytes and relay_storage_write_ms. Nil means they
+	// are kept but not registered. NewAsyncRecorder panics when the
+	// registerer refuses them (another record queue's are there already:
+	// wrap the registerer with a label), as prometheus.MustRegister does; a
+	// record queue that New builds reports it as New's error instead. The
+	// relay sets it to its own registerer.
 	Registerer prometheus.Registerer
 	// OnError, if not nil, is called (from the worker) with each failed
 	// batch write. The relay uses it to count storage errors and log them.
@@ -143,8 +148,8 @@ func NewAsyncRecorder(inner Recorder, opt AsyncOptions) *AsyncRecorder {
 		Buckets: []float64{1, 5, 10, 50, 100, 500, 1000},
 	})
 	if opt.Registerer != nil {
-		for _, c := range []prometheus.Collector{a.droppedC, a.retriedC, a.queuedG, a.bytesG, a.writeMs} {
-			registerOrReuse(opt.Registerer, c)
+		if err := register(opt.Registerer, a.collectors()...); err != nil {
+			panic(err) // as prometheus.MustRegister does; New returns it as an error instead
 		}
 	}
 	go a.run()
@@ -389,16 +394,7 @@ func (a *AsyncRecorder) writeOnce(batch []Record) (int, error) {
 	return len(batch), nil
 }
 
-// registerOrReuse registers c, tolerating an identical collector that is
-// already registered (two relays sharing one registry and recorder).
-func registerOrReuse(reg prometheus.Registerer, c prometheus.Collector) prometheus.Collector {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			return are.ExistingCollector
-		}
-		// Only a programming error (an invalid metric) gets here.
-		panic(err)
-	}
-	return c
+// collectors are the recorder's metrics, for its Registerer.
+func (a *AsyncRecorder) collectors() []prometheus.Collector {
+	return []prometheus.Collector{a.droppedC, a.retriedC, a.queuedG, a.bytesG, a.writeMs}
 }

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -20,6 +21,7 @@ import (
 // request path resolves a handful of children per request, and the cache
 // saves Prometheus' label hashing, validation and lock on each.
 type metrics struct {
+	all          []prometheus.Collector         // as registered, for New to undo
 	requests     *children[prometheus.Counter]  // route, status
 	duration     *children[prometheus.Observer] // route
 	errors       *children[prometheus.Counter]  // route, type
@@ -30,6 +32,41 @@ type metrics struct {
 	interChunk   *children[prometheus.Observer] // route, model
 	upstreamReqs *children[prometheus.Counter]  // route, upstream, status
 	limited      *children[prometheus.Counter]  // route, reason
+}
+
+// register registers cs with reg, all or none. It is the package's one
+// registration policy: a metric already registered (two relays, or two
+// record queues, on one registry) is an error, never silently shared,
+// since a shared metric would count only the first one's numbers.
+func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return fmt.Errorf("relay: registering metric %s: %w (two relays or record queues on one registry need "+
+				"prometheus.WrapRegistererWith(prometheus.Labels{\"relay\": name}, reg))", metricName(c), err)
+		}
+	}
+	return nil
+}
+
+// metricName is the name of c's first metric, for an error message.
+func metricName(c prometheus.Collector) string {
+	ch := make(chan *prometheus.Desc, 1)
+	go func() {
+		c.Describe(ch)
+		close(ch)
+	}()
+	var name string
+	for d := range ch { // drained whole, so that the goroutine ends
+		if s := d.String(); name == "" {
+			if _, rest, ok := strings.Cut(s, `fqName: "`); ok {
+				name, _, _ = strings.Cut(rest, `"`)
+			}
+		}
+	}
+	return name
 }
 
 // msBuckets are the latency buckets of the original project, in ms.
@@ -80,14 +117,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "relay_rate_limited_total",
 		Help: "Requests refused by the limiter, by the exhausted budget (requests or tokens).",
 	}, []string{"route", "reason"})
-	for _, c := range []prometheus.Collector{requests, duration, errs, active, ttfb,
-		tokens, ttft, interChunk, upstreamReqs, limited} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("relay: registering metrics: %w (two relays on one registry need "+
-				"prometheus.WrapRegistererWith(prometheus.Labels{\"relay\": name}, reg))", err)
-		}
+	all := []prometheus.Collector{requests, duration, errs, active, ttfb,
+		tokens, ttft, interChunk, upstreamReqs, limited}
+	if err := register(reg, all...); err != nil {
+		return nil, err
 	}
 	return &metrics{
+		all:          all,
 		requests:     newChildren(requests.WithLabelValues),
 		duration:     newChildren(duration.WithLabelValues),
 		errors:       newChildren(errs.WithLabelValues),

@@ -235,3 +235,45 @@ func BenchmarkMetricChildren(b *testing.B) {
 		}
 	})
 }
+
+// One registration policy: a metric already on the registry is an error
+// (New) or a panic (NewAsyncRecorder, as prometheus.MustRegister), never
+// silently shared, and a refused New leaves the registry as it found it.
+func TestRegistrationRefusesDuplicates(t *testing.T) {
+	rec := RecorderFunc(func(context.Context, Record) error { return nil })
+	opts := func(reg prometheus.Registerer) []Option {
+		return []Option{WithRoutes(Route{Name: "r", Prefix: "/", Upstream: "http://127.0.0.1:1"}),
+			WithAPIKeys(APIKey{Key: "k"}), WithRecorder(rec), WithRegisterer(reg)}
+	}
+	count := func(g prometheus.Gatherer) int {
+		mfs, err := g.Gather()
+		require.NoError(t, err)
+		return len(mfs)
+	}
+
+	reg := prometheus.NewRegistry()
+	first, err := New(opts(reg)...)
+	require.NoError(t, err)
+	defer first.Shutdown(context.Background())
+	_, err = New(opts(reg)...)
+	require.Error(t, err, "a second relay on the same registry")
+	assert.Contains(t, err.Error(), "WrapRegistererWith")
+
+	// Only the record queue's metrics are taken: New fails on them and
+	// takes back the relay metrics it had registered.
+	reg2 := prometheus.NewRegistry()
+	a := prometheus.WrapRegistererWith(prometheus.Labels{"relay": "a"}, reg2)
+	q := NewAsyncRecorder(rec, AsyncOptions{Registerer: a})
+	defer q.Close(context.Background())
+	before := count(reg2)
+	_, err = New(opts(a)...)
+	require.Error(t, err, "a relay whose record queue's metrics are taken")
+	assert.Contains(t, err.Error(), "relay_records_")
+	assert.Equal(t, before, count(reg2), "a refused New left metrics registered")
+	b, err := New(opts(prometheus.WrapRegistererWith(prometheus.Labels{"relay": "b"}, reg2))...)
+	require.NoError(t, err, "a wrapped registerer")
+	require.NoError(t, b.Shutdown(context.Background()))
+
+	assert.Panics(t, func() { NewAsyncRecorder(rec, AsyncOptions{Registerer: a}) },
+		"a second record queue on one registry")
+}

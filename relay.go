@@ -218,7 +218,7 @@ func New(opts ...Option) (*Relay, error) {
 		rl.async, rl.recorder = r, r
 	default:
 		o := c.asyncOpt
-		o.Registerer = reg
+		o.Registerer = nil // registered below, where a refusal is New's error
 		if user := o.OnError; user != nil {
 			o.OnError = func(err error) { rl.storageError(err); user(err) }
 		} else {
@@ -226,6 +226,13 @@ func New(opts ...Option) (*Relay, error) {
 		}
 		rl.async = NewAsyncRecorder(r, o)
 		rl.recorder = rl.async
+		if err := register(reg, rl.async.collectors()...); err != nil {
+			_ = rl.async.Close(context.Background()) // nothing queued yet: returns at once
+			for _, c := range m.all {
+				reg.Unregister(c)
+			}
+			return nil, err
+		}
 	}
 
 	rl.models = make(map[string]bool, len(c.metricsModels))
