@@ -94,6 +94,7 @@ type Relay struct {
 	bufs      sync.Pool    // *[]byte of copyBufSize
 	smallBufs sync.Pool    // *[]byte of smallBufSize
 	streams   sync.Pool    // *provider.Stream
+	decoders  sync.Pool    // *decoder, for compressed bodies
 	bodies    byteBudget   // request bodies held in memory
 	observed  byteBudget   // observation buffers beyond each response's own
 	refused   refusals     // callers refused for their request budget
