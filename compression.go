@@ -7,13 +7,15 @@ import (
 	"io"
 	"iter"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
 
-// Compressed responses. The relay observes a gzip or deflate body through
-// a decoder that runs on a copy of each read, after the read was sent on
-// to the client unchanged (decoder).
+// Compressed responses. The relay offers the upstream only the content
+// codings it can observe (acceptEncoding), and observes a gzip or deflate
+// body through a decoder that runs on a copy of each read, after the read
+// was sent on to the client unchanged (decoder).
 
 // coding is a response's content coding, as far as observation goes.
 type coding uint8
@@ -45,6 +47,74 @@ func contentCoding(h http.Header) coding {
 		return codingDeflate
 	}
 	return codingOther
+}
+
+// acceptEncoding returns the Accept-Encoding to send upstream for the
+// values vv the request would carry: the client's elements naming gzip,
+// deflate or identity, with their parameters (q-values), and nothing
+// else, since the relay observes only what it can decode. When no element
+// is left that accepts something (q above 0), it is identity, explicitly:
+// a request without Accept-Encoding would let Go's transport, unless its
+// DisableCompression is set, ask for gzip itself and decompress the
+// response out of sight, changing the bytes the client gets. The client's
+// slice is reused when nothing is dropped.
+func acceptEncoding(vv []string, identity []string) []string {
+	kept, dropped, accepts := 0, false, false
+	for _, v := range vv {
+		for e := range strings.SplitSeq(v, ",") {
+			if e = strings.TrimSpace(e); e == "" {
+				continue
+			}
+			ok, q := observableCoding(e)
+			if !ok {
+				dropped = true
+				continue
+			}
+			kept++
+			accepts = accepts || q
+		}
+	}
+	switch {
+	case !accepts:
+		return identity
+	case !dropped && len(vv) == 1:
+		return vv
+	}
+	var b strings.Builder
+	for _, v := range vv {
+		for e := range strings.SplitSeq(v, ",") {
+			if e = strings.TrimSpace(e); e == "" {
+				continue
+			}
+			if ok, _ := observableCoding(e); ok {
+				if b.Len() > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(e)
+			}
+		}
+	}
+	return []string{b.String()}
+}
+
+// observableCoding reports whether an Accept-Encoding element names a
+// coding the relay can observe, and whether it accepts it (its q-value,
+// when it has one, is above 0; a malformed one accepts nothing).
+func observableCoding(e string) (ok, accepts bool) {
+	name, params, _ := strings.Cut(e, ";")
+	switch name = strings.TrimSpace(name); {
+	case strings.EqualFold(name, "gzip"), strings.EqualFold(name, "deflate"), strings.EqualFold(name, "identity"):
+	default:
+		return false, false
+	}
+	for p := range strings.SplitSeq(params, ";") {
+		k, v, _ := strings.Cut(p, "=")
+		if strings.EqualFold(strings.TrimSpace(k), "q") {
+			q, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return true, err == nil && q > 0
+		}
+	}
+	return true, true
 }
 
 // A decoder's memory (the inflater's 32 KiB window and Huffman tables,

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -537,4 +538,93 @@ func TestDecoderPanicEndsItsGoroutine(t *testing.T) {
 	reused, _ := rl.decoders.Get().(*decoder)
 	assert.NotSame(t, d, reused, "a decoder a panic left mid-decode is not reused")
 	goleak.VerifyNone(t, leakOptions(ignore)...)
+}
+
+// TestAcceptEncodingForwarded: the upstream is offered only the codings
+// the relay can observe, with the client's q-values; identity when none
+// is left. The result does not depend on the transport: one that would
+// add gzip itself (DisableCompression false) neither adds it nor decodes
+// the response behind the relay's back.
+func TestAcceptEncodingForwarded(t *testing.T) {
+	body := ownStream(3)
+	gz := bytes.Join(encodePieces(t, gzipEnc, body), nil)
+	plain := bytes.Join(body, nil)
+	compressing := &http.Transport{} // DisableCompression false: Go's transport would add gzip
+	t.Cleanup(compressing.CloseIdleConnections)
+	for _, tr := range []struct {
+		name string
+		opts []Option
+	}{{"relay transport", nil}, {"compressing transport", []Option{WithTransport(compressing)}}} {
+		t.Run(tr.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var got []string
+			e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.ReadAll(r.Body)
+				mu.Lock()
+				got = r.Header.Values("Accept-Encoding")
+				mu.Unlock()
+				w.Header().Set("Content-Type", "text/event-stream")
+				if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+					w.Header().Set("Content-Encoding", "gzip")
+					_, _ = w.Write(gz)
+					return
+				}
+				_, _ = w.Write(plain)
+			}, Route{Prefix: "/", Provider: ProviderOpenAI}, tr.opts...)
+			for _, tt := range []struct {
+				client []string // the client's Accept-Encoding lines
+				want   string
+			}{
+				{nil, "identity"},
+				{[]string{"gzip"}, "gzip"},
+				{[]string{"br"}, "identity"},
+				{[]string{"gzip, deflate, br"}, "gzip, deflate"},
+				{[]string{"zstd;q=1, gzip;q=0.5"}, "gzip;q=0.5"},
+				{[]string{"gzip, deflate"}, "gzip, deflate"},
+				{[]string{"br, zstd, *"}, "identity"},
+				{[]string{"gzip;q=0, br"}, "identity"},
+				{[]string{"identity;q=0, GZIP ; q=0.8"}, "identity;q=0, GZIP ; q=0.8"},
+				{[]string{"br", "deflate;q=0.9"}, "deflate;q=0.9"},
+				{[]string{"x-gzip, compress"}, "identity"},
+			} {
+				t.Run(strings.Join(tt.client, "|"), func(t *testing.T) {
+					req := e.request("POST", "/v1/chat/completions", `{"model":"m-known","stream":true}`)
+					for _, v := range tt.client {
+						req.Header.Add("Accept-Encoding", v)
+					}
+					resp, err := plainClient(t).Do(req)
+					require.NoError(t, err)
+					b, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					require.NoError(t, err)
+					e.handled()
+					mu.Lock()
+					assert.Equal(t, []string{tt.want}, got, "Accept-Encoding sent upstream")
+					mu.Unlock()
+					rec := e.lastRecord()
+					if strings.Contains(tt.want, "gzip") {
+						assert.Equal(t, "gzip", resp.Header.Get("Content-Encoding"))
+						assert.Equal(t, gz, b, "compressed bytes, not decoded by the transport")
+					} else {
+						assert.Empty(t, resp.Header.Get("Content-Encoding"))
+						assert.Equal(t, plain, b)
+					}
+					assert.Equal(t, int64(33), rec.Usage.Total(), "observed either way")
+				})
+			}
+		})
+	}
+}
+
+// TestRouteAcceptEncodingFiltered: an Accept-Encoding a route sets is
+// held to the same rule as the client's.
+func TestRouteAcceptEncodingFiltered(t *testing.T) {
+	got := make(chan string, 1)
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Accept-Encoding")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "{}")
+	}, Route{Prefix: "/", Headers: map[string]string{"Accept-Encoding": "br, gzip"}})
+	e.do(e.request("POST", "/v1/x", `{}`))
+	assert.Equal(t, "gzip", testkit.Recv(t, got, "the upstream was not called"))
 }

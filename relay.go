@@ -996,7 +996,7 @@ func (rl *Relay) Recorder() *AsyncRecorder { return rl.async }
 // per relay and shared: a header map's value slice is only read by
 // net/http, and with its capacity equal to its length any append copies it.
 type constHeaders struct {
-	noCache, no, http, https, empty, close, one []string
+	noCache, no, http, https, empty, close, one, identity []string
 }
 
 func newConstHeaders() constHeaders {
@@ -1008,5 +1008,8 @@ func newConstHeaders() constHeaders {
 		empty:   []string{""},
 		close:   []string{"close"},
 		one:     []string{"1"},
+		// identity: the Accept-Encoding sent upstream when nothing the
+		// relay can observe is left (see acceptEncoding)
+		identity: []string{"identity"},
 	}
 }
