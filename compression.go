@@ -57,9 +57,9 @@ func contentCoding(h http.Header) coding {
 // a request without Accept-Encoding would let Go's transport, unless its
 // DisableCompression is set, ask for gzip itself and decompress the
 // response out of sight, changing the bytes the client gets. The client's
-// slice is reused when nothing is dropped.
+// slice is reused when it is one line and nothing is dropped.
 func acceptEncoding(vv []string, identity []string) []string {
-	kept, dropped, accepts := 0, false, false
+	dropped, accepts := false, false
 	for _, v := range vv {
 		for e := range strings.SplitSeq(v, ",") {
 			if e = strings.TrimSpace(e); e == "" {
@@ -70,7 +70,6 @@ func acceptEncoding(vv []string, identity []string) []string {
 				dropped = true
 				continue
 			}
-			kept++
 			accepts = accepts || q
 		}
 	}
@@ -149,8 +148,8 @@ const (
 //
 // A body that is corrupt, truncated or decodes past its bound ends the
 // decoding: observation stops there and the client's stream goes on.
-// close ends the coroutine on every path, and it holds no reference to a
-// read once it has switched back. A decoder is reused between responses
+// closeDecoder, deferred by relayResponse, ends the coroutine on every
+// path; it holds no reference to a read once it has switched back. A decoder is reused between responses
 // (Relay.decoders): its inflaters are reset, not reallocated.
 type decoder struct {
 	src    codedInput
@@ -221,9 +220,10 @@ func (d *decoder) resume() {
 	d.done = !more
 }
 
-// closeDecoder ends the coroutine (it sees no more input and returns), gives the
-// decoder back to rl for reuse unless a panic left it mid-decode, and
-// returns its memory to the observation budget.
+// closeDecoder ends the coroutine (it sees no more input and returns,
+// observing nothing more), gives the decoder back to rl for reuse unless
+// a panic left it mid-decode, and returns its memory to the observation
+// budget.
 func (rl *Relay) closeDecoder(d *decoder) {
 	d.stop()
 	rl.observed.give(decoderMem)
@@ -238,7 +238,7 @@ func (rl *Relay) closeDecoder(d *decoder) {
 }
 
 // run is the coroutine: it decodes the body until it ends, is corrupt,
-// reaches its bound, or close stops it.
+// reaches its bound, or closeDecoder stops it.
 func (d *decoder) run(yield func(struct{}) bool) {
 	d.src.yield = yield
 	r := d.reader()
