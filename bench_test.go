@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"net/http"
@@ -58,8 +59,25 @@ func (r *eventReader) Close() error { return nil }
 // memTransport answers every request from memory.
 type memTransport struct {
 	sse  [][]byte
+	gz   [][]byte // sse gzip-compressed, flushed per event: one piece per event, then the trailer
 	json []byte
 	pool sync.Pool
+}
+
+// gzipEvents compresses evs as a provider compressing SSE does, flushing
+// after each event: the bytes of each event, then the trailer's.
+func gzipEvents(evs [][]byte) [][]byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	out := make([][]byte, 0, len(evs)+1)
+	for _, ev := range evs {
+		_, _ = zw.Write(ev)
+		_ = zw.Flush()
+		out = append(out, bytes.Clone(buf.Bytes()))
+		buf.Reset()
+	}
+	_ = zw.Close()
+	return append(out, bytes.Clone(buf.Bytes()))
 }
 
 func (m *memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -76,8 +94,12 @@ func (m *memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r = &eventReader{}
 	}
 	r.evs, r.i, r.off = m.sse, 0, 0
-	return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}},
-		Body: r, ContentLength: -1, Request: req}, nil
+	h := http.Header{"Content-Type": {"text/event-stream"}}
+	if strings.HasSuffix(req.URL.Path, "/gzip") {
+		r.evs = m.gz
+		h["Content-Encoding"] = []string{"gzip"}
+	}
+	return &http.Response{StatusCode: 200, Header: h, Body: r, ContentLength: -1, Request: req}, nil
 }
 
 // discardWriter is a flushable ResponseWriter that keeps nothing.
@@ -98,7 +120,7 @@ func (d *discardWriter) SetWriteDeadline(time.Time) error { return nil }
 
 func benchHandlers(b *testing.B) (map[string]http.Handler, *memTransport) {
 	b.Helper()
-	tr := &memTransport{sse: benchStream(), json: []byte(`{"id":"c","model":"m","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}`)}
+	tr := &memTransport{sse: benchStream(), gz: gzipEvents(benchStream()), json: []byte(`{"id":"c","model":"m","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}`)}
 	rl, err := New(
 		WithRoutes(Route{Name: "r", Prefix: "/", Upstream: "http://upstream.test", AuthHeader: "Authorization", AuthValue: "sk-up"}),
 		WithAPIKeys(APIKey{Key: testKey, Tenant: "t"}),
@@ -140,13 +162,14 @@ func benchRequest(path string) *http.Request {
 	return req
 }
 
-// BenchmarkHandler relays one stream of 200 events (sse) or one small
-// non-streamed response (json) per op, through the relay and the bare
-// proxy. For sse, allocs/op divided by 200 bounds the allocations per
-// event.
+// BenchmarkHandler relays one stream of 200 events (sse; sse-gzip, the
+// same stream gzip-compressed and flushed per event, which the relay
+// decodes on a copy to observe it) or one small non-streamed response
+// (json) per op, through the relay and the bare proxy. For sse,
+// allocs/op divided by 200 bounds the allocations per event.
 func BenchmarkHandler(b *testing.B) {
 	hs, _ := benchHandlers(b)
-	for _, kind := range []struct{ name, path string }{{"sse", "/v1/chat/completions"}, {"json", "/v1/json"}} {
+	for _, kind := range []struct{ name, path string }{{"sse", "/v1/chat/completions"}, {"sse-gzip", "/v1/chat/gzip"}, {"json", "/v1/json"}} {
 		for _, name := range []string{"bare", "relay"} {
 			b.Run(kind.name+"/"+name, func(b *testing.B) {
 				h := hs[name]
@@ -156,7 +179,7 @@ func BenchmarkHandler(b *testing.B) {
 					clear(w.h)
 					h.ServeHTTP(w, benchRequest(kind.path))
 				}
-				if kind.name == "sse" {
+				if kind.name != "json" {
 					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchEvents, "ns/event")
 				}
 			})

@@ -98,6 +98,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 	for k, v := range b.Header {
 		h[k] = v
 	}
+	h["Accept-Encoding"] = acceptEncoding(h["Accept-Encoding"], ex.rl.constHdr.identity)
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
 			ip = strings.Join(prior, ", ") + ", " + ip

@@ -421,8 +421,11 @@ func WithRequestBodyTenantBudget(n int64) Option {
 // events and bodies are observed through what their response holds on
 // its own: usage, which is small and comes last, is still found, but a
 // model name or an error past the first 12 KiB may not be; the bytes sent
-// to clients are never affected. Default 64 MiB; zero leaves only each
-// response's own 16 KiB.
+// to clients are never affected. Each gzip or deflate response also takes
+// 64 KiB of it for its decoder while it lasts; when the budget refuses,
+// that response is relayed unchanged but not observed (its usage is
+// unknown). Default 64 MiB; zero leaves only each response's own 16 KiB,
+// and no compressed response is observed.
 func WithObservationBudget(n int64) Option {
 	return func(c *config) error {
 		if n < 0 {

@@ -82,8 +82,9 @@ type Record struct {
 	ErrorType ErrorType `json:"error_type,omitempty"`
 	BytesIn   int64     `json:"bytes_in"`
 	BytesOut  int64     `json:"bytes_out"`
-	// Events counts SSE events for SSE responses and body chunks written
-	// otherwise.
+	// Events counts SSE events for SSE responses (a compressed one's in
+	// its decoded copy) and body chunks written otherwise, or when a
+	// compressed body is not observed.
 	Events int64 `json:"events"`
 	// TTFB is the time from the request's arrival to the first body byte
 	// sent to the client.

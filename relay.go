@@ -94,6 +94,7 @@ type Relay struct {
 	bufs      sync.Pool    // *[]byte of copyBufSize
 	smallBufs sync.Pool    // *[]byte of smallBufSize
 	streams   sync.Pool    // *provider.Stream
+	decoders  sync.Pool    // *decoder, for compressed bodies
 	bodies    byteBudget   // request bodies held in memory
 	observed  byteBudget   // observation buffers beyond each response's own
 	refused   refusals     // callers refused for their request budget
@@ -1048,7 +1049,7 @@ func (rl *Relay) Recorder() *AsyncRecorder { return rl.async }
 // per relay and shared: a header map's value slice is only read by
 // net/http, and with its capacity equal to its length any append copies it.
 type constHeaders struct {
-	noCache, no, http, https, empty, close, one []string
+	noCache, no, http, https, empty, close, one, identity []string
 }
 
 func newConstHeaders() constHeaders {
@@ -1060,5 +1061,8 @@ func newConstHeaders() constHeaders {
 		empty:   []string{""},
 		close:   []string{"close"},
 		one:     []string{"1"},
+		// identity: the Accept-Encoding sent upstream when nothing the
+		// relay can observe is left (see acceptEncoding)
+		identity: []string{"identity"},
 	}
 }

@@ -1124,33 +1124,44 @@ func TestUnknownLengthJSONIsStreamed(t *testing.T) {
 	}
 }
 
-// TestCompressedStreamFailureAborts: plain text appended to a gzip body
-// would corrupt it, so a compressed SSE stream that breaks is aborted.
+// TestCompressedStreamFailureAborts: plain text appended to a compressed
+// body would corrupt it, so a compressed SSE stream that breaks is
+// aborted, whether the relay decodes its coding (gzip: events are counted
+// from the decoded copy, and none was complete) or not (br: its reads are
+// counted as chunks).
 func TestCompressedStreamFailureAborts(t *testing.T) {
-	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Content-Encoding", "gzip")
-		w.WriteHeader(200)
-		_, _ = w.Write([]byte{0x1f, 0x8b, 0x08, 0x00})
-		w.(http.Flusher).Flush()
-		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-			conn.Close()
-		}
-	}, Route{Prefix: "/v1"})
-	tr := &http.Transport{DisableCompression: true}
-	defer tr.CloseIdleConnections()
-	req := e.request("POST", "/v1/x", `{}`)
-	req.Header.Set("Accept-Encoding", "gzip")
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "the client must see a truncated body")
-	assert.NotContains(t, string(body), "event: error")
-	e.handled()
-	rec := e.lastRecord()
-	assert.Equal(t, ErrTypeStreamInterrupted, rec.ErrorType)
-	assert.Equal(t, int64(1), rec.Events, "chunks, not parsed events")
+	for _, tt := range []struct {
+		coding string
+		events int64
+		why    string
+	}{{"gzip", 0, "parsed events: none was complete"}, {"br", 1, "chunks, not parsed events"}} {
+		t.Run(tt.coding, func(t *testing.T) {
+			e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.Header().Set("Content-Encoding", tt.coding)
+				w.WriteHeader(200)
+				_, _ = w.Write([]byte{0x1f, 0x8b, 0x08, 0x00})
+				w.(http.Flusher).Flush()
+				if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+					conn.Close()
+				}
+			}, Route{Prefix: "/v1"})
+			tr := &http.Transport{DisableCompression: true}
+			defer tr.CloseIdleConnections()
+			req := e.request("POST", "/v1/x", `{}`)
+			req.Header.Set("Accept-Encoding", "gzip")
+			resp, err := (&http.Client{Transport: tr}).Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "the client must see a truncated body")
+			assert.NotContains(t, string(body), "event: error")
+			e.handled()
+			rec := e.lastRecord()
+			assert.Equal(t, ErrTypeStreamInterrupted, rec.ErrorType)
+			assert.Equal(t, tt.events, rec.Events, tt.why)
+		})
+	}
 }
 
 // TestHTTP2QuietBeforeFirstEvent: the response headers are a write too. A

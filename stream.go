@@ -54,12 +54,15 @@ func (ex *exchange) relayResponse() error {
 	if err := ex.sendHeader(kind, resp); err != nil {
 		return err
 	}
-	var parser sseParser // an SSE body's, on this goroutine's stack
-	p := ex.observe(kind, resp, &parser)
+	var parser sseParser // a plain SSE body's, on this goroutine's stack
+	p, d := ex.observe(kind, resp, &parser)
+	if d != nil {
+		defer ex.rl.closeDecoder(d) // on every exit, a panic included; after endEvents
+	}
 	if p != nil {
 		defer ex.endEvents(p) // on every exit, disconnects included
 	}
-	return ex.copyBody(resp.Body, p)
+	return ex.copyBody(resp.Body, p, d)
 }
 
 // sendHeader sends the response's status and headers, with those the
@@ -89,21 +92,39 @@ func (ex *exchange) sendHeader(kind StreamKind, resp *http.Response) error {
 }
 
 // observe prepares to observe the body, and returns the parser an SSE
-// body goes through: parser, set up (nil for any other body, observed read
-// by read). A compressed body is relayed as it came and never decoded, so
-// it is not observed either: no events, no usage; its reads are counted
-// and a failure aborts it, since appended plain text would corrupt it.
-func (ex *exchange) observe(kind StreamKind, resp *http.Response, parser *sseParser) *sseParser {
-	if resp.Header.Get("Content-Encoding") != "" {
-		return nil
+// body goes through (nil for any other body, observed read by read) and,
+// for a gzip or deflate body, the decoder that observes a decoded copy
+// of each read (compression.go). A body in any other coding, or one whose
+// decoder the observation budget refuses, is relayed as it came and not
+// observed: no events, no usage; its reads are counted as chunks.
+func (ex *exchange) observe(kind StreamKind, resp *http.Response, parser *sseParser) (*sseParser, *decoder) {
+	c := contentCoding(resp.Header)
+	var d *decoder
+	if c != codingIdentity {
+		if c == codingOther {
+			return nil, nil
+		}
+		if d = ex.rl.newDecoder(c); d == nil {
+			return nil, nil // the budget refused: usage unknown
+		}
 	}
 	ex.beginBody(kind, resp)
-	if kind != KindSSE {
-		return nil
+	if d != nil {
+		if ex.stream.obs == nil { // audio, or a body no family reads
+			ex.rl.closeDecoder(d)
+			return nil, nil
+		}
+		d.o = &ex.stream
+		if kind == KindSSE {
+			d.sse, parser = true, &d.parser
+		}
+	}
+	if kind != KindSSE || ex.stream.obs == nil {
+		return nil, d
 	}
 	*parser = sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: ex.onEvent,
-		acct: obsAccount{budget: &ex.rl.observed}}
-	return parser
+		acct: obsAccount{budget: &ex.rl.observed}, field: parser.field, name: parser.name}
+	return parser, d
 }
 
 // endEvents records the events of an SSE body and gives back the
@@ -118,7 +139,7 @@ func (ex *exchange) endEvents(p *sseParser) {
 // buffer: LLM events are small and most streams idle between them, so an
 // open stream holds 2 KiB, not 32. A read that fills it moves the stream
 // to a large one.
-func (ex *exchange) copyBody(body io.Reader, p *sseParser) error {
+func (ex *exchange) copyBody(body io.Reader, p *sseParser, d *decoder) error {
 	a, rl := ex.up.a, ex.rl
 	pool := &rl.smallBufs
 	bufp := pool.Get().(*[]byte)
@@ -129,12 +150,15 @@ func (ex *exchange) copyBody(body io.Reader, p *sseParser) error {
 		n, err := body.Read(buf)
 		a.read()
 		if n > 0 {
-			if werr := ex.pass(buf[:n], p); werr != nil {
+			if werr := ex.pass(buf[:n], p, d); werr != nil {
 				return werr
 			}
 		}
 		switch {
 		case err == io.EOF:
+			if d != nil {
+				d.end()
+			}
 			return nil
 		case err != nil:
 			return ex.interrupted(p, err)
@@ -147,9 +171,10 @@ func (ex *exchange) copyBody(body io.Reader, p *sseParser) error {
 }
 
 // pass sends one read on to the client, then has it observed: by the SSE
-// parser p, or as a chunk. One clock reading serves the write deadline
-// and, with the system clock, the timings.
-func (ex *exchange) pass(chunk []byte, p *sseParser) error {
+// parser p, or as a chunk, or, for a compressed body, decoded by d on
+// its way to either. One clock reading serves the write deadline and, with
+// the system clock, the timings.
+func (ex *exchange) pass(chunk []byte, p *sseParser, d *decoder) error {
 	wall := time.Now()
 	now := wall
 	if !ex.rl.sysClock {
@@ -165,10 +190,15 @@ func (ex *exchange) pass(chunk []byte, p *sseParser) error {
 	if ex.client.flush() != nil {
 		return ex.clientGone()
 	}
-	if p != nil {
+	if p == nil {
+		ex.rec.Events++ // chunks: the body's events are not parsed
+	}
+	switch {
+	case d != nil:
+		d.feed(chunk, now)
+	case p != nil:
 		p.feed(chunk, now)
-	} else {
-		ex.rec.Events++
+	default:
 		ex.stream.chunk(chunk)
 	}
 	return nil
@@ -176,8 +206,9 @@ func (ex *exchange) pass(chunk []byte, p *sseParser) error {
 
 // interrupted ends a response whose upstream failed after the first byte:
 // an SSE stream gets a final error event; any other body (p is nil) is
-// aborted, so the client sees a truncated response rather than a clean end.
-// It returns errEnded.
+// aborted, so the client sees a truncated response rather than a clean end,
+// as is a compressed one, which appended plain text would corrupt. It
+// returns errEnded.
 func (ex *exchange) interrupted(p *sseParser, err error) error {
 	cause := context.Cause(ex.up.a.ctx)
 	e := ex.rl.answers.classify(midStream, cause, err, ex.r.Context().Err() != nil)
@@ -193,7 +224,7 @@ func (ex *exchange) interrupted(p *sseParser, err error) error {
 	ex.rec.ErrorType = e.typ
 	ex.rl.log.Warn("relay: upstream stream failed", "request_id", ex.rec.RequestID,
 		"route", ex.route, "upstream", ex.rec.Upstream, "error", safeError(err, cause))
-	if p == nil {
+	if p == nil || contentCoding(ex.up.resp.Header) != codingIdentity {
 		panic(http.ErrAbortHandler) // serve's deferred ends still run
 	}
 	b := closeEvent(make([]byte, 0, 256), p)

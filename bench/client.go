@@ -3,6 +3,8 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -37,6 +40,7 @@ const (
 // driver sends requests and checks every response byte for byte.
 type driver struct {
 	hc *http.Client
+	gz sync.Pool // *gzip.Writer, rebuilding compressed streams to check them
 }
 
 func newDriver() *driver {
@@ -143,6 +147,9 @@ func (d *driver) do(ctx context.Context, a *arm, s spec, lat *[]time.Duration, o
 	}
 	req.Header.Set("Authorization", "Bearer "+a.key)
 	req.Header.Set("Content-Type", "application/json")
+	if s.gzip {
+		req.Header.Set("Accept-Encoding", "gzip")
+	}
 	a.sent.Add(1)
 	start := time.Now()
 	resp, err := d.hc.Do(req)
@@ -158,7 +165,7 @@ func (d *driver) do(ctx context.Context, a *arm, s spec, lat *[]time.Duration, o
 	case modeJSON:
 		return checkJSON(resp, s, time.Since(start))
 	case modeSSE:
-		return checkSSE(resp, s, start, lat, open)
+		return d.checkSSE(resp, s, start, lat, open)
 	default:
 		return checkAudio(resp, s, start, open)
 	}
@@ -201,13 +208,35 @@ func checkJSON(resp *http.Response, s spec, ttfb time.Duration) (outcome, error)
 // checkSSE reads a chat stream, checking each event as it arrives: n
 // content chunks in order, the usage chunk, then [DONE], each a data line
 // followed by a blank line, every byte but the send stamps as the upstream
-// generates them, and the content's hash.
-func checkSSE(resp *http.Response, s spec, start time.Time, lat *[]time.Duration, opened func()) (outcome, error) {
+// generates them, and the content's hash. A stream asked for gzip must
+// come gzip-compressed, and its compressed bytes must be the upstream's:
+// once it has ended, they are rebuilt from the stamps received and
+// compared; any other must come uncompressed.
+func (d *driver) checkSSE(resp *http.Response, s spec, start time.Time, lat *[]time.Duration, opened func()) (outcome, error) {
 	var out outcome
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		return out, failf(failAltered, "Content-Type %q", ct)
 	}
-	br := bufio.NewReaderSize(resp.Body, 4096)
+	var (
+		body   io.Reader     = resp.Body
+		wire   *bytes.Buffer // the compressed bytes received
+		stamps []int64       // of each chunk and the usage chunk, to rebuild them
+	)
+	switch ce := resp.Header.Get("Content-Encoding"); {
+	case s.gzip && ce != "gzip":
+		return out, failf(failAltered, "Content-Encoding %q, want gzip", ce)
+	case !s.gzip && ce != "":
+		return out, failf(failAltered, "Content-Encoding %q on a stream not asked to be compressed", ce)
+	case s.gzip:
+		wire = new(bytes.Buffer)
+		stamps = make([]int64, 0, s.n+1)
+		zr, err := gzip.NewReader(io.TeeReader(resp.Body, wire))
+		if err != nil {
+			return out, gzipErr(err, "the gzip header")
+		}
+		body = zr
+	}
+	br := bufio.NewReaderSize(body, 4096)
 	h := fnv.New64a()
 	want := make([]byte, 0, 512)
 	var (
@@ -225,7 +254,7 @@ func checkSSE(resp *http.Response, s spec, start time.Time, lat *[]time.Duration
 			if err == io.EOF {
 				return out, failf(failTruncated, "stream ended after %d of %d chunks (usage %v, done %v)", i, s.n, usageSeen, done)
 			}
-			return out, readErr(err, fmt.Sprintf("after %d of %d chunks", i, s.n))
+			return out, gzipErr(err, fmt.Sprintf("after %d of %d chunks", i, s.n))
 		}
 		now := time.Now()
 		if blank {
@@ -269,6 +298,9 @@ func checkSSE(resp *http.Response, s spec, start time.Time, lat *[]time.Duration
 		if !bytes.Equal(payload, want) {
 			return out, failf(failAltered, "chunk %d differs: got %q, want %q", i, clip(payload), clip(want))
 		}
+		if wire != nil {
+			stamps = append(stamps, t)
+		}
 		if i == s.n {
 			usageSeen = true
 			continue
@@ -288,7 +320,37 @@ func checkSSE(resp *http.Response, s spec, start time.Time, lat *[]time.Duration
 	if got, want := h.Sum64(), contentHash(s.seed, s.n); got != want {
 		return out, failf(failAltered, "content hash %x, want %x", got, want)
 	}
+	if wire != nil {
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return out, readErr(err, "after the gzip trailer")
+		}
+		if want := d.gzipStream(s, stamps); !bytes.Equal(wire.Bytes(), want) {
+			return out, failf(failAltered, "compressed bytes differ from the upstream's (%d bytes, want %d)", wire.Len(), len(want))
+		}
+	}
 	return out, nil
+}
+
+// gzipStream rebuilds the compressed bytes of a gzip stream whose chunks
+// were sent at stamps (appendGzipStream), with a reused writer.
+func (d *driver) gzipStream(s spec, stamps []int64) []byte {
+	zw, _ := d.gz.Get().(*gzip.Writer)
+	if zw == nil {
+		zw = gzip.NewWriter(io.Discard)
+	}
+	defer d.gz.Put(zw)
+	return appendGzipStream(nil, zw, s, stamps)
+}
+
+// gzipErr classifies an error while reading a body that had begun well,
+// telling a compressed stream that was altered (a corrupt block, a bad
+// checksum or header) from one cut short.
+func gzipErr(err error, what string) error {
+	var corrupt flate.CorruptInputError
+	if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.As(err, &corrupt) {
+		return failf(failAltered, "%s: %v", what, err)
+	}
+	return readErr(err, what)
 }
 
 // content returns the delta content of a chunk.

@@ -68,6 +68,7 @@ func flipLast(b []byte) []byte {
 // classifies every kind of damage.
 func TestDriverDetects(t *testing.T) {
 	sse := spec{mode: modeSSE, seed: 7, n: 10}
+	gz := spec{mode: modeSSE, seed: 16, n: 10, gzip: true}
 	tests := []struct {
 		name   string
 		s      spec
@@ -144,6 +145,17 @@ func TestDriverDetects(t *testing.T) {
 			}},
 		{name: "audio cut", s: spec{mode: modeAudio, seed: 14, n: 4, size: 1000}, abort: 2, want: failTruncated},
 		{name: "wrong upstream key", s: sse, key: clientKey, want: failStatus},
+		{name: "sse gzip intact", s: gz},
+		// The gzip header is the compressor's first write; its OS byte
+		// changes no decoded byte, only the compressed ones.
+		{name: "sse gzip recompressed", s: gz, want: failAltered,
+			tamper: func(i int, b []byte) []byte {
+				if i == 0 {
+					b[9] ^= 1
+				}
+				return b
+			}},
+		{name: "sse gzip cut mid-stream", s: gz, abort: 6, want: failTruncated},
 	}
 	d := newDriver()
 	for _, tt := range tests {
@@ -181,6 +193,26 @@ func TestDriverDetects(t *testing.T) {
 				t.Errorf("status %d, want %d", statusOf(err), wantStatus)
 			}
 		})
+	}
+}
+
+// TestDriverDetectsGzipDropped: a stream asked for gzip that a proxy
+// fetched uncompressed (by dropping the client's Accept-Encoding) fails
+// its check, although every event is intact.
+func TestDriverDetectsGzipDropped(t *testing.T) {
+	u := newUpstream()
+	t.Cleanup(u.close)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del("Accept-Encoding")
+		u.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	a := &arm{name: armDirect, base: srv.URL, key: upstreamKey}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := newDriver().do(ctx, a, spec{mode: modeSSE, seed: 17, n: 5, gzip: true}, nil, nil)
+	if kindOf(err) != failAltered {
+		t.Fatalf("got %v, want an altered stream", err)
 	}
 }
 

@@ -12,6 +12,7 @@ func TestSpecRoundTrip(t *testing.T) {
 		{mode: modeJSON, seed: 1 << 63, n: 40, delay: 3 * time.Microsecond},
 		{mode: modeAudio, seed: 5, n: 16, size: 4096, failAt: 8},
 		{mode: modeSSE, seed: 9, n: 5, hold: "memory-relay-1 &x"},
+		{mode: modeSSE, seed: 2, n: 200, interval: time.Millisecond, gzip: true},
 	}
 	for _, want := range tests {
 		q, err := url.ParseQuery(want.query())

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"compress/gzip"
 	"hash/fnv"
 	"strconv"
 )
@@ -90,6 +91,34 @@ func appendCompletion(b []byte, seed uint64, n int, t int64) []byte {
 	b = append(b, `"},"finish_reason":"stop"}],`...)
 	b = appendUsage(b, n)
 	return append(b, '}')
+}
+
+// appendGzipStream appends the bytes the mock upstream sends for a
+// gzip-compressed stream (serveSSE): each chunk written and the compressor
+// flushed, then the usage chunk and [DONE] written together and the
+// compressor closed; stamps are the chunks' send stamps, the usage
+// chunk's last. zw is reset for the purpose. A compressor's output is a
+// function of its input and flush points, so the bytes are the
+// upstream's exactly.
+func appendGzipStream(b []byte, zw *gzip.Writer, s spec, stamps []int64) []byte {
+	out := bytes.NewBuffer(b)
+	zw.Reset(out)
+	buf := make([]byte, 0, 512)
+	for i := range min(s.n, len(stamps)) {
+		buf = append(buf[:0], "data: "...)
+		buf = appendChunk(buf, s.seed, i, stamps[i])
+		buf = append(buf, "\n\n"...)
+		_, _ = zw.Write(buf)
+		_ = zw.Flush()
+	}
+	if len(stamps) > s.n {
+		buf = append(buf[:0], "data: "...)
+		buf = appendUsageChunk(buf, s.seed, s.n, stamps[s.n])
+		buf = append(buf, "\n\ndata: [DONE]\n\n"...)
+		_, _ = zw.Write(buf)
+	}
+	_ = zw.Close()
+	return out.Bytes()
 }
 
 // appendAudio appends the i-th audio chunk of size bytes.

@@ -66,6 +66,9 @@ type tputResult struct {
 type streamResult struct {
 	long  [3]usage
 	longN [3]int64
+	// gzip is the same streams gzip-compressed, flushed per event.
+	gzip  [3]usage
+	gzipN [3]int64
 	// allocLong and allocShort measure allocations per event.
 	allocLong, allocShort   [3]usage
 	allocLongN, allocShortN [3]int64

@@ -238,8 +238,12 @@ func (h *harness) fidelity() {
 		h.runCount(4, max(4, n/10), func() {
 			h.check(a, "fidelity", spec{mode: modeAudio, seed: h.seed(), n: 16, size: 4096}, nil)
 		})
+		h.runCount(8, max(4, n/4), func() {
+			h.check(a, "fidelity", spec{mode: modeSSE, seed: h.seed(), n: 50, gzip: true}, nil)
+		})
 		for _, s := range []spec{
 			{mode: modeSSE, n: 20, failAt: 10},
+			{mode: modeSSE, n: 20, failAt: 10, gzip: true},
 			{mode: modeAudio, n: 16, size: 4096, failAt: 8},
 		} {
 			h.runCount(4, 8, func() {
@@ -382,10 +386,11 @@ func (h *harness) throughput() {
 }
 
 // streaming measures the server's CPU and allocations per 200-event
-// stream at concurrency 50. Then, at concurrency allocConc, where events
-// seldom pile up into one read, it compares 200-event with 20-event
-// streams of the same duration for the allocations each further event
-// costs.
+// stream at concurrency 50, plain and gzip-compressed (flushed per event,
+// which the relay decodes on a copy to observe it and the bare proxy
+// passes on). Then, at concurrency allocConc, where events seldom pile up
+// into one read, it compares 200-event with 20-event plain streams of the
+// same duration for the allocations each further event costs.
 func (h *harness) streaming() {
 	p := h.plan
 	r := &h.res.stream
@@ -403,12 +408,14 @@ func (h *harness) streaming() {
 		*n += ok.Load()
 	}
 	long := spec{mode: modeSSE, n: streamEvents, interval: eventInterval}
+	gz := spec{mode: modeSSE, n: streamEvents, interval: eventInterval, gzip: true}
 	short := spec{mode: modeSSE, n: shortEvents, interval: shortInterval}
 	for round := range p.streamRounds {
 		for _, ai := range order(round) {
 			a := h.arms[ai]
 			h.logf("streaming %s, round %d/%d", a.name, round+1, p.streamRounds)
 			measure(a, streamConc, p.streamCount, long, &r.long[ai], &r.longN[ai])
+			measure(a, streamConc, p.streamCount, gz, &r.gzip[ai], &r.gzipN[ai])
 		}
 	}
 	// A scrape allocates hundreds of objects; one more or less in a window

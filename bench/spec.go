@@ -18,6 +18,9 @@ type spec struct {
 	hold     string        // when set, pause after the first event until released
 	failAt   int           // when > 0, abort the connection before event failAt
 	size     int           // audio chunk size in bytes
+	// gzip asks for a gzip-compressed SSE stream (Accept-Encoding: gzip),
+	// which the upstream flushes per event, as providers compress streams.
+	gzip bool
 }
 
 // path is the request path for the spec's mode.
@@ -57,6 +60,9 @@ func (s spec) query() string {
 		b = append(b, "&size="...)
 		b = strconv.AppendInt(b, int64(s.size), 10)
 	}
+	if s.gzip {
+		b = append(b, "&gzip=1"...)
+	}
 	return string(b)
 }
 
@@ -69,7 +75,7 @@ const (
 
 // parseSpec decodes a query produced by spec.query.
 func parseSpec(q url.Values) (spec, error) {
-	s := spec{mode: q.Get("mode"), hold: q.Get("hold")}
+	s := spec{mode: q.Get("mode"), hold: q.Get("hold"), gzip: q.Get("gzip") == "1"}
 	switch s.mode {
 	case modeSSE, modeJSON, modeAudio:
 	default:

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"compress/gzip"
 	"context"
 	"io"
 	"net/http"
@@ -25,6 +26,7 @@ type upstream struct {
 	held  atomic.Int64
 	done  chan struct{} // closed by close: ends every hold
 	once  sync.Once
+	gz    sync.Pool // *gzip.Writer, reset for each compressed stream
 }
 
 func newUpstream() *upstream {
@@ -126,7 +128,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case modeJSON:
 		u.serveJSON(w, s)
 	case modeSSE:
-		u.serveSSE(ctx, w, s, tm)
+		u.serveSSE(ctx, w, s, tm, acceptsGzip(r.Header))
 	case modeAudio:
 		u.serveAudio(ctx, w, s, tm)
 	}
@@ -151,13 +153,26 @@ func (u *upstream) serveJSON(w http.ResponseWriter, s spec) {
 	_, _ = w.Write(body)
 }
 
-func (u *upstream) serveSSE(ctx context.Context, w http.ResponseWriter, s spec, tm *time.Timer) {
+// serveSSE streams s.n chunks, then the usage chunk and [DONE] in one
+// write. A spec asking for gzip, from a client that accepts it, gets the
+// stream gzip-compressed and the compressor flushed after each chunk, as
+// providers that compress streams do (appendGzipStream rebuilds these
+// bytes for the driver's check).
+func (u *upstream) serveSSE(ctx context.Context, w http.ResponseWriter, s spec, tm *time.Timer, gzipOK bool) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	rc := http.NewResponseController(w)
 	if s.hold != "" {
 		defer u.hold()()
+	}
+	var out io.Writer = w
+	var zw *gzip.Writer
+	if s.gzip && gzipOK {
+		h.Set("Content-Encoding", "gzip")
+		zw = u.gzipWriter(w)
+		defer u.gz.Put(zw)
+		out = zw
 	}
 	buf := make([]byte, 0, 512)
 	for i := range s.n {
@@ -170,7 +185,10 @@ func (u *upstream) serveSSE(ctx context.Context, w http.ResponseWriter, s spec, 
 		buf = append(buf[:0], "data: "...)
 		buf = appendChunk(buf, s.seed, i, time.Now().UnixNano())
 		buf = append(buf, "\n\n"...)
-		if _, err := w.Write(buf); err != nil {
+		if _, err := out.Write(buf); err != nil {
+			return
+		}
+		if zw != nil && zw.Flush() != nil {
 			return
 		}
 		if rc.Flush() != nil {
@@ -183,7 +201,39 @@ func (u *upstream) serveSSE(ctx context.Context, w http.ResponseWriter, s spec, 
 	buf = append(buf[:0], "data: "...)
 	buf = appendUsageChunk(buf, s.seed, s.n, time.Now().UnixNano())
 	buf = append(buf, "\n\ndata: [DONE]\n\n"...)
-	_, _ = w.Write(buf)
+	_, _ = out.Write(buf)
+	if zw != nil {
+		_ = zw.Close()
+	}
+}
+
+// gzipWriter returns a gzip writer onto w, reused from stream to stream.
+func (u *upstream) gzipWriter(w io.Writer) *gzip.Writer {
+	if zw, ok := u.gz.Get().(*gzip.Writer); ok {
+		zw.Reset(w)
+		return zw
+	}
+	return gzip.NewWriter(w)
+}
+
+// acceptsGzip reports whether a request's Accept-Encoding offers gzip.
+func acceptsGzip(h http.Header) bool {
+	for _, v := range h.Values("Accept-Encoding") {
+		for e := range strings.SplitSeq(v, ",") {
+			name, params, _ := strings.Cut(e, ";")
+			if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
+				continue
+			}
+			q := 1.0
+			for p := range strings.SplitSeq(params, ";") {
+				if k, v, _ := strings.Cut(p, "="); strings.EqualFold(strings.TrimSpace(k), "q") {
+					q, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+				}
+			}
+			return q > 0
+		}
+	}
+	return false
 }
 
 func (u *upstream) serveAudio(ctx context.Context, w http.ResponseWriter, s spec, tm *time.Timer) {
