@@ -32,6 +32,10 @@ func (b *byteBudget) take(n int64) bool {
 	}
 }
 
+// room reports whether n bytes could be taken now (a hint: another
+// request may take them first).
+func (b *byteBudget) room(n int64) bool { return b.used.Load()+n <= b.limit }
+
 // force reserves n bytes whatever the limit: for small adjustments to
 // memory already held.
 func (b *byteBudget) force(n int64) {

@@ -664,3 +664,35 @@ func BenchmarkObserveStream(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(evs)), "ns/event")
 	})
 }
+
+// TestAcceptEncodingWithoutDecoderRoom: when the observation budget has no
+// room for a decoder, the upstream is offered identity only, so that the
+// answer stays observable: a client's Accept-Encoding never switches
+// metering off.
+func TestAcceptEncodingWithoutDecoderRoom(t *testing.T) {
+	body := ownStream(3)
+	gz := bytes.Join(encodePieces(t, gzipEnc, body), nil)
+	asked := make(chan string, 1)
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		asked <- r.Header.Get("Accept-Encoding")
+		w.Header().Set("Content-Type", "text/event-stream")
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			w.Header().Set("Content-Encoding", "gzip")
+			_, _ = w.Write(gz)
+			return
+		}
+		_, _ = w.Write(bytes.Join(body, nil))
+	}, Route{Prefix: "/", Provider: ProviderOpenAI}, WithObservationBudget(decoderMem-1))
+	req := e.request("POST", "/v1/chat/completions", `{"model":"m-known","stream":true}`)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := plainClient(t).Do(req)
+	require.NoError(t, err)
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	e.handled()
+	assert.Equal(t, "identity", testkit.Recv(t, asked, "the upstream's Accept-Encoding"))
+	assert.Equal(t, bytes.Join(body, nil), got)
+	assert.Positive(t, e.lastRecord().Usage.Total(), "usage observed from the plain answer")
+}

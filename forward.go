@@ -99,6 +99,11 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 		h[k] = v
 	}
 	h["Accept-Encoding"] = acceptEncoding(h["Accept-Encoding"], ex.rl.constHdr.identity)
+	if !ex.rl.observed.room(decoderMem) {
+		// No room to decode a compressed answer: ask for a plain one, which
+		// is observed (metered) without a decoder.
+		h["Accept-Encoding"] = ex.rl.constHdr.identity
+	}
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
 			ip = strings.Join(prior, ", ") + ", " + ip
