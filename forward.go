@@ -123,7 +123,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 		Header:     h,
 		Host:       b.URL.Host,
 	}).WithContext(ctx)
-	ex.attemptBody(out)
+	ex.attemptBody(out, ex.incl == inclSent)
 	return out
 }
 

@@ -22,6 +22,8 @@ type metrics struct {
 	interChunk   *prometheus.HistogramVec // route, model
 	upstreamReqs *prometheus.CounterVec   // route, upstream, status
 	limited      *prometheus.CounterVec   // route, reason
+
+	includeUsageRetries *prometheus.CounterVec // route
 }
 
 // msBuckets are the latency buckets of the original project, in ms.
@@ -73,9 +75,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "relay_rate_limited_total",
 			Help: "Requests refused by the limiter, by the exhausted budget (requests or tokens).",
 		}, []string{"route", "reason"}),
+		includeUsageRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_include_usage_retries_total",
+			Help: "Requests sent again without the stream_options.include_usage the relay added, after the upstream answered 400 naming it.",
+		}, []string{"route"}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.errors, m.active, m.ttfb,
-		m.tokens, m.ttft, m.interChunk, m.upstreamReqs, m.limited} {
+		m.tokens, m.ttft, m.interChunk, m.upstreamReqs, m.limited, m.includeUsageRetries} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("relay: registering metrics: %w (two relays on one registry need "+
 				"prometheus.WrapRegistererWith(prometheus.Labels{\"relay\": name}, reg))", err)

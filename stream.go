@@ -102,13 +102,15 @@ func (ex *exchange) observe(kind StreamKind, resp *http.Response, parser *ssePar
 		return nil
 	}
 	*parser = sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: ex.onEvent,
-		acct: obsAccount{budget: &ex.rl.observed}}
+		acct: obsAccount{budget: &ex.rl.observed}, hide: ex.incl == inclSent}
 	return parser
 }
 
 // endEvents records the events of an SSE body and gives back the
-// parser's buffers.
+// parser's buffers; what it held back of an event left incomplete is sent
+// first.
 func (ex *exchange) endEvents(p *sseParser) {
+	ex.flushHeld(p)
 	ex.rec.Events = p.events
 	p.release()
 }
@@ -150,6 +152,9 @@ func (ex *exchange) copyBody(body io.Reader, p *sseParser) error {
 // parser p, or as a chunk. One clock reading serves the write deadline
 // and, with the system clock, the timings.
 func (ex *exchange) pass(chunk []byte, p *sseParser) error {
+	if p != nil && p.hide {
+		return ex.passHiding(chunk, p)
+	}
 	wall := time.Now()
 	now := wall
 	if !ex.rl.sysClock {
@@ -196,6 +201,7 @@ func (ex *exchange) interrupted(p *sseParser, err error) error {
 	if p == nil {
 		panic(http.ErrAbortHandler) // serve's deferred ends still run
 	}
+	ex.flushHeld(p) // what the client would have got, before the error event
 	b := closeEvent(make([]byte, 0, 256), p)
 	b = appendErrorEvent(b, ex.shape, e)
 	if ex.client.writeLast(b) {

@@ -372,18 +372,3 @@ func hasNonEmptyArray(b []byte, k string) bool {
 		}
 	}
 }
-
-// hasEmptyArray reports whether key k occurs with an empty array.
-func hasEmptyArray(b []byte, k string) bool {
-	for i := 0; ; {
-		i = keyValue(b, k, i)
-		if i < 0 {
-			return false
-		}
-		if i < len(b) && b[i] == '[' {
-			if j := skipWS(b, i+1); j < len(b) && b[j] == ']' {
-				return true
-			}
-		}
-	}
-}

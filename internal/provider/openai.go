@@ -163,27 +163,14 @@ func includeUsageEdit(path string, body []byte) (Edit, bool) {
 	return newEdit(open, open, insMemberComma)
 }
 
-// UsageChunk reports whether an SSE event is the usage-only chunk that
-// include_usage adds to a chat completions stream: a data-only chunk
-// whose "choices" is empty and whose "usage" is an object. Azure's
-// prompt_filter_results chunk also has empty choices, but no usage. The
-// relay observes this chunk and, when the client did not ask for it,
-// does not send it on (clients that index choices[0] fail on it).
-func UsageChunk(name, data []byte) bool {
-	if len(name) > 0 && string(name) != "message" {
-		return false
-	}
-	d := data[skipWS(data, 0):]
-	// The cheap gates first: every chunk of such a stream has "usage":null.
-	if len(d) == 0 || d[0] != '{' || !hasObjectKey(d, `"usage"`) || !hasEmptyArray(d, `"choices"`) {
-		return false
-	}
-	if !isObject(member(d, "usage")) {
-		return false
-	}
-	c := member(d, "choices")
-	return len(c) > 0 && c[0] == '[' && skipWS(c, 1) == len(c)-1
-}
+// UsageChunk reports whether the event just observed (by Event) was the
+// usage-only chunk that include_usage adds to a chat completions stream: a
+// chat chunk whose "choices" is empty and whose "usage" is an object.
+// Azure's prompt_filter_results chunk also has empty choices, but no
+// usage. The relay observes this chunk and, when the client did not ask
+// for it, does not send it on (clients that index choices[0] fail on it).
+// It costs nothing: the chunk's usage is read anyway.
+func (s *Stream) UsageChunk() bool { return s.usageChunk }
 
 // RefusesUsageEdit reports whether the body of a 400 answer names
 // stream_options: an upstream that does not know the parameter (Azure
@@ -247,7 +234,10 @@ func openAIChunk(s *Stream, d []byte) bool {
 	}
 	if hasObjectKey(d, `"usage"`) {
 		u := member(d, "usage")
-		if !isObject(u) {
+		if isObject(u) {
+			c := member(d, "choices")
+			s.usageChunk = len(c) > 0 && c[0] == '[' && skipWS(c, 1) == len(c)-1
+		} else {
 			u = member(member(d, "x_groq"), "usage") // Groq before mid-2024
 		}
 		if isObject(u) {

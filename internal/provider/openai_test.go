@@ -102,7 +102,8 @@ func TestOpenAIFamily(t *testing.T) {
 }
 
 // TestUsageChunk: only the usage-only chunk include_usage adds (empty
-// choices, a usage object) is the one the relay may hide; Azure's
+// choices, a usage object) is the one the relay may hide, and only until
+// the next event; Azure's
 // prompt filter chunk, content chunks with "usage":null, chunks that
 // carry usage beside choices, named events and other shapes are not.
 func TestUsageChunk(t *testing.T) {
@@ -123,8 +124,13 @@ func TestUsageChunk(t *testing.T) {
 		{"", `[DONE]`, false},
 		{"", ``, false},
 	} {
-		if got := UsageChunk([]byte(tt.name), []byte(tt.data)); got != tt.want {
-			t.Errorf("UsageChunk(%q, %s) = %v, want %v", tt.name, tt.data, got, tt.want)
+		s := NewStream(fam("openai"))
+		s.Event([]byte(tt.name), []byte(tt.data), false)
+		if got := s.UsageChunk(); got != tt.want {
+			t.Errorf("UsageChunk after %q %s = %v, want %v", tt.name, tt.data, got, tt.want)
+		}
+		if s.Event(nil, []byte(`{"id":"c","choices":[{"delta":{"content":"x"}}]}`), false); s.UsageChunk() {
+			t.Errorf("UsageChunk still set after the next event")
 		}
 	}
 }
