@@ -128,6 +128,14 @@ func (b *peekedBody) Read(p []byte) (int, error) {
 	return b.ReadCloser.Read(p)
 }
 
+// hidesUsageChunk reports whether the response is relayed without the
+// usage chunk the attempt's edit caused: an SSE body sent as the upstream
+// encoded it, uncompressed (a compressed one passes untouched, its usage
+// chunk included). Its Content-Length, if any, is not passed on.
+func (ex *exchange) hidesUsageChunk(kind StreamKind, resp *http.Response) bool {
+	return ex.incl == inclSent && kind == KindSSE && resp.Header.Get("Content-Encoding") == ""
+}
+
 // maxHeld bounds the bytes of one event held back. The usage chunk is
 // about half a kilobyte: an event whose first 4 KiB are still incomplete
 // at the end of a read is not it, and passes on as it comes.

@@ -72,6 +72,9 @@ func (ex *exchange) sendHeader(kind StreamKind, resp *http.Response) error {
 	}
 	h := ex.client.header()
 	copyResponseHeaders(h, resp)
+	if ex.hidesUsageChunk(kind, resp) {
+		delete(h, "Content-Length") // the body may be shorter by the usage chunk
+	}
 	if v := resp.Header.Get("X-Request-Id"); v != "" {
 		h.Set("X-Upstream-Request-Id", v) // the provider's id, for support tickets
 	}
@@ -102,7 +105,7 @@ func (ex *exchange) observe(kind StreamKind, resp *http.Response, parser *ssePar
 		return nil
 	}
 	*parser = sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: ex.onEvent,
-		acct: obsAccount{budget: &ex.rl.observed}, hide: ex.incl == inclSent}
+		acct: obsAccount{budget: &ex.rl.observed}, hide: ex.hidesUsageChunk(kind, resp)}
 	return parser
 }
 
