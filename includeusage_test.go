@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -429,4 +430,55 @@ func TestNoAllocationPerHeldEvent(t *testing.T) {
 	want, removed := withoutUsageChunks(bytes.Join(tr.sse, nil))
 	require.Equal(t, 1, removed)
 	assert.Equal(t, len(want), w.n, "every byte but the usage chunk's")
+}
+
+// TestIncludeUsageOtherRefusalsPass: a 400 that does not name
+// stream_options, or one to a request whose stream_options was the
+// client's own, reaches the client as the upstream sent it, without a
+// retry.
+func TestIncludeUsageOtherRefusalsPass(t *testing.T) {
+	const other = `{"error":{"message":"Unknown parameter: 'foo'.","type":"invalid_request_error","param":"foo","code":"unknown_parameter"}}`
+	for _, tt := range []struct {
+		name, body, answer string
+	}{
+		{"another parameter", `{"stream":true,"foo":1}`, other},
+		{"the client's own stream_options", `{"stream":true,"stream_options":{"include_usage":true}}`, azureRefusal},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got bodies
+			e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				got.add(r)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = io.WriteString(w, tt.answer)
+			}, Route{Prefix: "/", Provider: ProviderAzure})
+			resp, body := e.do(e.request("POST", "/openai/deployments/d/chat/completions?api-version=2024-10-21", tt.body))
+			assert.Equal(t, 400, resp.StatusCode)
+			assert.Equal(t, tt.answer, string(body))
+			assert.Len(t, got.all(), 1)
+			assert.Equal(t, 1, e.lastRecord().Attempts)
+			assert.Zero(t, testutil.ToFloat64(e.relay.metrics.includeUsageRetries.WithLabelValues("test")))
+		})
+	}
+}
+
+// TestIncludeUsageRetryIsBounded: the retry without include_usage is an
+// attempt of its own, bounded by the route's FirstByte timeout: an
+// upstream that refuses the edit and then does not answer gets a 504 in
+// time, after two attempts.
+func TestIncludeUsageRetryIsBounded(t *testing.T) {
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		if b, _ := io.ReadAll(r.Body); bytes.Contains(b, []byte("stream_options")) {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, azureRefusal)
+			return
+		}
+		<-r.Context().Done()
+	}, Route{Prefix: "/", Provider: ProviderAzure, Timeouts: Timeouts{FirstByte: 100 * time.Millisecond}})
+	resp, _ := e.do(e.request("POST", "/openai/v1/chat/completions", `{"stream":true}`))
+	assert.Equal(t, http.StatusGatewayTimeout, resp.StatusCode)
+	rec := e.lastRecord()
+	assert.Equal(t, 2, rec.Attempts)
+	assert.Equal(t, ErrTypeUpstreamTimeout, rec.ErrorType)
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.includeUsageRetries.WithLabelValues("test")))
 }
