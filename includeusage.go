@@ -136,10 +136,12 @@ func (ex *exchange) hidesUsageChunk(kind StreamKind, resp *http.Response) bool {
 	return ex.incl == inclSent && kind == KindSSE && resp.Header.Get("Content-Encoding") == ""
 }
 
-// maxHeld bounds the bytes of one event held back. The usage chunk is
-// about half a kilobyte: an event whose first 4 KiB are still incomplete
-// at the end of a read is not it, and passes on as it comes.
-const maxHeld = smallBufSize
+// maxHeld bounds the bytes of one event held back: fewer than 4 KiB. The
+// usage chunk is about half a kilobyte: an event that has 4 KiB and is
+// still incomplete at the end of a read is not it, and passes on as it
+// comes (a large event's first read, which fills the 4 KiB buffer, is
+// never held).
+const maxHeld = smallBufSize - 1
 
 // passHiding is pass for a stream whose attempt sent the usage edit: each
 // read is sent on but for the usage-only chunk the edit caused, which is
