@@ -482,3 +482,29 @@ func TestIncludeUsageRetryIsBounded(t *testing.T) {
 	assert.Equal(t, ErrTypeUpstreamTimeout, rec.ErrorType)
 	assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.includeUsageRetries.WithLabelValues("test")))
 }
+
+// TestSSEParserRuns: feedTo cuts a stream into the same runs, each ending
+// between two events (after a blank line that ended one, or a comment line
+// outside any), however the stream is split into reads, a CRLF pair split
+// included; an "id" line belongs to its event's run.
+func TestSSEParserRuns(t *testing.T) {
+	stream := []byte(": c\n" + "data: a\r\n\r\n" + "id: 1\ndata: b\n\n" + "data: c\r\r" + "data: d\n\n" + "data: e")
+	want := []int{4, 14, 30, 39, 48}
+	for size := 1; size <= len(stream); size++ {
+		var p sseParser
+		var got []int
+		for off := 0; off < len(stream); off += size {
+			b := stream[off:min(len(stream), off+size)]
+			for i := 0; i < len(b); {
+				i += p.feedTo(b[i:], time.Time{})
+				// A read of the lone LF that completes a CRLF pair is a run
+				// of its own, also between events: not a new boundary.
+				if at := off + i; p.between() && !(len(got) > 0 && got[len(got)-1] == at-1 && stream[at-1] == '\n') {
+					got = append(got, at)
+				}
+			}
+		}
+		require.Equal(t, want, got, "reads of %d bytes", size)
+		require.Equal(t, int64(4), p.events)
+	}
+}
