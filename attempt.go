@@ -44,21 +44,29 @@ func (ex *exchange) roundTrip() error {
 	if tries <= 0 || tries > len(t.Backends) {
 		tries = len(t.Backends)
 	}
-	for i := range tries {
+	// i counts backends and n attempts: an upstream that refuses the
+	// include_usage edit gets the same request once more without it.
+	for i, n := 0, 1; i < tries; n++ {
 		b, last := t.Backends[i], i == tries-1
-		ex.rec.Attempts, ex.rec.Upstream = i+1, b.Name
+		ex.rec.Attempts, ex.rec.Upstream = n, b.Name
 		if b.URL == nil {
 			rl.log.Error("relay: resolver returned a backend without a URL", "route", ex.route, "upstream", b.Name)
 			return &rl.answers.noURL
 		}
+		ex.injectFor(b)
 		// The last attempt runs in base itself: nothing follows it that
-		// its cancellation could harm.
+		// its cancellation could harm (an include_usage retry runs in base
+		// too, and ends only the attempt's timer: endRefused).
 		var own context.CancelCauseFunc
 		if last {
 			own = baseCancel
 		}
 		ex.up.a = newAttempt(base, own, to) // ended by serve's deferred ex.up.end, a panic included
-		if err := ex.try(b, i, last); err != errFailover {
+		switch err := ex.try(b, i, last); err {
+		case errFailover:
+			i++
+		case errRetryPlain: // once: the edit is not sent again
+		default:
 			return err
 		}
 	}
@@ -69,7 +77,8 @@ func (ex *exchange) roundTrip() error {
 
 // try makes the attempt ex.up.a at backend b, the i-th. It returns nil
 // when the response is the one to relay (left in ex.up.resp),
-// errFailover when the next backend is to be tried, or the exchange's
+// errFailover when the next backend is to be tried, errRetryPlain when b
+// is to be tried again without the include_usage edit, or the exchange's
 // error.
 func (ex *exchange) try(b Backend, i int, last bool) error {
 	a := ex.up.a
@@ -79,6 +88,10 @@ func (ex *exchange) try(b Backend, i int, last bool) error {
 	if err != nil {
 		a.end()
 		return ex.attemptFailed(b, i, last, cause, err)
+	}
+	if ex.incl == inclSent && resp.StatusCode == http.StatusBadRequest && ex.refusesUsageEdit(a, b, resp) {
+		a.endRefused()
+		return errRetryPlain
 	}
 	if !last && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) {
 		// Drain a short known-length body so the connection can be
@@ -209,6 +222,8 @@ type attempt struct {
 	mu    sync.Mutex
 	stage uint8
 
+	inBase bool // ctx is the exchange's base context, not one of the attempt's own
+
 	connect, firstByte, idle time.Duration
 }
 
@@ -225,7 +240,7 @@ const (
 // registration with the parent per request).
 func newAttempt(base context.Context, baseCancel context.CancelCauseFunc, to Timeouts) *attempt {
 	a := &attempt{connect: to.Connect, firstByte: to.FirstByte, idle: to.Idle}
-	if baseCancel != nil {
+	if a.inBase = baseCancel != nil; a.inBase {
 		a.ctx, a.cancel = base, baseCancel
 	} else {
 		a.ctx, a.cancel = context.WithCancelCause(base)
@@ -293,6 +308,19 @@ func (a *attempt) headersIn() bool {
 func (a *attempt) reading() { a.bound(a.idle, errIdleTimeout) }
 
 func (a *attempt) read() { a.bound(0, nil) }
+
+// endRefused ends an attempt whose upstream refused the include_usage
+// edit, before the same request is sent again without it: as end, but an
+// attempt in the exchange's base context only stops its timer, since the
+// retry runs in that context too. A timer that had fired leaves base
+// cancelled, and the retry fails as the attempt would have.
+func (a *attempt) endRefused() {
+	if !a.inBase {
+		a.end()
+	} else if a.timer != nil {
+		a.timer.Stop()
+	}
+}
 
 // end stops the timer and cancels the attempt: its response, if any, is
 // over. It is idempotent.

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/streamrelay/relay/internal/provider"
 )
 
 // Error types of the request-body bounds.
@@ -171,14 +173,6 @@ func (ex *exchange) growBody(buf []byte, first, limit int64) ([]byte, *relayErro
 	return nb, nil
 }
 
-// forceBody accounts for d more bytes of a body already read (a rewrite
-// of it), whatever the budget.
-func (ex *exchange) forceBody(d int64) {
-	ex.rl.bodies.force(d)
-	ex.rl.perTenant.force(ex.id.Tenant, d)
-	ex.bodyHeld.Add(d)
-}
-
 // releaseBody gives the body's bytes back to the budget. It is
 // idempotent and safe from any goroutine.
 func (ex *exchange) releaseBody() {
@@ -223,13 +217,16 @@ func aLongTimeAgo() time.Time { return time.Unix(1, 0) }
 
 // bodySrc holds a request body for the attempts' readers, so that
 // dropping it frees the bytes however long the transport keeps a request
-// (a response keeps its request, and the request its body).
+// (a response keeps its request, and the request its body). An attempt
+// reads the body as the client sent it or with edit applied (the
+// include_usage edit, includeusage.go): one buffer serves both.
 type bodySrc struct {
 	ex      *exchange
 	mu      sync.Mutex
 	b       []byte
-	open    int  // readers the transport has not closed or read to the end
-	drained bool // drop b once no reader is open
+	open    int32         // readers the transport has not closed or read to the end
+	edit    provider.Edit // set by inspectRequest; zero: none
+	drained bool          // drop b once no reader is open
 }
 
 // errBodyDropped is what a reader returns once its body was dropped; only
@@ -238,9 +235,10 @@ const errBodyDropped = Error("relay: request body already released")
 
 // bodyReader is one attempt's reader of the body.
 type bodyReader struct {
-	src  *bodySrc
-	off  int
-	done bool // read to the end or closed
+	src    *bodySrc
+	off    int
+	edited bool // the body is read with src.edit applied
+	done   bool // read to the end or closed
 }
 
 func (r *bodyReader) Read(p []byte) (int, error) {
@@ -252,13 +250,38 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	case s.b == nil:
 		return 0, errBodyDropped
-	case r.off >= len(s.b):
+	case len(p) == 0:
+		return 0, nil
+	}
+	n := 0
+	if r.edited {
+		head, ins, rest := s.edit.Parts(s.b)
+		n = copyFrom(p, r.off, head, ins, rest)
+	} else {
+		n = copyFrom(p, r.off, s.b, "", nil)
+	}
+	if n == 0 {
 		r.finish()
 		return 0, io.EOF
 	}
-	n := copy(p, s.b[r.off:])
 	r.off += n
 	return n, nil
+}
+
+// copyFrom copies into p what follows offset off in the concatenation of
+// a, b and c, and returns how many bytes it copied.
+func copyFrom(p []byte, off int, a []byte, b string, c []byte) int {
+	n := 0
+	if off < len(a) {
+		n = copy(p, a[off:])
+	}
+	if off -= len(a); n < len(p) && off+n < len(b) {
+		n += copy(p[n:], b[max(off, 0):])
+	}
+	if off -= len(b); n < len(p) && off+n < len(c) {
+		n += copy(p[n:], c[max(off, 0):])
+	}
+	return n
 }
 
 func (r *bodyReader) Close() error {
@@ -279,12 +302,12 @@ func (r *bodyReader) finish() {
 	}
 }
 
-// newReader returns a reader of the body from its start.
-func (s *bodySrc) newReader() *bodyReader {
+// newReader returns a reader of the body from its start, edited or not.
+func (s *bodySrc) newReader(edited bool) *bodyReader {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.open++
-	return &bodyReader{src: s}
+	return &bodyReader{src: s, edited: edited}
 }
 
 // drop frees the body and gives its budget back; called with mu held.
@@ -309,18 +332,22 @@ func (ex *exchange) dropBody(force bool) {
 	}
 }
 
-// attemptBody sets req's body for one attempt. The body moves from
-// ex.body to ex.src at the first attempt.
-func (ex *exchange) attemptBody(req *http.Request) {
+// attemptBody sets req's body for one attempt, with the include_usage
+// edit applied or not. The body moves from ex.body to ex.src at the first
+// attempt.
+func (ex *exchange) attemptBody(req *http.Request, edited bool) {
 	s := &ex.src
 	if s.ex == nil {
 		s.ex, s.b, ex.body = ex, ex.body, nil
 	}
 	req.ContentLength = int64(len(s.b))
-	if len(s.b) == 0 {
+	if edited {
+		req.ContentLength = int64(s.edit.Len(len(s.b)))
+	}
+	if req.ContentLength == 0 {
 		req.Body = http.NoBody
 		return
 	}
-	req.Body = s.newReader()
-	req.GetBody = func() (io.ReadCloser, error) { return s.newReader(), nil }
+	req.Body = s.newReader(edited)
+	req.GetBody = func() (io.ReadCloser, error) { return s.newReader(edited), nil }
 }

@@ -36,12 +36,6 @@ func (b *byteBudget) take(n int64) bool {
 // request may take them first).
 func (b *byteBudget) room(n int64) bool { return b.used.Load()+n <= b.limit }
 
-// force reserves n bytes whatever the limit: for small adjustments to
-// memory already held.
-func (b *byteBudget) force(n int64) {
-	b.notePeak(b.used.Add(n))
-}
-
 func (b *byteBudget) give(n int64) {
 	if n != 0 {
 		b.used.Add(-n)
@@ -82,16 +76,6 @@ func (s *tenantShares) take(tenant string, n int64) bool {
 	}
 	s.m[tenant] = u + n
 	return true
-}
-
-// force reserves n bytes for tenant whatever the limit.
-func (s *tenantShares) force(tenant string, n int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = make(map[string]int64)
-	}
-	s.m[tenant] += n
 }
 
 func (s *tenantShares) give(tenant string, n int64) {

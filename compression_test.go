@@ -130,7 +130,7 @@ func lockstepRun(t *testing.T, enc contentEncoder, prov Provider, path string, p
 			w.(http.Flusher).Flush()
 		}
 	}, Route{Prefix: "/", Provider: prov}, append([]Option{WithClock(clock), WithModels("m-known")}, opts...)...)
-	req := e.request("POST", path, `{"model":"m-known","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	req := e.request("POST", path, `{"model":"m-known","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`)
 	req.Header.Set("Accept-Encoding", "gzip, deflate")
 	resp, err := plainClient(t).Do(req)
 	require.NoError(t, err)
@@ -588,7 +588,7 @@ func TestAcceptEncodingForwarded(t *testing.T) {
 				{[]string{"x-gzip, compress"}, "identity"},
 			} {
 				t.Run(strings.Join(tt.client, "|"), func(t *testing.T) {
-					req := e.request("POST", "/v1/chat/completions", `{"model":"m-known","stream":true}`)
+					req := e.request("POST", "/v1/chat/completions", `{"model":"m-known","stream":true,"stream_options":{"include_usage":true}}`)
 					for _, v := range tt.client {
 						req.Header.Add("Accept-Encoding", v)
 					}
@@ -684,7 +684,7 @@ func TestAcceptEncodingWithoutDecoderRoom(t *testing.T) {
 		}
 		_, _ = w.Write(bytes.Join(body, nil))
 	}, Route{Prefix: "/", Provider: ProviderOpenAI}, WithObservationBudget(decoderMem-1))
-	req := e.request("POST", "/v1/chat/completions", `{"model":"m-known","stream":true}`)
+	req := e.request("POST", "/v1/chat/completions", `{"model":"m-known","stream":true,"stream_options":{"include_usage":true}}`)
 	req.Header.Set("Accept-Encoding", "gzip")
 	resp, err := plainClient(t).Do(req)
 	require.NoError(t, err)
@@ -695,4 +695,27 @@ func TestAcceptEncodingWithoutDecoderRoom(t *testing.T) {
 	assert.Equal(t, "identity", testkit.Recv(t, asked, "the upstream's Accept-Encoding"))
 	assert.Equal(t, bytes.Join(body, nil), got)
 	assert.Positive(t, e.lastRecord().Usage.Total(), "usage observed from the plain answer")
+}
+
+// TestEditedAttemptAsksForIdentity: an attempt that sends the relay's
+// include_usage edit offers the upstream identity only, whatever the
+// client accepts, so that the usage chunk the edit causes can be kept
+// from the client (it can only be cut from an uncompressed stream).
+func TestEditedAttemptAsksForIdentity(t *testing.T) {
+	asked := make(chan string, 1)
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		asked <- r.Header.Get("Accept-Encoding")
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = w.Write(bytes.Join(ownStream(2), nil))
+	}, Route{Prefix: "/", Provider: ProviderOpenAI})
+	req := e.request("POST", "/v1/chat/completions", `{"model":"m-known","stream":true}`)
+	req.Header.Set("Accept-Encoding", "gzip, deflate")
+	resp, err := plainClient(t).Do(req)
+	require.NoError(t, err)
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	e.handled()
+	assert.Equal(t, "identity", testkit.Recv(t, asked, "the upstream's Accept-Encoding"))
 }

@@ -18,6 +18,7 @@ import (
 // usage chunk.
 func fakeOpenAI() *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "text/event-stream")
 		for _, ev := range []string{
 			`{"model":"gpt-4o-mini","choices":[{"delta":{"content":"Hello"}}]}`,
@@ -25,6 +26,9 @@ func fakeOpenAI() *httptest.Server {
 			`{"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}`,
 			`[DONE]`,
 		} {
+			if strings.Contains(ev, `"usage"`) && !strings.Contains(string(body), `"include_usage":true`) {
+				continue // as OpenAI: usage only when asked
+			}
 			fmt.Fprintf(w, "data: %s\n\n", ev)
 			w.(http.Flusher).Flush()
 		}
@@ -67,10 +71,12 @@ func Example() {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	fmt.Println(resp.Status)
+	// Two deltas and [DONE]: the usage chunk the relay asked the upstream
+	// for is recorded, not sent to a client that did not ask for it.
 	fmt.Print(strings.Count(string(body), "data: "), " events\n")
 	// Output:
 	// 200 OK
-	// 4 events
+	// 3 events
 }
 
 // A Recorder is how usage reaches your own store. The relay calls it from

@@ -32,6 +32,8 @@ type metrics struct {
 	interChunk   *children[prometheus.Observer] // route, model
 	upstreamReqs *children[prometheus.Counter]  // route, upstream, status
 	limited      *children[prometheus.Counter]  // route, reason
+	// includeUsageRetries: route.
+	includeUsageRetries *children[prometheus.Counter]
 }
 
 // register registers cs with reg, all or none. It is the package's one
@@ -117,8 +119,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "relay_rate_limited_total",
 		Help: "Requests refused by the limiter, by the exhausted budget (requests or tokens).",
 	}, []string{"route", "reason"})
+	includeUsageRetries := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_include_usage_retries_total",
+		Help: "Requests sent again without the stream_options.include_usage the relay added, after the upstream answered 400 naming it.",
+	}, []string{"route"})
 	all := []prometheus.Collector{requests, duration, errs, active, ttfb,
-		tokens, ttft, interChunk, upstreamReqs, limited}
+		tokens, ttft, interChunk, upstreamReqs, limited, includeUsageRetries}
 	if err := register(reg, all...); err != nil {
 		return nil, err
 	}
@@ -134,6 +140,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		interChunk:   newChildren(interChunk.WithLabelValues),
 		upstreamReqs: newChildren(upstreamReqs.WithLabelValues),
 		limited:      newChildren(limited.WithLabelValues),
+
+		includeUsageRetries: newChildren(includeUsageRetries.WithLabelValues),
 	}, nil
 }
 

@@ -53,6 +53,9 @@ func (ex *exchange) onEvent(at time.Time, name, data, tail []byte, truncated boo
 	if ex.stream.event(name, data, tail, truncated) {
 		ex.contentAt(at)
 	}
+	if ex.incl == inclSent {
+		ex.hideEv = !truncated && ex.stream.obs != nil && ex.stream.obs.UsageChunk()
+	}
 }
 
 // event observes one SSE event and reports whether it carried generated

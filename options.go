@@ -289,9 +289,12 @@ func WithErrorShape(s ErrorShape) Option {
 
 // WithIncludeUsage says whether streaming OpenAI-style chat requests get
 // "stream_options": {"include_usage": true} added, so that their usage is
-// always known. On by default. The extra usage-only chunk (with empty
-// "choices") then reaches clients that did not ask for it; the official
-// SDKs accept it.
+// always known. On by default. It is added only where the upstream takes
+// it (not to Azure api-versions before 2024-09-01-preview), and a request
+// an upstream refuses for it (400 naming stream_options) is sent once
+// more without it. The usage-only chunk it causes (with empty "choices")
+// is observed but not sent to a client that did not ask for it. See the
+// README's "Usage reporting (include_usage)".
 func WithIncludeUsage(on bool) Option {
 	return func(c *config) error { c.usage.includeUsage = on; return nil }
 }

@@ -14,9 +14,10 @@ type usageOptions struct {
 
 // inspectRequest reads the model, stream flag and budgets from the body
 // as the route's provider family reads them, estimates the tokens to
-// reserve (none when the family bills otherwise), and lets the family
-// rewrite the body so that the response reports usage (OpenAI's
-// include_usage). It refuses nothing.
+// reserve (none when the family bills otherwise), and keeps the family's
+// edit that makes the response report usage (OpenAI's include_usage;
+// each attempt decides whether to send it: includeusage.go). It refuses
+// nothing.
 func (ex *exchange) inspectRequest() error {
 	if len(ex.body) == 0 {
 		return nil
@@ -26,14 +27,7 @@ func (ex *exchange) inspectRequest() error {
 	ex.rec.Model, ex.rec.Stream, ex.rec.Characters = req.Model, req.Stream, req.Characters
 	ex.limitReq.Cost.Tokens = f.TokenEstimate(path, req, ex.rl.cfg.usage.defaultMaxTokens)
 	if ex.rl.cfg.usage.includeUsage {
-		if b, ok := f.Rewrite(path, ex.body, req); ok {
-			// A new buffer, a few bytes longer: its growth is taken from
-			// the body budget whatever is left of it.
-			if d := cap(b) - cap(ex.body); d != 0 {
-				ex.forceBody(int64(d))
-			}
-			ex.body = b
-		}
+		ex.src.edit, _ = f.UsageEdit(path, ex.body, req)
 	}
 	return nil
 }

@@ -62,7 +62,10 @@ func runReplay(t *testing.T, dir string, tt replayCase, opts ...Option) {
 	require.NoError(t, err)
 	e := newEnv(t, replay(stream, "text/event-stream"), Route{Prefix: "/", Provider: tt.provider},
 		append([]Option{WithModels("m-known")}, opts...)...)
-	resp, body := e.do(e.request("POST", tt.path, `{"model":"m-known","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	// The client asks for usage, as the recorded clients did (or their
+	// providers report it unasked), so nothing of the stream is the relay's
+	// to hide (TestIncludeUsageChunkHidden covers a client that did not).
+	resp, body := e.do(e.request("POST", tt.path, `{"model":"m-known","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`))
 	assert.Equal(t, 200, resp.StatusCode)
 	assert.True(t, bytes.Equal(stream, body), "relayed bytes differ from the recording")
 	rec := e.lastRecord()

@@ -443,6 +443,8 @@ type exchange struct {
 	bodyRead    bool    // the request body was read to its end, or there is none
 	readCleared bool    // readBody cleared the read deadline it set
 	scratch     [1]byte // the read that proves a full buffer was the whole body
+	incl        uint8   // the include_usage edit: inclNone, inclSent, inclRefused (includeusage.go)
+	hideEv      bool    // the SSE event just dispatched is the usage chunk to hide
 }
 
 // fail answers with a relay error before any byte of a response was sent:

@@ -38,6 +38,7 @@ type sseParser struct {
 	tail      []byte // the last bytes of a pending event that outgrew data
 	tailWin   int    // tail's window while it holds the end of the pending event; else 0
 	hasData   bool   // a data field was seen for the pending event
+	pending   bool   // a field (any name) was seen since the last blank line
 	truncated bool
 
 	state     uint8 // one of the parse* states
@@ -46,6 +47,13 @@ type sseParser struct {
 	lastCR    bool  // the previous read ended in CR: a leading LF is its pair
 
 	events int64 // events dispatched
+
+	// Holding back the usage chunk the relay's include_usage caused
+	// (passHiding, includeusage.go); unused unless hide is set.
+	hide    bool    // the stream is relayed run by run, the usage chunk dropped
+	passing bool    // the pending event outgrew the hold: its bytes pass as they come
+	held    []byte  // the start of the pending event, read but not yet sent
+	heldBuf *[]byte // held's pooled buffer, nil while nothing is held
 }
 
 const (
@@ -72,24 +80,48 @@ func (p *sseParser) midEvent() (midLine, pending bool) {
 // end are reported with that time.
 func (p *sseParser) feed(b []byte, at time.Time) {
 	for len(b) > 0 {
+		b = b[p.feedTo(b, at):]
+	}
+}
+
+// feedTo parses b as feed does, up to the first line end after which the
+// stream is between events (see between), and returns how many bytes it
+// parsed: all of b when it ends inside an event. So the bytes of a stream
+// come in runs that each hold whole lines ending between two events: a
+// blank line that ends an event (dispatched by then), or a comment line
+// outside any event. The LF of a CRLF pair split at a run's end is the
+// start of the next run.
+func (p *sseParser) feedTo(b []byte, at time.Time) int {
+	n := 0
+	for n < len(b) {
+		c := b[n:]
 		if p.lastCR {
 			p.lastCR = false
-			if b[0] == '\n' {
-				b = b[1:]
+			if c[0] == '\n' {
+				n++
 				continue
 			}
 		}
-		i := lineEnd(b)
+		i := lineEnd(c)
 		if i < 0 {
-			p.line(b)
-			return
+			p.line(c)
+			return len(b)
 		}
-		p.line(b[:i])
-		p.lastCR = b[i] == '\r'
-		b = b[i+1:]
+		p.line(c[:i])
+		p.lastCR = c[i] == '\r'
+		n += i + 1
 		p.endLine(at)
+		if !p.pending {
+			return n
+		}
 	}
+	return n
 }
+
+// between reports whether the bytes parsed so far end between two events:
+// after a line end, with no field of an event seen since the last blank
+// line.
+func (p *sseParser) between() bool { return p.lineLen == 0 && !p.pending }
 
 // lineEnd returns the index of the first CR or LF in b, or -1. Two
 // vectorised IndexByte scans beat IndexAny's byte-at-a-time loop; the CR
@@ -165,6 +197,7 @@ func (p *sseParser) line(b []byte) {
 // startValue switches to reading the value of the field just named.
 func (p *sseParser) startValue() {
 	p.skipSpace = true
+	p.pending = true
 	switch string(p.field) { // no allocation: the compiler special-cases this
 	case "data":
 		p.state = parseData
@@ -253,6 +286,7 @@ func (p *sseParser) dispatch(at time.Time) {
 	p.name = p.name[:0]
 	p.data = p.data[:0]
 	p.hasData = false
+	p.pending = false
 	p.truncated = false
 	p.tailWin = 0
 	if small && p.acct.held > 0 {

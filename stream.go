@@ -75,6 +75,9 @@ func (ex *exchange) sendHeader(kind StreamKind, resp *http.Response) error {
 	}
 	h := ex.client.header()
 	copyResponseHeaders(h, resp)
+	if ex.hidesUsageChunk(kind, resp) {
+		delete(h, "Content-Length") // the body may be shorter by the usage chunk
+	}
 	if v := resp.Header.Get("X-Request-Id"); v != "" {
 		h.Set("X-Upstream-Request-Id", v) // the provider's id, for support tickets
 	}
@@ -123,13 +126,16 @@ func (ex *exchange) observe(kind StreamKind, resp *http.Response, parser *ssePar
 		return nil, d
 	}
 	*parser = sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: ex.onEvent,
-		acct: obsAccount{budget: &ex.rl.observed}, field: parser.field, name: parser.name}
+		acct: obsAccount{budget: &ex.rl.observed}, field: parser.field, name: parser.name,
+		hide: d == nil && ex.hidesUsageChunk(kind, resp)}
 	return parser, d
 }
 
 // endEvents records the events of an SSE body and gives back the
-// parser's buffers.
+// parser's buffers; what it held back of an event left incomplete is sent
+// first.
 func (ex *exchange) endEvents(p *sseParser) {
+	ex.flushHeld(p)
 	ex.rec.Events = p.events
 	p.release()
 }
@@ -175,6 +181,9 @@ func (ex *exchange) copyBody(body io.Reader, p *sseParser, d *decoder) error {
 // its way to either. One clock reading serves the write deadline and, with
 // the system clock, the timings.
 func (ex *exchange) pass(chunk []byte, p *sseParser, d *decoder) error {
+	if p != nil && p.hide { // never compressed: see hidesUsageChunk
+		return ex.passHiding(chunk, p)
+	}
 	wall := time.Now()
 	now := wall
 	if !ex.rl.sysClock {
@@ -227,6 +236,7 @@ func (ex *exchange) interrupted(p *sseParser, err error) error {
 	if p == nil || contentCoding(ex.up.resp.Header) != codingIdentity {
 		panic(http.ErrAbortHandler) // serve's deferred ends still run
 	}
+	ex.flushHeld(p) // what the client would have got, before the error event
 	b := closeEvent(make([]byte, 0, 256), p)
 	b = appendErrorEvent(b, ex.shape, e)
 	if ex.client.writeLast(b) {

@@ -33,11 +33,21 @@ type chatResult struct {
 
 // streamChat runs client.Chat.Completions.NewStreaming to the end.
 func streamChat(ctx context.Context, relayURL, key string) chatResult {
+	return streamChatAsking(ctx, relayURL, key, false)
+}
+
+// streamChatAsking is streamChat, asking for usage
+// (stream_options.include_usage) when askUsage is set.
+func streamChatAsking(ctx context.Context, relayURL, key string, askUsage bool) chatResult {
 	client := newOpenAI(relayURL, key)
-	stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+	params := openai.ChatCompletionNewParams{
 		Model:    openAIModel,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say something about relays.")},
-	})
+	}
+	if askUsage {
+		params.StreamOptions.IncludeUsage = openai.Bool(true)
+	}
+	stream := client.Chat.Completions.NewStreaming(ctx, params)
 	defer stream.Close()
 	var res chatResult
 	var text strings.Builder
@@ -90,51 +100,66 @@ func TestOpenAIChatStreaming(t *testing.T) {
 			relay.Usage{InputTokens: 78, OutputTokens: 9}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.src.String()+"/"+tt.file, func(t *testing.T) {
-			up := newReplayUpstream(t, readStream(t, tt.src, tt.file), ending{})
-			h := newHarness(t, up)
+		for _, ask := range []bool{true, false} {
+			name := tt.src.String() + "/" + tt.file + "/sdk asks for usage"
+			if !ask {
+				name = tt.src.String() + "/" + tt.file + "/relay asks for usage"
+			}
+			t.Run(name, func(t *testing.T) { chatStreaming(t, tt.src, tt.file, tt.wantText, tt.wantUsage, ask) })
+		}
+	}
+}
 
-			res := streamChat(testkit.Context(t), h.url, clientKey)
-			if res.err != nil {
-				t.Fatalf("stream ended with error: %v", res.err)
-			}
-			if res.text != tt.wantText {
-				t.Errorf("text = %q, want %q", res.text, tt.wantText)
-			}
-			// The SDK itself parsed the usage-only chunk (choices: []).
-			if res.usage.PromptTokens != tt.wantUsage.InputTokens || res.usage.CompletionTokens != tt.wantUsage.OutputTokens {
-				t.Errorf("SDK usage = %d/%d, want %d/%d", res.usage.PromptTokens, res.usage.CompletionTokens,
-					tt.wantUsage.InputTokens, tt.wantUsage.OutputTokens)
-			}
+// chatStreaming relays a recorded chat stream to openai-go, asking for
+// usage or not: the record has the usage either way, and the SDK gets the
+// usage-only chunk only when it asked for it.
+func chatStreaming(t *testing.T, src source, file, wantText string, wantUsage relay.Usage, ask bool) {
+	up := newReplayUpstream(t, readStream(t, src, file), ending{})
+	h := newHarness(t, up)
+	res := streamChatAsking(testkit.Context(t), h.url, clientKey, ask)
+	if res.err != nil {
+		t.Fatalf("stream ended with error: %v", res.err)
+	}
+	if res.text != wantText {
+		t.Errorf("text = %q, want %q", res.text, wantText)
+	}
+	// The SDK itself parsed the usage-only chunk (choices: []) when
+	// it asked for it; the relay's own request for it is hidden.
+	wantSDK := wantUsage
+	if !ask {
+		wantSDK = relay.Usage{}
+	}
+	if res.usage.PromptTokens != wantSDK.InputTokens || res.usage.CompletionTokens != wantSDK.OutputTokens {
+		t.Errorf("SDK usage = %d/%d, want %d/%d", res.usage.PromptTokens, res.usage.CompletionTokens,
+			wantSDK.InputTokens, wantSDK.OutputTokens)
+	}
 
-			rec := h.record(t)
-			checkRecord(t, rec, "openai", relay.ProviderOpenAI, openAIModel)
-			if rec.Usage.InputTokens != tt.wantUsage.InputTokens || rec.Usage.OutputTokens != tt.wantUsage.OutputTokens {
-				t.Errorf("record usage = %+v, want input %d output %d", rec.Usage, tt.wantUsage.InputTokens, tt.wantUsage.OutputTokens)
-			}
+	rec := h.record(t)
+	checkRecord(t, rec, "openai", relay.ProviderOpenAI, openAIModel)
+	if rec.Usage.InputTokens != wantUsage.InputTokens || rec.Usage.OutputTokens != wantUsage.OutputTokens {
+		t.Errorf("record usage = %+v, want input %d output %d", rec.Usage, wantUsage.InputTokens, wantUsage.OutputTokens)
+	}
 
-			req := onlyRequest(t, up)
-			if req.Path != "/v1/chat/completions" {
-				t.Errorf("upstream path = %q, want /v1/chat/completions", req.Path)
-			}
-			checkNoClientCredential(t, req)
-			var body struct {
-				Stream        bool `json:"stream"`
-				StreamOptions *struct {
-					IncludeUsage bool `json:"include_usage"`
-				} `json:"stream_options"`
-			}
-			if err := json.Unmarshal(req.Body, &body); err != nil {
-				t.Fatalf("upstream body is not JSON: %v\n%s", err, req.Body)
-			}
-			if !body.Stream {
-				t.Errorf("upstream body lacks stream:true: %s", req.Body)
-			}
-			// The SDK did not ask for usage; the relay adds the option.
-			if body.StreamOptions == nil || !body.StreamOptions.IncludeUsage {
-				t.Errorf("upstream body lacks stream_options.include_usage:true: %s", req.Body)
-			}
-		})
+	req := onlyRequest(t, up)
+	if req.Path != "/v1/chat/completions" {
+		t.Errorf("upstream path = %q, want /v1/chat/completions", req.Path)
+	}
+	checkNoClientCredential(t, req)
+	var body struct {
+		Stream        bool `json:"stream"`
+		StreamOptions *struct {
+			IncludeUsage bool `json:"include_usage"`
+		} `json:"stream_options"`
+	}
+	if err := json.Unmarshal(req.Body, &body); err != nil {
+		t.Fatalf("upstream body is not JSON: %v\n%s", err, req.Body)
+	}
+	if !body.Stream {
+		t.Errorf("upstream body lacks stream:true: %s", req.Body)
+	}
+	// Whether the SDK asked for usage or not, the upstream is asked.
+	if body.StreamOptions == nil || !body.StreamOptions.IncludeUsage {
+		t.Errorf("upstream body lacks stream_options.include_usage:true: %s", req.Body)
 	}
 }
 

@@ -38,3 +38,37 @@ func TestAzureFamily(t *testing.T) {
 		{"auth", `{"error":{"message":"Msg.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`},
 	})
 }
+
+// TestAzureAcceptsStreamOptions: the usage edit goes only to Azure
+// api-versions that take stream_options (2024-09-01-preview and later,
+// preview or GA), to the v1 API without one, and to OpenAI (whose
+// routes judge an api-version as Azure's); never to older ones.
+func TestAzureAcceptsStreamOptions(t *testing.T) {
+	for _, tt := range []struct {
+		route, query string
+		want         bool
+	}{
+		{"azure", "api-version=2023-05-15", false},
+		{"azure", "api-version=2024-02-01", false},
+		{"azure", "api-version=2024-05-01-preview", false},
+		{"azure", "api-version=2024-06-01", false},
+		{"azure", "api-version=2024-08-01-preview", false},
+		{"azure", "api-version=2024-09-01-preview", true},
+		{"azure", "api-version=2024-10-21", true},
+		{"azure", "api-version=2025-04-01-preview", true},
+		{"azure", "x=1&api-version=2024-06-01&y=2", false},
+		{"azure", "api-version=2024-06-01&api-version=2024-10-21", false}, // the first counts
+		{"azure", "", true},                    // the v1 API takes no api-version
+		{"azure", "api-version=preview", true}, // nor a dated one
+		{"azure", "api-version=latest", true},
+		{"azure", "api-versions=2024-06-01", true},
+		{"azure", "api-version=2024-6-01", true}, // not a date: the retry is the safety net
+		{"openai", "", true},
+		{"openai", "api-version=2024-06-01", false}, // Azure behind an "openai" route
+		{"anthropic", "api-version=2024-06-01", true},
+	} {
+		if got := fam(tt.route).AcceptsUsageEdit(tt.query); got != tt.want {
+			t.Errorf("%s ?%s: AcceptsUsageEdit = %v, want %v", tt.route, tt.query, got, tt.want)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 // whether the event carries generated output.
 func (s *Stream) Event(name, data []byte, truncated bool) (content bool) {
 	_ = truncated // see above: the scanner never trusts incomplete values
+	s.usageChunk = false
 	d := data[skipWS(data, 0):]
 	if len(d) == 0 || d[0] != '{' {
 		if openAIDone(d) {

@@ -10,8 +10,9 @@
 //
 // A family's file holds all of that family's knowledge: the facts its
 // requests carry (model, stream flag, output bound, a prompt estimate, TTS
-// characters) and how its requests are billed; its request rewrite, if any
-// (OpenAI's stream_options.include_usage); its events: their names, which
+// characters) and how its requests are billed; its request's usage edit, if any
+// (OpenAI's stream_options.include_usage, and Azure's api-versions that
+// refuse it); its events: their names, which
 // of them carry generated output (time to first token), where its usage is
 // and how it maps to Usage, its in-band errors and its final event; and
 // the JSON shape of errors its SDKs parse.
@@ -23,7 +24,7 @@
 // chat completions, the Responses API, speech and Gemini's native API,
 // and a rewritten route prefix hides which endpoint a request is for. So
 // the route's family decides only what the bytes cannot tell: through the
-// family interface, the error shape, the billing unit and the rewrite;
+// family interface, the error shape, the billing unit and the usage edit;
 // and, in the files of the families concerned, that a plain-text body is
 // SSML (azurespeech.go) and which of two same-named usage objects a JSON
 // body holds (anthropic.go). Everything else is recognised by shape, by
@@ -79,9 +80,12 @@ type family interface {
 	// billing tells how requests on path (without query) are billed: in
 	// tokens, and whether they generate output (an embedding does not).
 	billing(path string) (tokens, output bool)
-	// rewrite returns the body to forward so that the response reports its
-	// usage, and whether it changed anything; r is what the body told.
-	rewrite(path string, body []byte, r Request) (out []byte, ok bool)
+	// usageEdit returns the edit to the body that makes the response
+	// report its usage, and whether there is one; r is what the body told.
+	usageEdit(path string, body []byte, r Request) (Edit, bool)
+	// acceptsUsageEdit reports whether an upstream at a URL with this raw
+	// query takes the usage edit.
+	acceptsUsageEdit(query string) bool
 }
 
 // families is the table of every family. The first is the default: it
@@ -149,7 +153,7 @@ func RequestShape(h http.Header, path string) Shape {
 
 // defaults is embedded by every family: a family that does not define a
 // hook is not routed, answers in OpenAI's shape, is billed in tokens and
-// has no rewrite.
+// has no usage edit.
 type defaults struct{}
 
 func (defaults) routed() bool                         { return false }
@@ -157,6 +161,5 @@ func (defaults) shape() Shape                         { return ShapeOpenAI }
 func (defaults) recognises(http.Header, string) bool  { return false }
 func (defaults) billing(string) (tokens, output bool) { return true, true }
 
-func (defaults) rewrite(_ string, body []byte, _ Request) ([]byte, bool) {
-	return body, false
-}
+func (defaults) usageEdit(string, []byte, Request) (Edit, bool) { return Edit{}, false }
+func (defaults) acceptsUsageEdit(string) bool                   { return true }

@@ -19,8 +19,10 @@ import (
 //     (messages, input, prompt, instructions, tools, functions). Billed in
 //     tokens, except OpenAI's audio paths (openaispeech.go); embeddings
 //     generate no output.
-//   - Rewrite: a streamed chat completion that did not ask for usage gets
-//     stream_options.include_usage, so that its last chunk reports it.
+//   - Usage edit: a streamed chat completion that did not ask for usage
+//     gets stream_options.include_usage, so that its last chunk reports
+//     it (UsageChunk tells that chunk; RefusesUsageEdit an upstream that
+//     does not know the parameter).
 //   - Events: chat chunks are data-only JSON with "choices" (and [DONE] at
 //     the end); the Responses API names its events "response.*". Usage is
 //     prompt_/completion_tokens (chat) or input_/output_tokens (Responses).
@@ -61,33 +63,55 @@ func openAIRequestMember(r *requestScan, key, val []byte) {
 	}
 }
 
-// rewrite asks a streamed request that did not ask for usage to report it
-// (addIncludeUsage decides whether the request is a chat completion).
-func (openAI) rewrite(path string, body []byte, r Request) ([]byte, bool) {
+// usageEdit asks a streamed request that did not ask for usage to report
+// it (includeUsageEdit decides whether the request is a chat completion).
+func (openAI) usageEdit(path string, body []byte, r Request) (Edit, bool) {
 	if !r.Stream || r.IncludeUsage {
-		return body, false
+		return Edit{}, false
 	}
-	return addIncludeUsage(path, body)
+	return includeUsageEdit(path, body)
 }
 
-// addIncludeUsage returns body with stream_options.include_usage set to
-// true, for a streaming chat completions request (path ends in
+// acceptsUsageEdit: OpenAI and the servers that speak its API take
+// stream_options; an api-version parameter, which only Azure uses (an
+// "openai" route in front of Azure), is judged as Azure's.
+func (openAI) acceptsUsageEdit(query string) bool { return azureAcceptsStreamOptions(query) }
+
+// The texts includeUsageEdit inserts: editText[i-1] is Edit.ins i.
+const (
+	insStreamOptions = 1 + iota // a new top-level member
+	insObject                   // replaces "stream_options": null
+	insTrue                     // replaces the value of "include_usage"
+	insMember                   // into an empty stream_options object
+	insMemberComma              // before the members of stream_options
+)
+
+var editText = [...]string{
+	`,"stream_options":{"include_usage":true}`,
+	`{"include_usage":true}`,
+	`true`,
+	`"include_usage":true`,
+	`"include_usage":true,`,
+}
+
+// includeUsageEdit returns the edit that sets stream_options.include_usage
+// to true in a streaming chat completions request (path ends in
 // /chat/completions, "stream": true) that did not ask for it, so the relay
 // learns the usage. Only the bytes needed are inserted or replaced; the
-// rest of the body keeps its exact layout. ok is false, and body is
-// returned unchanged, when the request already asks for usage, is not a
-// streaming chat completions request, or is not a valid JSON object.
+// rest of the body keeps its exact layout. ok is false when the request
+// already asks for usage, is not a streaming chat completions request, or
+// is not a valid JSON object (or is too large to edit, over 4 GiB).
 //
 // An explicit "include_usage": false (or null) is replaced with true: the
 // relay needs the usage either way, and Request.IncludeUsage tells the
 // caller that the client did not ask for the extra chunk.
-func addIncludeUsage(path string, body []byte) (out []byte, ok bool) {
+func includeUsageEdit(path string, body []byte) (Edit, bool) {
 	if !strings.HasSuffix(stripQuery(path), "/chat/completions") || !json.Valid(body) {
-		return body, false
+		return Edit{}, false
 	}
 	o := openObject(body)
 	if o.done {
-		return body, false
+		return Edit{}, false
 	}
 	stream := false
 	soStart, soEnd := -1, -1
@@ -106,18 +130,17 @@ func addIncludeUsage(path string, body []byte) (out []byte, ok bool) {
 		}
 	}
 	if !stream || lastEnd < 0 {
-		return body, false
+		return Edit{}, false
 	}
-	const setting = `"include_usage":true`
 	if soStart < 0 {
-		return splice(body, lastEnd, lastEnd, `,"stream_options":{`+setting+`}`), true
+		return newEdit(lastEnd, lastEnd, insStreamOptions)
 	}
 	so := body[soStart:soEnd]
 	if string(so) == "null" {
-		return splice(body, soStart, soEnd, `{`+setting+`}`), true
+		return newEdit(soStart, soEnd, insObject)
 	}
 	if so[0] != '{' {
-		return body, false // not ours to repair; upstream will reject it
+		return Edit{}, false // not ours to repair; upstream will reject it
 	}
 	inner := openObject(so)
 	for {
@@ -127,25 +150,35 @@ func addIncludeUsage(path string, body []byte) (out []byte, ok bool) {
 		}
 		if string(k) == "include_usage" {
 			if string(v) == "true" {
-				return body, false
+				return Edit{}, false
 			}
 			end := soStart + inner.i
-			return splice(body, end-len(v), end, "true"), true
+			return newEdit(end-len(v), end, insTrue)
 		}
 	}
 	open := soStart + 1
 	if j := skipWS(body, open); body[j] == '}' {
-		return splice(body, open, open, setting), true
+		return newEdit(open, open, insMember)
 	}
-	return splice(body, open, open, setting+","), true
+	return newEdit(open, open, insMemberComma)
 }
 
-// splice returns a new slice: b with b[i:j] replaced by s.
-func splice(b []byte, i, j int, s string) []byte {
-	out := make([]byte, 0, len(b)-(j-i)+len(s))
-	out = append(out, b[:i]...)
-	out = append(out, s...)
-	return append(out, b[j:]...)
+// UsageChunk reports whether the event just observed (by Event) was the
+// usage-only chunk that include_usage adds to a chat completions stream: a
+// chat chunk whose "choices" is empty and whose "usage" is an object.
+// Azure's prompt_filter_results chunk also has empty choices, but no
+// usage. The relay observes this chunk and, when the client did not ask
+// for it, does not send it on (clients that index choices[0] fail on it).
+// It costs nothing: the chunk's usage is read anyway.
+func (s *Stream) UsageChunk() bool { return s.usageChunk }
+
+// RefusesUsageEdit reports whether the body of a 400 answer names
+// stream_options: an upstream that does not know the parameter (Azure
+// before api-version 2024-09-01-preview answers "Unknown parameter:
+// 'stream_options'." or "Unrecognized request argument supplied:
+// stream_options"). body may be a prefix of the answer.
+func RefusesUsageEdit(body []byte) bool {
+	return bytes.Contains(body, []byte("stream_options"))
 }
 
 // Events.
@@ -201,7 +234,10 @@ func openAIChunk(s *Stream, d []byte) bool {
 	}
 	if hasObjectKey(d, `"usage"`) {
 		u := member(d, "usage")
-		if !isObject(u) {
+		if isObject(u) {
+			c := member(d, "choices")
+			s.usageChunk = len(c) > 0 && c[0] == '[' && skipWS(c, 1) == len(c)-1
+		} else {
 			u = member(member(d, "x_groq"), "usage") // Groq before mid-2024
 		}
 		if isObject(u) {

@@ -100,3 +100,84 @@ func TestOpenAIFamily(t *testing.T) {
 		{"stream_interrupted", `{"error":{"message":"Msg.","type":"server_error","param":null,"code":"upstream_error"}}`},
 	})
 }
+
+// TestUsageChunk: only the usage-only chunk include_usage adds (empty
+// choices, a usage object) is the one the relay may hide, and only until
+// the next event; Azure's
+// prompt filter chunk, content chunks with "usage":null, chunks that
+// carry usage beside choices, named events and other shapes are not.
+func TestUsageChunk(t *testing.T) {
+	for _, tt := range []struct {
+		name, data string
+		want       bool
+	}{
+		{"", `{"id":"c","object":"chat.completion.chunk","model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}`, true},
+		{"", ` {"choices": [ ],"usage": {"prompt_tokens":1}}`, true},
+		{"message", `{"choices":[],"usage":{}}`, true},
+		{"", `{"id":"c","choices":[{"index":0,"delta":{"content":"x"}}],"usage":null}`, false},
+		{"", `{"id":"c","choices":[{"index":0,"delta":{}}],"usage":{"prompt_tokens":1}}`, false}, // usage on a content chunk
+		{"", `{"choices":[],"created":0,"id":"","prompt_filter_results":[]}`, false},
+		{"", `{"choices":[],"usage":null}`, false},
+		{"", `{"choices":[{"delta":{"x":{"choices":[]}}}],"usage":{"a":1}}`, false}, // a nested empty choices
+		{"", `{"choices":[],"x":{"usage":{"a":1}},"usage":null}`, false},            // a nested usage
+		{"response.completed", `{"choices":[],"usage":{}}`, false},
+		{"", `[DONE]`, false},
+		{"", ``, false},
+	} {
+		s := NewStream(fam("openai"))
+		s.Event([]byte(tt.name), []byte(tt.data), false)
+		if got := s.UsageChunk(); got != tt.want {
+			t.Errorf("UsageChunk after %q %s = %v, want %v", tt.name, tt.data, got, tt.want)
+		}
+		if s.Event(nil, []byte(`{"id":"c","choices":[{"delta":{"content":"x"}}]}`), false); s.UsageChunk() {
+			t.Errorf("UsageChunk still set after the next event")
+		}
+	}
+}
+
+// TestUsageEditParts: the edit's parts, length and applied body agree
+// with each other for every kind of insertion, and the zero edit changes
+// nothing.
+func TestUsageEditParts(t *testing.T) {
+	for _, body := range []string{
+		`{"stream":true}`,
+		`{"stream":true,"stream_options":null}`,
+		`{"stream":true,"stream_options":{"include_usage":false}}`,
+		`{"stream":true,"stream_options":{ }}`,
+		`{"stream":true,"stream_options":{"x":1}}`,
+	} {
+		b := []byte(body)
+		e, ok := fam("openai").UsageEdit("/v1/chat/completions", b, Request{Stream: true})
+		if !ok {
+			t.Fatalf("%s: no edit", body)
+		}
+		head, ins, rest := e.Parts(b)
+		joined := string(head) + ins + string(rest)
+		if got := string(e.Apply(b)); got != joined || len(got) != e.Len(len(b)) {
+			t.Errorf("%s: Apply %s, Parts %s, Len %d", body, got, joined, e.Len(len(b)))
+		}
+		if string(b) != body {
+			t.Fatalf("the body was modified in place")
+		}
+	}
+	var zero Edit
+	if head, ins, rest := zero.Parts([]byte("abc")); string(head) != "abc" || ins != "" || rest != nil || zero.Len(3) != 3 {
+		t.Errorf("the zero edit changes something: %q %q %q", head, ins, rest)
+	}
+	if _, ok := fam("openai").UsageEdit("/v1/chat/completions", []byte(`{"stream":true}`), Request{Stream: true, IncludeUsage: true}); ok {
+		t.Error("a request that asked for usage got an edit")
+	}
+}
+
+func TestRefusesUsageEdit(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"error":{"message":"Unrecognized request argument supplied: stream_options","type":"invalid_request_error","param":null,"code":null}}`:          true,
+		`{"error":{"message":"Unknown parameter: 'stream_options'.","type":"invalid_request_error","param":"stream_options","code":"unknown_parameter"}}`: true,
+		`{"error":{"message":"Unknown parameter: 'foo'.","type":"invalid_request_error","param":"foo","code":"unknown_parameter"}}`:                       false,
+		``: false,
+	} {
+		if got := RefusesUsageEdit([]byte(body)); got != want {
+			t.Errorf("RefusesUsageEdit(%s) = %v, want %v", body, got, want)
+		}
+	}
+}

@@ -121,13 +121,78 @@ func (f Family) TokenEstimate(path string, r Request, defaultMaxOutput int64) in
 	return r.PromptEstimate + out
 }
 
-// Rewrite returns the body to forward instead of body, so that the
-// response reports its usage, and whether it changed anything; r is what
-// Request read from body. Only the bytes needed change, into a new slice;
-// body itself is never modified. Families whose responses report usage
-// unasked have no rewrite.
+// UsageEdit returns the edit that makes the response to a request of
+// family f on path report its usage (OpenAI's include_usage), and whether
+// there is one; r is what Request read from body. Families whose
+// responses report usage unasked have none. The edit is a small value:
+// the caller keeps body and sends it edited or not (AcceptsUsageEdit).
+func (f Family) UsageEdit(path string, body []byte, r Request) (Edit, bool) {
+	return f.family().usageEdit(path, body, r)
+}
+
+// AcceptsUsageEdit reports whether an upstream of family f takes the
+// usage edit, judged by the raw query of its URL (Azure's api-version).
+// An upstream that refuses it anyway answers 400 naming the parameter
+// (RefusesUsageEdit).
+func (f Family) AcceptsUsageEdit(rawQuery string) bool {
+	return f.family().acceptsUsageEdit(rawQuery)
+}
+
+// Rewrite returns body with UsageEdit applied, in a new slice, and whether
+// it changed anything; body itself is never modified.
 func (f Family) Rewrite(path string, body []byte, r Request) ([]byte, bool) {
-	return f.family().rewrite(path, body, r)
+	e, ok := f.UsageEdit(path, body, r)
+	if !ok {
+		return body, false
+	}
+	return e.Apply(body), true
+}
+
+// Edit is a change to a request body: the bytes [at, at+cut) replaced by
+// one of a few fixed texts. It is a small value (8 bytes), so that the
+// relay keeps it beside the body it read, rather than an edited copy, and
+// sends either. The zero Edit changes nothing.
+type Edit struct {
+	at  uint32
+	cut uint16
+	ins uint8 // 1 + the index of the inserted text in editText; 0: none
+}
+
+// newEdit returns the edit that replaces body[i:j] by text ins, and false
+// for offsets out of its range (a body over 4 GiB, a 64 KiB value).
+func newEdit(i, j int, ins uint8) (Edit, bool) {
+	if i < 0 || j < i || int64(j) > 1<<32-1 || j-i > 1<<16-1 {
+		return Edit{}, false
+	}
+	return Edit{at: uint32(i), cut: uint16(j - i), ins: ins}, true
+}
+
+// Parts returns the edited body as three parts: body's bytes before the
+// edit, the inserted text and body's bytes after it. body must be the
+// body the edit was made for.
+func (e Edit) Parts(body []byte) (head []byte, insert string, rest []byte) {
+	if e.ins == 0 {
+		return body, "", nil
+	}
+	at := int(e.at)
+	return body[:at], editText[e.ins-1], body[at+int(e.cut):]
+}
+
+// Len is the length of the edited body for a body of n bytes.
+func (e Edit) Len(n int) int {
+	if e.ins == 0 {
+		return n
+	}
+	return n - int(e.cut) + len(editText[e.ins-1])
+}
+
+// Apply returns body edited, in a new slice.
+func (e Edit) Apply(body []byte) []byte {
+	head, ins, rest := e.Parts(body)
+	out := make([]byte, 0, e.Len(len(body)))
+	out = append(out, head...)
+	out = append(out, ins...)
+	return append(out, rest...)
 }
 
 func stripQuery(path string) string {

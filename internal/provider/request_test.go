@@ -113,6 +113,16 @@ func TestParseRequestSSML(t *testing.T) {
 	}
 }
 
+// addIncludeUsage is the body includeUsageEdit makes, for the tests that
+// read the edited bytes.
+func addIncludeUsage(path string, body []byte) ([]byte, bool) {
+	e, ok := includeUsageEdit(path, body)
+	if !ok {
+		return body, false
+	}
+	return e.Apply(body), true
+}
+
 func TestAddIncludeUsage(t *testing.T) {
 	const chat = "/v1/chat/completions"
 	tests := []struct {

@@ -18,6 +18,8 @@ type Stream struct {
 	model   []byte // reused across Reset so capture does not allocate
 	errType string
 	done    bool // a final event was seen
+
+	usageChunk bool // the last event was a usage-only chat chunk (UsageChunk)
 }
 
 // NewStream returns a Stream ready for a response on a route of family f.
