@@ -26,7 +26,10 @@ func (ex *exchange) inspectRequest() error {
 	req := f.Request(path, ex.r.Header.Get("Content-Type"), ex.body)
 	ex.rec.Model, ex.rec.Stream, ex.rec.Characters = req.Model, req.Stream, req.Characters
 	ex.limitReq.Cost.Tokens = f.TokenEstimate(path, req, ex.rl.cfg.usage.defaultMaxTokens)
-	if ex.rl.cfg.usage.includeUsage {
+	// Only a provider named as such: a resolver's Target with no Provider,
+	// or one the relay does not know, is read as OpenAI-compatible but its
+	// body is never edited (a strict upstream may refuse stream_options).
+	if ex.rl.cfg.usage.includeUsage && f.Name() == string(ex.target.Provider) {
 		ex.src.edit, _ = f.UsageEdit(path, ex.body, req)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -523,4 +524,36 @@ func TestFailoverRoundsOverKeyPools(t *testing.T) {
 		}()
 	}
 	testkit.Wait(t, wg.Wait, "the concurrent resolvers did not finish")
+}
+
+// TestUnknownProviderBodyUnchanged: the
+// include_usage edit applies only to targets whose Provider is
+// "openai" or "azure"; a custom resolver's target with an empty or
+// unknown Provider has its body forwarded as the client sent it.
+func TestUnknownProviderBodyUnchanged(t *testing.T) {
+	for _, p := range []Provider{"", "mistral"} {
+		t.Run(string(p), func(t *testing.T) {
+			got := make(chan string, 1)
+			up := func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				got <- string(b)
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = io.WriteString(w, "data: [DONE]\n\n")
+			}
+			var e *env
+			e = newEnv(t, up, Route{Prefix: "/v1"}, withoutRoutes(), WithResolver(UpstreamResolverFunc(func(r *http.Request) (*Target, error) {
+				u, err := url.Parse(e.upstream.URL + r.URL.Path)
+				return &Target{Route: "custom", Provider: p, Backends: []Backend{{Name: "up", URL: u}}}, err
+			})))
+			const body = `{"model":"m","stream":true,"messages":[]}`
+			resp, _ := e.do(e.request("POST", "/v1/chat/completions", body))
+			assert.Equal(t, 200, resp.StatusCode)
+			select {
+			case b := <-got:
+				assert.Equal(t, body, b, "the body a target of provider %q gets", p)
+			default:
+				t.Fatal("upstream not called")
+			}
+		})
+	}
 }
