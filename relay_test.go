@@ -879,21 +879,30 @@ func TestShutdownDuringLiveStreams(t *testing.T) {
 		}
 	}, Route{Prefix: "/v1"})
 	bodies := make(chan string, n)
+	reading := make(chan struct{}, n) // a client got the first event
 	for i := range n {
 		go func() {
 			resp, err := e.front.Client().Do(e.request("POST", "/v1/x", `{}`))
 			if err != nil {
+				reading <- struct{}{}
 				bodies <- "error: " + err.Error()
 				return
 			}
 			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			bodies <- string(b)
+			first := make([]byte, len("data: start\n\n"))
+			k, _ := io.ReadFull(resp.Body, first)
+			reading <- struct{}{}
+			rest, _ := io.ReadAll(resp.Body)
+			bodies <- string(first[:k]) + string(rest)
 			_ = i
 		}()
 	}
+	// Every stream is under way at the client, not only at the upstream:
+	// a relay still waiting for a response's headers would be cut before
+	// the response, which is another test's case.
 	for i := range n {
 		testkit.Recv(t, started, fmt.Sprintf("stream %d did not start", i))
+		testkit.Recv(t, reading, fmt.Sprintf("stream %d did not reach its client", i))
 	}
 	// Half finish within the deadline, the rest are cut by it.
 	done := make(chan error, 1)
