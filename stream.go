@@ -191,6 +191,7 @@ func (ex *exchange) interrupted(p *sseParser, err error) error {
 		return errEnded
 	}
 	ex.rec.ErrorType = e.typ
+	ex.stream.cut = true
 	ex.rl.log.Warn("relay: upstream stream failed", "request_id", ex.rec.RequestID,
 		"route", ex.route, "upstream", ex.rec.Upstream, "error", safeError(err, cause))
 	if p == nil {
