@@ -45,6 +45,9 @@ func (ex *exchange) roundTrip() error {
 		tries = len(t.Backends)
 	}
 	for i := range tries {
+		if ex.left.Load() {
+			return ex.clientGone() // no upstream is asked for a client that left
+		}
 		b, last := t.Backends[i], i == tries-1
 		ex.rec.Attempts, ex.rec.Upstream = i+1, b.Name
 		if b.URL == nil {

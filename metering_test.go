@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -313,4 +314,111 @@ func TestFinalUsageWins(t *testing.T) {
 	want := Usage{InputTokens: 10682 + 512 + 2048, OutputTokens: 510, CachedInputTokens: 2048, CacheCreationInputTokens: 512}
 	assert.Equal(t, want, e.lastRecord().Usage)
 	assert.Equal(t, []settlement{{reserved: 310, used: want.Total()}}, lim.all(t, e.relay))
+}
+
+// logHook is a slog handler that tells ch each time msg is logged.
+type logHook struct {
+	msg string
+	ch  chan struct{}
+}
+
+func (h logHook) Enabled(context.Context, slog.Level) bool { return true }
+func (h logHook) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h logHook) WithGroup(string) slog.Handler            { return h }
+
+func (h logHook) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		select {
+		case h.ch <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// drainStarted is what the relay logs (at Debug) when it drains the
+// upstream of a client that left.
+const drainStarted = "relay: client left; draining the upstream for its usage"
+
+// TestDrainOnClientGone: with WithDrainOnClientGone, a client that leaves
+// mid-stream (an Anthropic recording, cut before its message_delta) does
+// not end the upstream request: the relay reads the rest, sending the
+// client nothing more, and records and settles the provider's final usage,
+// not an estimate. The drain is bounded: an upstream that sends nothing
+// more is cancelled when d has passed, or at once by Shutdown; the record
+// then holds the estimate.
+// Mutations it kills: the drain cancelling the upstream when the client
+// leaves; the drain not bounded by d; Shutdown not ending a drain.
+func TestDrainOnClientGone(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(sharedFixtures(t), "anthropic_messages_stream_tool_use_parallel.sse"))
+	require.NoError(t, err)
+	head := fixtureHead(t, raw, "event: message_delta")
+	const body = `{"model":"m","stream":true,"max_tokens":300,"messages":[{"role":"user","content":"` + prompt40 + `"}]}`
+	estimate := Usage{InputTokens: 416, OutputTokens: 39, Estimated: true} // as in TestStreamsCutShortAreEstimated
+
+	for _, tt := range []struct {
+		name     string
+		drain    time.Duration
+		finish   bool // the upstream sends the rest once the client left
+		shutdown bool // Shutdown ends the drain
+		usage    Usage
+	}{
+		{"the rest is read: final usage", testkit.Timeout, true, false, Usage{InputTokens: 416, OutputTokens: 109}},
+		{"bounded by d", 100 * time.Millisecond, false, false, estimate},
+		{"ended by Shutdown", time.Hour, false, true, estimate},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			left := make(chan struct{}, 1)
+			upstreamDone := make(chan struct{})
+			lim := newRecordingSettler(Limits{})
+			e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				defer close(upstreamDone)
+				_, _ = io.ReadAll(r.Body)
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = w.Write(head)
+				w.(http.Flusher).Flush()
+				if !tt.finish {
+					<-r.Context().Done() // only the relay ends it
+					return
+				}
+				select {
+				case <-left:
+				case <-r.Context().Done():
+					t.Error("the upstream request was cancelled when the client left")
+					return
+				}
+				_, _ = w.Write(raw[len(head):])
+			}, Route{Prefix: "/", Provider: ProviderAnthropic}, WithLimiter(lim),
+				WithDrainOnClientGone(tt.drain), WithLogger(slog.New(logHook{drainStarted, left})))
+
+			ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
+			defer cancel()
+			resp, err := e.front.Client().Do(e.request("POST", "/v1/messages", body).WithContext(ctx))
+			require.NoError(t, err)
+			got := make([]byte, len(head))
+			_, err = io.ReadFull(resp.Body, got)
+			require.NoError(t, err)
+			assert.Equal(t, string(head), string(got))
+			cancel()
+			resp.Body.Close()
+			if !tt.finish {
+				testkit.Recv(t, left, "the relay did not start draining when the client left")
+			}
+			if tt.shutdown {
+				done, stop := context.WithCancel(context.Background())
+				stop() // a cancelled context: Shutdown cuts at once
+				assert.ErrorIs(t, e.relay.Shutdown(done), context.Canceled)
+			}
+			testkit.Recv(t, upstreamDone, "the upstream request did not end")
+			e.handled()
+
+			rec := e.lastRecord()
+			assert.Equal(t, StatusClientClosedRequest, rec.Status)
+			assert.True(t, rec.ClientGone)
+			assert.Equal(t, ErrTypeClientCanceled, rec.ErrorType)
+			assert.Equal(t, tt.usage, rec.Usage)
+			assert.Equal(t, int64(len(head)), rec.BytesOut, "nothing is sent after the client left")
+			assert.Equal(t, []settlement{{reserved: 310, used: tt.usage.Total()}}, lim.all(t, e.relay))
+		})
+	}
 }

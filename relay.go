@@ -311,13 +311,21 @@ func (ex *exchange) serve() {
 func (ex *exchange) enter() error {
 	rl, r := ex.rl, ex.r
 	// One cancellable context per exchange: the upstream request runs in
-	// it, and Shutdown cancels it through the live list.
-	ex.ctx, ex.cancel = context.WithCancelCause(r.Context())
+	// it, and Shutdown cancels it through the live list. It ends when the
+	// client leaves, unless the upstream is drained then (drain.go).
+	parent := r.Context()
+	if rl.cfg.drain > 0 {
+		parent = context.WithoutCancel(parent)
+	}
+	ex.ctx, ex.cancel = context.WithCancelCause(parent)
 	if !rl.enter(ex) {
 		ex.shape = ex.shapeFor(rl.cfg.shape)
 		return &rl.answers.draining
 	}
 	ex.entered = true
+	if rl.cfg.drain > 0 {
+		ex.drainOnLeave(rl.cfg.drain)
+	}
 	return nil
 }
 
@@ -419,6 +427,7 @@ type exchange struct {
 	arrived  int64        // when the handler started, by the system clock, in Unix ns (a time.Time is 24 bytes)
 	bodyHeld atomic.Int64 // bytes of rl.bodies held by the body
 	inBody   atomic.Bool  // reading the request body: Shutdown cuts the read
+	left     atomic.Bool  // the client left while the upstream drains (drain.go)
 
 	// limitReq is what admit asks the limiter for (inspectRequest sets its
 	// token estimate), and what was reserved, for settlement.
