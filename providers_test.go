@@ -60,8 +60,9 @@ type replayCase struct {
 func runReplay(t *testing.T, dir string, tt replayCase, opts ...Option) {
 	stream, err := os.ReadFile(filepath.Join(dir, tt.file))
 	require.NoError(t, err)
+	lim := newRecordingSettler(Limits{})
 	e := newEnv(t, replay(stream, "text/event-stream"), Route{Prefix: "/", Provider: tt.provider},
-		append([]Option{WithModels("m-known")}, opts...)...)
+		append([]Option{WithModels("m-known"), WithLimiter(lim)}, opts...)...)
 	resp, body := e.do(e.request("POST", tt.path, `{"model":"m-known","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
 	assert.Equal(t, 200, resp.StatusCode)
 	assert.True(t, bytes.Equal(stream, body), "relayed bytes differ from the recording")
@@ -83,6 +84,17 @@ func runReplay(t *testing.T, dir string, tt replayCase, opts ...Option) {
 		"cache_creation_input": tt.usage.CacheCreationInputTokens, "audio_input": tt.usage.AudioInputTokens,
 		"audio_output": tt.usage.AudioOutputTokens, "estimated": estimated} {
 		assert.Equal(t, float64(n), testutil.ToFloat64(e.relay.metrics.tokens.WithLabelValues("test", "m-known", typ)), typ)
+	}
+	// The reservation (the prompt's 1 token and the default 4096 output)
+	// settles at the usage; a stream without usage keeps it. Speech is
+	// billed in characters and reserves no tokens.
+	switch settled := lim.all(t, e.relay); {
+	case strings.Contains(tt.path, "/audio/"):
+		assert.Empty(t, settled)
+	case tt.usage.Total() > 0:
+		assert.Equal(t, []settlement{{reserved: 4097, used: tt.usage.Total()}}, settled)
+	default:
+		assert.Equal(t, []settlement{{reserved: 4097, used: 4097}}, settled)
 	}
 }
 
