@@ -39,7 +39,8 @@
 // what it controls: no time limit (WithClientWriteTimeout,
 // WithRequestBodyTimeout), no minimum rate (WithRequestBodyRate), no
 // shared observation memory (WithObservationBudget), no output reserve
-// (WithDefaultMaxTokens), no refusal memo (WithRefusalMemo) — except
+// (WithDefaultMaxTokens), no refusal memo (WithRefusalMemo), no drain
+// after a client leaves (WithDrainOnClientGone) — except
 // for the limits that keep request bodies' memory bounded
 // (WithMaxBodyBytes, WithRequestBodyBudget, WithRequestBodyTenantBudget),
 // where zero is an error. A negative time limit means no limit (Timeouts fields and the
