@@ -54,8 +54,15 @@ func anthropicEvent(s *Stream, typ, d []byte) (content, ok bool) {
 	switch string(typ) {
 	case "content_block_delta":
 		// A delta carries one of text, partial_json (a tool's input) and
-		// thinking; it is what counts towards ContentBytes.
-		n := stringBytes(d, `"text"`) + stringBytes(d, `"partial_json"`) + stringBytes(d, `"thinking"`)
+		// thinking, the common first; it is what counts towards
+		// ContentBytes.
+		n := stringBytes(d, `"text"`)
+		if n == 0 {
+			n = stringBytes(d, `"partial_json"`)
+		}
+		if n == 0 {
+			n = stringBytes(d, `"thinking"`)
+		}
 		s.addContent(n)
 		return n > 0 || bytes.Contains(d, []byte(`"citations_delta"`)), true
 	case "content_block_start":
