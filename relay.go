@@ -596,8 +596,9 @@ func (ex *exchange) finish() {
 //   - An upstream 4xx or 5xx whose body reports no usage: nothing. The
 //     provider generated nothing, and a failing provider must not spend
 //     its tenants' budgets; the whole reservation comes back.
-//   - A request the relay refused or failed before anything reached the
-//     client: nothing, likewise.
+//   - A request that ended before any of its response body was sent (the
+//     relay's own refusal or failure, a client that left first): nothing,
+//     likewise. A stream whose headers had come is estimated instead.
 //   - Any other response whose usage went unreported (a stream without
 //     usage, a body the relay did not observe): the reservation, kept
 //     whole as the estimate.
