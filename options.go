@@ -469,7 +469,9 @@ func WithRefusalMemo(d time.Duration) Option {
 // the route's Idle or Total timeout fires, or Shutdown cuts it. A client
 // that leaves before the response begins is given the same time: the
 // relay waits for the response's headers to drain it, but never tries
-// another upstream for it.
+// another upstream for it. The record says 499 and client_canceled, with
+// the provider's usage when the response ended within d (else the
+// estimate); BytesOut counts what the client got, Events every event read.
 //
 // Off by default, and it has a cost: the provider keeps generating, and
 // bills, the rest of the response (up to d of it) for a client that will
