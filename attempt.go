@@ -47,6 +47,9 @@ func (ex *exchange) roundTrip() error {
 	// i counts backends and n attempts: an upstream that refuses the
 	// include_usage edit gets the same request once more without it.
 	for i, n := 0, 1; i < tries; n++ {
+		if ex.left.Load() {
+			return ex.clientGone() // no upstream is asked for a client that left
+		}
 		b, last := t.Backends[i], i == tries-1
 		ex.rec.Attempts, ex.rec.Upstream = n, b.Name
 		if b.URL == nil {

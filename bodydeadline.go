@@ -41,7 +41,7 @@ type bodyDeadline struct {
 func (ex *exchange) newBodyDeadline() bodyDeadline {
 	bd := bodyDeadline{ex: ex}
 	if srv, ok := ex.r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.ReadTimeout > 0 {
-		bd.host = ex.arrived.Add(srv.ReadTimeout)
+		bd.host = time.Unix(0, ex.arrived).Add(srv.ReadTimeout)
 	}
 	if !canSetReadDeadline(ex.client.w) {
 		bd.fallback()

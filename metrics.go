@@ -99,7 +99,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"route"})
 	tokens := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_tokens_total",
-		Help: "LLM tokens reported by upstreams, by type: input, output, cached_input, reasoning.",
+		Help: "LLM tokens of finished requests, by type: input and output are the totals; cached_input, cache_creation_input and audio_input are parts of input, reasoning and audio_output parts of output; estimated is the input plus output of requests whose usage the relay estimated (a stream cut short), already counted in input and output.",
 	}, []string{"route", "model", "type"})
 	ttft := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "relay_ttft_ms",

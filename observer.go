@@ -41,9 +41,11 @@ type observer struct {
 	capture     []byte              // start of a JSON body
 	tail        []byte              // its end, once capture is full
 	tailWin     int                 // tail's window: capturedTail, or minTail without budget
-	captureFull bool                // the body was longer than capture
-	lastContent time.Time           // when the last content event was read
+	prompt      int64               // the request's prompt estimate, in tokens (inspectRequest)
+	lastContent time.Duration       // when the last content event was read, since the request's start
 	interChunk  prometheus.Observer // resolved once per stream, not per event
+	captureFull bool                // the body was longer than capture
+	cut         bool                // the response ended short: the client left, or the upstream broke off
 }
 
 // onEvent observes one SSE event, ended by the read made at at, after
@@ -75,15 +77,16 @@ func (o *observer) event(name, data, tail []byte, truncated bool) bool {
 // first token, each later one observes the gap since the one before.
 func (ex *exchange) contentAt(at time.Time) {
 	o := &ex.stream
+	since := at.Sub(ex.rec.Start)
 	if ex.rec.TTFT == 0 {
-		ex.rec.TTFT = max(at.Sub(ex.rec.Start), 1)
+		ex.rec.TTFT = max(since, 1)
 	} else {
 		if o.interChunk == nil {
 			o.interChunk = ex.rl.metrics.interChunk.WithLabelValues(ex.route, ex.rl.modelLabel(ex.rec.Model))
 		}
-		o.interChunk.Observe(ms(at.Sub(o.lastContent)))
+		o.interChunk.Observe(ms(since - o.lastContent))
 	}
-	o.lastContent = at
+	o.lastContent = since
 }
 
 // chunk observes one read of a body that is not SSE: it keeps the head of
@@ -135,7 +138,7 @@ func appendWindow(w, b []byte, t int) []byte {
 // timings and tokens into the metrics.
 func (ex *exchange) observeUsage() {
 	rl := ex.rl
-	ex.stream.end(&ex.rec, &rl.streams)
+	ex.stream.end(&ex.rec, &rl.streams, ex.streamed())
 	if ex.rec.TTFB > 0 {
 		rl.metrics.ttfb.WithLabelValues(ex.route).Observe(ms(ex.rec.TTFB))
 	}
@@ -147,14 +150,23 @@ func (ex *exchange) observeUsage() {
 	if ex.rec.TTFT > 0 {
 		rl.metrics.ttft.WithLabelValues(ex.route, label).Observe(ms(ex.rec.TTFT))
 	}
+	u := &ex.rec.Usage
+	var estimated int64
+	if u.Estimated {
+		estimated = u.Total()
+	}
 	for _, t := range [...]struct {
 		typ string
 		n   int64
 	}{
-		{"input", ex.rec.Usage.InputTokens},
-		{"output", ex.rec.Usage.OutputTokens},
-		{"cached_input", ex.rec.Usage.CachedInputTokens},
-		{"reasoning", ex.rec.Usage.ReasoningTokens},
+		{"input", u.InputTokens},
+		{"output", u.OutputTokens},
+		{"cached_input", u.CachedInputTokens},
+		{"cache_creation_input", u.CacheCreationInputTokens},
+		{"reasoning", u.ReasoningTokens},
+		{"audio_input", u.AudioInputTokens},
+		{"audio_output", u.AudioOutputTokens},
+		{"estimated", estimated},
 	} {
 		if t.n > 0 {
 			rl.metrics.tokens.WithLabelValues(ex.route, label, t.typ).Add(float64(t.n))
@@ -162,10 +174,23 @@ func (ex *exchange) observeUsage() {
 	}
 }
 
+// streamed reports whether the response is a successful stream (SSE, a
+// status below 400): one whose usage is estimated when it ends short.
+func (ex *exchange) streamed() bool {
+	return ex.rec.Kind == KindSSE && ex.up.resp != nil && ex.up.resp.StatusCode < 400
+}
+
 // end moves what o observed (usage, the model the upstream answered with
 // when the request named another, a provider's error event) into rec, and
 // gives back its buffers and its usage stream (to streams).
-func (o *observer) end(rec *Record, streams *sync.Pool) {
+//
+// A successful stream (streamed) that ended short — the client left, the
+// upstream broke off or timed out, or the provider's own error event
+// ended it — is recorded with the best count there is: what the provider
+// reported so far, and an estimate of what it did not (Usage.Estimated).
+// Any other response is recorded as reported: a JSON body is generated
+// whole before it is sent, so the part that passed tells nothing of it.
+func (o *observer) end(rec *Record, streams *sync.Pool, streamed bool) {
 	if o.obs == nil {
 		return
 	}
@@ -175,9 +200,14 @@ func (o *observer) end(rec *Record, streams *sync.Pool) {
 	if o.captureFull {
 		o.obs.BodyTail(o.tail)
 	}
-	u := o.obs.Usage()
+	u, estimated := o.obs.Usage(), false
+	if streamed && (o.cut || o.obs.ErrorType() != "") {
+		u, estimated = o.obs.Estimate(o.prompt)
+	}
 	rec.Usage = Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
-		CachedInputTokens: u.CachedInputTokens, ReasoningTokens: u.ReasoningTokens}
+		CachedInputTokens: u.CachedInputTokens, CacheCreationInputTokens: u.CacheCreationInputTokens,
+		ReasoningTokens: u.ReasoningTokens, AudioInputTokens: u.AudioInputTokens,
+		AudioOutputTokens: u.AudioOutputTokens, Estimated: estimated}
 	if m := o.obs.Model(); m != "" && m != rec.Model {
 		rec.ResponseModel = m
 	}

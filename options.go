@@ -55,7 +55,8 @@ type config struct {
 	body          bodyLimits
 	observeBudget int64
 	refusalMemo   time.Duration
-	given         givenOptions // options that exclude one another
+	drain         time.Duration // WithDrainOnClientGone; 0: off
+	given         givenOptions  // options that exclude one another
 }
 
 // givenOptions records which of the mutually exclusive options were
@@ -462,6 +463,34 @@ func WithRefusalMemo(d time.Duration) Option {
 			return fmt.Errorf("relay: refusal memo %v is negative", d)
 		}
 		c.refusalMemo = d
+		return nil
+	}
+}
+
+// WithDrainOnClientGone keeps reading a streamed response for at most d
+// after its client has left, so that the record gets the provider's final
+// usage (OpenAI and Anthropic report it only at the end of a stream)
+// instead of an estimate. The relay sends the client nothing more; it
+// reads and observes the upstream until the response ends, d has passed,
+// the route's Idle or Total timeout fires, or Shutdown cuts it. A client
+// that leaves before the response begins is given the same time: the
+// relay waits for the response's headers to drain it, but never tries
+// another upstream for it. The record says 499 and client_canceled, with
+// the provider's usage when the response ended within d (else the
+// estimate); BytesOut counts what the client got, Events every event read.
+//
+// Off by default, and it has a cost: the provider keeps generating, and
+// bills, the rest of the response (up to d of it) for a client that will
+// never read it, and the relay holds the upstream connection meanwhile.
+// Without it, a client that leaves cancels the upstream request at once
+// and the record carries what was reported so far plus an estimate
+// (Usage.Estimated). Zero switches it off; negative is an error.
+func WithDrainOnClientGone(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("relay: drain on client gone %v is negative", d)
+		}
+		c.drain = d
 		return nil
 	}
 }

@@ -104,6 +104,7 @@ func TestZeroValueRule(t *testing.T) {
 		{"zero observation budget", WithObservationBudget(0), false, func(c *config) any { return c.observeBudget }, int64(0)},
 		{"zero default max tokens", WithDefaultMaxTokens(0), false, func(c *config) any { return c.usage.defaultMaxTokens }, int64(0)},
 		{"zero refusal memo", WithRefusalMemo(0), false, func(c *config) any { return c.refusalMemo }, time.Duration(0)},
+		{"zero drain on client gone", WithDrainOnClientGone(0), false, func(c *config) any { return c.drain }, time.Duration(0)},
 		// ... except where body memory would be unbounded.
 		{"zero max body", WithMaxBodyBytes(0), true, nil, nil},
 		{"zero body budget", WithRequestBodyBudget(0), true, nil, nil},
@@ -121,6 +122,7 @@ func TestZeroValueRule(t *testing.T) {
 		{"negative observation budget", WithObservationBudget(-1), true, nil, nil},
 		{"negative default max tokens", WithDefaultMaxTokens(-1), true, nil, nil},
 		{"negative refusal memo", WithRefusalMemo(-time.Second), true, nil, nil},
+		{"negative drain on client gone", WithDrainOnClientGone(-time.Second), true, nil, nil},
 		{"negative rate limit", WithRateLimit(Limits{TokenBurst: -1}), true, nil, nil},
 		// Empty lists: nothing added, or an error where nothing is unusable.
 		{"no models", WithModels(), false, func(c *config) any { return len(c.metricsModels) }, 0},

@@ -25,6 +25,7 @@ func (ex *exchange) inspectRequest() error {
 	f, path := ex.family, ex.r.URL.Path
 	req := f.Request(path, ex.r.Header.Get("Content-Type"), ex.body)
 	ex.rec.Model, ex.rec.Stream, ex.rec.Characters = req.Model, req.Stream, req.Characters
+	ex.stream.prompt = req.PromptEstimate // for the estimate of a stream cut short
 	ex.limitReq.Cost.Tokens = f.TokenEstimate(path, req, ex.rl.cfg.usage.defaultMaxTokens)
 	// Only a provider named as such: a resolver's Target with no Provider,
 	// or one the relay does not know, is read as OpenAI-compatible but its

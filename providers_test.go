@@ -61,8 +61,9 @@ type replayCase struct {
 func runReplay(t *testing.T, dir string, tt replayCase, opts ...Option) {
 	stream, err := os.ReadFile(filepath.Join(dir, tt.file))
 	require.NoError(t, err)
+	lim := newRecordingSettler(Limits{})
 	e := newEnv(t, replay(stream, "text/event-stream"), Route{Prefix: "/", Provider: tt.provider},
-		append([]Option{WithModels("m-known")}, opts...)...)
+		append([]Option{WithModels("m-known"), WithLimiter(lim)}, opts...)...)
 	// The client asks for usage, as the recorded clients did (or their
 	// providers report it unasked), so nothing of the stream is the relay's
 	// to hide (TestIncludeUsageChunkHidden covers a client that did not).
@@ -78,9 +79,26 @@ func runReplay(t *testing.T, dir string, tt replayCase, opts ...Option) {
 		assert.Positive(t, rec.TTFT, "time to first token")
 		assert.GreaterOrEqual(t, rec.TTFT, rec.TTFB)
 	}
+	var estimated int64
+	if tt.usage.Estimated {
+		estimated = tt.usage.Total()
+	}
 	for typ, n := range map[string]int64{"input": tt.usage.InputTokens, "output": tt.usage.OutputTokens,
-		"cached_input": tt.usage.CachedInputTokens, "reasoning": tt.usage.ReasoningTokens} {
+		"cached_input": tt.usage.CachedInputTokens, "reasoning": tt.usage.ReasoningTokens,
+		"cache_creation_input": tt.usage.CacheCreationInputTokens, "audio_input": tt.usage.AudioInputTokens,
+		"audio_output": tt.usage.AudioOutputTokens, "estimated": estimated} {
 		assert.Equal(t, float64(n), testutil.ToFloat64(e.relay.metrics.tokens.WithLabelValues("test", "m-known", typ)), typ)
+	}
+	// The reservation (the prompt's 1 token and the default 4096 output)
+	// settles at the usage; a stream without usage keeps it. Speech is
+	// billed in characters and reserves no tokens.
+	switch settled := lim.all(t, e.relay); {
+	case strings.Contains(tt.path, "/audio/"):
+		assert.Empty(t, settled)
+	case tt.usage.Total() > 0:
+		assert.Equal(t, []settlement{{reserved: 4097, used: tt.usage.Total()}}, settled)
+	default:
+		assert.Equal(t, []settlement{{reserved: 4097, used: 4097}}, settled)
 	}
 }
 
@@ -101,7 +119,10 @@ func TestReplaySharedFixtures(t *testing.T) {
 		{"openai_responses_stream_reasoning_function_call.sse", ProviderOpenAI, resp, Usage{InputTokens: 53, OutputTokens: 469, ReasoningTokens: 448}, ""},
 		{"anthropic_messages_stream_text.sse", ProviderAnthropic, msgs, Usage{InputTokens: 20, OutputTokens: 5}, ""},
 		{"anthropic_messages_stream_tool_use_parallel.sse", ProviderAnthropic, msgs, Usage{InputTokens: 416, OutputTokens: 109}, ""},
-		{"anthropic_messages_stream_overloaded_error_CONSTRUCTED.sse", ProviderAnthropic, msgs, Usage{InputTokens: 20, OutputTokens: 1}, ErrTypeUpstreamEvent},
+		// cut by the provider's error before message_delta: input as
+		// message_start reported it, output estimated from the one delta
+		// that passed ("2": one token), not message_start's placeholder
+		{"anthropic_messages_stream_overloaded_error_CONSTRUCTED.sse", ProviderAnthropic, msgs, Usage{InputTokens: 20, OutputTokens: 1, Estimated: true}, ErrTypeUpstreamEvent},
 		{"azure_openai_chat_stream_text_include_usage.sse", ProviderAzure, chat, Usage{InputTokens: 15, OutputTokens: 12}, ""},
 		{"azure_openai_chat_stream_tool_calls_include_usage.sse", ProviderAzure, chat, Usage{InputTokens: 159, OutputTokens: 127, ReasoningTokens: 64}, ""},
 		{"azure_openai_chat_stream_no_usage_gpt4o.sse", ProviderAzure, chat, Usage{}, ""},
@@ -124,7 +145,7 @@ func TestReplayOwnStreams(t *testing.T) {
 	dir := filepath.Join("internal", "provider", "testdata")
 	for _, tt := range []replayCase{
 		{"openai_chat_include_usage.sse", ProviderOpenAI, "/v1/chat/completions", Usage{InputTokens: 120, OutputTokens: 33, CachedInputTokens: 64, ReasoningTokens: 7}, ""},
-		{"anthropic_full.sse", ProviderAnthropic, "/v1/messages", Usage{InputTokens: 512, OutputTokens: 42, CachedInputTokens: 300}, ""},
+		{"anthropic_full.sse", ProviderAnthropic, "/v1/messages", Usage{InputTokens: 512, OutputTokens: 42, CachedInputTokens: 300, CacheCreationInputTokens: 200}, ""},
 	} {
 		t.Run(tt.file, func(t *testing.T) { runReplay(t, dir, tt) })
 	}

@@ -27,16 +27,74 @@ const (
 )
 
 // Usage is the token accounting of one request, as the provider reported
-// it. Zero fields mean "not reported".
+// it, or, when Estimated is set, partly estimated by the relay. Zero
+// fields mean "not reported".
+//
+// The fields add up the same way for every provider, OpenAI's way:
+// InputTokens and OutputTokens are the totals, and the other counts are
+// parts of them, never added to them. CachedInputTokens,
+// CacheCreationInputTokens and AudioInputTokens are parts of InputTokens;
+// ReasoningTokens and AudioOutputTokens are parts of OutputTokens. So the
+// input neither read from nor written to a cache is InputTokens -
+// CachedInputTokens - CacheCreationInputTokens, and Total is what a token
+// budget counts.
+//
+// Per provider (the README's Metering section has the full table):
+//
+//   - OpenAI and compatible servers (chat completions, Responses, Azure
+//     OpenAI, DeepSeek, Groq, OpenRouter, SiliconFlow, ...): InputTokens =
+//     prompt_tokens / input_tokens; OutputTokens = completion_tokens /
+//     output_tokens; CachedInputTokens = prompt_tokens_details.cached_tokens
+//     (Responses: input_tokens_details; DeepSeek: prompt_cache_hit_tokens);
+//     ReasoningTokens = completion_tokens_details.reasoning_tokens;
+//     AudioInputTokens and AudioOutputTokens = prompt_tokens_details and
+//     completion_tokens_details audio_tokens (transcription:
+//     input_token_details.audio_tokens). No cache writes are reported.
+//   - Anthropic: InputTokens = input_tokens +
+//     cache_creation_input_tokens + cache_read_input_tokens (Anthropic
+//     reports the three apart); CachedInputTokens = cache_read_input_tokens;
+//     CacheCreationInputTokens = cache_creation_input_tokens; OutputTokens
+//     = output_tokens (streamed: of the last message_delta;
+//     message_start's is a placeholder and is never recorded). Thinking is
+//     inside OutputTokens; no reasoning or audio counts are reported
+//     apart.
+//   - Gemini native: InputTokens = promptTokenCount +
+//     toolUsePromptTokenCount; OutputTokens = candidatesTokenCount +
+//     thoughtsTokenCount; ReasoningTokens = thoughtsTokenCount;
+//     CachedInputTokens = cachedContentTokenCount; AudioInputTokens and
+//     AudioOutputTokens = the AUDIO modality of promptTokensDetails and
+//     candidatesTokensDetails.
+//   - OpenAI speech (SSE): InputTokens and OutputTokens as reported (its
+//     output is audio, reported only as a total). Azure Speech reports no
+//     tokens: it is billed by Record.Characters.
+//
+// When a stream reports usage more than once, the final report wins,
+// field by field: a later report replaces the counts it carries and keeps
+// the earlier value of those it omits.
 type Usage struct {
-	InputTokens       int64 `json:"input_tokens"`
-	OutputTokens      int64 `json:"output_tokens"`
-	CachedInputTokens int64 `json:"cached_input_tokens"`
-	ReasoningTokens   int64 `json:"reasoning_tokens"`
+	InputTokens              int64 `json:"input_tokens"`
+	OutputTokens             int64 `json:"output_tokens"`
+	CachedInputTokens        int64 `json:"cached_input_tokens"`
+	CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
+	ReasoningTokens          int64 `json:"reasoning_tokens"`
+	AudioInputTokens         int64 `json:"audio_input_tokens"`
+	AudioOutputTokens        int64 `json:"audio_output_tokens"`
+	// Estimated reports that InputTokens or OutputTokens (or both) are the
+	// relay's estimate, not the provider's count: a stream cut short (the
+	// client left, the upstream broke off or timed out, an in-band error)
+	// before the provider reported them. A missing input is the request's
+	// prompt estimate (its prompt text's bytes / 4); a missing output is
+	// the generated content that passed (the bytes of its text, reasoning
+	// and tool-call strings / 4, rounded up, at least one per content
+	// event). Counts the provider did report stand as reported; the parts
+	// (cached, reasoning, audio) are never estimated. Output the client
+	// never saw (hidden reasoning) cannot be estimated, so an estimate is
+	// usually low for reasoning models.
+	Estimated bool `json:"estimated"`
 }
 
-// Total is input plus output tokens (cached and reasoning tokens are
-// already part of those).
+// Total is input plus output tokens (the other counts are already part of
+// those).
 func (u Usage) Total() int64 { return u.InputTokens + u.OutputTokens }
 
 // Record describes one finished request, rejected and failed ones included.

@@ -99,7 +99,9 @@ func (j *JSONLinesRecorder) RecordBatch(_ context.Context, recs []Record) error 
 // differences made for logs: durations are slog durations under "ttfb",
 // "ttft" and "duration" (not "ttfb_ns"…), and the Usage fields are top-level
 // keys ("input_tokens", "output_tokens", "cached_input_tokens",
-// "reasoning_tokens"). Labels form a group "labels", in key order.
+// "cache_creation_input_tokens", "reasoning_tokens", "audio_input_tokens",
+// "audio_output_tokens", and "usage_estimated" for Usage.Estimated).
+// Labels form a group "labels", in key order.
 type SlogRecorder struct {
 	Logger  *slog.Logger
 	Level   slog.Level // zero is slog.LevelInfo
@@ -135,7 +137,11 @@ func (s SlogRecorder) Record(ctx context.Context, rec Record) error {
 		slog.Int64("input_tokens", rec.Usage.InputTokens),
 		slog.Int64("output_tokens", rec.Usage.OutputTokens),
 		slog.Int64("cached_input_tokens", rec.Usage.CachedInputTokens),
+		slog.Int64("cache_creation_input_tokens", rec.Usage.CacheCreationInputTokens),
 		slog.Int64("reasoning_tokens", rec.Usage.ReasoningTokens),
+		slog.Int64("audio_input_tokens", rec.Usage.AudioInputTokens),
+		slog.Int64("audio_output_tokens", rec.Usage.AudioOutputTokens),
+		slog.Bool("usage_estimated", rec.Usage.Estimated),
 		slog.Int("attempts", rec.Attempts),
 		slog.Int64("characters", rec.Characters),
 		slog.Attr{Key: "labels", Value: labelsValue(rec.Labels)},

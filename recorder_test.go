@@ -50,7 +50,7 @@ func TestRecordJSONMatchesEncodingJSON(t *testing.T) {
 		Tenant: "<acme> & co\n\t\x01\b\f", KeyID: "k\u2028\u2029", Route: "r", Upstream: "u", Method: "POST",
 		Path: "/v1/ünï\xff", Model: "m", ResponseModel: "m2", Provider: ProviderAnthropic, Kind: KindSSE,
 		Stream: true, Status: 499, ErrorType: ErrTypeClientCanceled, BytesIn: 1, BytesOut: 2, Events: 3,
-		TTFB: 4, TTFT: 5, Duration: 6, ClientGone: true, Usage: Usage{1, 2, 3, 4}, Attempts: 2,
+		TTFB: 4, TTFT: 5, Duration: 6, ClientGone: true, Usage: Usage{1, 2, 3, 4, 5, 6, 7, true}, Attempts: 2,
 		Characters: 9, Labels: map[string]string{"b": "2", "a": "1", "é": "\\"}}
 	for _, rec := range []Record{full, {}} {
 		want, err := json.Marshal(rec)

@@ -124,6 +124,8 @@ func slogKey(jsonPath string) string {
 	switch jsonPath {
 	case "ttfb_ns", "ttft_ns", "duration_ns":
 		return strings.TrimSuffix(jsonPath, "_ns")
+	case "usage.estimated":
+		return "usage_estimated" // "estimated" alone would not say what
 	}
 	return strings.TrimPrefix(jsonPath, "usage.")
 }

@@ -56,7 +56,12 @@ func appendRecordJSON(b []byte, r *Record) []byte {
 	b = strconv.AppendInt(b, r.Usage.InputTokens, 10)
 	b = appendIntField(b, "output_tokens", r.Usage.OutputTokens)
 	b = appendIntField(b, "cached_input_tokens", r.Usage.CachedInputTokens)
+	b = appendIntField(b, "cache_creation_input_tokens", r.Usage.CacheCreationInputTokens)
 	b = appendIntField(b, "reasoning_tokens", r.Usage.ReasoningTokens)
+	b = appendIntField(b, "audio_input_tokens", r.Usage.AudioInputTokens)
+	b = appendIntField(b, "audio_output_tokens", r.Usage.AudioOutputTokens)
+	b = append(b, `,"estimated":`...)
+	b = strconv.AppendBool(b, r.Usage.Estimated)
 	b = append(b, '}')
 	b = appendIntField(b, "attempts", int64(r.Attempts))
 	if r.Characters != 0 {

@@ -39,7 +39,8 @@
 // what it controls: no time limit (WithClientWriteTimeout,
 // WithRequestBodyTimeout), no minimum rate (WithRequestBodyRate), no
 // shared observation memory (WithObservationBudget), no output reserve
-// (WithDefaultMaxTokens), no refusal memo (WithRefusalMemo) — except
+// (WithDefaultMaxTokens), no refusal memo (WithRefusalMemo), no drain
+// after a client leaves (WithDrainOnClientGone) — except
 // for the limits that keep request bodies' memory bounded
 // (WithMaxBodyBytes, WithRequestBodyBudget, WithRequestBodyTenantBudget),
 // where zero is an error. A negative time limit means no limit (Timeouts fields and the
@@ -261,9 +262,11 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := exchange{rl: rl, r: r}
 	ex.client.init(w, r, rl.cfg.writeTimeout)
 	ex.rec.Start = rl.clock.Now()
-	if ex.arrived = ex.rec.Start; !rl.sysClock {
-		ex.arrived = time.Now() // host deadlines are on the system clock
+	arrived := ex.rec.Start
+	if !rl.sysClock {
+		arrived = time.Now() // host deadlines are on the system clock
 	}
+	ex.arrived = arrived.UnixNano()
 	ex.rec.RequestID = newRequestID() // the relay's own, unique: see Record.RequestID
 	ex.rec.ClientRequestID = clientRequestID(r)
 	ex.rec.Method = r.Method
@@ -317,13 +320,21 @@ func (ex *exchange) serve() {
 func (ex *exchange) enter() error {
 	rl, r := ex.rl, ex.r
 	// One cancellable context per exchange: the upstream request runs in
-	// it, and Shutdown cancels it through the live list.
-	ex.ctx, ex.cancel = context.WithCancelCause(r.Context())
+	// it, and Shutdown cancels it through the live list. It ends when the
+	// client leaves, unless the upstream is drained then (drain.go).
+	parent := r.Context()
+	if rl.cfg.drain > 0 {
+		parent = context.WithoutCancel(parent)
+	}
+	ex.ctx, ex.cancel = context.WithCancelCause(parent)
 	if !rl.enter(ex) {
 		ex.shape = ex.shapeFor(rl.cfg.shape)
 		return &rl.answers.draining
 	}
 	ex.entered = true
+	if rl.cfg.drain > 0 {
+		ex.drainOnLeave(rl.cfg.drain)
+	}
 	return nil
 }
 
@@ -415,8 +426,6 @@ type exchange struct {
 	rec    Record
 	route  string // metric label: the route name, "none" before one is known
 	target *Target
-	shape  provider.Shape  // of the errors the relay answers
-	family provider.Family // the route's provider family; OpenAI-compatible until resolve
 	id     Identity
 	// unrouted is why resolve found no route: answered (404) by routed,
 	// once the caller is authenticated.
@@ -424,9 +433,10 @@ type exchange struct {
 	body     []byte  // the request body, until the first attempt moves it to src
 	src      bodySrc // the body the attempts read
 
-	arrived  time.Time    // when the handler started, by the system clock
+	arrived  int64        // when the handler started, by the system clock, in Unix ns (a time.Time is 24 bytes)
 	bodyHeld atomic.Int64 // bytes of rl.bodies held by the body
 	inBody   atomic.Bool  // reading the request body: Shutdown cuts the read
+	left     atomic.Bool  // the client left while the upstream drains (drain.go)
 
 	// limitReq is what admit asks the limiter for (inspectRequest sets its
 	// token estimate), and what was reserved, for settlement.
@@ -437,14 +447,16 @@ type exchange struct {
 
 	// One-byte fields, together: padding would push the exchange out of
 	// its allocation size class (see TestExchangeFitsSizeClass).
-	entered     bool    // counted in rl.inflight
-	counted     bool    // counted in relay_active_connections
-	reserved    bool    // limitReq's tokens were reserved: finish settles them
-	bodyRead    bool    // the request body was read to its end, or there is none
-	readCleared bool    // readBody cleared the read deadline it set
-	scratch     [1]byte // the read that proves a full buffer was the whole body
-	incl        uint8   // the include_usage edit: inclNone, inclSent, inclRefused (includeusage.go)
-	hideEv      bool    // the SSE event just dispatched is the usage chunk to hide
+	shape       provider.Shape  // of the errors the relay answers
+	family      provider.Family // the route's provider family; OpenAI-compatible until resolve
+	entered     bool            // counted in rl.inflight
+	counted     bool            // counted in relay_active_connections
+	reserved    bool            // limitReq's tokens were reserved: finish settles them
+	bodyRead    bool            // the request body was read to its end, or there is none
+	readCleared bool            // readBody cleared the read deadline it set
+	scratch     [1]byte         // the read that proves a full buffer was the whole body
+	incl        uint8           // the include_usage edit: inclNone, inclSent, inclRefused (includeusage.go)
+	hideEv      bool            // the SSE event just dispatched is the usage chunk to hide
 }
 
 // fail answers with a relay error before any byte of a response was sent:
@@ -463,6 +475,7 @@ func (ex *exchange) fail(e *relayError) {
 // clientGone marks the exchange as abandoned by the client; the step
 // that found it returns what it returns, errEnded.
 func (ex *exchange) clientGone() error {
+	ex.stream.cut = true
 	ex.rec.ClientGone = true
 	ex.rec.Status = StatusClientClosedRequest
 	ex.rec.ErrorType = ErrTypeClientCanceled
@@ -623,19 +636,39 @@ func (ex *exchange) finish() {
 		m.errors.WithLabelValues(ex.route, string(ex.rec.ErrorType)).Inc()
 	}
 	if ex.reserved {
-		// A request refused before anything reached the client generated
-		// nothing and gets its reservation back; any other whose usage went
-		// unreported (a client that left mid-stream included) keeps it.
-		used := ex.rec.Usage.Total()
-		if used == 0 && (ex.rec.Status < 400 || ex.rec.BytesOut > 0) {
-			used = ex.limitReq.Cost.Tokens
-		}
 		req := ex.limitReq
 		req.Now = now
-		rl.settle(ex.r.Context(), req, used, ex.rec.RequestID)
+		rl.settle(ex.r.Context(), req, ex.usedTokens(), ex.rec.RequestID)
 	}
 	capRecord(&ex.rec, ex.r)
 	_ = rl.recorder.Record(ex.r.Context(), ex.rec)
+}
+
+// usedTokens is what a request's token reservation settles at, once its
+// usage is recorded (observeUsage): the one place the settlement rules
+// live.
+//
+//   - Usage reported, or estimated for a stream cut short: its total.
+//   - An upstream 4xx or 5xx whose body reports no usage: nothing. The
+//     provider generated nothing, and a failing provider must not spend
+//     its tenants' budgets; the whole reservation comes back.
+//   - A request that ended before any of its response body was sent (the
+//     relay's own refusal or failure, a client that left first): nothing,
+//     likewise. A stream whose headers had come is estimated instead.
+//   - Any other response whose usage went unreported (a stream without
+//     usage, a body the relay did not observe): the reservation, kept
+//     whole as the estimate.
+func (ex *exchange) usedTokens() int64 {
+	u := &ex.rec.Usage
+	switch {
+	case u.Total() > 0 || u.Estimated:
+		return u.Total()
+	case ex.up.resp != nil && ex.up.resp.StatusCode >= 400:
+		return 0
+	case ex.rec.Status >= 400 && ex.rec.BytesOut == 0:
+		return 0
+	}
+	return ex.limitReq.Cost.Tokens
 }
 
 // settleTimeout bounds one settlement with a remote limiter.

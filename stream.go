@@ -46,12 +46,13 @@ func mediaType(ct string) string {
 // for SSE and audio, flushed) at once and observed only after its bytes
 // are on their way. It returns nil once the response is relayed whole,
 // and errEnded when the client left or the upstream broke off
-// (interrupted).
+// (interrupted). With WithDrainOnClientGone, a client that left does not
+// end it: the rest is read and observed, and sent nowhere.
 func (ex *exchange) relayResponse() error {
 	resp := ex.up.resp
 	defer resp.Body.Close()
 	kind := responseKind(ex.target.Kind, resp.Header.Get("Content-Type"))
-	if err := ex.sendHeader(kind, resp); err != nil {
+	if err := ex.sendHeader(kind, resp); err != nil && !ex.drains() {
 		return err
 	}
 	var parser sseParser // a plain SSE body's, on this goroutine's stack
@@ -189,15 +190,13 @@ func (ex *exchange) pass(chunk []byte, p *sseParser, d *decoder) error {
 	if !ex.rl.sysClock {
 		now = ex.rl.clock.Now()
 	}
-	if ex.rec.BytesOut == 0 {
-		ex.rec.TTFB = now.Sub(ex.rec.Start)
-	}
-	if ex.client.write(chunk, wall) != nil {
-		return ex.clientGone()
-	}
-	ex.rec.BytesOut += int64(len(chunk))
-	if ex.client.flush() != nil {
-		return ex.clientGone()
+	if !ex.rec.ClientGone { // else the upstream drains: nothing more is sent
+		if ex.rec.BytesOut == 0 {
+			ex.rec.TTFB = now.Sub(ex.rec.Start)
+		}
+		if err := ex.sendChunk(chunk, wall); err != nil && !ex.drains() {
+			return err
+		}
 	}
 	if p == nil {
 		ex.rec.Events++ // chunks: the body's events are not parsed
@@ -213,12 +212,29 @@ func (ex *exchange) pass(chunk []byte, p *sseParser, d *decoder) error {
 	return nil
 }
 
+// sendChunk writes one read to the client, and flushes it. An error says the
+// client is gone (clientGone recorded it); so does left, set when the
+// client's context ended while the upstream drains.
+func (ex *exchange) sendChunk(chunk []byte, wall time.Time) error {
+	if ex.left.Load() || ex.client.write(chunk, wall) != nil {
+		return ex.clientGone()
+	}
+	ex.rec.BytesOut += int64(len(chunk))
+	if ex.client.flush() != nil {
+		return ex.clientGone()
+	}
+	return nil
+}
+
 // interrupted ends a response whose upstream failed after the first byte:
 // an SSE stream gets a final error event; any other body (p is nil) is
 // aborted, so the client sees a truncated response rather than a clean end,
 // as is a compressed one, which appended plain text would corrupt. It
 // returns errEnded.
 func (ex *exchange) interrupted(p *sseParser, err error) error {
+	if ex.rec.ClientGone {
+		return errEnded // a drain ended (drain.go): no one to tell
+	}
 	cause := context.Cause(ex.up.a.ctx)
 	e := ex.rl.answers.classify(midStream, cause, err, ex.r.Context().Err() != nil)
 	if e == nil {
@@ -231,6 +247,7 @@ func (ex *exchange) interrupted(p *sseParser, err error) error {
 		return errEnded
 	}
 	ex.rec.ErrorType = e.typ
+	ex.stream.cut = true
 	ex.rl.log.Warn("relay: upstream stream failed", "request_id", ex.rec.RequestID,
 		"route", ex.route, "upstream", ex.rec.Upstream, "error", safeError(err, cause))
 	if p == nil || contentCoding(ex.up.resp.Header) != codingIdentity {

@@ -25,6 +25,8 @@ type columns struct {
 	ttfbUS, ttftUS, durationUS                      []uint64
 	clientGone                                      []uint8
 	inputTokens, outputTokens, cachedInput, reasons []uint64
+	cacheCreation, audioInput, audioOutput          []uint64
+	estimated                                       []uint8
 	attempts                                        []uint16
 	characters                                      []uint64
 	labelKeys, labelValues                          [][]string
@@ -47,7 +49,9 @@ func toColumns(recs []relay.Record) *columns {
 		bytesOut: make([]uint64, 0, n), events: make([]uint64, 0, n), ttfbUS: make([]uint64, 0, n),
 		ttftUS: make([]uint64, 0, n), durationUS: make([]uint64, 0, n), clientGone: make([]uint8, 0, n),
 		inputTokens: make([]uint64, 0, n), outputTokens: make([]uint64, 0, n),
-		cachedInput: make([]uint64, 0, n), reasons: make([]uint64, 0, n), attempts: make([]uint16, 0, n),
+		cachedInput: make([]uint64, 0, n), reasons: make([]uint64, 0, n), cacheCreation: make([]uint64, 0, n),
+		audioInput: make([]uint64, 0, n), audioOutput: make([]uint64, 0, n), estimated: make([]uint8, 0, n),
+		attempts:   make([]uint16, 0, n),
 		characters: make([]uint64, 0, n), labelKeys: make([][]string, 0, n), labelValues: make([][]string, 0, n),
 		truncated: make([]uint8, 0, n),
 	}
@@ -82,7 +86,11 @@ func toColumns(recs []relay.Record) *columns {
 		c.inputTokens = append(c.inputTokens, unsigned(r.Usage.InputTokens))
 		c.outputTokens = append(c.outputTokens, unsigned(r.Usage.OutputTokens))
 		c.cachedInput = append(c.cachedInput, unsigned(r.Usage.CachedInputTokens))
+		c.cacheCreation = append(c.cacheCreation, unsigned(r.Usage.CacheCreationInputTokens))
 		c.reasons = append(c.reasons, unsigned(r.Usage.ReasoningTokens))
+		c.audioInput = append(c.audioInput, unsigned(r.Usage.AudioInputTokens))
+		c.audioOutput = append(c.audioOutput, unsigned(r.Usage.AudioOutputTokens))
+		c.estimated = append(c.estimated, flag(r.Usage.Estimated))
 		c.attempts = append(c.attempts, uint16(min(max(r.Attempts, 0), math.MaxUint16)))
 		c.characters = append(c.characters, unsigned(r.Characters))
 		// Sorted keys make equal label sets store equal arrays.
@@ -104,7 +112,8 @@ func (c *columns) values() []any {
 		c.date, c.start, c.startUS, c.requestID, c.clientRequestID, c.tenant, c.keyID, c.route, c.upstream,
 		c.method, c.path, c.model, c.responseModel, c.provider, c.kind, c.stream, c.status, c.errorType, c.bytesIn,
 		c.bytesOut, c.events, c.ttfbUS, c.ttftUS, c.durationUS, c.clientGone, c.inputTokens, c.outputTokens,
-		c.cachedInput, c.reasons, c.attempts, c.characters, c.labelKeys, c.labelValues, c.truncated,
+		c.cachedInput, c.cacheCreation, c.reasons, c.audioInput, c.audioOutput, c.estimated, c.attempts,
+		c.characters, c.labelKeys, c.labelValues, c.truncated,
 	}
 }
 

@@ -12,7 +12,9 @@ import (
 )
 
 // firstReleaseDDL is the table as the first release created it, before
-// client_request_id and truncated were added.
+// client_request_id, truncated and the usage columns for billing
+// (cache_creation_input_tokens, audio_input_tokens, audio_output_tokens,
+// usage_estimated) were added.
 const firstReleaseDDL = `CREATE TABLE %s
 (
     date Date, start DateTime('UTC'), start_us UInt32, request_id String, tenant String, key_id String,
@@ -28,15 +30,28 @@ ENGINE = MergeTree()
 PARTITION BY toYYYYMM(date)
 ORDER BY (tenant, date, start)`
 
+// beforeUsageDDL is the table as it was before the usage columns for
+// billing were added: the first release's, plus client_request_id and
+// truncated.
+var beforeUsageDDL = strings.NewReplacer(
+	"request_id String,", "request_id String, client_request_id String,",
+	"label_values Array(String),", "label_values Array(String), truncated UInt8,",
+).Replace(firstReleaseDDL)
+
 // TestCreateTableMigratesAnExistingTable: CreateTable adds the new columns
-// to a table made by the first release, keeping its rows, after which the
+// to a table made by an earlier release, keeping its rows, after which the
 // recorder writes every field; running it again changes nothing.
 func TestCreateTableMigratesAnExistingTable(t *testing.T) {
+	t.Run("first release", func(t *testing.T) { testMigration(t, firstReleaseDDL) })
+	t.Run("before the usage columns", func(t *testing.T) { testMigration(t, beforeUsageDDL) })
+}
+
+func testMigration(t *testing.T, oldDDL string) {
 	conn := testConn(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	table := "relay_test_" + randomHex(t)
-	if err := conn.Exec(ctx, strings.Replace(firstReleaseDDL, "%s", table, 1)); err != nil {
+	if err := conn.Exec(ctx, strings.Replace(oldDDL, "%s", table, 1)); err != nil {
 		t.Fatalf("create the old table: %v", err)
 	}
 	t.Cleanup(func() {
@@ -79,6 +94,9 @@ func TestCreateTableMigratesAnExistingTable(t *testing.T) {
 	}
 	if got[1].ClientRequestID != full.ClientRequestID || !got[1].Truncated {
 		t.Errorf("new row: client_request_id %q, truncated %v; want %q, true", got[1].ClientRequestID, got[1].Truncated, full.ClientRequestID)
+	}
+	if got[1].Usage != full.Usage {
+		t.Errorf("new row: usage %+v, want %+v", got[1].Usage, full.Usage)
 	}
 
 	// The migrated table has the columns a new one has, in the same order.

@@ -79,7 +79,8 @@ func TestEveryRecordFieldIsStored(t *testing.T) {
 		"TTFB": true, "TTFT": true, "Duration": true, "ClientGone": true, "Usage": true, "Attempts": true,
 		"Characters": true, "Labels": true, "ClientRequestID": true, "Truncated": true,
 		"Usage.InputTokens": true, "Usage.OutputTokens": true, "Usage.CachedInputTokens": true,
-		"Usage.ReasoningTokens": true,
+		"Usage.ReasoningTokens": true, "Usage.CacheCreationInputTokens": true, "Usage.AudioInputTokens": true,
+		"Usage.AudioOutputTokens": true, "Usage.Estimated": true,
 	}
 	check := func(prefix string, typ reflect.Type) {
 		for f := range typ.Fields() {
@@ -119,11 +120,12 @@ func fullRecord(id string) relay.Record {
 		TTFT:            234567891 * time.Nanosecond,
 		Duration:        3*time.Second + 456789123*time.Nanosecond,
 		ClientGone:      true,
-		Usage:           relay.Usage{InputTokens: 404, OutputTokens: 505, CachedInputTokens: 66, ReasoningTokens: 77},
-		Attempts:        2,
-		Characters:      808,
-		Labels:          map[string]string{"team": "search", "env": "prod", "cost_center": "42", "empty": ""},
-		Truncated:       true,
+		Usage: relay.Usage{InputTokens: 404, OutputTokens: 505, CachedInputTokens: 66, CacheCreationInputTokens: 55,
+			ReasoningTokens: 77, AudioInputTokens: 88, AudioOutputTokens: 99, Estimated: true},
+		Attempts:   2,
+		Characters: 808,
+		Labels:     map[string]string{"team": "search", "env": "prod", "cost_center": "42", "empty": ""},
+		Truncated:  true,
 	}
 }
 

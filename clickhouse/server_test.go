@@ -91,8 +91,8 @@ func readRecords(t *testing.T, conn driver.Conn, table string) []relay.Record {
 	rows, err := conn.Query(context.Background(), `SELECT date, start, start_us, request_id, client_request_id,
 		tenant, key_id, route, upstream, method, path, model, response_model, provider, kind, stream, status,
 		error_type, bytes_in, bytes_out, events, ttfb_us, ttft_us, duration_us, client_gone, input_tokens,
-		output_tokens, cached_input_tokens, reasoning_tokens, attempts, characters, label_keys, label_values,
-		truncated
+		output_tokens, cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, audio_input_tokens,
+		audio_output_tokens, usage_estimated, attempts, characters, label_keys, label_values, truncated
 		FROM `+table+` ORDER BY request_id`)
 	if err != nil {
 		t.Fatalf("select: %v", err)
@@ -105,16 +105,17 @@ func readRecords(t *testing.T, conn driver.Conn, table string) []relay.Record {
 			date, start                            time.Time
 			startUS                                uint32
 			provider, kind, errType                string
-			stream, gone, truncated                uint8
+			stream, gone, truncated, estimated     uint8
 			status, attempts                       uint16
 			bin, bout, events, ttfb, ttft, dur     uint64
 			in, outTok, cached, reasoning, charcnt uint64
+			cacheWrite, audioIn, audioOut          uint64
 			keys, values                           []string
 		)
 		if err := rows.Scan(&date, &start, &startUS, &r.RequestID, &r.ClientRequestID, &r.Tenant, &r.KeyID,
 			&r.Route, &r.Upstream, &r.Method, &r.Path, &r.Model, &r.ResponseModel, &provider, &kind, &stream,
-			&status, &errType, &bin, &bout, &events, &ttfb, &ttft, &dur, &gone, &in, &outTok, &cached, &reasoning,
-			&attempts, &charcnt, &keys, &values, &truncated); err != nil {
+			&status, &errType, &bin, &bout, &events, &ttfb, &ttft, &dur, &gone, &in, &outTok, &cached, &cacheWrite,
+			&reasoning, &audioIn, &audioOut, &estimated, &attempts, &charcnt, &keys, &values, &truncated); err != nil {
 			t.Fatalf("scan: %v", err)
 		}
 		if want := start.UTC().Format(time.DateOnly); date.Format(time.DateOnly) != want {
@@ -129,7 +130,9 @@ func readRecords(t *testing.T, conn driver.Conn, table string) []relay.Record {
 		r.TTFT = time.Duration(ttft) * time.Microsecond
 		r.Duration = time.Duration(dur) * time.Microsecond
 		r.Usage = relay.Usage{InputTokens: int64(in), OutputTokens: int64(outTok),
-			CachedInputTokens: int64(cached), ReasoningTokens: int64(reasoning)}
+			CachedInputTokens: int64(cached), CacheCreationInputTokens: int64(cacheWrite),
+			ReasoningTokens: int64(reasoning), AudioInputTokens: int64(audioIn),
+			AudioOutputTokens: int64(audioOut), Estimated: estimated == 1}
 		r.Characters = int64(charcnt)
 		if len(keys) != len(values) {
 			t.Fatalf("record %s: %d label keys, %d values", r.RequestID, len(keys), len(values))

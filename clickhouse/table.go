@@ -19,44 +19,48 @@ import (
 // columns are computed on read and cost no storage.
 const createTableSQL = `CREATE TABLE IF NOT EXISTS %s
 (
-    date                Date,
-    start               DateTime('UTC'),
-    start_us            UInt32,
-    request_id          String,
-    client_request_id   String,
-    tenant              String,
-    key_id              String,
-    route               String,
-    upstream            String,
-    method              String,
-    path                String,
-    model               String,
-    response_model      String,
-    provider            String,
-    kind                String,
-    stream              UInt8,
-    status              UInt16,
-    error_type          String,
-    bytes_in            UInt64,
-    bytes_out           UInt64,
-    events              UInt64,
-    ttfb_us             UInt64,
-    ttft_us             UInt64,
-    duration_us         UInt64,
-    client_gone         UInt8,
-    input_tokens        UInt64,
-    output_tokens       UInt64,
-    cached_input_tokens UInt64,
-    reasoning_tokens    UInt64,
-    attempts            UInt16,
-    characters          UInt64,
-    label_keys          Array(String),
-    label_values        Array(String),
-    truncated           UInt8,
-    ttfb_ms             Float64 ALIAS ttfb_us / 1000,
-    ttft_ms             Float64 ALIAS ttft_us / 1000,
-    duration_ms         Float64 ALIAS duration_us / 1000,
-    total_tokens        UInt64 ALIAS input_tokens + output_tokens
+    date                        Date,
+    start                       DateTime('UTC'),
+    start_us                    UInt32,
+    request_id                  String,
+    client_request_id           String,
+    tenant                      String,
+    key_id                      String,
+    route                       String,
+    upstream                    String,
+    method                      String,
+    path                        String,
+    model                       String,
+    response_model              String,
+    provider                    String,
+    kind                        String,
+    stream                      UInt8,
+    status                      UInt16,
+    error_type                  String,
+    bytes_in                    UInt64,
+    bytes_out                   UInt64,
+    events                      UInt64,
+    ttfb_us                     UInt64,
+    ttft_us                     UInt64,
+    duration_us                 UInt64,
+    client_gone                 UInt8,
+    input_tokens                UInt64,
+    output_tokens               UInt64,
+    cached_input_tokens         UInt64,
+    cache_creation_input_tokens UInt64,
+    reasoning_tokens            UInt64,
+    audio_input_tokens          UInt64,
+    audio_output_tokens         UInt64,
+    usage_estimated             UInt8,
+    attempts                    UInt16,
+    characters                  UInt64,
+    label_keys                  Array(String),
+    label_values                Array(String),
+    truncated                   UInt8,
+    ttfb_ms                     Float64 ALIAS ttfb_us / 1000,
+    ttft_ms                     Float64 ALIAS ttft_us / 1000,
+    duration_ms                 Float64 ALIAS duration_us / 1000,
+    total_tokens                UInt64 ALIAS input_tokens + output_tokens
 )
 ENGINE = MergeTree()
 PARTITION BY toYYYYMM(date)
@@ -68,7 +72,8 @@ ORDER BY (tenant, date, start)`
 const insertColumns = "date, start, start_us, request_id, client_request_id, tenant, key_id, route, upstream, " +
 	"method, path, model, response_model, provider, kind, stream, status, error_type, bytes_in, bytes_out, " +
 	"events, ttfb_us, ttft_us, duration_us, client_gone, input_tokens, output_tokens, cached_input_tokens, " +
-	"reasoning_tokens, attempts, characters, label_keys, label_values, truncated"
+	"cache_creation_input_tokens, reasoning_tokens, audio_input_tokens, audio_output_tokens, usage_estimated, " +
+	"attempts, characters, label_keys, label_values, truncated"
 
 // addedColumn is a column added to the table after its first release:
 // CreateTable adds it to a table that lacks it.
@@ -80,6 +85,10 @@ func addedColumns() []addedColumn {
 	return []addedColumn{
 		{"client_request_id", "client_request_id String AFTER request_id"},
 		{"truncated", "truncated UInt8 AFTER label_values"},
+		{"cache_creation_input_tokens", "cache_creation_input_tokens UInt64 AFTER cached_input_tokens"},
+		{"audio_input_tokens", "audio_input_tokens UInt64 AFTER reasoning_tokens"},
+		{"audio_output_tokens", "audio_output_tokens UInt64 AFTER audio_input_tokens"},
+		{"usage_estimated", "usage_estimated UInt8 AFTER audio_output_tokens"},
 	}
 }
 

@@ -50,7 +50,8 @@ var labelValues = map[string][]string{
 	"relay_errors_total.type": {"auth", "rate_limited", "body_too_large", "bad_request", "no_route",
 		"upstream_connect", "upstream_timeout", "upstream_status", "stream_interrupted", "client_canceled",
 		"limiter", "storage", "shutting_down", "upstream_error_event", "body_timeout", "overloaded", "method_not_allowed", "no_read_deadline"},
-	"relay_tokens_total.type":         {"input", "output", "cached_input", "reasoning"},
+	"relay_tokens_total.type": {"input", "output", "cached_input", "cache_creation_input", "reasoning",
+		"audio_input", "audio_output", "estimated"},
 	"relay_rate_limited_total.reason": {"requests", "tokens"},
 }
 

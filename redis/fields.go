@@ -18,8 +18,10 @@ import (
 //	provider, kind, stream (true/false), status, error_type, bytes_in,
 //	bytes_out, events, ttfb_ms, ttft_ms, duration_ms (milliseconds, to the
 //	microsecond), client_gone (true/false), input_tokens, output_tokens,
-//	cached_input_tokens, reasoning_tokens, attempts, characters,
-//	labels (a JSON object, "{}" when there are none), truncated (true/false)
+//	cached_input_tokens, cache_creation_input_tokens, reasoning_tokens,
+//	audio_input_tokens, audio_output_tokens, usage_estimated (true/false),
+//	attempts, characters, labels (a JSON object, "{}" when there are none),
+//	truncated (true/false)
 //
 // A Record holds no credential, so neither does its entry.
 func EncodeRecord(rec relay.Record) []string {
@@ -56,7 +58,11 @@ func EncodeRecord(rec relay.Record) []string {
 		"input_tokens", itoa(rec.Usage.InputTokens),
 		"output_tokens", itoa(rec.Usage.OutputTokens),
 		"cached_input_tokens", itoa(rec.Usage.CachedInputTokens),
+		"cache_creation_input_tokens", itoa(rec.Usage.CacheCreationInputTokens),
 		"reasoning_tokens", itoa(rec.Usage.ReasoningTokens),
+		"audio_input_tokens", itoa(rec.Usage.AudioInputTokens),
+		"audio_output_tokens", itoa(rec.Usage.AudioOutputTokens),
+		"usage_estimated", strconv.FormatBool(rec.Usage.Estimated),
 		"attempts", strconv.Itoa(rec.Attempts),
 		"characters", itoa(rec.Characters),
 		"labels", string(labels),
@@ -107,7 +113,11 @@ func DecodeRecord(values map[string]any) (relay.Record, error) {
 	rec.Usage.InputTokens = d.int("input_tokens")
 	rec.Usage.OutputTokens = d.int("output_tokens")
 	rec.Usage.CachedInputTokens = d.int("cached_input_tokens")
+	rec.Usage.CacheCreationInputTokens = d.int("cache_creation_input_tokens")
 	rec.Usage.ReasoningTokens = d.int("reasoning_tokens")
+	rec.Usage.AudioInputTokens = d.int("audio_input_tokens")
+	rec.Usage.AudioOutputTokens = d.int("audio_output_tokens")
+	rec.Usage.Estimated = d.bool("usage_estimated")
 	rec.Attempts = int(d.int("attempts"))
 	rec.Characters = d.int("characters")
 	rec.Truncated = d.bool("truncated")

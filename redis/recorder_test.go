@@ -50,11 +50,12 @@ func fullRecord() relay.Record {
 		TTFT:            250 * time.Millisecond,
 		Duration:        3*time.Second + 500*time.Microsecond,
 		ClientGone:      true,
-		Usage:           relay.Usage{InputTokens: 11, OutputTokens: 22, CachedInputTokens: 3, ReasoningTokens: 4},
-		Attempts:        2,
-		Characters:      99,
-		Labels:          map[string]string{"team": "search", "env": "prod"},
-		Truncated:       true,
+		Usage: relay.Usage{InputTokens: 11, OutputTokens: 22, CachedInputTokens: 3, CacheCreationInputTokens: 5,
+			ReasoningTokens: 4, AudioInputTokens: 6, AudioOutputTokens: 7, Estimated: true},
+		Attempts:   2,
+		Characters: 99,
+		Labels:     map[string]string{"team": "search", "env": "prod"},
+		Truncated:  true,
 	}
 }
 
@@ -97,7 +98,8 @@ func TestRecorderWritesFlatFields(t *testing.T) {
 		"bytes_in": "120", "bytes_out": "4567", "events": "42",
 		"ttfb_ms": "12.345", "ttft_ms": "250", "duration_ms": "3000.5",
 		"client_gone": "true", "input_tokens": "11", "output_tokens": "22",
-		"cached_input_tokens": "3", "reasoning_tokens": "4", "attempts": "2",
+		"cached_input_tokens": "3", "cache_creation_input_tokens": "5", "reasoning_tokens": "4",
+		"audio_input_tokens": "6", "audio_output_tokens": "7", "usage_estimated": "true", "attempts": "2",
 		"characters": "99", "labels": `{"env":"prod","team":"search"}`, "truncated": "true",
 	}
 	assert.Equal(t, want, msgs[0].Values)

@@ -80,8 +80,10 @@ func TestAnthropicMessagesStreaming(t *testing.T) {
 
 			rec := h.record(t)
 			checkRecord(t, rec, "anthropic", relay.ProviderAnthropic, anthropicModel)
-			if rec.Usage.InputTokens != tt.wantUsage.InputTokens || rec.Usage.OutputTokens != tt.wantUsage.OutputTokens {
-				t.Errorf("record usage = %+v, want input %d output %d", rec.Usage, tt.wantUsage.InputTokens, tt.wantUsage.OutputTokens)
+			if rec.Usage.InputTokens != tt.wantUsage.InputTokens || rec.Usage.OutputTokens != tt.wantUsage.OutputTokens ||
+				rec.Usage.Estimated != tt.wantUsage.Estimated {
+				t.Errorf("record usage = %+v, want input %d output %d estimated %v", rec.Usage,
+					tt.wantUsage.InputTokens, tt.wantUsage.OutputTokens, tt.wantUsage.Estimated)
 			}
 
 			req := onlyRequest(t, up)
@@ -104,15 +106,20 @@ func TestAnthropicMessagesStreaming(t *testing.T) {
 // the SDK raises it as an API error of that type.
 func TestAnthropicInStreamError(t *testing.T) {
 	tests := []struct {
-		src       source
-		file      string
-		wantText  string
-		wantUsage relay.Usage // message_start's only: no message_delta arrives
+		src      source
+		file     string
+		wantText string
+		// No message_delta arrives: the input is message_start's, and the
+		// output (whose message_start value is a placeholder) is estimated
+		// from the text that passed (README, Metering).
+		wantUsage relay.Usage
 	}{
+		// "A relay" + " should never": 20 bytes, 5 tokens
 		{ownStreams, "anthropic_messages_stream_overloaded.sse", "A relay should never",
-			relay.Usage{InputTokens: 24, OutputTokens: 1}},
+			relay.Usage{InputTokens: 24, OutputTokens: 5, Estimated: true}},
+		// "2": one delta, one token
 		{sharedFixtures, "anthropic_messages_stream_overloaded_error_CONSTRUCTED.sse", "2",
-			relay.Usage{InputTokens: 20, OutputTokens: 1}},
+			relay.Usage{InputTokens: 20, OutputTokens: 1, Estimated: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.src.String()+"/"+tt.file, func(t *testing.T) {
@@ -135,8 +142,10 @@ func TestAnthropicInStreamError(t *testing.T) {
 			if rec.Status != 200 || rec.ErrorType != relay.ErrTypeUpstreamEvent {
 				t.Errorf("record status %d error %q, want 200 and %q", rec.Status, rec.ErrorType, relay.ErrTypeUpstreamEvent)
 			}
-			if rec.Usage.InputTokens != tt.wantUsage.InputTokens || rec.Usage.OutputTokens != tt.wantUsage.OutputTokens {
-				t.Errorf("record usage = %+v, want input %d output %d", rec.Usage, tt.wantUsage.InputTokens, tt.wantUsage.OutputTokens)
+			if rec.Usage.InputTokens != tt.wantUsage.InputTokens || rec.Usage.OutputTokens != tt.wantUsage.OutputTokens ||
+				rec.Usage.Estimated != tt.wantUsage.Estimated {
+				t.Errorf("record usage = %+v, want input %d output %d estimated %v", rec.Usage,
+					tt.wantUsage.InputTokens, tt.wantUsage.OutputTokens, tt.wantUsage.Estimated)
 			}
 		})
 	}

@@ -16,11 +16,19 @@ import (
 //     content_block_start / content_block_delta / content_block_stop,
 //     message_delta (cumulative output usage), message_stop (the end) and
 //     ping; an in-band "error" event (dispatch.go).
-//   - Usage is reported in parts that Usage adds up: input_tokens +
-//     cache_creation_input_tokens + cache_read_input_tokens are the input
+//   - Usage is reported in parts that Usage adds up: InputTokens =
+//     input_tokens + cache_creation_input_tokens + cache_read_input_tokens
 //     (Anthropic reports the three disjointly; cache writes are prompt
-//     tokens the model processed), cache_read_input_tokens the cached
-//     input.
+//     tokens the model processed); CachedInputTokens =
+//     cache_read_input_tokens; CacheCreationInputTokens =
+//     cache_creation_input_tokens (both parts of InputTokens, as OpenAI's
+//     cached tokens are of its input); OutputTokens = output_tokens, from
+//     message_delta (cumulative: the last wins, field by field, and may
+//     revise the input too); message_start's output_tokens is a
+//     placeholder and is not read. Anthropic reports no reasoning or
+//     audio tokens apart (thinking is counted in output_tokens).
+//   - Content (ContentBytes): a delta's text, partial_json and thinking,
+//     and a tool block's name.
 //   - Error shape: ShapeAnthropic, also for a request that looks like
 //     Anthropic's (anthropic-version, a /messages path) before its route
 //     is known.
@@ -45,24 +53,34 @@ func anthropicRequestMember(r *requestScan, key, val []byte) {
 func anthropicEvent(s *Stream, typ, d []byte) (content, ok bool) {
 	switch string(typ) {
 	case "content_block_delta":
-		return hasNonEmptyString(d, `"text"`) ||
-			hasNonEmptyString(d, `"partial_json"`) ||
-			hasNonEmptyString(d, `"thinking"`) ||
-			bytes.Contains(d, []byte(`"citations_delta"`)), true
+		// A delta carries one of text, partial_json (a tool's input) and
+		// thinking, the common first; it is what counts towards
+		// ContentBytes.
+		n := stringBytes(d, `"text"`)
+		if n == 0 {
+			n = stringBytes(d, `"partial_json"`)
+		}
+		if n == 0 {
+			n = stringBytes(d, `"thinking"`)
+		}
+		s.addContent(n)
+		return n > 0 || bytes.Contains(d, []byte(`"citations_delta"`)), true
 	case "content_block_start":
 		// Only tool blocks carry a name; the name is generated output, as
 		// the first OpenAI tool_calls chunk is. Text blocks start empty.
-		return hasNonEmptyString(d, `"name"`) || hasNonEmptyString(d, `"text"`), true
+		n := stringBytes(d, `"name"`) + stringBytes(d, `"text"`)
+		s.addContent(n)
+		return n > 0, true
 	case "message_start":
 		m := member(d, "message")
 		s.captureModel(member(m, "model"))
 		if u := member(m, "usage"); isObject(u) {
-			setAnthropicUsage(s, u)
+			setAnthropicUsage(s, u, true)
 		}
 		return false, true
 	case "message_delta":
 		if u := member(d, "usage"); isObject(u) {
-			setAnthropicUsage(s, u)
+			setAnthropicUsage(s, u, false)
 		}
 		return false, true
 	case "message_stop":
@@ -81,8 +99,11 @@ func anthropicTailUsage(s *Stream, typ []byte, key string, u []byte) bool {
 		return false
 	}
 	switch string(typ) {
-	case "message_start", "message_delta":
-		setAnthropicUsage(s, u)
+	case "message_start":
+		setAnthropicUsage(s, u, true)
+		return true
+	case "message_delta":
+		setAnthropicUsage(s, u, false)
 		return true
 	case "ping", "message_stop":
 		return true // no usage: a match would be something else's
@@ -100,49 +121,40 @@ func anthropicBodyUsage(s *Stream, typ, u []byte) bool {
 		!(s.routedTo(anthropic{}) && member(u, "prompt_tokens") == nil) {
 		return false
 	}
-	setAnthropicUsage(s, u)
+	setAnthropicUsage(s, u, false)
 	return true
 }
 
-// anthropicUsage keeps the parts of Anthropic's usage: input at
-// message_start, cumulative output in message_delta, and a delta may
-// repeat the input fields, so each field is replaced rather than added.
-type anthropicUsage struct {
-	input, cacheWrite, cacheRead, output int64
-}
-
-// setAnthropicUsage applies an Anthropic usage object; fields present
-// replace the earlier values, fields absent keep them (message_delta
-// repeats the input fields on newer API versions, and omits them on older
-// ones).
-func setAnthropicUsage(s *Stream, u []byte) {
-	a := &s.ant
+// setAnthropicUsage applies an Anthropic usage object. Each count present
+// replaces the earlier value and each count absent keeps it:
+// message_delta's usage is cumulative, repeats the input counts on newer
+// API versions (and revises them: server tools can raise input_tokens
+// from message_start's 25 to 10,682), and omits them on older ones. At
+// message_start (start), output_tokens is a placeholder (1, before any
+// output), never a count: it is not stored, so that a stream cut before
+// its message_delta has no output count and is estimated instead.
+func setAnthropicUsage(s *Stream, u []byte, start bool) {
+	p := &s.parts
 	o := openObject(u)
 	for {
 		k, v, ok := o.next()
 		if !ok {
 			break
 		}
-		n, isInt := intValue(v)
-		if !isInt {
-			continue
-		}
 		switch string(k) {
 		case "input_tokens":
-			a.input = n
+			p.setPart(partInput, v)
 		case "cache_creation_input_tokens":
-			a.cacheWrite = n
+			p.setPart(partCacheWrite, v)
 		case "cache_read_input_tokens":
-			a.cacheRead = n
+			p.setPart(partCached, v)
 		case "output_tokens":
-			a.output = n
+			if !start {
+				p.setPart(partOutput, v)
+			}
 		}
 	}
-	s.setUsage(Usage{
-		InputTokens:       a.input + a.cacheWrite + a.cacheRead,
-		OutputTokens:      a.output,
-		CachedInputTokens: a.cacheRead,
-	})
+	s.usageReported(usageAnthropic)
 }
 
 // appendAnthropicError appends ShapeAnthropic: {"type":"error","error":

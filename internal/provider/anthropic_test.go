@@ -30,7 +30,7 @@ func TestAnthropicFamily(t *testing.T) {
 			// message_delta repeats the input fields: replaced, not added
 			{"message_delta", `{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"input_tokens":10,"cache_creation_input_tokens":20,"cache_read_input_tokens":30,"output_tokens":42}}`},
 			{"message_stop", `{"type":"message_stop"}`},
-		}, want: streamResult{usage: Usage{InputTokens: 60, OutputTokens: 42, CachedInputTokens: 30},
+		}, want: streamResult{usage: Usage{InputTokens: 60, OutputTokens: 42, CachedInputTokens: 30, CacheCreationInputTokens: 20},
 			hasUsage: true, model: "claude-t", content: 3}, done: true},
 		{name: "data-only events are typed by their data", route: "anthropic", events: []event{
 			{"", `{"type":"message_start","message":{"model":"claude-t","usage":{"input_tokens":5,"output_tokens":1}}}`},
@@ -41,14 +41,25 @@ func TestAnthropicFamily(t *testing.T) {
 		{name: "overloaded mid-stream", route: "anthropic", events: []event{
 			{"message_start", `{"type":"message_start","message":{"model":"claude-t","usage":{"input_tokens":20,"output_tokens":1}}}`},
 			{"error", `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`},
-		}, want: streamResult{usage: Usage{InputTokens: 20, OutputTokens: 1}, hasUsage: true, model: "claude-t",
+			// message_start's output_tokens is a placeholder, not a count:
+			// no output was reported (Estimate fills it in)
+		}, want: streamResult{usage: Usage{InputTokens: 20}, hasUsage: true, model: "claude-t",
 			errType: "overloaded_error"}, done: true},
+		{name: "message_delta revises the input", route: "anthropic", events: []event{
+			{"message_start", `{"type":"message_start","message":{"model":"claude-t","usage":{"input_tokens":25,"cache_read_input_tokens":7,"output_tokens":1}}}`},
+			{"content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Searching."}}`},
+			// server tools: the final, cumulative usage raises input_tokens;
+			// cache_read_input_tokens is absent and keeps its earlier value
+			{"message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":10682,"output_tokens":510,"server_tool_use":{"web_search_requests":1}}}`},
+			{"message_stop", `{"type":"message_stop"}`},
+		}, want: streamResult{usage: Usage{InputTokens: 10689, OutputTokens: 510, CachedInputTokens: 7},
+			hasUsage: true, model: "claude-t", content: 1}, done: true},
 		{name: "message body", route: "anthropic",
 			json: `{"id":"msg_1","type":"message","role":"assistant","model":"claude-t","content":[{"type":"text","text":"Hi"}],"usage":{"input_tokens":3,"cache_read_input_tokens":4,"output_tokens":2}}`,
 			want: streamResult{usage: Usage{InputTokens: 7, OutputTokens: 2, CachedInputTokens: 4}, hasUsage: true, model: "claude-t"}},
 		{name: "a Messages body says so on any route", route: "openai",
 			json: `{"type":"message","model":"claude-t","usage":{"input_tokens":3,"cache_creation_input_tokens":4,"output_tokens":2}}`,
-			want: streamResult{usage: Usage{InputTokens: 7, OutputTokens: 2}, hasUsage: true, model: "claude-t"}},
+			want: streamResult{usage: Usage{InputTokens: 7, OutputTokens: 2, CacheCreationInputTokens: 4}, hasUsage: true, model: "claude-t"}},
 		{name: "error body", route: "anthropic",
 			json: `{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}`,
 			want: streamResult{errType: "authentication_error"}},

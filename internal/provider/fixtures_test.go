@@ -80,8 +80,9 @@ func fixtureStreams() []fixtureStream {
 			usage: Usage{InputTokens: 416, OutputTokens: 109}, hasUsage: true,
 			model: "claude-sonnet-4-20250514", content: 13}, ""},
 		{"anthropic_messages_stream_overloaded_error_CONSTRUCTED.sse", ProviderAnthropic, streamResult{
-			// README: only message_start arrived: input 20, output 1
-			usage: Usage{InputTokens: 20, OutputTokens: 1}, hasUsage: true,
+			// README: only message_start arrived: input 20, and output 1,
+			// which is message_start's placeholder, not a count
+			usage: Usage{InputTokens: 20}, hasUsage: true,
 			model: "claude-sonnet-4-5-20250929", errType: "overloaded_error", content: 1}, ""},
 		{"azure_openai_chat_stream_text_include_usage.sse", ProviderAzure, streamResult{
 			usage: Usage{InputTokens: 15, OutputTokens: 12}, hasUsage: true,
@@ -373,5 +374,36 @@ func TestEveryFamilyHasFixtures(t *testing.T) {
 		if !names[name] {
 			t.Errorf("%v name family %q, which is not in the table", files, name)
 		}
+	}
+}
+
+// TestFixtureOutputEstimates: the content of recorded streams, as the
+// estimate of a cut stream counts it. The byte counts were derived
+// independently, by decoding each event's JSON and summing the UTF-8
+// length of its text; the estimate is bytes / 4, rounded up, but at least
+// one token per content event. Beside each, the output the provider
+// reported: the estimate is close for visible text (groq 24 of 24) and
+// low where output is hidden (reasoning) or structured (tool use).
+func TestFixtureOutputEstimates(t *testing.T) {
+	dir := fixturesDir(t)
+	for _, tt := range []struct {
+		file, provider      string
+		bytes, estimate     int64
+		reportedForContrast int64
+	}{
+		{"groq_chat_stream_x_groq_usage.sse", ProviderOpenAI, 95, 24, 24},
+		{"deepseek_chat_stream_no_include_usage.sse", ProviderOpenAI, 39, 10, 11}, // "😊" is 4 bytes
+		{"openai_responses_stream_text_2025-03.sse", ProviderOpenAI, 37, 10, 11},
+		{"anthropic_messages_stream_tool_use_parallel.sse", ProviderAnthropic, 154, 39, 109},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			got := runStream(t, tt.provider, filepath.Join(dir, tt.file))
+			if got.contentBytes != tt.bytes || got.outputEstimate != tt.estimate {
+				t.Errorf("ContentBytes, OutputEstimate = %d, %d; want %d, %d", got.contentBytes, got.outputEstimate, tt.bytes, tt.estimate)
+			}
+			if got.usage.OutputTokens != tt.reportedForContrast {
+				t.Errorf("reported output = %d, want %d", got.usage.OutputTokens, tt.reportedForContrast)
+			}
+		})
 	}
 }

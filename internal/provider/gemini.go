@@ -23,7 +23,13 @@ import (
 //     reports thoughts apart from candidates; the sum is what
 //     totalTokenCount counts and what is billed as output);
 //     ReasoningTokens = thoughtsTokenCount; CachedInputTokens =
-//     cachedContentTokenCount.
+//     cachedContentTokenCount (a part of promptTokenCount);
+//     AudioInputTokens and AudioOutputTokens = the AUDIO entries of
+//     promptTokensDetails and candidatesTokensDetails. Gemini reports no
+//     cache writes. Every chunk repeats the cumulative counts; the last
+//     wins, field by field.
+//   - Content (ContentBytes): the parts' text (thoughts included) and
+//     functionCall objects; inlineData (audio, images) counts nothing.
 //   - Errors: {"error":{"code","message","status"}}; its status is the
 //     error type. An error chunk has no candidates and is read as OpenAI's,
 //     which reads the same object.
@@ -69,9 +75,9 @@ func geminiEvent(s *Stream, d []byte) (content, ok bool) {
 			return false, false
 		}
 	}
-	content = hasNonEmptyString(d, `"text"`) ||
-		hasObjectKey(d, `"functionCall"`) ||
-		hasObjectKey(d, `"inlineData"`) // audio or image output
+	n := stringBytes(d, `"text"`) + objectBytes(d, `"functionCall"`)
+	s.addContent(n)
+	content = n > 0 || hasObjectKey(d, `"inlineData"`) // audio or image output
 	if len(s.model) == 0 && bytes.Contains(d, []byte(`"modelVersion"`)) {
 		s.captureModel(member(d, "modelVersion"))
 	}
@@ -107,36 +113,66 @@ func geminiBodyMember(s *Stream, key, val []byte) {
 	}
 }
 
-// setGeminiUsage replaces the usage with a usageMetadata object.
+// setGeminiUsage applies a usageMetadata object: each count present
+// replaces the earlier value, each count absent keeps it (Gemini repeats
+// its cumulative usage on every chunk, and early chunks may lack counts).
 func setGeminiUsage(s *Stream, u []byte) {
-	var r Usage
-	found := false
+	var r usageParts
 	o := openObject(u)
 	for {
 		k, v, ok := o.next()
 		if !ok {
 			break
 		}
-		n, isInt := intValue(v)
-		if !isInt {
-			continue
-		}
 		switch string(k) {
-		case "promptTokenCount", "toolUsePromptTokenCount":
-			r.InputTokens += n
-			found = true
+		case "promptTokenCount":
+			r.setPart(partInput, v)
+		case "toolUsePromptTokenCount":
+			r.setPart(partToolPrompt, v)
 		case "candidatesTokenCount":
-			r.OutputTokens += n
-			found = true
+			r.setPart(partOutput, v)
 		case "thoughtsTokenCount":
-			r.OutputTokens += n
-			r.ReasoningTokens = n
-			found = true
+			r.setPart(partReasoning, v)
 		case "cachedContentTokenCount":
-			r.CachedInputTokens = n
+			r.setPart(partCached, v)
+		case "promptTokensDetails":
+			if n, ok := geminiAudioTokens(v); ok {
+				r.set(partAudioIn, n)
+			}
+		case "candidatesTokensDetails":
+			if n, ok := geminiAudioTokens(v); ok {
+				r.set(partAudioOut, n)
+			}
 		}
 	}
-	if found {
-		s.setUsage(r)
+	if !r.has(partInput) && !r.has(partToolPrompt) && !r.has(partOutput) && !r.has(partReasoning) {
+		return
+	}
+	s.parts.merge(&r)
+	s.usageReported(usageGemini)
+}
+
+// geminiAudioTokens sums the tokenCount of the AUDIO entries of a
+// ModalityTokenCount list ([{"modality":"TEXT","tokenCount":18}, ...]).
+// ok is false when v is not such a list; a list without AUDIO reports 0.
+func geminiAudioTokens(v []byte) (n int64, ok bool) {
+	if len(v) == 0 || v[0] != '[' {
+		return 0, false
+	}
+	for i := 1; ; {
+		i = skipWS(v, i)
+		e := skipValue(v, i)
+		if e < 0 {
+			return n, true
+		}
+		if entry := v[i:e]; string(member(entry, "modality")) == `"AUDIO"` {
+			c, _ := intValue(member(entry, "tokenCount"))
+			n += c
+		}
+		i = skipWS(v, e)
+		if i >= len(v) || v[i] != ',' {
+			return n, true
+		}
+		i++
 	}
 }

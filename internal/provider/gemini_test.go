@@ -27,6 +27,13 @@ func TestGeminiFamily(t *testing.T) {
 			{"", `{"responseId":"r","modelVersion":"gemini-t","usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":1},"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"audio/pcm","data":"AAAA"}}]}}]}`},
 			{"", `{"zzz":1,"candidates":[{"content":{"parts":[{"text":"x"}]}}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":2}}`},
 		}, want: streamResult{usage: Usage{InputTokens: 4, OutputTokens: 2}, hasUsage: true, model: "gemini-t", content: 2}},
+		{name: "audio by modality; the last usage wins, field by field", route: "openai", events: []event{
+			{"", `{"candidates":[{"content":{"parts":[{"text":"Hi"}]}}],"usageMetadata":{"promptTokenCount":30,"candidatesTokenCount":1,"cachedContentTokenCount":8,"promptTokensDetails":[{"modality":"TEXT","tokenCount":10},{"modality":"AUDIO","tokenCount":20}]},"modelVersion":"gemini-live-t"}`},
+			// a later chunk without cachedContentTokenCount or the details
+			// keeps them; its counts replace the earlier ones
+			{"", `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"audio/pcm","data":"AAAA"}}]}}],"usageMetadata":{"promptTokenCount":30,"candidatesTokenCount":40,"candidatesTokensDetails":[{"modality":"AUDIO","tokenCount":36},{"modality":"TEXT","tokenCount":4}]},"modelVersion":"gemini-live-t"}`},
+		}, want: streamResult{usage: Usage{InputTokens: 30, OutputTokens: 40, CachedInputTokens: 8, AudioInputTokens: 20, AudioOutputTokens: 36},
+			hasUsage: true, model: "gemini-live-t", content: 2}},
 		{name: "error chunk", route: "openai", events: []event{
 			{"", `{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}`},
 		}, want: streamResult{errType: "RESOURCE_EXHAUSTED"}},

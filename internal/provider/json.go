@@ -372,3 +372,45 @@ func hasNonEmptyArray(b []byte, k string) bool {
 		}
 	}
 }
+
+// stringBytes returns the total length, as written between the quotes
+// (escapes included), of the string values of key k (e.g. `"text"`)
+// anywhere in b; 0 when there are none or all are empty. A string cut
+// off by the end of b (a truncated event) counts up to there. It is
+// hasNonEmptyString's count: n > 0 exactly when that reports true.
+func stringBytes(b []byte, k string) (n int64) {
+	for i := 0; ; {
+		i = keyValue(b, k, i)
+		if i < 0 {
+			return n
+		}
+		if i < len(b) && b[i] == '"' {
+			e := skipString(b, i)
+			if e < 0 {
+				return n + int64(len(b)-i-1)
+			}
+			n += int64(e - i - 2)
+			i = e
+		}
+	}
+}
+
+// objectBytes returns the total length of the object values of key k
+// anywhere in b, braces included; 0 when there are none. An object cut off
+// by the end of b counts up to there.
+func objectBytes(b []byte, k string) (n int64) {
+	for i := 0; ; {
+		i = keyValue(b, k, i)
+		if i < 0 {
+			return n
+		}
+		if i < len(b) && b[i] == '{' {
+			e := skipContainer(b, i)
+			if e < 0 {
+				return n + int64(len(b)-i)
+			}
+			n += int64(e - i)
+			i = e
+		}
+	}
+}

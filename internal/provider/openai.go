@@ -25,7 +25,18 @@ import (
 //     does not know the parameter).
 //   - Events: chat chunks are data-only JSON with "choices" (and [DONE] at
 //     the end); the Responses API names its events "response.*". Usage is
-//     prompt_/completion_tokens (chat) or input_/output_tokens (Responses).
+//     prompt_/completion_tokens (chat) or input_/output_tokens (Responses):
+//     InputTokens and OutputTokens; CachedInputTokens =
+//     *_tokens_details.cached_tokens (DeepSeek: prompt_cache_hit_tokens);
+//     ReasoningTokens = completion_/output_tokens_details.reasoning_tokens;
+//     AudioInputTokens and AudioOutputTokens = the audio_tokens of the
+//     prompt and completion details. OpenAI reports no cache writes. The
+//     last report wins, field by field (SiliconFlow repeats its
+//     cumulative usage on every chunk).
+//   - Content (ContentBytes): a chunk's content, reasoning_content,
+//     reasoning, refusal or legacy text, a tool call's name and
+//     arguments, an audio transcript (chatContent); a Responses delta's
+//     text (audio deltas excepted).
 //   - Errors: a chunk with an "error" object; Responses' response.failed.
 //   - Error shape: ShapeOpenAI.
 type openAI struct{ defaults }
@@ -228,7 +239,8 @@ func openAIDone(d []byte) bool { return string(bytes.TrimSpace(d)) == "[DONE]" }
 // openAIChunk handles chat-completions style chunks: OpenAI, Azure,
 // DeepSeek, SiliconFlow, OpenRouter, Groq and legacy completions.
 func openAIChunk(s *Stream, d []byte) bool {
-	content := chatContent(d)
+	n, content := chatContent(d)
+	s.addContent(n)
 	if len(s.model) == 0 && bytes.Contains(d, []byte(`"model"`)) {
 		s.captureModel(member(d, "model"))
 	}
@@ -252,19 +264,30 @@ func openAIChunk(s *Stream, d []byte) bool {
 	return content
 }
 
-// chatContent reports whether a chat-style chunk carries generated output.
-// Role-only chunks ("content":""), finish chunks (empty delta), usage-only
-// chunks (choices:[]) and Azure's prompt_filter_results chunks and
-// content filter annotations match none of these checks.
-func chatContent(d []byte) bool {
-	return hasNonEmptyString(d, `"content"`) ||
-		hasNonEmptyString(d, `"reasoning_content"`) || // DeepSeek, SiliconFlow
-		hasNonEmptyString(d, `"reasoning"`) || // OpenRouter, Groq
-		hasNonEmptyArray(d, `"tool_calls"`) ||
-		hasNonEmptyString(d, `"text"`) || // legacy completions
-		hasNonEmptyString(d, `"refusal"`) ||
-		hasObjectKey(d, `"function_call"`) ||
-		hasObjectKey(d, `"audio"`)
+// chatContent reports whether a chat-style chunk carries generated output,
+// and the bytes of it that count towards ContentBytes: the first
+// non-empty of content, reasoning_content (DeepSeek, SiliconFlow),
+// reasoning (OpenRouter, Groq), refusal and text (legacy completions;
+// OpenRouter repeats its reasoning as reasoning_details[].text, so text
+// counts only when nothing before it did); else a tool call's name and
+// arguments, or an audio delta's transcript. A chunk carries one delta,
+// so the common one, content, costs one look. Role-only chunks
+// ("content":""), finish chunks (empty delta), usage-only chunks
+// (choices:[]) and Azure's prompt_filter_results chunks and content
+// filter annotations carry none of these.
+func chatContent(d []byte) (n int64, content bool) {
+	for _, k := range [...]string{`"content"`, `"reasoning_content"`, `"reasoning"`, `"refusal"`, `"text"`} {
+		if n = stringBytes(d, k); n > 0 {
+			return n, true
+		}
+	}
+	switch {
+	case hasNonEmptyArray(d, `"tool_calls"`), hasObjectKey(d, `"function_call"`):
+		return stringBytes(d, `"name"`) + stringBytes(d, `"arguments"`), true
+	case hasObjectKey(d, `"audio"`):
+		return stringBytes(d, `"transcript"`), true
+	}
+	return 0, false
 }
 
 // responsesEvent handles the Responses API's events ("response.*").
@@ -275,8 +298,13 @@ func responsesEvent(s *Stream, typ, d []byte) bool {
 	}
 	if bytes.HasSuffix(typ, []byte(".delta")) {
 		// output_text, refusal, function_call_arguments, reasoning_text,
-		// reasoning_summary_text, audio, audio.transcript, ... deltas.
-		return hasNonEmptyString(d, `"delta"`) || hasObjectKey(d, `"delta"`)
+		// reasoning_summary_text, audio, audio.transcript, ... deltas. The
+		// delta's text counts towards ContentBytes, except base64 audio.
+		n := stringBytes(d, `"delta"`)
+		if !bytes.HasSuffix(typ, []byte(".audio.delta")) {
+			s.addContent(n)
+		}
+		return n > 0 || hasObjectKey(d, `"delta"`)
 	}
 	// Lifecycle events (created, in_progress, completed, incomplete,
 	// failed) carry the whole response object.
@@ -309,16 +337,16 @@ func responsesEvent(s *Stream, typ, d []byte) bool {
 	return false
 }
 
-// setOpenAIUsage replaces the usage with an OpenAI-shaped usage object:
-// chat and completions (prompt_/completion_tokens) or Responses and audio
-// (input_/output_tokens). Cached tokens are a part of the input and
-// reasoning tokens a part of the output, the convention Usage follows;
-// DeepSeek's prompt_cache_hit_tokens counts as cached when
-// prompt_tokens_details.cached_tokens is absent.
+// setOpenAIUsage applies an OpenAI-shaped usage object: chat and
+// completions (prompt_/completion_tokens) or Responses and audio
+// (input_/output_tokens). Cached and audio input tokens are parts of the
+// input, reasoning and audio output tokens parts of the output, the
+// convention Usage follows; DeepSeek's prompt_cache_hit_tokens counts as
+// cached when prompt_tokens_details.cached_tokens is absent. The counts
+// it carries replace the earlier ones; an object with neither an input
+// nor an output count (transcription's {"type":"duration"}) is no report.
 func setOpenAIUsage(s *Stream, u []byte) {
-	var r Usage
-	var cached, hit int64
-	var hasCached, found bool
+	var r usageParts
 	o := openObject(u)
 	for {
 		k, v, ok := o.next()
@@ -327,28 +355,25 @@ func setOpenAIUsage(s *Stream, u []byte) {
 		}
 		switch string(k) {
 		case "prompt_tokens", "input_tokens":
-			r.InputTokens, _ = intValue(v)
-			found = true
+			r.setPart(partInput, v)
 		case "completion_tokens", "output_tokens":
-			r.OutputTokens, _ = intValue(v)
-			found = true
-		case "prompt_tokens_details", "input_tokens_details":
-			cached, hasCached = intValue(member(v, "cached_tokens"))
+			r.setPart(partOutput, v)
+		case "prompt_tokens_details", "input_tokens_details", "input_token_details":
+			// input_token_details (sic): transcription's.
+			r.setPart(partCached, member(v, "cached_tokens"))
+			r.setPart(partAudioIn, member(v, "audio_tokens"))
 		case "completion_tokens_details", "output_tokens_details":
-			r.ReasoningTokens, _ = intValue(member(v, "reasoning_tokens"))
+			r.setPart(partReasoning, member(v, "reasoning_tokens"))
+			r.setPart(partAudioOut, member(v, "audio_tokens"))
 		case "prompt_cache_hit_tokens": // DeepSeek
-			hit, _ = intValue(v)
+			r.setPart(partCacheHit, v)
 		}
 	}
-	if !found {
-		return // e.g. transcription usage of type "duration"
+	if !r.has(partInput) && !r.has(partOutput) {
+		return
 	}
-	if hasCached {
-		r.CachedInputTokens = cached
-	} else {
-		r.CachedInputTokens = hit
-	}
-	s.setUsage(r)
+	s.parts.merge(&r)
+	s.usageReported(usageOpenAI)
 }
 
 // Errors the relay answers.

@@ -51,10 +51,24 @@ func TestOpenAIFamily(t *testing.T) {
 		{name: "a chunk that starts otherwise is still a chat chunk", route: "openai", events: []event{
 			{"", `{"object":"chat.completion.chunk","model":"m","choices":[{"delta":{"content":"x"}}],"usage":{"prompt_tokens":2,"completion_tokens":1}}`},
 		}, want: streamResult{usage: Usage{InputTokens: 2, OutputTokens: 1}, hasUsage: true, model: "m", content: 1}},
-		{name: "deepseek cache hits and groq's x_groq", route: "openai", events: []event{
+		{name: "deepseek cache hits", route: "openai", events: []event{
 			{"", `{"id":"d","model":"deepseek-chat","choices":[{"delta":{"reasoning_content":"Hm"}}],"usage":{"prompt_tokens":90,"completion_tokens":4,"prompt_cache_hit_tokens":64}}`},
+		}, want: streamResult{usage: Usage{InputTokens: 90, OutputTokens: 4, CachedInputTokens: 64}, hasUsage: true, model: "deepseek-chat", content: 1}},
+		{name: "groq's x_groq", route: "openai", events: []event{
+			{"", `{"id":"g","model":"llama","choices":[{"delta":{"content":"Hi"}}]}`},
 			{"", `{"id":"g","model":"llama","choices":[],"x_groq":{"usage":{"prompt_tokens":17,"completion_tokens":2}}}`},
-		}, want: streamResult{usage: Usage{InputTokens: 17, OutputTokens: 2}, hasUsage: true, model: "deepseek-chat", content: 1}},
+		}, want: streamResult{usage: Usage{InputTokens: 17, OutputTokens: 2}, hasUsage: true, model: "llama", content: 1}},
+		{name: "the last usage wins, field by field", route: "openai", events: []event{
+			{"", `{"id":"s","model":"m","choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":8},"completion_tokens_details":{"reasoning_tokens":1}}}`},
+			// a later report without details keeps the cached and
+			// reasoning counts; its totals replace the earlier ones
+			{"", `{"id":"s","model":"m","choices":[{"delta":{"content":"b"}}],"usage":{"prompt_tokens":10,"completion_tokens":5}}`},
+			{"", `{"id":"s","model":"m","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":null,"completion_tokens_details":{"reasoning_tokens":3}}}`},
+		}, want: streamResult{usage: Usage{InputTokens: 12, OutputTokens: 5, CachedInputTokens: 8, ReasoningTokens: 3}, hasUsage: true, model: "m", content: 2}},
+		{name: "audio tokens", route: "openai", events: []event{
+			{"", `{"id":"a","model":"gpt-4o-audio-preview","choices":[{"delta":{"audio":{"id":"au","transcript":"Hi"}}}]}`},
+			{"", `{"id":"a","model":"gpt-4o-audio-preview","choices":[],"usage":{"prompt_tokens":30,"completion_tokens":60,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":12},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":48}}}`},
+		}, want: streamResult{usage: Usage{InputTokens: 30, OutputTokens: 60, AudioInputTokens: 12, AudioOutputTokens: 48}, hasUsage: true, model: "gpt-4o-audio-preview", content: 1}},
 		{name: "in-band error with a numeric code", route: "openai", events: []event{
 			{"", `{"id":"o","model":"vendor/m","choices":[{"delta":{"content":"partial"}}]}`},
 			{"", `{"id":"o","choices":[{"delta":{"content":""},"finish_reason":"error"}],"error":{"code":502,"message":"Upstream failed"}}`},

@@ -15,7 +15,14 @@ import "strings"
 //   - Events: data-only, typed by their leading "type": speech.audio.delta
 //     (output: its base64 "audio") and speech.audio.done (the end, with
 //     input_/output_tokens usage); transcript.text.delta and
-//     transcript.text.done likewise. Without stream_format "sse" the
+//     transcript.text.done likewise.
+//   - Usage as OpenAI's (openai.go). Speech reports only totals: its
+//     output_tokens (audio, all of them) are OutputTokens, with no
+//     AudioOutputTokens, which count only what a provider reports as
+//     audio. Transcription reports its audio input in
+//     input_token_details.audio_tokens (AudioInputTokens).
+//   - Content (ContentBytes): a transcript delta's text; audio counts
+//     nothing. Without stream_format "sse" the
 //     response is audio, relayed without observing.
 type openAISpeech struct{ defaults }
 
@@ -54,7 +61,9 @@ func openAISpeechEvent(s *Stream, typ, d []byte) (content, ok bool) {
 	case "speech.audio.delta":
 		return hasNonEmptyString(d, `"audio"`), true
 	case "transcript.text.delta":
-		return hasNonEmptyString(d, `"delta"`), true
+		n := stringBytes(d, `"delta"`)
+		s.addContent(n)
+		return n > 0, true
 	case "speech.audio.done", "transcript.text.done":
 		s.done = true
 		if u := member(d, "usage"); isObject(u) {

@@ -33,5 +33,9 @@ func TestOpenAISpeechFamily(t *testing.T) {
 			{"", `{"type":"transcript.text.delta","delta":"Hello"}`},
 			{"", `{"type":"transcript.text.done","text":"Hello","usage":{"type":"duration","seconds":3}}`},
 		}, want: streamResult{content: 1}, done: true},
+		{name: "transcription events billed in tokens, audio input apart", route: "openai", events: []event{
+			{"", `{"type":"transcript.text.delta","delta":"Hello"}`},
+			{"", `{"type":"transcript.text.done","text":"Hello","usage":{"type":"tokens","input_tokens":20,"input_token_details":{"text_tokens":4,"audio_tokens":16},"output_tokens":2,"total_tokens":22}}`},
+		}, want: streamResult{usage: Usage{InputTokens: 20, OutputTokens: 2, AudioInputTokens: 16}, hasUsage: true, content: 1}, done: true},
 	})
 }

@@ -93,6 +93,10 @@ type streamResult struct {
 	model    string
 	errType  string
 	content  int // events reported as content
+
+	// Not compared by checkResult:
+	contentBytes   int64 // ContentBytes
+	outputEstimate int64 // OutputEstimate
 }
 
 // runStream feeds every event of file to a fresh Stream.
@@ -115,6 +119,7 @@ func runStream(t *testing.T, provider, file string) streamResult {
 	}
 	r.usage, r.hasUsage = s.Usage(), s.HasUsage()
 	r.model, r.errType = s.Model(), s.ErrorType()
+	r.contentBytes, r.outputEstimate = s.ContentBytes(), s.OutputEstimate()
 	return r
 }
 
@@ -151,10 +156,11 @@ func TestTestdataStreams(t *testing.T) {
 		{"anthropic_full.sse", ProviderAnthropic, streamResult{
 			// 12 + 200 cache writes + 300 cache reads; the second
 			// message_delta repeats input and must not add it again
-			usage:    Usage{InputTokens: 512, OutputTokens: 42, CachedInputTokens: 300},
+			usage:    Usage{InputTokens: 512, OutputTokens: 42, CachedInputTokens: 300, CacheCreationInputTokens: 200},
 			hasUsage: true, model: "claude-test-2030", content: 4}},
 		{"anthropic_overloaded.sse", ProviderAnthropic, streamResult{
-			usage:    Usage{InputTokens: 40, OutputTokens: 1, CachedInputTokens: 10},
+			// message_start's output_tokens (1) is a placeholder, not a count
+			usage:    Usage{InputTokens: 40, CachedInputTokens: 10},
 			hasUsage: true, model: "claude-test-2030", errType: "overloaded_error", content: 1}},
 		{"responses_api.sse", ProviderOpenAI, streamResult{
 			usage:    Usage{InputTokens: 250, OutputTokens: 90, CachedInputTokens: 128, ReasoningTokens: 60},

@@ -13,7 +13,9 @@ type Stream struct {
 
 	usage    Usage
 	hasUsage bool
-	ant      anthropicUsage // Anthropic reports its usage in parts
+	parts    usageParts // the last value of each count reported
+	content  int64      // bytes of generated content seen (ContentBytes)
+	texts    int64      // events that carried some of them
 
 	model   []byte // reused across Reset so capture does not allocate
 	errType string
@@ -41,8 +43,11 @@ func (s *Stream) Reset(f Family) {
 // maxKeptModel bounds the model buffer Reset keeps for reuse.
 const maxKeptModel = 256
 
-// Usage returns the usage seen so far (the last report wins: providers
-// that repeat usage on every chunk send cumulative numbers).
+// Usage returns the usage seen so far. The final report wins, field by
+// field: a later report replaces each count it carries and keeps the
+// earlier value of each count it omits (providers that repeat usage send
+// cumulative numbers; Anthropic's message_delta may revise the input of
+// its message_start).
 func (s *Stream) Usage() Usage { return s.usage }
 
 // HasUsage reports whether any usage report was seen, so a caller can tell
@@ -68,8 +73,52 @@ func (s *Stream) Done() bool { return s.done }
 // routedTo reports whether the response's route names family f.
 func (s *Stream) routedTo(f family) bool { return s.family.family() == f }
 
-// setUsage replaces the usage with a complete report.
-func (s *Stream) setUsage(u Usage) { s.usage, s.hasUsage = u, true }
+// usageReported recomputes the usage from the parts after a report, by
+// the formula of kind, the reporting family's.
+func (s *Stream) usageReported(k usageKind) {
+	s.usage, s.hasUsage = usageOf(k, &s.parts), true
+}
+
+// ContentBytes is the length of the generated content seen so far: the
+// bytes, as written in the JSON (escapes included), of the text, reasoning
+// and tool-call argument strings of the events that carry output. Audio
+// and images count nothing. Each family's file says which strings it
+// counts; the count costs no allocation.
+func (s *Stream) ContentBytes() int64 { return s.content }
+
+// addContent counts n bytes of generated content, carried by one event.
+func (s *Stream) addContent(n int64) {
+	if n > 0 {
+		s.content += n
+		s.texts++
+	}
+}
+
+// OutputEstimate estimates the output tokens of the content seen so far:
+// ContentBytes / 4, rounded up, as the relay counts a prompt, but at
+// least one token per event that carried content (OpenAI-compatible
+// servers send one token per chunk, which bytes / 4 undercounts for short
+// words and code).
+func (s *Stream) OutputEstimate() int64 { return max((s.content+3)/4, s.texts) }
+
+// Estimate returns the usage with what the provider has not reported
+// filled in by estimate, for a response cut short: the input from
+// promptEstimate (the request's Request.PromptEstimate, its prompt's bytes
+// / 4) when no input count arrived, the output from OutputEstimate when
+// no output count arrived. estimated reports whether either was filled
+// in. Counts the provider reported stand as reported; the parts of a
+// total (cached, reasoning, audio) are never estimated.
+func (s *Stream) Estimate(promptEstimate int64) (u Usage, estimated bool) {
+	u = s.usage
+	in, out := s.parts.reported()
+	if !in {
+		u.InputTokens, estimated = max(promptEstimate, 0), true
+	}
+	if !out {
+		u.OutputTokens, estimated = s.OutputEstimate(), true
+	}
+	return u, estimated
+}
 
 // captureModel stores v as the model if it is a non-empty string and no
 // model was stored yet. It reports whether a model is now known.

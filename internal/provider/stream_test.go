@@ -127,7 +127,7 @@ func TestBody(t *testing.T) {
 			streamResult{usage: Usage{InputTokens: 100, OutputTokens: 40, CachedInputTokens: 60, ReasoningTokens: 30}, hasUsage: true, model: "gpt-r"}},
 		{"anthropic", ProviderAnthropic,
 			`{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"Hi"}],"usage":{"input_tokens":5,"cache_creation_input_tokens":10,"cache_read_input_tokens":20,"output_tokens":7}}`,
-			streamResult{usage: Usage{InputTokens: 35, OutputTokens: 7, CachedInputTokens: 20}, hasUsage: true, model: "claude-x"}},
+			streamResult{usage: Usage{InputTokens: 35, OutputTokens: 7, CachedInputTokens: 20, CacheCreationInputTokens: 10}, hasUsage: true, model: "claude-x"}},
 		{"anthropic shape under another provider", ProviderOpenAI,
 			`{"type":"message","model":"claude-x","usage":{"input_tokens":5,"cache_read_input_tokens":20,"output_tokens":7}}`,
 			streamResult{usage: Usage{InputTokens: 25, OutputTokens: 7, CachedInputTokens: 20}, hasUsage: true, model: "claude-x"}},
@@ -277,6 +277,101 @@ func BenchmarkEvent(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				s.Event(name, data, false)
+			}
+		})
+	}
+}
+
+// TestContentBytes: each family counts the text its content events carry,
+// as written between the quotes, and nothing else: not the JSON around
+// it, not audio or images, not an event without output; OpenRouter's
+// reasoning, repeated as reasoning_details text, counts once.
+func TestContentBytes(t *testing.T) {
+	tests := []struct {
+		name, event, data string
+		want              int64
+	}{
+		{"chat text", "", `{"id":"c","choices":[{"index":0,"delta":{"content":"Hello"}}],"usage":null}`, 5},
+		{"chat escapes as written", "", `{"id":"c","choices":[{"delta":{"content":"a\n\"b\""}}]}`, 8},
+		{"chat role only", "", `{"id":"c","choices":[{"delta":{"role":"assistant","content":""}}]}`, 0},
+		{"deepseek reasoning", "", `{"id":"d","choices":[{"delta":{"content":null,"reasoning_content":"Hmm"}}]}`, 3},
+		{"openrouter reasoning counted once", "", `{"id":"o","choices":[{"delta":{"content":"","reasoning":"We go","reasoning_details":[{"type":"reasoning.text","text":"We go"}]}}]}`, 5},
+		{"tool call name and arguments", "", `{"id":"c","choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get","arguments":"{\"a\""}}]}}]}`, 3 + 6},
+		{"audio transcript, not the audio", "", `{"id":"c","choices":[{"delta":{"audio":{"id":"a","data":"AAAAAAAA","transcript":"Hi"}}}]}`, 2},
+		{"legacy text", "", `{"id":"c","object":"text_completion","choices":[{"text":"Once"}]}`, 4},
+		{"usage chunk", "", `{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}`, 0},
+		{"responses text delta", "response.output_text.delta", `{"type":"response.output_text.delta","delta":"Hi there"}`, 8},
+		{"responses audio delta", "response.audio.delta", `{"type":"response.audio.delta","delta":"AAAAAAAA"}`, 0},
+		{"anthropic text", "content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}`, 5},
+		{"anthropic tool input", "content_block_delta", `{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"q\":1}"}}`, 9},
+		{"anthropic thinking", "content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Hm"}}`, 2},
+		{"anthropic signature", "content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"abcd"}}`, 0},
+		{"anthropic tool block", "content_block_start", `{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"lookup","input":{}}}`, 6},
+		{"anthropic message_start", "message_start", `{"type":"message_start","message":{"model":"m","content":[],"usage":{"input_tokens":1,"output_tokens":1}}}`, 0},
+		{"gemini text and thoughts", "", `{"candidates":[{"content":{"parts":[{"text":"ab","thought":true},{"text":"cde"}]}}]}`, 5},
+		{"gemini function call", "", `{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{}}}]}}]}`, int64(len(`{"name":"f","args":{}}`))},
+		{"gemini inline audio", "", `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"audio/pcm","data":"AAAA"}}]}}]}`, 0},
+		{"speech audio", "", `{"type":"speech.audio.delta","audio":"SUQzBAAA"}`, 0},
+		{"transcript", "", `{"type":"transcript.text.delta","delta":"Hello"}`, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewStream(fam(ProviderOpenAI))
+			s.Event([]byte(tt.event), []byte(tt.data), false)
+			if got := s.ContentBytes(); got != tt.want {
+				t.Errorf("ContentBytes = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestEstimate: a response cut short keeps every count the provider
+// reported and estimates the others: input from the prompt estimate,
+// output from the content seen (bytes / 4, at least one per content
+// event); a response whose counts all arrived is not estimated.
+func TestEstimate(t *testing.T) {
+	tests := []struct {
+		name      string
+		route     string
+		events    []event
+		prompt    int64
+		want      Usage
+		estimated bool
+	}{
+		{"openai chat cut before its usage chunk", ProviderOpenAI, []event{
+			{"", `{"id":"c","model":"m","choices":[{"delta":{"role":"assistant","content":""}}]}`},
+			{"", `{"id":"c","model":"m","choices":[{"delta":{"content":"Hello, wor"}}]}`}, // 10 bytes: 3
+			{"", `{"id":"c","model":"m","choices":[{"delta":{"content":"ld"}}]}`},
+		}, 40, Usage{InputTokens: 40, OutputTokens: 3}, true},
+		{"one token per chunk at least", ProviderOpenAI, []event{
+			{"", `{"id":"c","choices":[{"delta":{"content":"a"}}]}`},
+			{"", `{"id":"c","choices":[{"delta":{"content":"b"}}]}`},
+			{"", `{"id":"c","choices":[{"delta":{"content":"c"}}]}`},
+		}, 0, Usage{OutputTokens: 3}, true},
+		{"anthropic cut before message_delta: the placeholder is not the output", ProviderAnthropic, []event{
+			{"message_start", `{"type":"message_start","message":{"model":"c","usage":{"input_tokens":25,"cache_read_input_tokens":100,"output_tokens":1}}}`},
+			{"content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"The answer is forty-two, as always."}}`}, // 35 bytes: 9
+		}, 999, Usage{InputTokens: 125, OutputTokens: 9, CachedInputTokens: 100}, true},
+		{"anthropic complete", ProviderAnthropic, []event{
+			{"message_start", `{"type":"message_start","message":{"model":"c","usage":{"input_tokens":25,"output_tokens":1}}}`},
+			{"content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}`},
+			{"message_delta", `{"type":"message_delta","usage":{"output_tokens":4}}`},
+		}, 999, Usage{InputTokens: 25, OutputTokens: 4}, false},
+		{"gemini's cumulative counts so far stand", ProviderOpenAI, []event{
+			{"", `{"candidates":[{"content":{"parts":[{"text":"1\n2\n3"}]}}],"usageMetadata":{"promptTokenCount":18,"candidatesTokenCount":5,"thoughtsTokenCount":30}}`},
+			{"", `{"candidates":[{"content":{"parts":[{"text":"4\n5\n6\n7\n8\n9"}]}}]}`},
+		}, 999, Usage{InputTokens: 18, OutputTokens: 35, ReasoningTokens: 30}, false},
+		{"nothing seen", ProviderOpenAI, nil, 12, Usage{InputTokens: 12}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewStream(fam(tt.route))
+			for _, ev := range tt.events {
+				s.Event([]byte(ev.name), []byte(ev.data), false)
+			}
+			got, estimated := s.Estimate(tt.prompt)
+			if got != tt.want || estimated != tt.estimated {
+				t.Errorf("Estimate = %+v, %v; want %+v, %v", got, estimated, tt.want, tt.estimated)
 			}
 		})
 	}
