@@ -127,3 +127,72 @@ func TestCheckLibraryRules(t *testing.T) {
 		})
 	}
 }
+
+// server.drain_on_client_gone reaches the library: with it, the upstream
+// request of a client that left mid-stream is not cancelled (the relay
+// reads on for the provider's final usage); without it, it is, at once.
+func TestDrainKey(t *testing.T) {
+	for _, tt := range []struct {
+		name, key, want string
+	}{{"off", "", "cancelled"}, {"on", "drain_on_client_gone: 30s", "read on"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			left := make(chan struct{})
+			outcome := make(chan string, 1)
+			up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.ReadAll(r.Body)
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = io.WriteString(w, `data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}]}`+"\n\n")
+				w.(http.Flusher).Flush()
+				select {
+				case <-left:
+				case <-time.After(10 * time.Second):
+				}
+				// Bounds a wait for a cancellation that must not come when
+				// draining; without draining it comes within milliseconds.
+				select {
+				case <-r.Context().Done():
+					outcome <- "cancelled"
+				case <-time.After(2 * time.Second):
+					outcome <- "read on"
+					_, _ = io.WriteString(w, `data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}`+"\n\ndata: [DONE]\n\n")
+				}
+			})}
+			base := serveLoopback(t, up)
+			cfg := filepath.Join(t.TempDir(), "relay.yaml")
+			writeFile(t, cfg, fmt.Sprintf(`
+server:
+  %s
+routes:
+  - {name: up, path: /v1, upstream: "%s", kind: sse}
+auth: {api_keys: [client-key]}
+storage: {discard: true}
+`, tt.key, base))
+			s := startServer(t, []string{"-config", cfg}, hooks{})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.base+"/v1/chat/completions",
+				strings.NewReader(`{"model":"m","stream":true,"stream_options":{"include_usage":true}}`))
+			req.Header.Set("Authorization", "Bearer client-key")
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := make([]byte, 8)
+			if _, err := io.ReadFull(resp.Body, first); err != nil {
+				t.Fatalf("the first event: %v", err)
+			}
+			resp.Body.Close() // mid-stream: the connection goes with it
+			close(left)
+			select {
+			case got := <-outcome:
+				if got != tt.want {
+					t.Errorf("the upstream request was %s, want %s", got, tt.want)
+				}
+			case <-ctx.Done():
+				t.Fatal("the upstream did not finish")
+			}
+		})
+	}
+}

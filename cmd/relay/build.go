@@ -175,6 +175,9 @@ func (c *fileConfig) bounds() []relay.Option {
 	if c.has("server.methods") {
 		opts = append(opts, relay.WithAllowedMethods(s.Methods...))
 	}
+	if c.has("server.drain_on_client_gone") {
+		opts = append(opts, relay.WithDrainOnClientGone(time.Duration(s.DrainOnClientGone)))
+	}
 	return opts
 }
 

@@ -60,6 +60,9 @@ type serverConfig struct {
 	RefusalMemo       duration `yaml:"refusal_memo"`
 	ObservationBudget int64    `yaml:"observation_budget"`
 	Methods           []string `yaml:"methods"`
+	// DrainOnClientGone keeps reading an upstream this long after its
+	// client left mid-stream, for the provider's final usage (metering).
+	DrainOnClientGone duration `yaml:"drain_on_client_gone"`
 	// TLS, when present, serves HTTPS (and HTTP/2) on the listen address.
 	TLS *tlsConfig `yaml:"tls"`
 	// H2C serves HTTP/2 without TLS (prior knowledge), for a proxy in front
