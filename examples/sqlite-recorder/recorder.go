@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/streamrelay/relay"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver; pure Go, no cgo
@@ -42,6 +43,10 @@ CREATE TABLE IF NOT EXISTS relay_requests (
 	output_tokens       INTEGER NOT NULL,
 	cached_input_tokens INTEGER NOT NULL,
 	reasoning_tokens    INTEGER NOT NULL,
+	cache_creation_input_tokens INTEGER NOT NULL DEFAULT 0,
+	audio_input_tokens  INTEGER NOT NULL DEFAULT 0,
+	audio_output_tokens INTEGER NOT NULL DEFAULT 0,
+	usage_estimated     INTEGER NOT NULL DEFAULT 0, -- 1: the relay estimated a stream cut short
 	attempts            INTEGER NOT NULL,
 	characters          INTEGER NOT NULL,
 	labels              TEXT             -- JSON object, NULL when none
@@ -53,8 +58,10 @@ const insert = `INSERT OR IGNORE INTO relay_requests (
 	request_id, start, tenant, key_id, route, upstream, method, path, model, provider, kind,
 	stream, status, error_type, bytes_in, bytes_out, events, ttfb_ms, ttft_ms, duration_ms,
 	client_gone, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens,
+	cache_creation_input_tokens, audio_input_tokens, audio_output_tokens, usage_estimated,
 	attempts, characters, labels
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
 
 // SQLiteRecorder stores the relay's records in a SQLite database. It
 // implements relay.BatchRecorder and relay.HealthChecker.
@@ -81,6 +88,19 @@ func OpenSQLiteRecorder(ctx context.Context, path string) (*SQLiteRecorder, erro
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("creating the records table: %w", err)
+	}
+	// Bring a table made by an earlier version of this example up to the
+	// schema; a column that exists already is left as it is.
+	for _, m := range [...]string{
+		`ALTER TABLE relay_requests ADD COLUMN cache_creation_input_tokens INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE relay_requests ADD COLUMN audio_input_tokens INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE relay_requests ADD COLUMN audio_output_tokens INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE relay_requests ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0`,
+	} {
+		if _, err := db.ExecContext(ctx, m); err != nil && !strings.Contains(err.Error(), "duplicate column") {
+			_ = db.Close()
+			return nil, fmt.Errorf("migrating the records table: %w", err)
+		}
 	}
 	return &SQLiteRecorder{db: db}, nil
 }
@@ -124,7 +144,8 @@ func (s *SQLiteRecorder) RecordBatch(ctx context.Context, recs []relay.Record) (
 			r.Stream, r.Status, string(r.ErrorType), r.BytesIn, r.BytesOut, r.Events,
 			ms(r.TTFB.Seconds()), ms(r.TTFT.Seconds()), ms(r.Duration.Seconds()),
 			r.ClientGone, r.Usage.InputTokens, r.Usage.OutputTokens, r.Usage.CachedInputTokens,
-			r.Usage.ReasoningTokens, r.Attempts, r.Characters, labels)
+			r.Usage.ReasoningTokens, r.Usage.CacheCreationInputTokens, r.Usage.AudioInputTokens,
+			r.Usage.AudioOutputTokens, r.Usage.Estimated, r.Attempts, r.Characters, labels)
 		if err != nil {
 			return fmt.Errorf("inserting record %s: %w", r.RequestID, err)
 		}

@@ -100,7 +100,8 @@ func TestRecordBatch(t *testing.T) {
 	defer rec.Close()
 	now := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	batch := []relay.Record{
-		{RequestID: "a", Start: now, Tenant: "t", Status: 200, Usage: relay.Usage{InputTokens: 3, OutputTokens: 4}},
+		{RequestID: "a", Start: now, Tenant: "t", Status: 200, Usage: relay.Usage{InputTokens: 3, OutputTokens: 4,
+			CacheCreationInputTokens: 1, AudioOutputTokens: 2, Estimated: true}},
 		{RequestID: "b", Start: now, Tenant: "t", Status: 200},
 	}
 	for range 2 {
@@ -122,7 +123,43 @@ func TestRecordBatch(t *testing.T) {
 	if n != 2 || tokens != 7 || start != "2026-01-02T03:04:05.000000006Z" {
 		t.Errorf("count %d, tokens %d, start %s; want 2, 7, 2026-01-02T03:04:05.000000006Z", n, tokens, start)
 	}
+	var creation, audioOut, estimated int64
+	if err := rec.DB().QueryRowContext(ctx, `SELECT cache_creation_input_tokens, audio_output_tokens, usage_estimated
+		FROM relay_requests WHERE request_id = 'a'`).Scan(&creation, &audioOut, &estimated); err != nil {
+		t.Fatal(err)
+	}
+	if creation != 1 || audioOut != 2 || estimated != 1 {
+		t.Errorf("cache creation %d, audio output %d, estimated %d; want 1, 2, 1", creation, audioOut, estimated)
+	}
 	if err := rec.Healthy(ctx); err != nil {
 		t.Error(err)
+	}
+}
+
+// A table made by the example before the billing columns gets them.
+func TestMigratesAnOlderTable(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "relay.db")
+	old, err := OpenSQLiteRecorder(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, col := range []string{"cache_creation_input_tokens", "audio_input_tokens", "audio_output_tokens", "usage_estimated"} {
+		if _, err := old.DB().ExecContext(ctx, "ALTER TABLE relay_requests DROP COLUMN "+col); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+	rec, err := OpenSQLiteRecorder(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close()
+	if err := rec.Record(ctx, relay.Record{RequestID: "x", Start: time.Now(), Usage: relay.Usage{Estimated: true}}); err != nil {
+		t.Fatal(err)
+	}
+	var estimated int64
+	if err := rec.DB().QueryRowContext(ctx, `SELECT usage_estimated FROM relay_requests`).Scan(&estimated); err != nil || estimated != 1 {
+		t.Errorf("usage_estimated %d, %v; want 1", estimated, err)
 	}
 }
