@@ -62,7 +62,6 @@ const insert = `INSERT OR IGNORE INTO relay_requests (
 	attempts, characters, labels
 ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
-
 // SQLiteRecorder stores the relay's records in a SQLite database. It
 // implements relay.BatchRecorder and relay.HealthChecker.
 //
