@@ -150,7 +150,7 @@ func TestOriginalConfigVerbatim(t *testing.T) {
 			"api.openai.com /openai/v1/chat/completions Bearer oa-upstream-secret"},
 	}
 	for _, tt := range tests {
-		resp := post(ctx, t, s.base+tt.path, tt.key, `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+		resp := post(ctx, t, s.base+tt.path, tt.key, `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`)
 		r := bufio.NewReader(resp.Body)
 		var events []string
 		for {

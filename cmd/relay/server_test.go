@@ -197,7 +197,10 @@ func (g gate) run(stop <-chan struct{}) {
 	}
 }
 
-const chatBody = `{"model":"demo","stream":true,"messages":[{"role":"user","content":"Hello"}]}`
+// chatBody asks for usage itself, so that the relay adds nothing to it and
+// hides nothing of the stream: the lockstep reader (streamChat) sees every
+// event the upstream sends, the usage chunk included.
+const chatBody = `{"model":"demo","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hello"}]}`
 
 // streamChat reads a demo chat stream event by event, letting the upstream
 // send each next event only once the previous one reached the client, and
