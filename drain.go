@@ -18,7 +18,7 @@ const errDrainOver = Error("relay: client gone, drain time over")
 // exchange ends, so nothing outlives it; Shutdown ends the drain as it
 // ends any stream.
 func (ex *exchange) drainOnLeave(d time.Duration) {
-	context.AfterFunc(ex.r.Context(), func() {
+	stop := context.AfterFunc(ex.r.Context(), func() {
 		if ex.ctx.Err() != nil {
 			return // the exchange is over: the handler returned
 		}
@@ -28,6 +28,9 @@ func (ex *exchange) drainOnLeave(d time.Duration) {
 		ex.rl.log.Debug("relay: client left; draining the upstream for its usage",
 			"request_id", ex.rec.RequestID, "for", d)
 	})
+	// Unregistered once the exchange ends (finish cancels ex.ctx), so that
+	// a host context outliving the request does not keep the exchange.
+	context.AfterFunc(ex.ctx, func() { stop() })
 }
 
 // drains reports whether the upstream is read on after the client left.

@@ -135,7 +135,7 @@ func (b *peekedBody) Read(p []byte) (int, error) {
 // stream passed untouched, usage chunk included. Its Content-Length, if
 // any, is not passed on.
 func (ex *exchange) hidesUsageChunk(kind StreamKind, resp *http.Response) bool {
-	return ex.incl == inclSent && kind == KindSSE && resp.Header.Get("Content-Encoding") == ""
+	return ex.incl == inclSent && kind == KindSSE && contentCoding(resp.Header) == codingIdentity
 }
 
 // maxHeld bounds the bytes of one event held back: less than the first
@@ -164,6 +164,12 @@ func (ex *exchange) passHiding(chunk []byte, p *sseParser) error {
 	h := hiding{ex: ex, wall: wall, now: now}
 	w, open := 0, -1 // chunk[w:] is still to be sent; open starts an incomplete run
 	for i := 0; i < len(chunk); {
+		if p.dropLF { // the LF ending a hidden run that ended with its CR
+			if p.dropLF = false; chunk[i] == '\n' {
+				h.send(chunk[w:i])
+				w = i + 1
+			}
+		}
 		start := i
 		i += p.feedTo(chunk[i:], now)
 		hide := ex.hideEv
@@ -176,13 +182,29 @@ func (ex *exchange) passHiding(chunk []byte, p *sseParser) error {
 		case p.passing: // its start was sent already
 			p.passing = false
 		case hide:
-			h.send(chunk[w:start])
+			// A run starts with the LF of the CRLF that ended the event
+			// before it, when that event's run ended with the CR: that LF
+			// is the previous event's and is sent; the LF of this run's
+			// own final CR, in the next run, is not (dropLF).
+			lead := chunk[w:start]
+			if start == 0 && len(p.held) > 0 {
+				if p.held[0] == '\n' {
+					h.send(p.held[:1])
+				}
+			} else if chunk[start] == '\n' {
+				lead = chunk[w : start+1]
+			}
+			h.send(lead)
 			w = i
 			ex.releaseHeld(p) // the held start of the usage chunk, if it began in an earlier read
+			p.dropLF = chunk[i-1] == '\r'
 		case start == 0 && len(p.held) > 0:
 			h.send(p.held)
 			ex.releaseHeld(p)
 		}
+	}
+	if open >= 0 && open < w {
+		open = w // the open run starts with a dropped LF: it is not held
 	}
 	switch {
 	case open < 0 || p.passing:
@@ -209,24 +231,32 @@ type hiding struct {
 
 func (h *hiding) send(b []byte) {
 	ex := h.ex
-	if len(b) == 0 || h.err != nil {
-		return
+	if len(b) == 0 || h.err != nil || ex.rec.ClientGone {
+		return // nothing, or nothing more: the client left (the upstream may drain)
 	}
 	if ex.rec.BytesOut == 0 {
 		ex.rec.TTFB = h.now.Sub(ex.rec.Start)
 	}
 	h.wrote = true
-	if ex.client.write(b, h.wall) != nil {
-		h.err = ex.clientGone()
+	if ex.left.Load() || ex.client.write(b, h.wall) != nil {
+		h.gone()
 		return
 	}
 	ex.rec.BytesOut += int64(len(b))
 }
 
+// gone records that the client left; the read ends the stream, unless the
+// upstream drains (WithDrainOnClientGone), as in pass.
+func (h *hiding) gone() {
+	if err := h.ex.clientGone(); !h.ex.drains() {
+		h.err = err
+	}
+}
+
 // end flushes what was sent; it returns errEnded if the client is gone.
 func (h *hiding) end() error {
-	if h.err == nil && h.wrote && h.ex.client.flush() != nil {
-		h.err = h.ex.clientGone()
+	if h.err == nil && h.wrote && !h.ex.rec.ClientGone && h.ex.client.flush() != nil {
+		h.gone()
 	}
 	return h.err
 }

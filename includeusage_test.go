@@ -193,17 +193,19 @@ func TestIncludeUsageRefusedIsRetried(t *testing.T) {
 			assert.Equal(t, 2, rec.Attempts)
 			assert.Equal(t, 200, rec.Status)
 			assert.Equal(t, ErrTypeNone, rec.ErrorType)
-			assert.Equal(t, Usage{}, rec.Usage, "the retried stream reports no usage")
+			assert.True(t, rec.Usage.Estimated, "the retried stream reports no usage: it is estimated from its content")
+			assert.Positive(t, rec.Usage.OutputTokens)
 			assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.includeUsageRetries.WithLabelValues("test")))
 			assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.upstreamReqs.WithLabelValues("test", rec.Upstream, "400")))
 			assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.upstreamReqs.WithLabelValues("test", rec.Upstream, "200")))
 			if tt.backends == 2 {
 				assert.Equal(t, "first", rec.Upstream)
 			}
+			require.NoError(t, e.relay.Flush(context.Background())) // settlement runs in the background
 			settler.mu.Lock()
 			defer settler.mu.Unlock()
 			require.Len(t, settler.used, 1)
-			assert.Positive(t, settler.used[0], "a request whose usage went unreported keeps its reservation")
+			assert.Equal(t, rec.Usage.Total(), settler.used[0], "a request whose usage went unreported settles at its estimate")
 		})
 	}
 }

@@ -188,6 +188,9 @@ func (ex *exchange) streamed() bool {
 // upstream broke off or timed out, or the provider's own error event
 // ended it — is recorded with the best count there is: what the provider
 // reported so far, and an estimate of what it did not (Usage.Estimated).
+// So is a whole stream that carried content but reported no usage at all
+// (an Azure api-version that refuses include_usage, a server that ignores
+// it, WithIncludeUsage(false)): the provider billed it all the same.
 // Any other response is recorded as reported: a JSON body is generated
 // whole before it is sent, so the part that passed tells nothing of it.
 func (o *observer) end(rec *Record, streams *sync.Pool, streamed bool) {
@@ -201,7 +204,7 @@ func (o *observer) end(rec *Record, streams *sync.Pool, streamed bool) {
 		o.obs.BodyTail(o.tail)
 	}
 	u, estimated := o.obs.Usage(), false
-	if streamed && (o.cut || o.obs.ErrorType() != "") {
+	if streamed && (o.cut || o.obs.ErrorType() != "" || (!o.obs.HasUsage() && o.obs.OutputEstimate() > 0)) {
 		u, estimated = o.obs.Estimate(o.prompt)
 	}
 	rec.Usage = Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,

@@ -52,6 +52,7 @@ type sseParser struct {
 	// (passHiding, includeusage.go); unused unless hide is set.
 	hide    bool    // the stream is relayed run by run, the usage chunk dropped
 	passing bool    // the pending event outgrew the hold: its bytes pass as they come
+	dropLF  bool    // a hidden run ended with a CR: the LF after it is not sent either
 	held    []byte  // the start of the pending event, read but not yet sent
 	heldBuf *[]byte // held's pooled buffer, nil while nothing is held
 }
