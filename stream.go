@@ -126,6 +126,7 @@ func (ex *exchange) observe(kind StreamKind, resp *http.Response, parser *ssePar
 	if kind != KindSSE || ex.stream.obs == nil {
 		return nil, d
 	}
+	ex.up.a.awaitContent() // its content events are seen, by p or by d's parser
 	*parser = sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: ex.onEvent,
 		acct: obsAccount{budget: &ex.rl.observed}, field: parser.field, name: parser.name,
 		hide: d == nil && ex.hidesUsageChunk(kind, resp)}
