@@ -248,3 +248,79 @@ func TestHoldReleasesFirstContentAtOnce(t *testing.T) {
 	assert.Equal(t, int32(1), n.Load())
 	assert.Equal(t, 1, e.lastRecord().Attempts)
 }
+
+// TestKeepAliveOnlyBetweenEvents: during upstream silence the client gets
+// keep-alive comments between events, and none while the upstream has
+// left an event half sent (an event split across reads).
+func TestKeepAliveOnlyBetweenEvents(t *testing.T) {
+	const part1, part2 = `data: {"id":"c","choices":[{"index":0,`, `"delta":{"content":"there"}}]}` + "\n\n"
+	midEvent, finish := make(chan struct{}), make(chan struct{})
+	up := func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, step := range []struct {
+			chunk string
+			wait  chan struct{}
+		}{{contentChunk, midEvent}, {part1, finish}, {part2 + doneChunk, nil}} {
+			_, _ = io.WriteString(w, step.chunk)
+			w.(http.Flusher).Flush()
+			if step.wait == nil {
+				return
+			}
+			select {
+			case <-step.wait:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+	e := newEnv(t, up, Route{Prefix: "/v1", KeepAlive: 20 * time.Millisecond})
+	fired := make(chan bool, 64)
+	e.relay.keepAliveHook = func(wrote bool) {
+		select {
+		case fired <- wrote:
+		default:
+		}
+	}
+	resp, err := e.front.Client().Do(e.request("POST", "/v1/chat/completions", `{"model":"m","stream":true}`))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	readEvent := func() string {
+		var s string
+		for {
+			line, err := br.ReadString('\n')
+			require.NoError(t, err)
+			if s += line; line == "\n" {
+				return s
+			}
+		}
+	}
+	assert.Equal(t, contentChunk, readEvent())
+	assert.Equal(t, ": keep-alive\n\n", readEvent(), "silence between events: a comment")
+	close(midEvent) // the upstream sends half an event, and goes silent
+	for wrote := true; wrote; {
+		wrote = testkit.Recv(t, fired, "no keep-alive timer fired mid-event")
+	}
+	close(finish)
+	rest, err := io.ReadAll(br)
+	require.NoError(t, err)
+	e.handled()
+	// Comments the timer sent before the half event arrived come first;
+	// none is inside the event.
+	body := strings.TrimLeft(strings.ReplaceAll(string(rest), ": keep-alive\n\n", "\x00"), "\x00")
+	assert.Equal(t, part1+part2+doneChunk, body)
+	rec := e.lastRecord()
+	assert.Equal(t, ErrTypeNone, rec.ErrorType)
+	assert.Equal(t, int64(3), rec.Events)
+	assert.Equal(t, int64(len(contentChunk)+len(": keep-alive\n\n")+len(rest)), rec.BytesOut, "comments counted")
+}
+
+// TestKeepAliveOff: a route without KeepAlive sends no comment, however
+// long the upstream is silent.
+func TestKeepAliveOff(t *testing.T) {
+	e := newEnv(t, sseUpstream(contentChunk, doneChunk), Route{Prefix: "/v1"})
+	e.relay.keepAliveHook = func(bool) { t.Error("a keep-alive timer ran on a route without KeepAlive") }
+	_, body := e.do(e.request("POST", "/v1/chat/completions", `{"model":"m","stream":true}`))
+	assert.Equal(t, contentChunk+doneChunk, string(body))
+}

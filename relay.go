@@ -108,6 +108,9 @@ type Relay struct {
 	stopSettling context.CancelFunc
 	// noDeadlineWarned: the ResponseWriter-without-deadlines warning was logged.
 	noDeadlineWarned atomic.Bool
+	// keepAliveHook, set by tests before any request, is told of each
+	// keep-alive timer's firing (keepalive.go).
+	keepAliveHook func(wrote bool)
 
 	mu       sync.Mutex
 	draining bool

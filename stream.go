@@ -152,11 +152,20 @@ func (ex *exchange) copyBody(body io.Reader, p *sseParser, d *decoder) error {
 	pool := &rl.smallBufs
 	bufp := pool.Get().(*[]byte)
 	defer func() { pool.Put(bufp) }()
+	k := ex.startKeepAlive(p, d) // nil unless the route sends keep-alives
+	defer k.stop()
 	for {
 		buf := *bufp
 		a.reading()
+		k.waiting()
 		n, err := body.Read(buf)
+		gone := k.woke()
 		a.read()
+		if gone && !ex.rec.ClientGone { // a keep-alive found the client gone
+			if werr := ex.clientGone(); !ex.drains() {
+				return werr
+			}
+		}
 		if n > 0 {
 			if werr := ex.pass(buf[:n], p, d); werr != nil {
 				return werr
