@@ -255,8 +255,10 @@ type Backend struct {
 type AttemptResult struct {
 	// Status is the upstream's status, 0 when Err is not nil.
 	Status int
-	// Err is the transport error, if any. It may contain the upstream URL:
-	// do not show it to clients.
+	// Err is the transport error, if any, or ErrNoFirstContent for an
+	// event stream that failed before its first content and was failed
+	// over (hold.go). It may contain the upstream URL: do not show it to
+	// clients.
 	Err error
 	// RetryAfter is the upstream's Retry-After, when it sent one.
 	RetryAfter time.Duration
