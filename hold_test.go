@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,6 +200,12 @@ func TestHoldLastAttemptAndOff(t *testing.T) {
 		assert.Equal(t, comments+bad, string(body), "committed: relayed whole, no failover")
 		assert.Equal(t, int32(1), n.Load())
 	})
+	t.Run("keep-alive route is not held", func(t *testing.T) {
+		e, n := newHoldEnv(t, Route{KeepAlive: time.Hour}, sseUpstream(bad), sseUpstream(contentChunk))
+		_, body := e.do(e.request("POST", "/v1/chat/completions", `{"model":"m","stream":true}`))
+		assert.Equal(t, bad, string(body))
+		assert.Equal(t, int32(1), n.Load())
+	})
 	t.Run("complete without content", func(t *testing.T) {
 		e, n := newHoldEnv(t, Route{}, sseUpstream(roleChunk, doneChunk), sseUpstream(contentChunk))
 		_, body := e.do(e.request("POST", "/v1/chat/completions", `{"model":"m","stream":true}`))
@@ -323,4 +330,42 @@ func TestKeepAliveOff(t *testing.T) {
 	e.relay.keepAliveHook = func(bool) { t.Error("a keep-alive timer ran on a route without KeepAlive") }
 	_, body := e.do(e.request("POST", "/v1/chat/completions", `{"model":"m","stream":true}`))
 	assert.Equal(t, contentChunk+doneChunk, string(body))
+}
+
+// TestHoldTellsDone: a resolver's Done hook hears of a held stream that
+// failed before its first content as a failure (ErrNoFirstContent), and of
+// the relayed one as its status.
+func TestHoldTellsDone(t *testing.T) {
+	up, _ := inTurn(t, sseUpstream(roleChunk), sseUpstream(contentChunk, doneChunk))
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	u, err := url.Parse(srv.URL + "/v1/chat/completions")
+	require.NoError(t, err)
+	results := make(chan AttemptResult, 4)
+	done := func(r AttemptResult) { results <- r }
+	res := UpstreamResolverFunc(func(*http.Request) (*Target, error) {
+		return &Target{Route: "test", Kind: KindAuto, Backends: []Backend{
+			{Name: "b1", URL: u, Done: done}, {Name: "b2", URL: u, Done: done},
+		}}, nil
+	})
+	e := newEnv(t, func(http.ResponseWriter, *http.Request) {}, Route{Prefix: "/v1"})
+	rl, err := New(WithResolver(res), WithAPIKeys(APIKey{Key: testKey, ID: "k1", Tenant: "acme"}))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rl.Shutdown(testkit.Context(t)) })
+	front := httptest.NewServer(rl)
+	t.Cleanup(front.Close)
+	req := e.request("POST", "/v1/chat/completions", `{"model":"m","stream":true}`)
+	req.URL, err = url.Parse(front.URL + "/v1/chat/completions")
+	require.NoError(t, err)
+	resp, err := front.Client().Do(req)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, contentChunk+doneChunk, string(body))
+	first := testkit.Recv(t, results, "the first attempt was not reported")
+	assert.ErrorIs(t, first.Err, ErrNoFirstContent)
+	assert.Zero(t, first.Status)
+	second := testkit.Recv(t, results, "the second attempt was not reported")
+	assert.Equal(t, AttemptResult{Status: 200}, second)
 }
