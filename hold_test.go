@@ -3,6 +3,7 @@ package relay
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -368,4 +369,41 @@ func TestHoldTellsDone(t *testing.T) {
 	assert.Zero(t, first.Status)
 	second := testkit.Recv(t, results, "the second attempt was not reported")
 	assert.Equal(t, AttemptResult{Status: 200}, second)
+}
+
+// TestHoldClientLeaves: a client that leaves while its stream is held
+// cancels the upstream at once, is recorded as gone, and no other
+// upstream is asked.
+func TestHoldClientLeaves(t *testing.T) {
+	sent, ended := make(chan struct{}), make(chan struct{})
+	stall := func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, roleChunk)
+		w.(http.Flusher).Flush()
+		close(sent)
+		<-r.Context().Done()
+		close(ended)
+	}
+	notCalled := func(http.ResponseWriter, *http.Request) { t.Error("failed over for a client that left") }
+	e, n := newHoldEnv(t, Route{}, stall, notCalled)
+	ctx, cancel := context.WithCancel(testkit.Context(t))
+	req := e.request("POST", "/v1/chat/completions", `{"model":"m","stream":true}`).WithContext(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := e.front.Client().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	testkit.Recv(t, sent, "the upstream was not asked")
+	cancel()
+	testkit.Recv(t, ended, "the upstream was not cancelled")
+	assert.Error(t, testkit.Recv(t, errc, "the client's request did not end"), "no headers were sent")
+	e.handled()
+	rec := e.lastRecord()
+	assert.Equal(t, StatusClientClosedRequest, rec.Status)
+	assert.True(t, rec.ClientGone)
+	assert.Equal(t, int32(1), n.Load())
 }
