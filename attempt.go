@@ -15,14 +15,18 @@ const (
 	defaultConnectTimeout   = 10 * time.Second
 	defaultFirstByteTimeout = 10 * time.Minute
 	defaultIdleTimeout      = 5 * time.Minute
+	// defaultFirstTokenTimeout: reasoning models have been seen silent for
+	// 8.5 minutes before their first token.
+	defaultFirstTokenTimeout = 15 * time.Minute
 )
 
 // Causes of cancellation of an upstream attempt.
 const (
-	errConnectTimeout   = Error("upstream connect timeout")
-	errFirstByteTimeout = Error("upstream first byte timeout")
-	errIdleTimeout      = Error("upstream idle timeout")
-	errTotalTimeout     = Error("upstream total timeout")
+	errConnectTimeout    = Error("upstream connect timeout")
+	errFirstByteTimeout  = Error("upstream first byte timeout")
+	errIdleTimeout       = Error("upstream idle timeout")
+	errFirstTokenTimeout = Error("upstream first token timeout")
+	errTotalTimeout      = Error("upstream total timeout")
 )
 
 // errFailover is what an attempt returns when the next backend is to be
@@ -87,10 +91,16 @@ func (ex *exchange) try(b Backend, i int, last bool) error {
 	a := ex.up.a
 	resp, err := ex.send(a, b)
 	cause := context.Cause(a.ctx)
-	ex.report(b, cause, resp, err)
+	held := err == nil && ex.holds(last, resp)
+	if !held { // a held attempt is reported once its stream has its fate
+		ex.report(b, cause, resp, err)
+	}
 	if err != nil {
 		a.end()
 		return ex.attemptFailed(b, i, last, cause, err)
+	}
+	if held {
+		return ex.holdFirstContent(a, b, resp) // hold.go
 	}
 	if ex.incl == inclSent && resp.StatusCode == http.StatusBadRequest && ex.refusesUsageEdit(a, b, resp) {
 		a.endRefused()
@@ -195,8 +205,9 @@ func (u *upstream) end() {
 func effective(route, relay Timeouts) Timeouts {
 	to := route.merge(relay).merge(Timeouts{
 		Connect: defaultConnectTimeout, FirstByte: defaultFirstByteTimeout, Idle: defaultIdleTimeout,
+		FirstToken: defaultFirstTokenTimeout,
 	})
-	for _, d := range []*time.Duration{&to.Connect, &to.FirstByte, &to.Idle, &to.Total} {
+	for _, d := range []*time.Duration{&to.Connect, &to.FirstByte, &to.FirstToken, &to.Idle, &to.Total} {
 		*d = max(*d, 0)
 	}
 	return to
@@ -226,8 +237,11 @@ type attempt struct {
 	stage uint8
 
 	inBase bool // ctx is the exchange's base context, not one of the attempt's own
+	// awaiting: an event stream's reads are bounded by firstToken, not
+	// idle, until its first content event (awaitContent, contentSeen).
+	awaiting bool
 
-	connect, firstByte, idle time.Duration
+	connect, firstByte, firstToken, idle time.Duration
 }
 
 // Stages of an attempt, in order; the trace's hooks only move forward.
@@ -242,7 +256,7 @@ const (
 // baseCancel is given, in base itself (one context fewer is one less
 // registration with the parent per request).
 func newAttempt(base context.Context, baseCancel context.CancelCauseFunc, to Timeouts) *attempt {
-	a := &attempt{connect: to.Connect, firstByte: to.FirstByte, idle: to.Idle}
+	a := &attempt{connect: to.Connect, firstByte: to.FirstByte, firstToken: to.FirstToken, idle: to.Idle}
 	if a.inBase = baseCancel != nil; a.inBase {
 		a.ctx, a.cancel = base, baseCancel
 	} else {
@@ -305,10 +319,25 @@ func (a *attempt) headersIn() bool {
 	return a.bound(0, nil) && a.ctx.Err() == nil
 }
 
-// reading bounds a body Read by Idle, and read ends that bound when the
-// Read returns: only upstream silence counts, not time spent writing to a
-// slow client.
-func (a *attempt) reading() { a.bound(a.idle, errIdleTimeout) }
+// reading bounds a body Read by Idle (FirstToken while an event stream
+// awaits its first content), and read ends that bound when the Read
+// returns: only upstream silence counts, not time spent writing to a slow
+// client.
+func (a *attempt) reading() {
+	if a.awaiting {
+		a.bound(a.firstToken, errFirstTokenTimeout)
+		return
+	}
+	a.bound(a.idle, errIdleTimeout)
+}
+
+// awaitContent bounds the reads of an event stream whose content events
+// the relay can see by FirstToken until contentSeen.
+func (a *attempt) awaitContent() { a.awaiting = true }
+
+// contentSeen: the stream's first content event was read; Idle bounds the
+// reads from now on.
+func (a *attempt) contentSeen() { a.awaiting = false }
 
 func (a *attempt) read() { a.bound(0, nil) }
 

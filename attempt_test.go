@@ -111,16 +111,48 @@ func TestAttemptTimeouts(t *testing.T) {
 			upstream: func(w http.ResponseWriter, r *http.Request) {
 				_, _ = io.ReadAll(r.Body)
 				w.Header().Set("Content-Type", "text/event-stream")
-				_, _ = io.WriteString(w, "data: 1\n\n")
+				_, _ = io.WriteString(w, contentChunk) // Idle bounds the reads after content
 				w.(http.Flusher).Flush()
 				<-r.Context().Done()
 			},
 			timeouts: Timeouts{Idle: short},
 			status:   200,
-			body: "data: 1\n\n" + "event: error\ndata: " +
+			body: contentChunk + "event: error\ndata: " +
 				`{"error":{"message":"The upstream stream stalled.","type":"server_error","param":null,"code":"upstream_timeout"}}` + "\n\n",
 			errType: ErrTypeUpstreamTimeout,
 			cause:   "upstream idle timeout",
+		},
+		{
+			// Before its first content an event stream's silence is
+			// bounded by FirstToken, not Idle (one upstream: no failover).
+			name: "first token, before content",
+			upstream: func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.ReadAll(r.Body)
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = io.WriteString(w, roleChunk)
+				w.(http.Flusher).Flush()
+				<-r.Context().Done()
+			},
+			timeouts: Timeouts{FirstToken: short, Idle: time.Hour},
+			status:   200,
+			body: roleChunk + "event: error\ndata: " +
+				`{"error":{"message":"The upstream stream stalled.","type":"server_error","param":null,"code":"upstream_timeout"}}` + "\n\n",
+			errType: ErrTypeUpstreamTimeout,
+			cause:   "upstream first token timeout",
+		},
+		{
+			name: "idle does not bound the wait for first content",
+			upstream: func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.ReadAll(r.Body)
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = io.WriteString(w, roleChunk)
+				w.(http.Flusher).Flush()
+				<-time.After(4 * short) // longer than Idle, before content
+				_, _ = io.WriteString(w, contentChunk)
+			},
+			timeouts: Timeouts{FirstToken: time.Hour, Idle: short},
+			status:   200,
+			body:     roleChunk + contentChunk,
 		},
 	}
 	for _, tt := range tests {

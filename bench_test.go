@@ -274,3 +274,51 @@ func TestNoAllocationPerLargeEvent(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkHold relays a short stream (a role chunk, one content chunk,
+// [DONE]) per op through a route of two upstreams, held until its first
+// content (held) and not (unheld), and through the bare proxy: held minus
+// unheld is what the hold adds to time to first content (the three events
+// arrive in three reads; the hold reads the first two before it sends the
+// headers).
+func BenchmarkHold(b *testing.B) {
+	tr := &memTransport{sse: [][]byte{
+		[]byte(`data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}` + "\n\n"),
+		[]byte(`data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Hi"}}]}` + "\n\n"),
+		[]byte("data: [DONE]\n\n"),
+	}}
+	handlers := map[string]http.Handler{}
+	for _, name := range []string{"held", "unheld"} {
+		rl, err := New(
+			WithRoutes(Route{Name: "r", Prefix: "/", NoFirstContentHold: name == "unheld", Upstreams: []Upstream{
+				{Name: "a", URL: "http://a.test", AuthHeader: "Authorization", AuthValue: "sk-up"},
+				{Name: "b", URL: "http://b.test", AuthHeader: "Authorization", AuthValue: "sk-up"},
+			}}),
+			WithAPIKeys(APIKey{Key: testKey, Tenant: "t"}),
+			WithRegisterer(prometheus.NewRegistry()),
+			WithRecorder(NopRecorder{}),
+			WithTransport(tr),
+		)
+		if err != nil {
+			b.Fatal(err)
+		}
+		handlers[name] = rl
+	}
+	target, _ := url.Parse("http://a.test")
+	handlers["bare"] = &httputil.ReverseProxy{
+		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+		Transport:  tr,
+		BufferPool: newBufferPool(),
+	}
+	for _, name := range []string{"bare", "unheld", "held"} {
+		b.Run(name, func(b *testing.B) {
+			h := handlers[name]
+			w := &discardWriter{h: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				h.ServeHTTP(w, benchRequest("/v1/chat/completions"))
+			}
+		})
+	}
+}

@@ -157,7 +157,7 @@ func (ex *exchange) failed(phase int, cause, err error) error {
 // deadline, or the transport's timeout.
 func isTimeout(cause, err error) bool {
 	switch cause {
-	case errConnectTimeout, errFirstByteTimeout, errIdleTimeout, errTotalTimeout:
+	case errConnectTimeout, errFirstByteTimeout, errFirstTokenTimeout, errIdleTimeout, errTotalTimeout:
 		return true
 	}
 	var ne net.Error

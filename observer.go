@@ -80,6 +80,7 @@ func (ex *exchange) contentAt(at time.Time) {
 	since := at.Sub(ex.rec.Start)
 	if ex.rec.TTFT == 0 {
 		ex.rec.TTFT = max(since, 1)
+		ex.up.a.contentSeen()
 	} else {
 		if o.interChunk == nil {
 			o.interChunk = ex.rl.metrics.interChunk.WithLabelValues(ex.route, ex.rl.modelLabel(ex.rec.Model))

@@ -261,7 +261,7 @@ func WithMaxBodyBytes(n int64) Option {
 
 // WithTimeouts sets default upstream timeouts; routes override them field
 // by field. Zero fields keep the built-in defaults (Connect 10s, FirstByte
-// 10m, Idle 5m, Total none); negative ones mean no limit.
+// 10m, FirstToken 15m, Idle 5m, Total none); negative ones mean no limit.
 func WithTimeouts(t Timeouts) Option {
 	return func(c *config) error { c.timeouts = t; return nil }
 }

@@ -294,7 +294,9 @@ func TestFailover(t *testing.T) {
 		w.WriteHeader(429)
 	}))
 	defer busy.Close()
-	flaky := httptest.NewServer(hijackAfter("text/event-stream", "data: {\"a\":1}\n\n"))
+	// A content event, then a reset: the first content commits the stream
+	// (hold.go), so nothing after it fails over.
+	flaky := httptest.NewServer(hijackAfter("text/event-stream", "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"))
 	defer flaky.Close()
 	unused := func(w http.ResponseWriter, r *http.Request) { t.Error("unexpected upstream call") }
 
@@ -308,7 +310,7 @@ func TestFailover(t *testing.T) {
 	}{
 		{"connection refused moves on", deadURL, good, 2, "alive", 1},
 		{"429 moves on", busy.URL, good, 2, "alive", 1},
-		{"failure after the first byte is never retried", flaky.URL, "data: {\"a\":1}\n\nevent: error\n", 1, "first", 0},
+		{"failure after the first content is never retried", flaky.URL, "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\nevent: error\n", 1, "first", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -24,10 +24,12 @@
 // cannot be reached is a 502 and one that does not answer in time a 504;
 // a request that Shutdown cuts before its response is a 503. A stream that
 // fails after its first byte ends with an error event (SSE) or is aborted
-// (other bodies). Each upstream attempt's waits are bounded in turn by the
-// route's Timeouts: Connect, FirstByte, then Idle for each read of the
-// body (time spent writing to a slow client does not count), all within
-// Total.
+// (other bodies); an event stream that fails before its first content
+// event fails over instead while an attempt is left (Route.NoFirstContentHold).
+// Each upstream attempt's waits are bounded in turn by the route's
+// Timeouts: Connect, FirstByte, then, for each read of the body, FirstToken
+// until an event stream's first content event and Idle after it (time
+// spent writing to a slow client does not count), all within Total.
 //
 // # Zero values
 //
@@ -108,6 +110,9 @@ type Relay struct {
 	stopSettling context.CancelFunc
 	// noDeadlineWarned: the ResponseWriter-without-deadlines warning was logged.
 	noDeadlineWarned atomic.Bool
+	// keepAliveHook, set by tests before any request, is told of each
+	// keep-alive timer's firing (keepalive.go).
+	keepAliveHook func(wrote bool)
 
 	mu       sync.Mutex
 	draining bool

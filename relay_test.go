@@ -393,12 +393,12 @@ func TestMidStreamFailureIsVisible(t *testing.T) {
 			upstream: func(w http.ResponseWriter, r *http.Request) {
 				_, _ = io.ReadAll(r.Body)
 				w.Header().Set("Content-Type", "text/event-stream")
-				_, _ = io.WriteString(w, "data: 1\n\n")
+				_, _ = io.WriteString(w, contentChunk) // Idle bounds the reads after content
 				w.(http.Flusher).Flush()
 				<-r.Context().Done()
 			},
 			route: Route{Prefix: "/v1", Timeouts: Timeouts{Idle: 50 * time.Millisecond}},
-			want: "data: 1\n\n" + "event: error\ndata: " +
+			want: contentChunk + "event: error\ndata: " +
 				`{"error":{"message":"The upstream stream stalled.","type":"server_error","param":null,"code":"upstream_timeout"}}` + "\n\n",
 			errType: ErrTypeUpstreamTimeout,
 		},

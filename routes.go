@@ -64,7 +64,7 @@ const (
 
 // Timeouts bound an upstream exchange. A zero field takes the relay's
 // value (WithTimeouts), then the default: Connect 10s, FirstByte 10m,
-// Idle 5m, Total none. A negative field means no limit.
+// FirstToken 15m, Idle 5m, Total none. A negative field means no limit.
 //
 // None of them is http.Client.Timeout, which would cut long streams: a
 // healthy stream that keeps sending is bounded only by Total.
@@ -74,8 +74,18 @@ type Timeouts struct {
 	// FirstByte bounds the wait for the response headers, counted from
 	// when the request is sent.
 	FirstByte time.Duration
+	// FirstToken bounds each read of an event stream before its first
+	// content event (text, reasoning, tool call or audio: the event that
+	// times TTFT), in place of Idle: a reasoning model may think for
+	// minutes before it writes. While the relay holds a stream for
+	// failover (Route.NoFirstContentHold), its running out moves on to
+	// the next upstream; otherwise the stream ends with a timeout error
+	// event. Streams the relay cannot read for content (compressed in a
+	// coding it does not decode) and other bodies use Idle throughout.
+	FirstToken time.Duration
 	// Idle bounds each read of the response body: the upstream's silence,
-	// not the time spent writing to a slow client.
+	// not the time spent writing to a slow client. For an event stream it
+	// applies from the first content event on (see FirstToken).
 	Idle time.Duration
 	// Total bounds the whole exchange, streaming included.
 	Total time.Duration
@@ -88,6 +98,9 @@ func (t Timeouts) merge(d Timeouts) Timeouts {
 	}
 	if t.FirstByte == 0 {
 		t.FirstByte = d.FirstByte
+	}
+	if t.FirstToken == 0 {
+		t.FirstToken = d.FirstToken
 	}
 	if t.Idle == 0 {
 		t.Idle = d.Idle
@@ -177,6 +190,25 @@ type Route struct {
 	// first byte reaches the client, counting each key of a pool. Zero
 	// means one per upstream key, at most 3; negative is an error.
 	MaxAttempts int
+	// NoFirstContentHold turns off the hold of event streams until their
+	// first content event. By default, when a request has an attempt left
+	// to fail over to, the relay holds a successful event stream's
+	// headers and leading non-content events (a role-only chunk,
+	// message_start, ping, response.created, comments; at most 64 KiB)
+	// until its first content event, and fails over invisibly when the
+	// stream ends, breaks, carries an error event or times out
+	// (Timeouts.FirstToken) before it. The first content event releases
+	// what was held in the read that brought it. With the hold off, a
+	// stream is relayed from its first byte, and never fails over.
+	NoFirstContentHold bool
+	// KeepAlive, when positive, sends the client an SSE comment
+	// (": keep-alive") after each KeepAlive of upstream silence, so that
+	// proxies and load balancers with idle timeouts keep an event stream
+	// open while a model thinks. Comments go only between events, never
+	// inside one, and only once the response's headers are sent: a
+	// stream held for failover is released by its first keep-alive.
+	// Zero means none; negative is an error.
+	KeepAlive time.Duration
 }
 
 // Target is a resolved request: where it goes and how it is relayed.
@@ -196,6 +228,9 @@ type Target struct {
 	// MaxAttempts of them. There is at least one.
 	Backends    []Backend
 	MaxAttempts int
+	// NoFirstContentHold and KeepAlive are the route's (see Route).
+	NoFirstContentHold bool
+	KeepAlive          time.Duration
 	// PassHeaders names account-selecting client headers to forward (see
 	// Route.PassHeaders); nil drops them all. Compared case-insensitively.
 	PassHeaders []string
@@ -220,8 +255,10 @@ type Backend struct {
 type AttemptResult struct {
 	// Status is the upstream's status, 0 when Err is not nil.
 	Status int
-	// Err is the transport error, if any. It may contain the upstream URL:
-	// do not show it to clients.
+	// Err is the transport error, if any, or ErrNoFirstContent for an
+	// event stream that failed before its first content and was failed
+	// over (hold.go). It may contain the upstream URL: do not show it to
+	// clients.
 	Err error
 	// RetryAfter is the upstream's Retry-After, when it sent one.
 	RetryAfter time.Duration
@@ -388,6 +425,9 @@ func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, clo
 	}
 	if r.MaxAttempts < 0 {
 		p.add("MaxAttempts", "", "cannot be negative", "MaxAttempts cannot be negative")
+	}
+	if r.KeepAlive < 0 {
+		p.add("KeepAlive", "", "cannot be negative", "KeepAlive cannot be negative")
 	}
 	cr := &compiledRoute{Route: r, prefix: pfx, headers: make(http.Header, len(r.Headers))}
 	for _, k := range slices.Sorted(maps.Keys(r.Headers)) { // sorted: the same report every time
@@ -614,6 +654,9 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 		Timeouts:    cr.Timeouts,
 		MaxAttempts: cr.maxTries,
 		PassHeaders: cr.pass,
+
+		NoFirstContentHold: cr.NoFirstContentHold,
+		KeepAlive:          cr.KeepAlive,
 	}
 	now := lazyNow{clock: t.clock}
 	tg.Backends = cr.pick(&now, fwd, query, out, urls)

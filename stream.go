@@ -126,6 +126,7 @@ func (ex *exchange) observe(kind StreamKind, resp *http.Response, parser *ssePar
 	if kind != KindSSE || ex.stream.obs == nil {
 		return nil, d
 	}
+	ex.up.a.awaitContent() // its content events are seen, by p or by d's parser
 	*parser = sseParser{maxData: maxObservedHead, tailCap: observedTail, onEvent: ex.onEvent,
 		acct: obsAccount{budget: &ex.rl.observed}, field: parser.field, name: parser.name,
 		hide: d == nil && ex.hidesUsageChunk(kind, resp)}
@@ -151,11 +152,20 @@ func (ex *exchange) copyBody(body io.Reader, p *sseParser, d *decoder) error {
 	pool := &rl.smallBufs
 	bufp := pool.Get().(*[]byte)
 	defer func() { pool.Put(bufp) }()
+	k := ex.startKeepAlive(p, d) // nil unless the route sends keep-alives
+	defer k.stop()
 	for {
 		buf := *bufp
 		a.reading()
+		k.waiting()
 		n, err := body.Read(buf)
+		gone := k.woke()
 		a.read()
+		if gone && !ex.rec.ClientGone { // a keep-alive found the client gone
+			if werr := ex.clientGone(); !ex.drains() {
+				return werr
+			}
+		}
 		if n > 0 {
 			if werr := ex.pass(buf[:n], p, d); werr != nil {
 				return werr

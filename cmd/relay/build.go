@@ -83,11 +83,14 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 		MaxAttempts:   r.MaxAttempts,
 		PassHeaders:   r.PassHeaders,
 		Timeouts: relay.Timeouts{
-			Connect:   time.Duration(r.Timeouts.Connect),
-			FirstByte: time.Duration(r.Timeouts.FirstByte),
-			Idle:      time.Duration(r.Timeouts.Idle),
-			Total:     time.Duration(r.Timeouts.Total),
+			Connect:    time.Duration(r.Timeouts.Connect),
+			FirstByte:  time.Duration(r.Timeouts.FirstByte),
+			FirstToken: time.Duration(r.Timeouts.FirstToken),
+			Idle:       time.Duration(r.Timeouts.Idle),
+			Total:      time.Duration(r.Timeouts.Total),
 		},
+		NoFirstContentHold: r.NoFirstContentHold,
+		KeepAlive:          time.Duration(r.KeepAlive),
 	}
 	if len(r.Upstreams) == 0 {
 		rt.Upstream = r.Upstream

@@ -94,6 +94,9 @@ type routeConfig struct {
 	Timeouts      timeoutsConfig    `yaml:"timeouts"`
 	MaxAttempts   int               `yaml:"max_attempts"`
 	PassHeaders   []string          `yaml:"pass_headers"`
+	// NoFirstContentHold and KeepAlive are relay.Route's.
+	NoFirstContentHold bool     `yaml:"no_first_content_hold"`
+	KeepAlive          duration `yaml:"keep_alive"`
 }
 
 type upstreamConfig struct {
@@ -107,10 +110,11 @@ type upstreamConfig struct {
 }
 
 type timeoutsConfig struct {
-	Connect   duration `yaml:"connect"`
-	FirstByte duration `yaml:"first_byte"`
-	Idle      duration `yaml:"idle"`
-	Total     duration `yaml:"total"`
+	Connect    duration `yaml:"connect"`
+	FirstByte  duration `yaml:"first_byte"`
+	FirstToken duration `yaml:"first_token"`
+	Idle       duration `yaml:"idle"`
+	Total      duration `yaml:"total"`
 }
 
 type rateLimitConfig struct {
