@@ -90,7 +90,13 @@ type routeConfig struct {
 	Headers       map[string]string `yaml:"headers"`
 	Timeouts      timeoutsConfig    `yaml:"timeouts"`
 	MaxAttempts   int               `yaml:"max_attempts"`
+	Backoff       backoffConfig     `yaml:"backoff"`
 	PassHeaders   []string          `yaml:"pass_headers"`
+}
+
+type backoffConfig struct {
+	Base duration `yaml:"base"`
+	Max  duration `yaml:"max"`
 }
 
 type upstreamConfig struct {
