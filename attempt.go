@@ -40,6 +40,7 @@ func (ex *exchange) roundTrip() error {
 		base, ex.up.stopTotal = context.WithTimeoutCause(base, to.Total, errTotalTimeout)
 		baseCancel = nil // a cancel of base's parent would not carry the total's cause
 	}
+	t.claimProbe() // now that the request is admitted (health.go)
 	// Attempts past the backends retry the last one, after a backoff
 	// (retry.go).
 	nb, tries := len(t.Backends), t.MaxAttempts

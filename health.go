@@ -96,11 +96,12 @@ func (b *backendPool) rested(reason int) {
 }
 
 // order writes the order in which a request tries the route's upstreams
-// to ord: the half-open upstream this request probes, if it claimed one;
-// then the available upstreams in round-robin order from first; then the
+// to ord: a half-open upstream whose probe is due, for this request to
+// probe (tg.probe; claimed by claimProbe before the first attempt); then
+// the available upstreams in round-robin order from first; then the
 // resting ones, the one whose rest ends first first. Available upstreams
 // cost an atomic load each, no clock reading and no lock.
-func (cr *compiledRoute) order(now *lazyNow, first int, ord []int) []int {
+func (cr *compiledRoute) order(now *lazyNow, tg *Target, first int, ord []int) []int {
 	n := len(cr.backends)
 	ord = ord[:0]
 	probe, resting := -1, 0
@@ -111,8 +112,8 @@ func (cr *compiledRoute) order(now *lazyNow, first int, ord []int) []int {
 		switch {
 		case u == 0:
 			ord = append(ord, i)
-		case probe < 0 && b.claimProbe(now, u):
-			probe = i
+		case probe < 0 && probeDue(now, u):
+			probe, tg.probe, tg.probeSeen = i, b, u
 		default:
 			resting++
 		}
@@ -173,19 +174,35 @@ func restEnd(b *backendPool) int64 {
 	return u
 }
 
-// claimProbe makes this request the half-open upstream's probe when its
-// rest (or the window of an earlier probe that never reported) is over.
-// Only one request wins the swap.
-func (b *backendPool) claimProbe(now *lazyNow, u int64) bool {
+// probeDue reports whether a resting upstream's rest, or the window of
+// an earlier probe that never reported, is over at now.
+func probeDue(now *lazyNow, u int64) bool {
 	t := now.now().UnixNano()
-	if (u > 0 && t < u) || (u < 0 && t < -u) {
-		return false
+	return (u > 0 && t >= u) || (u < 0 && t >= -u)
+}
+
+// claimProbe is called once before a request's first attempt. When
+// Resolve put a half-open upstream first for this request to probe, it
+// claims the probe: only one request wins the swap from the state Resolve
+// saw. A request that lost it (another is probing) moves that upstream
+// last, where resting upstreams go.
+func (t *Target) claimProbe() {
+	b := t.probe
+	if b == nil {
+		return
 	}
-	if !b.until.CompareAndSwap(u, -(t + int64(probeWindow))) {
-		return false
+	t.probe = nil
+	now := b.clock.Now()
+	if probeDue(&lazyNow{t: now, read: true}, t.probeSeen) &&
+		b.until.CompareAndSwap(t.probeSeen, -(now.UnixNano()+int64(probeWindow))) {
+		b.setState(stateHalfOpen)
+		return
 	}
-	b.setState(stateHalfOpen)
-	return true
+	if bs := t.Backends; len(bs) > 1 {
+		first := bs[0]
+		copy(bs, bs[1:])
+		bs[len(bs)-1] = first
+	}
 }
 
 // report rests a key, and maybe its upstream, after a failure, and
@@ -203,9 +220,11 @@ func (b *backendPool) report(idx int, a AttemptResult) {
 	defer b.mu.Unlock()
 	k := &b.keys[idx]
 	if !failed {
+		// A success closes a half-open upstream (its probe, or a request
+		// that had it as a last resort). A resting one rests on until its
+		// probe: the success may be of a request sent before the rest.
 		k.failures, b.failures = 0, 0
-		if b.until.Load() != 0 {
-			b.until.Store(0)
+		if u := b.until.Load(); u < 0 && b.until.CompareAndSwap(u, 0) {
 			b.setState(stateClosed)
 		}
 		return

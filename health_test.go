@@ -101,6 +101,13 @@ func TestUpstreamRestsForRetryAfter(t *testing.T) {
 
 			a.status.Store(200)
 			clock.advance(time.Millisecond)
+			unauth := e.request("POST", "/v1/chat/completions", `{}`)
+			unauth.Header.Set("Authorization", "Bearer wrong")
+			resp, _ := e.do(unauth)
+			require.Equal(t, 401, resp.StatusCode)
+			assert.Equal(t, int32(1), a.calls.Load())
+			assert.Equal(t, 2.0, testutil.ToFloat64(m.upstreamState.WithLabelValues("test", "a")),
+				"a refused request does not claim the probe")
 			assert.Equal(t, 200, post())
 			assert.Equal(t, int32(2), a.calls.Load(), "the probe goes to the rested upstream first")
 			assert.Equal(t, 0.0, testutil.ToFloat64(m.upstreamState.WithLabelValues("test", "a")), "closed")
@@ -159,9 +166,12 @@ func TestBreakerOpensProbesAndCloses(t *testing.T) {
 	rt.instrument(m)
 	state := func() float64 { return testutil.ToFloat64(m.upstreamState.WithLabelValues("r", "a")) }
 	req, _ := http.NewRequest("POST", "http://relay/v1", nil)
+	// resolve resolves and claims the probe, as the relay does before
+	// the first attempt.
 	resolve := func() *Target {
 		tg, err := rt.Resolve(req)
 		require.NoError(t, err)
+		tg.claimProbe()
 		return tg
 	}
 	firstA := func(tg *Target) *Backend {
@@ -228,7 +238,8 @@ func TestBreakerOpensProbesAndCloses(t *testing.T) {
 	assert.Equal(t, map[string]int{"a": 2, "b": 2}, firsts, "round robin again")
 }
 
-// TestProbeWindow: a probe whose request never reports (its client left)
+// TestProbeWindow: the probe is claimed before the first attempt, by one
+// request only; a probe whose request never reports (its client left)
 // holds the half-open state for probeWindow only; then another request
 // probes.
 func TestProbeWindow(t *testing.T) {
@@ -238,19 +249,32 @@ func TestProbeWindow(t *testing.T) {
 	}}}, clock)
 	require.NoError(t, err)
 	req, _ := http.NewRequest("POST", "http://relay/v1", nil)
-	tg, _ := rt.Resolve(req)
+	resolve := func() *Target {
+		tg, err := rt.Resolve(req)
+		require.NoError(t, err)
+		tg.claimProbe()
+		return tg
+	}
+	tg := resolve()
 	require.Equal(t, "a", tg.Backends[0].Name)
 	tg.Backends[0].Done(AttemptResult{Status: 503, RetryAfter: time.Second})
 	clock.advance(time.Second)
-	tg, _ = rt.Resolve(req)
-	require.Equal(t, "a", tg.Backends[0].Name, "the probe")
+
+	// Two requests resolved before either claims: one probes, the other
+	// has the upstream last.
+	t1, _ := rt.Resolve(req)
+	t2, _ := rt.Resolve(req)
+	assert.Equal(t, "a", t1.Backends[0].Name, "put first to probe")
+	assert.Equal(t, "a", t2.Backends[0].Name, "put first to probe")
+	t1.claimProbe()
+	t2.claimProbe()
+	assert.Equal(t, "a", t1.Backends[0].Name, "the probe")
+	assert.Equal(t, []string{"b", "a"}, []string{t2.Backends[0].Name, t2.Backends[1].Name}, "the probe was taken: a goes last")
 	for range 3 {
-		tg, _ = rt.Resolve(req)
-		assert.Equal(t, "b", tg.Backends[0].Name, "the probe is under way")
+		assert.Equal(t, "b", resolve().Backends[0].Name, "the probe is under way")
 	}
 	clock.advance(probeWindow)
-	tg, _ = rt.Resolve(req)
-	assert.Equal(t, "a", tg.Backends[0].Name, "a probe that never reported is replaced")
+	assert.Equal(t, "a", resolve().Backends[0].Name, "a probe that never reported is replaced")
 }
 
 // TestAllUpstreamsResting: when every upstream rests, the request still
@@ -264,12 +288,14 @@ func TestAllUpstreamsResting(t *testing.T) {
 	require.NoError(t, err)
 	req, _ := http.NewRequest("POST", "http://relay/v1", nil)
 	tg, _ := rt.Resolve(req)
+	tg.claimProbe()
 	rests := map[string]time.Duration{"a": 30 * time.Second, "b": 10 * time.Second, "c": 20 * time.Second}
 	for _, b := range tg.Backends {
 		b.Done(AttemptResult{Status: 429, RetryAfter: rests[b.Name]})
 	}
 	for range 3 {
 		tg, _ = rt.Resolve(req)
+		tg.claimProbe()
 		var names []string
 		for _, b := range tg.Backends {
 			names = append(names, b.Name)

@@ -220,6 +220,13 @@ type Target struct {
 	// PassHeaders names account-selecting client headers to forward (see
 	// Route.PassHeaders); nil drops them all. Compared case-insensitively.
 	PassHeaders []string
+
+	// probe is the half-open upstream RouteTable put first, and probeSeen
+	// its state then: the relay claims the probe just before the first
+	// attempt (health.go), so that a request refused earlier (401, 429,
+	// 413) never holds it.
+	probe     *backendPool
+	probeSeen int64
 }
 
 // Backend is one concrete upstream request.
@@ -653,7 +660,7 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 		PassHeaders: cr.pass,
 	}
 	now := lazyNow{clock: t.clock}
-	tg.Backends = cr.pick(&now, fwd, query, out, urls)
+	tg.Backends = cr.pick(&now, tg, fwd, query, out, urls)
 	return tg, nil
 }
 
@@ -704,7 +711,7 @@ func (l *lazyNow) now() time.Time {
 // non-resting key; a half-open upstream's probe goes first and resting
 // upstreams last (order, health.go). It appends them to out (with room for max(backends,
 // maxTries)), their URLs in urls.
-func (cr *compiledRoute) pick(now *lazyNow, path, query string, out []Backend, urls []url.URL) []Backend {
+func (cr *compiledRoute) pick(now *lazyNow, tg *Target, path, query string, out []Backend, urls []url.URL) []Backend {
 	n := len(cr.backends)
 	first := 0
 	if n > 1 {
@@ -726,7 +733,7 @@ func (cr *compiledRoute) pick(now *lazyNow, path, query string, out []Backend, u
 	} else {
 		firstKey, ord = make([]int, n), make([]int, 0, n)
 	}
-	ord = cr.order(now, first, ord)
+	ord = cr.order(now, tg, first, ord)
 	for round := 0; round == 0 || len(out) < cr.maxTries; round++ {
 		added := false
 		for k := 0; k < n && (round == 0 || len(out) < cr.maxTries); k++ {
