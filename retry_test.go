@@ -204,3 +204,19 @@ func TestNoRetryAfterFirstByte(t *testing.T) {
 	assert.Equal(t, int32(1), calls.Load())
 	assert.Empty(t, rec.all())
 }
+
+// TestRetryBackoffCountsAgainstTotal: the route's Total timeout bounds the
+// backoff too: a wait that outlasts it ends with the timeout's answer.
+func TestRetryBackoffCountsAgainstTotal(t *testing.T) {
+	var calls atomic.Int32
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(503)
+	}, Route{Prefix: "/v1", MaxAttempts: 2, Timeouts: Timeouts{Total: 500 * time.Millisecond}})
+	rec := recordBackoff(e.relay, false, true) // the wait itself never ends
+	resp, _ := e.do(e.request("POST", "/v1/chat/completions", `{}`))
+	assert.Equal(t, 504, resp.StatusCode)
+	assert.Len(t, rec.all(), 1)
+	assert.Equal(t, int32(1), calls.Load())
+	assert.Equal(t, ErrTypeUpstreamTimeout, e.lastRecord().ErrorType)
+}

@@ -251,7 +251,9 @@ type AttemptResult struct {
 	// Err is the transport error, if any. It may contain the upstream URL:
 	// do not show it to clients.
 	Err error
-	// RetryAfter is the upstream's Retry-After, when it sent one.
+	// RetryAfter is how long the upstream asked to wait, when it said:
+	// its retry-after-ms (OpenAI, Azure), else its Retry-After, at most 5
+	// minutes for a retry-after-ms.
 	RetryAfter time.Duration
 }
 
