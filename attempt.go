@@ -44,17 +44,20 @@ func (ex *exchange) roundTrip() error {
 		base, ex.up.stopTotal = context.WithTimeoutCause(base, to.Total, errTotalTimeout)
 		baseCancel = nil // a cancel of base's parent would not carry the total's cause
 	}
-	tries := t.MaxAttempts
-	if tries <= 0 || tries > len(t.Backends) {
-		tries = len(t.Backends)
+	t.claimProbe() // now that the request is admitted (health.go)
+	// Attempts past the backends retry the last one, after a backoff
+	// (retry.go).
+	nb, tries := len(t.Backends), t.MaxAttempts
+	if tries <= 0 {
+		tries = nb
 	}
-	// i counts backends and n attempts: an upstream that refuses the
+	// i counts attempts and n round trips: an upstream that refuses the
 	// include_usage edit gets the same request once more without it.
 	for i, n := 0, 1; i < tries; n++ {
 		if ex.left.Load() {
 			return ex.clientGone() // no upstream is asked for a client that left
 		}
-		b, last := t.Backends[i], i == tries-1
+		b, last := t.Backends[min(i, nb-1)], i == tries-1
 		ex.rec.Attempts, ex.rec.Upstream = n, b.Name
 		if b.URL == nil {
 			rl.log.Error("relay: resolver returned a backend without a URL", "route", ex.route, "upstream", b.Name)
@@ -69,9 +72,18 @@ func (ex *exchange) roundTrip() error {
 			own = baseCancel
 		}
 		ex.up.a = newAttempt(base, own, to) // ended by serve's deferred ex.up.end, a panic included
-		switch err := ex.try(b, i, last); err {
+		// retry: the next attempt, if any, is a retry of this backend.
+		retry := 0
+		if i+1 >= nb {
+			retry = i + 2 - nb
+		}
+		switch err := ex.try(b, i, last, retry); err {
 		case errFailover:
-			i++
+			if i++; retry > 0 {
+				if err := ex.backoff(base, b); err != nil {
+					return err
+				}
+			}
 		case errRetryPlain: // once: the edit is not sent again
 		default:
 			return err
@@ -84,16 +96,20 @@ func (ex *exchange) roundTrip() error {
 
 // try makes the attempt ex.up.a at backend b, the i-th. It returns nil
 // when the response is the one to relay (left in ex.up.resp),
-// errFailover when the next backend is to be tried, errRetryPlain when b
+// errFailover when the next attempt is to be made, errRetryPlain when b
 // is to be tried again without the include_usage edit, or the exchange's
-// error.
-func (ex *exchange) try(b Backend, i int, last bool) error {
+// error. A retry above 0 says the next attempt would be that retry of b:
+// it is made only for what planRetry accepts, else this answer is final.
+func (ex *exchange) try(b Backend, i int, last bool, retry int) error {
 	a := ex.up.a
 	resp, err := ex.send(a, b)
 	cause := context.Cause(a.ctx)
 	held := err == nil && ex.holds(last, resp)
 	if !held { // a held attempt is reported once its stream has its fate
-		ex.report(b, cause, resp, err)
+		res := ex.report(b, cause, resp, err)
+		if !last && retry > 0 && !ex.planRetry(res, cause, retry) {
+			last = true
+		}
 	}
 	if err != nil {
 		a.end()
@@ -142,17 +158,16 @@ func (ex *exchange) send(a *attempt, b Backend) (*http.Response, error) {
 	return resp, err
 }
 
-// report tells b's Done hook and the metrics how an attempt went. A client
-// that left, or a shutdown, says nothing about the upstream: the hook is
-// not told, and the metric counts it as canceled.
-func (ex *exchange) report(b Backend, cause error, resp *http.Response, err error) {
+// report tells b's Done hook and the metrics how an attempt went, and
+// returns what it told. A client that left, or a shutdown, says nothing
+// about the upstream: the hook is not told, and the metric counts it as
+// canceled.
+func (ex *exchange) report(b Backend, cause error, resp *http.Response, err error) AttemptResult {
 	ours := ex.r.Context().Err() != nil || cause == errShutdown
 	res := AttemptResult{Err: err}
 	if err == nil {
 		res.Status = resp.StatusCode
-		if v := resp.Header.Get("Retry-After"); v != "" { // the clock is read only for one
-			res.RetryAfter = parseRetryAfter(v, ex.rl.clock.Now())
-		}
+		res.RetryAfter = retryAfter(resp.Header, ex.rl.clock)
 	}
 	if b.Done != nil && !ours {
 		b.Done(res)
@@ -162,6 +177,7 @@ func (ex *exchange) report(b Backend, cause error, resp *http.Response, err erro
 		status = "canceled"
 	}
 	ex.rl.metrics.upstreamReqs.WithLabelValues(ex.route, b.Name, status).Inc()
+	return res
 }
 
 // attemptFailed decides what follows an attempt that got no response:
@@ -240,6 +256,8 @@ type attempt struct {
 	// awaiting: an event stream's reads are bounded by firstToken, not
 	// idle, until its first content event (awaitContent, contentSeen).
 	awaiting bool
+
+	wait time.Duration // the backoff before a retry follows the attempt (planRetry)
 
 	connect, firstByte, firstToken, idle time.Duration
 }

@@ -147,6 +147,21 @@ func safeError(err, cause error) string {
 	return err.Error()
 }
 
+// retryAfter is how long an upstream's answer asks to wait: its
+// retry-after-ms (OpenAI, Azure; milliseconds, the finer of the two),
+// else its Retry-After. The clock is read only for a Retry-After.
+func retryAfter(h http.Header, clock Clock) time.Duration {
+	if v := h["Retry-After-Ms"]; len(v) > 0 {
+		if ms, err := strconv.ParseFloat(strings.TrimSpace(v[0]), 64); err == nil && ms > 0 { // NaN is not
+			return time.Duration(min(ms, float64(maxRest/time.Millisecond)) * float64(time.Millisecond))
+		}
+	}
+	if v := h["Retry-After"]; len(v) > 0 && v[0] != "" {
+		return parseRetryAfter(v[0], clock.Now())
+	}
+	return 0
+}
+
 // parseRetryAfter reads a Retry-After in seconds or as an HTTP date.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {

@@ -34,6 +34,11 @@ type metrics struct {
 	limited      *children[prometheus.Counter]  // route, reason
 	// includeUsageRetries: route.
 	includeUsageRetries *children[prometheus.Counter]
+	// Upstream health (health.go), resolved once per upstream by
+	// RouteTable.instrument: route, upstream, reason; route, upstream.
+	upstreamRests *prometheus.CounterVec
+	upstreamState *prometheus.GaugeVec
+	retries       *children[prometheus.Counter] // route, upstream
 }
 
 // register registers cs with reg, all or none. It is the package's one
@@ -123,8 +128,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "relay_include_usage_retries_total",
 		Help: "Requests sent again without the stream_options.include_usage the relay added, after the upstream answered 400 naming it.",
 	}, []string{"route"})
+	upstreamRests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_upstream_rests_total",
+		Help: "Rests of upstream keys (reason retry_after or failures) and of whole upstreams (all_keys: every key rests; breaker: failures in a row; reopened: a failure while resting or probing). Built-in route table only.",
+	}, []string{"route", "upstream", "reason"})
+	upstreamState := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "relay_upstream_state",
+		Help: "An upstream's health: 0 available, 1 half open (one probe request sent), 2 resting (tried only as a last resort). Built-in route table only.",
+	}, []string{"route", "upstream"})
+	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_upstream_retries_total",
+		Help: "Attempts sent again to the same upstream after a backoff (Route.MaxAttempts beyond the backends).",
+	}, []string{"route", "upstream"})
 	all := []prometheus.Collector{requests, duration, errs, active, ttfb,
-		tokens, ttft, interChunk, upstreamReqs, limited, includeUsageRetries}
+		tokens, ttft, interChunk, upstreamReqs, limited, includeUsageRetries,
+		upstreamRests, upstreamState, retries}
 	if err := register(reg, all...); err != nil {
 		return nil, err
 	}
@@ -142,6 +160,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		limited:      newChildren(limited.WithLabelValues),
 
 		includeUsageRetries: newChildren(includeUsageRetries.WithLabelValues),
+		upstreamRests:       upstreamRests,
+		upstreamState:       upstreamState,
+		retries:             newChildren(retries.WithLabelValues),
 	}, nil
 }
 

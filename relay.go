@@ -61,6 +61,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -103,6 +104,11 @@ type Relay struct {
 	refused   refusals     // callers refused for their request budget
 
 	perTenant tenantShares // each tenant's share of bodies (a lock of its own)
+
+	// Retries' backoff (retry.go), replaced by tests: a random int64 in
+	// [0, n), and the timer of a wait.
+	jitter       func(n int64) int64
+	backoffTimer func(time.Duration) *time.Timer
 
 	// settleCtx is cancelled by Shutdown (stopSettling) when the
 	// settlements' share of its deadline is spent.
@@ -147,7 +153,8 @@ func New(opts ...Option) (*Relay, error) {
 	if err := c.checkConflicts(); err != nil {
 		return nil, err
 	}
-	rl := &Relay{cfg: c, clock: c.clock, log: c.logger, transport: c.transport, limiter: c.limiter}
+	rl := &Relay{cfg: c, clock: c.clock, log: c.logger, transport: c.transport, limiter: c.limiter,
+		jitter: rand.Int64N, backoffTimer: time.NewTimer}
 	if rl.clock == nil {
 		rl.clock = systemClock{}
 	}
@@ -217,6 +224,9 @@ func New(opts ...Option) (*Relay, error) {
 		return nil, err
 	}
 	rl.metrics = m
+	if t, ok := rl.resolver.(*RouteTable); ok && len(c.routes) > 0 {
+		t.instrument(m) // the table New built, and only it: a given one may serve several relays
+	}
 
 	switch r := c.recorder.(type) {
 	case nil, NopRecorder:

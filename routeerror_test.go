@@ -45,6 +45,7 @@ func TestRouteErrorNamesTheField(t *testing.T) {
 		{"pass header that selects nothing", route(func(r *Route) { r.PassHeaders = []string{"OpenAI-Project", "X-Other"} }), -1, "PassHeaders", "1", `"X-Other" is not an account-selecting header`},
 		{"negative max attempts", route(func(r *Route) { r.MaxAttempts = -1 }), -1, "MaxAttempts", "", "cannot be negative"},
 		{"negative keep-alive", route(func(r *Route) { r.KeepAlive = -time.Second }), -1, "KeepAlive", "", "cannot be negative"},
+		{"negative backoff", route(func(r *Route) { r.Backoff.Max = -1 }), -1, "Backoff", "", "cannot be negative"},
 		{"no upstream", route(func(r *Route) { r.Upstream = "" }), -1, "Upstream", "", "needs an upstream"},
 		{"relative URL", route(func(r *Route) { r.Upstream = "api.example.com/?key=" + secret }), 0, "URL", "", "want an absolute URL"},
 		{"ftp URL", route(func(r *Route) { r.Upstream = "ftp://h/?key=" + secret }), 0, "URL", "", "scheme must be http or https"},

@@ -186,9 +186,13 @@ type Route struct {
 	PassHeaders []string
 	// Timeouts override the relay's defaults field by field.
 	Timeouts Timeouts
-	// MaxAttempts bounds how many backends one request may try before the
-	// first byte reaches the client, counting each key of a pool. Zero
-	// means one per upstream key, at most 3; negative is an error.
+	// MaxAttempts bounds how many attempts one request may make before
+	// the first byte reaches the client, counting each key of a pool. Zero
+	// means one per upstream key, at most 3; negative is an error. Above
+	// the number of upstream keys, the attempts left are retries of the
+	// last backend tried, spaced by Backoff (see "Retries" in the README):
+	// set it to 3 on a route with one upstream and one key to survive a
+	// blip.
 	MaxAttempts int
 	// NoFirstContentHold turns off the hold of event streams until their
 	// first content event. By default, when a request has an attempt left
@@ -205,10 +209,24 @@ type Route struct {
 	// (": keep-alive") after each KeepAlive of upstream silence, so that
 	// proxies and load balancers with idle timeouts keep an event stream
 	// open while a model thinks. Comments go only between events, never
-	// inside one, and only once the response's headers are sent: a
-	// stream held for failover is released by its first keep-alive.
-	// Zero means none; negative is an error.
+	// inside one, and only once the response's headers are sent; so a
+	// route with KeepAlive is never held for failover (NoFirstContentHold),
+	// since a held stream sends its client nothing at all. Zero means
+	// none; negative is an error.
 	KeepAlive time.Duration
+	// Backoff spaces retries of one backend. Zero fields take the
+	// defaults (Base 500ms, Max 10s); negative ones are an error.
+	Backoff Backoff
+}
+
+// Backoff spaces the retries of one backend (see Route.MaxAttempts). The
+// n-th retry waits a random duration between half and all of
+// Base·2^(n-1), capped at Max (equal jitter). An answer with a
+// Retry-After (or retry-after-ms) of at most Max is retried after exactly
+// that; a longer one is not retried: it is relayed to the client.
+type Backoff struct {
+	Base time.Duration
+	Max  time.Duration
 }
 
 // Target is a resolved request: where it goes and how it is relayed.
@@ -226,14 +244,25 @@ type Target struct {
 	// Backends are tried in order until one answers with something other
 	// than a connection error, a timeout, a 429 or a 5xx; at most
 	// MaxAttempts of them. There is at least one.
-	Backends    []Backend
+	Backends []Backend
+	// MaxAttempts bounds the attempts; above len(Backends), the attempts
+	// left retry the last backend, spaced by Backoff (zero fields: 500ms
+	// and 10s). Zero means one per backend.
 	MaxAttempts int
-	// NoFirstContentHold and KeepAlive are the route's (see Route).
+	// NoFirstContentHold, KeepAlive and Backoff are the route's (see Route).
 	NoFirstContentHold bool
 	KeepAlive          time.Duration
+	Backoff            Backoff
 	// PassHeaders names account-selecting client headers to forward (see
 	// Route.PassHeaders); nil drops them all. Compared case-insensitively.
 	PassHeaders []string
+
+	// probe is the half-open upstream RouteTable put first, and probeSeen
+	// its state then: the relay claims the probe just before the first
+	// attempt (health.go), so that a request refused earlier (401, 429,
+	// 413) never holds it.
+	probe     *backendPool
+	probeSeen int64
 }
 
 // Backend is one concrete upstream request.
@@ -260,7 +289,9 @@ type AttemptResult struct {
 	// over (hold.go). It may contain the upstream URL: do not show it to
 	// clients.
 	Err error
-	// RetryAfter is the upstream's Retry-After, when it sent one.
+	// RetryAfter is how long the upstream asked to wait, when it said:
+	// its retry-after-ms (OpenAI, Azure), else its Retry-After, at most 5
+	// minutes for a retry-after-ms.
 	RetryAfter time.Duration
 }
 
@@ -303,6 +334,7 @@ type compiledRoute struct {
 	pass     []string    // Route.PassHeaders, canonical; shared, never mutated
 	backends []*backendPool
 	maxTries int
+	keys     int // keys over all the route's pools: the most backends a request gets
 	weights  int // the sum of the backends' weights
 	cursor   atomic.Uint64
 }
@@ -324,8 +356,15 @@ type backendPool struct {
 
 	clock Clock
 
-	mu   sync.Mutex // guards next and keys' resting state
-	next int
+	// until is the upstream's health (health.go): 0 available; positive,
+	// resting until then (Unix ns); negative, half open with a probe
+	// claimed until its opposite.
+	until   atomic.Int64
+	metrics *poolMetrics // nil unless New instrumented the table
+
+	mu       sync.Mutex // guards next, failures and keys' resting state
+	next     int
+	failures int // upstream failures in a row (connection errors, 5xx)
 }
 
 type poolKey struct {
@@ -429,6 +468,9 @@ func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, clo
 	if r.KeepAlive < 0 {
 		p.add("KeepAlive", "", "cannot be negative", "KeepAlive cannot be negative")
 	}
+	if r.Backoff.Base < 0 || r.Backoff.Max < 0 {
+		p.add("Backoff", "", "cannot be negative", "Backoff cannot be negative")
+	}
 	cr := &compiledRoute{Route: r, prefix: pfx, headers: make(http.Header, len(r.Headers))}
 	for _, k := range slices.Sorted(maps.Keys(r.Headers)) { // sorted: the same report every time
 		v := r.Headers[k]
@@ -477,15 +519,12 @@ func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, clo
 		b.prepare(cr.headers)
 		cr.weights += b.weight
 	}
+	for _, b := range cr.backends {
+		cr.keys += len(b.keys) // an upstream without keys has one (compileUpstream)
+	}
 	cr.maxTries = r.MaxAttempts
 	if cr.maxTries == 0 {
-		// One try per upstream key (an upstream without keys counts
-		// once), at most 3.
-		keys := 0
-		for _, b := range cr.backends {
-			keys += max(1, len(b.keys))
-		}
-		cr.maxTries = min(3, keys)
+		cr.maxTries = min(3, cr.keys) // one try per upstream key, at most 3
 	}
 	return cr
 }
@@ -581,6 +620,11 @@ func compileUpstream(p *routeProblems, u Upstream, clock Clock) *backendPool {
 		// The value alone for now: prepare adds the route's headers.
 		bp.keys = append(bp.keys, poolKey{header: http.Header{bp.header: {s}}})
 	}
+	if len(bp.keys) == 0 {
+		// A pool without credentials has one key all the same, carrying
+		// no header: its state is the upstream's health.
+		bp.keys = []poolKey{{}}
+	}
 	return bp
 }
 
@@ -596,7 +640,9 @@ func (b *backendPool) prepare(extra http.Header) {
 		k := &b.keys[i]
 		h := make(http.Header, len(extra)+1)
 		maps.Copy(h, extra)
-		h[b.header] = k.header[b.header]
+		if b.header != "" {
+			h[b.header] = k.header[b.header]
+		}
 		k.header = h
 		k.done = func(a AttemptResult) { b.report(i, a) }
 	}
@@ -646,20 +692,21 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 	if !slices.Contains(cr.pass, "X-Goog-User-Project") {
 		query = dropAccountParams(query) // the parameter form of the header
 	}
-	tg, out, urls := newResolved(max(len(cr.backends), cr.maxTries))
+	tg, out, urls := newResolved(max(len(cr.backends), min(cr.maxTries, cr.keys)))
 	*tg = Target{
 		Route:       cr.Name,
 		Kind:        cr.Kind,
 		Provider:    cr.Provider,
 		Timeouts:    cr.Timeouts,
 		MaxAttempts: cr.maxTries,
+		Backoff:     cr.Backoff,
 		PassHeaders: cr.pass,
 
 		NoFirstContentHold: cr.NoFirstContentHold,
 		KeepAlive:          cr.KeepAlive,
 	}
 	now := lazyNow{clock: t.clock}
-	tg.Backends = cr.pick(&now, fwd, query, out, urls)
+	tg.Backends = cr.pick(&now, tg, fwd, query, out, urls)
 	return tg, nil
 }
 
@@ -707,9 +754,10 @@ func (l *lazyNow) now() time.Time {
 
 // pick orders the route's backends for one request: weighted round robin
 // for the first choice, then the others in order, each with its next
-// non-resting key. It appends them to out (with room for max(backends,
+// non-resting key; a half-open upstream's probe goes first and resting
+// upstreams last (order, health.go). It appends them to out (with room for max(backends,
 // maxTries)), their URLs in urls.
-func (cr *compiledRoute) pick(now *lazyNow, path, query string, out []Backend, urls []url.URL) []Backend {
+func (cr *compiledRoute) pick(now *lazyNow, tg *Target, path, query string, out []Backend, urls []url.URL) []Backend {
 	n := len(cr.backends)
 	first := 0
 	if n > 1 {
@@ -724,17 +772,18 @@ func (cr *compiledRoute) pick(now *lazyNow, path, query string, out []Backend, u
 	}
 	// Round 0 tries every upstream once; later rounds try further keys of
 	// pools that have them, one round per key at most, until maxTries.
-	var fk [4]int
-	var firstKey []int // the key each pool gave this request in round 0
+	var fk, ob [4]int
+	var firstKey, ord []int // the key each pool gave this request in round 0; the pools' order
 	if n <= len(fk) {
-		firstKey = fk[:n]
+		firstKey, ord = fk[:n], ob[:0]
 	} else {
-		firstKey = make([]int, n)
+		firstKey, ord = make([]int, n), make([]int, 0, n)
 	}
+	ord = cr.order(now, tg, first, ord)
 	for round := 0; round == 0 || len(out) < cr.maxTries; round++ {
 		added := false
 		for k := 0; k < n && (round == 0 || len(out) < cr.maxTries); k++ {
-			i := (first + k) % n
+			i := ord[k]
 			b := cr.backends[i]
 			if round > 0 && round >= len(b.keys) {
 				continue
@@ -821,30 +870,6 @@ func (b *backendPool) backend(now *lazyNow, path, query string, u *url.URL, roun
 	}
 	be.Header, be.Done = b.keys[idx].header, b.keys[idx].done
 	return be, idx
-}
-
-// report rests a key after failures: 401, 429 and 5xx answers and
-// connection errors. A Retry-After rests it that long at once; otherwise
-// from the second failure in a row the rest doubles, up to a minute. Only
-// a failure reads the clock.
-func (b *backendPool) report(idx int, a AttemptResult) {
-	status := a.Status
-	failed := a.Err != nil || status == http.StatusTooManyRequests || status >= 500 || status == http.StatusUnauthorized
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	k := &b.keys[idx]
-	if !failed {
-		k.failures = 0
-		return
-	}
-	now := b.clock.Now()
-	k.failures++
-	if a.RetryAfter > 0 {
-		k.restUntil = now.Add(min(a.RetryAfter, 5*time.Minute))
-	} else if k.failures >= 2 {
-		rest := time.Second << min(k.failures-2, 6)
-		k.restUntil = now.Add(min(rest, time.Minute))
-	}
 }
 
 func hasDotSegment(p string) bool {

@@ -81,6 +81,7 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 		Provider:      relay.Provider(r.Provider),
 		Headers:       r.Headers,
 		MaxAttempts:   r.MaxAttempts,
+		Backoff:       relay.Backoff{Base: time.Duration(r.Backoff.Base), Max: time.Duration(r.Backoff.Max)},
 		PassHeaders:   r.PassHeaders,
 		Timeouts: relay.Timeouts{
 			Connect:    time.Duration(r.Timeouts.Connect),

@@ -93,10 +93,16 @@ type routeConfig struct {
 	Headers       map[string]string `yaml:"headers"`
 	Timeouts      timeoutsConfig    `yaml:"timeouts"`
 	MaxAttempts   int               `yaml:"max_attempts"`
+	Backoff       backoffConfig     `yaml:"backoff"`
 	PassHeaders   []string          `yaml:"pass_headers"`
 	// NoFirstContentHold and KeepAlive are relay.Route's.
 	NoFirstContentHold bool     `yaml:"no_first_content_hold"`
 	KeepAlive          duration `yaml:"keep_alive"`
+}
+
+type backoffConfig struct {
+	Base duration `yaml:"base"`
+	Max  duration `yaml:"max"`
 }
 
 type upstreamConfig struct {

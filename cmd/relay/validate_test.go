@@ -36,6 +36,8 @@ func TestRouteRulesAtTheirLine(t *testing.T) {
 			nil, []string{`relay.yaml:7: routes[0].pass_headers[1]: "X-Other" is not an account-selecting header`}},
 		{"negative max_attempts", "routes:\n  - name: r\n    path: /v1\n    upstream: https://x.example\n    max_attempts: -1\n",
 			nil, []string{"relay.yaml:5: routes[0].max_attempts: cannot be negative"}},
+		{"negative backoff", "routes:\n  - name: r\n    path: /v1\n    upstream: https://x.example\n    backoff:\n      max: -1s\n",
+			nil, []string{"relay.yaml:6: routes[0].backoff.max: a duration cannot be negative"}},
 		{"no upstream", "routes:\n  - name: r\n    path: /v1\n",
 			nil, []string{"relay.yaml:2: routes[0].upstream: a route needs an upstream"}},
 		{"ftp upstream", "routes:\n  - name: r\n    path: /v1\n    upstream: ftp://x.example\n",
