@@ -116,7 +116,18 @@ func (ex *exchange) try(b Backend, i int, last bool, retry int) error {
 		return ex.attemptFailed(b, i, last, cause, err)
 	}
 	if held {
-		return ex.holdFirstContent(a, b, resp) // hold.go
+		err := ex.holdFirstContent(a, b, resp) // hold.go
+		if err == errFailover && retry > 0 {
+			// The next attempt retries b: it follows a backoff as any
+			// retry does, and a stream that waited out FirstToken is not
+			// retried (as for FirstByte: a retry would double the wait).
+			cause := context.Cause(a.ctx)
+			if cause == errFirstTokenTimeout {
+				return ex.failed(beforeResponse, cause, context.DeadlineExceeded)
+			}
+			ex.planRetry(AttemptResult{Status: http.StatusServiceUnavailable}, nil, retry)
+		}
+		return err
 	}
 	if ex.incl == inclSent && resp.StatusCode == http.StatusBadRequest && ex.refusesUsageEdit(a, b, resp) {
 		a.endRefused()

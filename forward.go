@@ -147,13 +147,18 @@ func safeError(err, cause error) string {
 	return err.Error()
 }
 
+// maxRetryAfter bounds what an upstream's Retry-After is read as, in
+// both forms alike, so that a huge value cannot overflow a Duration; the
+// key rest (maxRest) and the retry's Backoff.Max apply their own bounds.
+const maxRetryAfter = 24 * time.Hour
+
 // retryAfter is how long an upstream's answer asks to wait: its
 // retry-after-ms (OpenAI, Azure; milliseconds, the finer of the two),
 // else its Retry-After. The clock is read only for a Retry-After.
 func retryAfter(h http.Header, clock Clock) time.Duration {
 	if v := h["Retry-After-Ms"]; len(v) > 0 {
 		if ms, err := strconv.ParseFloat(strings.TrimSpace(v[0]), 64); err == nil && ms > 0 { // NaN is not
-			return time.Duration(min(ms, float64(maxRest/time.Millisecond)) * float64(time.Millisecond))
+			return time.Duration(min(ms, float64(maxRetryAfter/time.Millisecond)) * float64(time.Millisecond))
 		}
 	}
 	if v := h["Retry-After"]; len(v) > 0 && v[0] != "" {
@@ -167,11 +172,11 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(v); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
+	if s, err := strconv.ParseInt(v, 10, 64); (err == nil || errors.Is(err, strconv.ErrRange)) && s > 0 {
+		return time.Duration(min(s, int64(maxRetryAfter/time.Second))) * time.Second // out of range: the most
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), maxRetryAfter)
 	}
 	return 0
 }

@@ -245,8 +245,12 @@ func (b *backendPool) report(idx int, a AttemptResult) {
 	if allRest, first := b.keysRest(now); allRest {
 		until, reason = first, restAllKeys
 	}
-	if upFailed {
-		b.failures++
+	// A probe that fails, for a key's reason too (a 429 or 401 without
+	// Retry-After), rests its upstream again rather than leave it half open.
+	if upFailed || b.until.Load() < 0 {
+		if upFailed {
+			b.failures++
+		}
 		switch {
 		case b.until.Load() != 0:
 			until, reason = later(until, now.Add(breakerCoolDown)), restReopened

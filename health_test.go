@@ -127,7 +127,9 @@ func wrapHeader(h http.Handler, k, v string) http.Handler {
 }
 
 // TestRetryAfterParsing: retry-after-ms is read in milliseconds (and
-// preferred), capped at maxRest like Retry-After; nonsense is ignored.
+// preferred); both forms are capped alike at maxRetryAfter, so that a huge
+// value never overflows (a key's rest then caps it at maxRest, a retry
+// compares it with Backoff.Max); nonsense is ignored.
 func TestRetryAfterParsing(t *testing.T) {
 	clock := newStepClock()
 	for _, tc := range []struct {
@@ -137,7 +139,11 @@ func TestRetryAfterParsing(t *testing.T) {
 		{http.Header{"Retry-After": {"7"}}, 7 * time.Second},
 		{http.Header{"Retry-After-Ms": {"250"}}, 250 * time.Millisecond},
 		{http.Header{"Retry-After-Ms": {"250"}, "Retry-After": {"1"}}, 250 * time.Millisecond},
-		{http.Header{"Retry-After-Ms": {"1e12"}}, maxRest},
+		{http.Header{"Retry-After-Ms": {"1e12"}}, maxRetryAfter},
+		{http.Header{"Retry-After": {"9999999999"}}, maxRetryAfter},
+		{http.Header{"Retry-After": {"18446744074"}}, maxRetryAfter},
+		{http.Header{"Retry-After": {"99999999999999999999999"}}, maxRetryAfter},
+		{http.Header{"Retry-After": {clock.Now().Add(1000 * time.Hour).UTC().Format(http.TimeFormat)}}, maxRetryAfter},
 		{http.Header{"Retry-After-Ms": {"NaN"}, "Retry-After": {"2"}}, 2 * time.Second},
 		{http.Header{"Retry-After-Ms": {"-5"}}, 0},
 		{http.Header{"Retry-After": {clock.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)}}, 90 * time.Second},

@@ -81,11 +81,22 @@ func (ex *exchange) holdFirstContent(a *attempt, b Backend, resp *http.Response)
 	p := sseParser{maxData: holdDataCap, onEvent: h.event, acct: obsAccount{budget: &rl.observed}}
 	defer p.release()
 	buf := make([]byte, 0, smallBufSize)
+	// What the buffer grows beyond its first read's size is taken from the
+	// observation budget while the stream is held: with the budget spent,
+	// the stream is relayed from its first byte instead.
+	var taken int64
+	defer func() { rl.observed.give(taken) }()
 	a.awaitContent()
 	var err error
 	for {
 		if len(buf) == cap(buf) { // below maxHold: grow, doubling
-			nb := make([]byte, len(buf), min(2*cap(buf), maxHold))
+			grow := min(2*cap(buf), maxHold) - cap(buf)
+			if !rl.observed.take(int64(grow)) {
+				ex.report(b, nil, resp, nil)
+				return ex.commitHeld(resp, buf, nil)
+			}
+			taken += int64(grow)
+			nb := make([]byte, len(buf), cap(buf)+grow)
 			buf = nb[:copy(nb, buf)]
 		}
 		var n int
@@ -98,14 +109,13 @@ func (ex *exchange) holdFirstContent(a *attempt, b Backend, resp *http.Response)
 		}
 		switch {
 		case h.content, len(buf) >= maxHold && err == nil,
-			err == io.EOF && h.s.Done() && h.s.ErrorType() == "":
+			(err == nil || err == io.EOF) && h.s.Done() && h.s.ErrorType() == "":
 			// Relayed from its first byte: an error that came with the
-			// content ends it after what came before (interrupted).
+			// content ends it after what came before (interrupted). A
+			// stream complete without content is an answer, relayed at
+			// once even if its upstream keeps the connection open.
 			ex.report(b, nil, resp, nil)
-			resp.Body = &peekedBody{head: buf, err: err, ReadCloser: resp.Body}
-			ex.dropBody(false) // no attempt follows
-			ex.up.resp = resp
-			return nil
+			return ex.commitHeld(resp, buf, err)
 		case err == nil && h.s.ErrorType() == "":
 			continue
 		}
@@ -132,6 +142,15 @@ func (ex *exchange) holdFirstContent(a *attempt, b Backend, resp *http.Response)
 	rl.log.Warn("relay: upstream stream failed before its first content; failing over", "request_id", ex.rec.RequestID,
 		"route", ex.route, "upstream", b.Name, "attempt", ex.rec.Attempts, "error", safeError(why, cause))
 	return errFailover
+}
+
+// commitHeld makes resp, whose first bytes buf were read while it was
+// held (err ended that read), the response to relay.
+func (ex *exchange) commitHeld(resp *http.Response, buf []byte, err error) error {
+	resp.Body = &peekedBody{head: buf, err: err, ReadCloser: resp.Body}
+	ex.dropBody(false) // no attempt follows
+	ex.up.resp = resp
+	return nil
 }
 
 // reportHeld reports a held attempt that failed before its first content:

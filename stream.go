@@ -256,6 +256,12 @@ func (ex *exchange) interrupted(p *sseParser, err error) error {
 		}
 		return errEnded
 	}
+	if ex.stream.obs != nil && ex.stream.obs.Done() && ex.stream.obs.ErrorType() == "" {
+		// The final event ([DONE], message_stop, response.completed) was
+		// relayed: an upstream that then stalls or breaks off instead of
+		// closing delivered its response whole, and nothing is appended.
+		return errEnded
+	}
 	ex.rec.ErrorType = e.typ
 	ex.stream.cut = true
 	ex.rl.log.Warn("relay: upstream stream failed", "request_id", ex.rec.RequestID,
