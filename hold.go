@@ -82,6 +82,7 @@ func (ex *exchange) holdFirstContent(a *attempt, b Backend, resp *http.Response)
 	defer p.release()
 	buf := make([]byte, 0, smallBufSize)
 	a.awaitContent()
+	a.status = uint16(resp.StatusCode)
 	var err error
 	for {
 		if len(buf) == cap(buf) { // below maxHold: grow, doubling
@@ -117,11 +118,15 @@ func (ex *exchange) holdFirstContent(a *attempt, b Backend, resp *http.Response)
 	resp.Body.Close()
 	a.end()
 	why := err
+	a.errType = ErrTypeStreamInterrupted
 	switch {
 	case h.s.ErrorType() != "":
 		why = errors.New("error event " + h.s.ErrorType())
+		a.errType = ErrTypeUpstreamEvent
 	case err == io.EOF:
 		why = errors.New("stream ended before its first content")
+	case isTimeout(cause, err):
+		a.errType = ErrTypeUpstreamTimeout
 	}
 	ex.reportHeld(b, cause, why)
 	if e := rl.answers.classify(beforeResponse, cause, err, ex.r.Context().Err() != nil); e == nil {
