@@ -35,8 +35,18 @@ const errFailover = Error("relay: try the next backend")
 
 // roundTrip sends the request upstream, failing over between backends
 // until one answers or the attempts run out. The response it got is left
-// in ex.up for relayResponse.
+// in ex.up for relayResponse. A request that made more than one attempt
+// has each listed in Record.AttemptLog (attemptlog.go).
 func (ex *exchange) roundTrip() error {
+	err := ex.attempts()
+	if ex.rec.AttemptLog != nil { // the last attempt, once there was one before
+		ex.logAttempt(err)
+	}
+	return err
+}
+
+// attempts makes the attempts of roundTrip.
+func (ex *exchange) attempts() error {
 	rl, t := ex.rl, ex.target
 	to := effective(t.Timeouts, rl.cfg.timeouts)
 	base, baseCancel := ex.ctx, ex.cancel
@@ -58,11 +68,14 @@ func (ex *exchange) roundTrip() error {
 			return ex.clientGone() // no upstream is asked for a client that left
 		}
 		b, last := t.Backends[min(i, nb-1)], i == tries-1
-		ex.rec.Attempts, ex.rec.Upstream = n, b.Name
 		if b.URL == nil {
 			rl.log.Error("relay: resolver returned a backend without a URL", "route", ex.route, "upstream", b.Name)
 			return &rl.answers.noURL
 		}
+		if n > 1 { // the attempt before is over, and not the last: list it
+			ex.logAttempt(errFailover)
+		}
+		ex.rec.Attempts, ex.rec.Upstream = n, b.Name
 		ex.injectFor(b)
 		// The last attempt runs in base itself: nothing follows it that
 		// its cancellation could harm (an include_usage retry runs in base
@@ -107,6 +120,7 @@ func (ex *exchange) try(b Backend, i int, last bool, retry int) error {
 	held := err == nil && ex.holds(last, resp)
 	if !held { // a held attempt is reported once its stream has its fate
 		res := ex.report(b, cause, resp, err)
+		a.status = uint16(res.Status)
 		if !last && retry > 0 && !ex.planRetry(res, cause, retry) {
 			last = true
 		}
@@ -114,6 +128,9 @@ func (ex *exchange) try(b Backend, i int, last bool, retry int) error {
 	if err != nil {
 		a.end()
 		return ex.attemptFailed(b, i, last, cause, err)
+	}
+	if resp.StatusCode >= 400 {
+		a.errType = ErrTypeUpstreamStatus // relayed, failed over, or refusing the include_usage edit
 	}
 	if held {
 		err := ex.holdFirstContent(a, b, resp) // hold.go
@@ -199,6 +216,7 @@ func (ex *exchange) attemptFailed(b Backend, i int, last bool, cause, err error)
 	if e == nil {
 		return ex.clientGone()
 	}
+	ex.up.a.errType = e.typ
 	ex.rl.log.Warn("relay: upstream request failed", "request_id", ex.rec.RequestID,
 		"route", ex.route, "upstream", b.Name, "attempt", i+1, "error", safeError(err, cause))
 	if last || cause == errShutdown || cause == errTotalTimeout {
@@ -267,6 +285,11 @@ type attempt struct {
 	// awaiting: an event stream's reads are bounded by firstToken, not
 	// idle, until its first content event (awaitContent, contentSeen).
 	awaiting bool
+
+	// How the attempt went, for Record.AttemptLog (attemptlog.go): the
+	// upstream's status (0: none), and why it was not relayed.
+	status  uint16
+	errType ErrorType
 
 	wait time.Duration // the backoff before a retry follows the attempt (planRetry)
 

@@ -87,6 +87,7 @@ func (ex *exchange) holdFirstContent(a *attempt, b Backend, resp *http.Response)
 	var taken int64
 	defer func() { rl.observed.give(taken) }()
 	a.awaitContent()
+	a.status = uint16(resp.StatusCode)
 	var err error
 	for {
 		if len(buf) == cap(buf) { // below maxHold: grow, doubling
@@ -127,11 +128,15 @@ func (ex *exchange) holdFirstContent(a *attempt, b Backend, resp *http.Response)
 	resp.Body.Close()
 	a.end()
 	why := err
+	a.errType = ErrTypeStreamInterrupted
 	switch {
 	case h.s.ErrorType() != "":
 		why = errors.New("error event " + h.s.ErrorType())
+		a.errType = ErrTypeUpstreamEvent
 	case err == io.EOF:
 		why = errors.New("stream ended before its first content")
+	case isTimeout(cause, err):
+		a.errType = ErrTypeUpstreamTimeout
 	}
 	ex.reportHeld(b, cause, why)
 	if e := rl.answers.classify(beforeResponse, cause, err, ex.r.Context().Err() != nil); e == nil {

@@ -95,29 +95,34 @@ func TestHoldFailsOverBeforeFirstContent(t *testing.T) {
 		first http.HandlerFunc
 		want  string // the whole body the client gets: the second upstream's
 		why   string
+		// failed is the first attempt's error type in Record.AttemptLog.
+		failed ErrorType
 	}{
 		{
 			name:  "anthropic overloaded_error after message_start",
 			route: Route{Provider: ProviderAnthropic},
 			// The recording's prefix, but for its one text delta: the
 			// error comes before any content.
-			first: replay(withoutEvents(overloaded, "content_block_delta"), "text/event-stream"),
-			want:  string(text),
+			first:  replay(withoutEvents(overloaded, "content_block_delta"), "text/event-stream"),
+			want:   string(text),
+			failed: ErrTypeUpstreamEvent,
 		},
-		{name: "empty 200", first: sseUpstream(), want: good},
-		{name: "role chunk, then the end", first: sseUpstream(roleChunk), want: good},
+		{name: "empty 200", first: sseUpstream(), want: good, failed: ErrTypeStreamInterrupted},
+		{name: "role chunk, then the end", first: sseUpstream(roleChunk), want: good, failed: ErrTypeStreamInterrupted},
 		{
 			name: "openai error chunk",
 			first: sseUpstream(roleChunk, ": comment\n\n",
 				`data: {"error":{"message":"Upstream failed","type":"server_error","code":502}}`+"\n\n"),
-			want: good,
+			want:   good,
+			failed: ErrTypeUpstreamEvent,
 		},
-		{name: "broken mid-event", first: hijackAfter("text/event-stream", roleChunk+`data: {"id"`), want: good},
+		{name: "broken mid-event", first: hijackAfter("text/event-stream", roleChunk+`data: {"id"`), want: good, failed: ErrTypeStreamInterrupted},
 		{
-			name:  "first token timeout",
-			route: Route{Timeouts: Timeouts{FirstToken: 50 * time.Millisecond}},
-			first: stall,
-			want:  good,
+			name:   "first token timeout",
+			route:  Route{Timeouts: Timeouts{FirstToken: 50 * time.Millisecond}},
+			first:  stall,
+			want:   good,
+			failed: ErrTypeUpstreamTimeout,
 		},
 	}
 	for _, tt := range tests {
@@ -144,6 +149,8 @@ func TestHoldFailsOverBeforeFirstContent(t *testing.T) {
 			assert.Equal(t, 1.0, testutil.ToFloat64(m.WithLabelValues("test", second2, "stream_error")), "the failed attempt")
 			assert.Equal(t, 1.0, testutil.ToFloat64(m.WithLabelValues("test", first, "200")), "the relayed attempt")
 			assert.Equal(t, 0.0, testutil.ToFloat64(m.WithLabelValues("test", second2, "200")), "counted once")
+			assert.Equal(t, []AttemptInfo{{Upstream: second2, Status: 200, ErrorType: tt.failed}, {Upstream: first, Status: 200}},
+				rec.AttemptLog, "the held attempt that failed, then the one relayed")
 		})
 	}
 }

@@ -198,6 +198,8 @@ func TestIncludeUsageRefusedIsRetried(t *testing.T) {
 			assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.includeUsageRetries.WithLabelValues("test")))
 			assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.upstreamReqs.WithLabelValues("test", rec.Upstream, "400")))
 			assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.upstreamReqs.WithLabelValues("test", rec.Upstream, "200")))
+			assert.Equal(t, []AttemptInfo{{rec.Upstream, 400, ErrTypeUpstreamStatus}, {rec.Upstream, 200, ErrTypeNone}},
+				rec.AttemptLog, "the refusal, then the retry without the edit")
 			if tt.backends == 2 {
 				assert.Equal(t, "first", rec.Upstream)
 			}

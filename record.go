@@ -155,12 +155,46 @@ type Record struct {
 	Usage      Usage `json:"usage"`
 	// Attempts is how many upstream attempts were made (failover).
 	Attempts int `json:"attempts"`
+	// AttemptLog lists the attempts of a request that made more than one,
+	// in order: each one's upstream, its answer's status and why it was
+	// not the one relayed. It is nil when the request made one attempt
+	// (or none): that attempt is Upstream, and its outcome the record's
+	// Status and ErrorType. The last entry is the attempt relayed (or
+	// the last that failed); it tells how it began, not how its stream
+	// ended, which is the record's ErrorType. At most recordMaxAttemptLog
+	// (16) entries are kept, the first ones, with Truncated set when
+	// more were made.
+	AttemptLog []AttemptInfo `json:"attempt_log,omitempty"`
 	// Characters is the number of characters sent for synthesis (TTS).
 	Characters int64 `json:"characters,omitempty"`
 	// Labels are the Identity's labels.
 	Labels map[string]string `json:"labels,omitempty"`
 	// Truncated reports that at least one client-controlled string (Path,
 	// Model, ResponseModel, Method) was longer than its cap and was cut to
-	// it, on a UTF-8 boundary.
+	// it, on a UTF-8 boundary, or that AttemptLog was cut to its cap.
 	Truncated bool `json:"truncated,omitempty"`
+}
+
+// AttemptInfo is one upstream attempt of a request (Record.AttemptLog).
+type AttemptInfo struct {
+	// Upstream is the backend's name, as Record.Upstream.
+	Upstream string `json:"upstream"`
+	// Status is the upstream's HTTP status; 0 when no answer came (a
+	// connect failure or a timeout before the headers).
+	Status int `json:"status"`
+	// ErrorType is why the attempt was not relayed, or how the relayed
+	// one began; empty for a success:
+	//
+	//   - ErrTypeUpstreamConnect, ErrTypeUpstreamTimeout: no answer came;
+	//   - ErrTypeUpstreamStatus: a 429/5xx that failed over, a 400 that
+	//     refused the include_usage edit (the same upstream is tried
+	//     again without it), or a relayed 4xx/5xx;
+	//   - for an event stream held until its first content (see
+	//     Route.NoFirstContentHold) that failed before it, with Status
+	//     200: ErrTypeUpstreamEvent (an error event, such as Anthropic's
+	//     overloaded_error), ErrTypeUpstreamTimeout (FirstToken ran out)
+	//     or ErrTypeStreamInterrupted (the stream ended or broke off);
+	//   - the record's own type when the request ended during the last
+	//     attempt (ErrTypeClientCanceled, ErrTypeShuttingDown, ...).
+	ErrorType ErrorType `json:"error_type,omitempty"`
 }

@@ -96,5 +96,8 @@ func recordSize(rec *Record) int64 {
 	for k, v := range rec.Labels {
 		n += len(k) + len(v) + 48 // a map entry's share of buckets and headers
 	}
+	for _, at := range rec.AttemptLog { // at most recordMaxAttemptLog
+		n += len(at.Upstream) + len(at.ErrorType) + 40 // an AttemptInfo
+	}
 	return int64(n)
 }

@@ -101,7 +101,9 @@ func (j *JSONLinesRecorder) RecordBatch(_ context.Context, recs []Record) error 
 // keys ("input_tokens", "output_tokens", "cached_input_tokens",
 // "cache_creation_input_tokens", "reasoning_tokens", "audio_input_tokens",
 // "audio_output_tokens", and "usage_estimated" for Usage.Estimated).
-// Labels form a group "labels", in key order.
+// Labels form a group "labels", in key order; "attempt_log" is the
+// []AttemptInfo itself (nil for one attempt), which a JSON handler writes
+// as the JSON recorder does.
 type SlogRecorder struct {
 	Logger  *slog.Logger
 	Level   slog.Level // zero is slog.LevelInfo
@@ -143,6 +145,7 @@ func (s SlogRecorder) Record(ctx context.Context, rec Record) error {
 		slog.Int64("audio_output_tokens", rec.Usage.AudioOutputTokens),
 		slog.Bool("usage_estimated", rec.Usage.Estimated),
 		slog.Int("attempts", rec.Attempts),
+		slog.Any("attempt_log", rec.AttemptLog),
 		slog.Int64("characters", rec.Characters),
 		slog.Attr{Key: "labels", Value: labelsValue(rec.Labels)},
 		slog.Bool("truncated", rec.Truncated),

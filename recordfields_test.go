@@ -64,6 +64,12 @@ func setNonZero(t *testing.T, v reflect.Value, name string, n int) {
 	case v.Type() == reflect.TypeFor[map[string]string]():
 		v.Set(reflect.ValueOf(map[string]string{"b": "2", "a": "1 <&>", "é": "\\\"\u2028"}))
 		return
+	case v.Type() == reflect.TypeFor[[]AttemptInfo]():
+		v.Set(reflect.ValueOf([]AttemptInfo{
+			{Upstream: name + " <a> \"q\"\x01\xff\u2028", Status: 503 + n, ErrorType: ErrTypeUpstreamStatus},
+			{Upstream: "b", Status: 200}, // no error type: omitted
+		}))
+		return
 	}
 	switch v.Kind() {
 	case reflect.String:

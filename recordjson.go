@@ -64,6 +64,22 @@ func appendRecordJSON(b []byte, r *Record) []byte {
 	b = strconv.AppendBool(b, r.Usage.Estimated)
 	b = append(b, '}')
 	b = appendIntField(b, "attempts", int64(r.Attempts))
+	if len(r.AttemptLog) > 0 {
+		b = append(b, `,"attempt_log":[`...)
+		for i, at := range r.AttemptLog {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"upstream":`...)
+			b = appendJSONString(b, at.Upstream)
+			b = appendIntField(b, "status", int64(at.Status))
+			if at.ErrorType != "" {
+				b = appendStringField(b, "error_type", string(at.ErrorType))
+			}
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
 	if r.Characters != 0 {
 		b = appendIntField(b, "characters", r.Characters)
 	}

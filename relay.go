@@ -387,7 +387,7 @@ func (ex *exchange) authenticate() error {
 		}
 		return &rl.answers.unauthorized
 	}
-	ex.id = id
+	ex.limitReq.Identity = id // the one copy: admit asks the limiter for it
 	ex.rec.Tenant, ex.rec.KeyID, ex.rec.Labels = id.Tenant, id.KeyID, id.Labels
 	return nil
 }
@@ -441,7 +441,6 @@ type exchange struct {
 	rec    Record
 	route  string // metric label: the route name, "none" before one is known
 	target *Target
-	id     Identity
 	// unrouted is why resolve found no route: answered (404) by routed,
 	// once the caller is authenticated.
 	unrouted error
@@ -454,7 +453,9 @@ type exchange struct {
 	left     atomic.Bool  // the client left while the upstream drains (drain.go)
 
 	// limitReq is what admit asks the limiter for (inspectRequest sets its
-	// token estimate), and what was reserved, for settlement.
+	// token estimate), and what was reserved, for settlement. Its Identity
+	// is the caller's, from authentication on: the exchange keeps no other
+	// copy (48 bytes, see TestExchangeFitsSizeClass).
 	limitReq LimitRequest
 	up       upstream // the response roundTrip got, for relayResponse
 
@@ -505,7 +506,7 @@ const StatusClientClosedRequest = 499
 // limiter refused for its request budget until a time still to come:
 // cheap checks first.
 func (ex *exchange) admitEarly() error {
-	if d, refused := ex.rl.refused.check(ex.id, ex.route, ex.rl.clock); refused {
+	if d, refused := ex.rl.refused.check(ex.limitReq.Identity, ex.route, ex.rl.clock); refused {
 		return ex.refuse(d)
 	}
 	return nil
@@ -515,7 +516,7 @@ func (ex *exchange) admitEarly() error {
 func (ex *exchange) admit() error {
 	rl := ex.rl
 	// The token estimate is inspectRequest's; 0 when not an LLM call.
-	ex.limitReq.Identity, ex.limitReq.Route, ex.limitReq.Now = ex.id, ex.route, rl.clock.Now()
+	ex.limitReq.Route, ex.limitReq.Now = ex.route, rl.clock.Now()
 	ex.limitReq.Cost.Requests = 1
 	d, err := rl.limiter.Allow(ex.ctx, ex.limitReq)
 	if err != nil {
@@ -529,7 +530,7 @@ func (ex *exchange) admit() error {
 		return &rl.answers.limiterDown
 	}
 	if !d.Allowed {
-		rl.refused.note(ex.id, ex.route, ex.limitReq.Now, d)
+		rl.refused.note(ex.limitReq.Identity, ex.route, ex.limitReq.Now, d)
 		return ex.refuse(d)
 	}
 	setQuotaHeaders(ex.client.header(), d)

@@ -28,6 +28,8 @@ type columns struct {
 	cacheCreation, audioInput, audioOutput          []uint64
 	estimated                                       []uint8
 	attempts                                        []uint16
+	attemptUpstreams, attemptErrorTypes             [][]string // Record.AttemptLog, parallel arrays
+	attemptStatuses                                 [][]uint16
 	characters                                      []uint64
 	labelKeys, labelValues                          [][]string
 	truncated                                       []uint8
@@ -51,8 +53,10 @@ func toColumns(recs []relay.Record) *columns {
 		inputTokens: make([]uint64, 0, n), outputTokens: make([]uint64, 0, n),
 		cachedInput: make([]uint64, 0, n), reasons: make([]uint64, 0, n), cacheCreation: make([]uint64, 0, n),
 		audioInput: make([]uint64, 0, n), audioOutput: make([]uint64, 0, n), estimated: make([]uint8, 0, n),
-		attempts:   make([]uint16, 0, n),
-		characters: make([]uint64, 0, n), labelKeys: make([][]string, 0, n), labelValues: make([][]string, 0, n),
+		attempts:         make([]uint16, 0, n),
+		attemptUpstreams: make([][]string, 0, n), attemptStatuses: make([][]uint16, 0, n),
+		attemptErrorTypes: make([][]string, 0, n),
+		characters:        make([]uint64, 0, n), labelKeys: make([][]string, 0, n), labelValues: make([][]string, 0, n),
 		truncated: make([]uint8, 0, n),
 	}
 	for i := range recs {
@@ -92,6 +96,14 @@ func toColumns(recs []relay.Record) *columns {
 		c.audioOutput = append(c.audioOutput, unsigned(r.Usage.AudioOutputTokens))
 		c.estimated = append(c.estimated, flag(r.Usage.Estimated))
 		c.attempts = append(c.attempts, uint16(min(max(r.Attempts, 0), math.MaxUint16)))
+		ups, statuses, types := make([]string, len(r.AttemptLog)), make([]uint16, len(r.AttemptLog)), make([]string, len(r.AttemptLog))
+		for j, at := range r.AttemptLog {
+			ups[j], types[j] = at.Upstream, string(at.ErrorType)
+			statuses[j] = uint16(min(max(at.Status, 0), math.MaxUint16))
+		}
+		c.attemptUpstreams = append(c.attemptUpstreams, ups)
+		c.attemptStatuses = append(c.attemptStatuses, statuses)
+		c.attemptErrorTypes = append(c.attemptErrorTypes, types)
 		c.characters = append(c.characters, unsigned(r.Characters))
 		// Sorted keys make equal label sets store equal arrays.
 		keys := slices.Sorted(maps.Keys(r.Labels))
@@ -113,7 +125,7 @@ func (c *columns) values() []any {
 		c.method, c.path, c.model, c.responseModel, c.provider, c.kind, c.stream, c.status, c.errorType, c.bytesIn,
 		c.bytesOut, c.events, c.ttfbUS, c.ttftUS, c.durationUS, c.clientGone, c.inputTokens, c.outputTokens,
 		c.cachedInput, c.cacheCreation, c.reasons, c.audioInput, c.audioOutput, c.estimated, c.attempts,
-		c.characters, c.labelKeys, c.labelValues, c.truncated,
+		c.attemptUpstreams, c.attemptStatuses, c.attemptErrorTypes, c.characters, c.labelKeys, c.labelValues, c.truncated,
 	}
 }
 

@@ -92,7 +92,8 @@ func readRecords(t *testing.T, conn driver.Conn, table string) []relay.Record {
 		tenant, key_id, route, upstream, method, path, model, response_model, provider, kind, stream, status,
 		error_type, bytes_in, bytes_out, events, ttfb_us, ttft_us, duration_us, client_gone, input_tokens,
 		output_tokens, cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, audio_input_tokens,
-		audio_output_tokens, usage_estimated, attempts, characters, label_keys, label_values, truncated
+		audio_output_tokens, usage_estimated, attempts, attempt_upstreams, attempt_statuses, attempt_error_types,
+		characters, label_keys, label_values, truncated
 		FROM `+table+` ORDER BY request_id`)
 	if err != nil {
 		t.Fatalf("select: %v", err)
@@ -111,11 +112,13 @@ func readRecords(t *testing.T, conn driver.Conn, table string) []relay.Record {
 			in, outTok, cached, reasoning, charcnt uint64
 			cacheWrite, audioIn, audioOut          uint64
 			keys, values                           []string
+			atUps, atTypes                         []string
+			atStatuses                             []uint16
 		)
 		if err := rows.Scan(&date, &start, &startUS, &r.RequestID, &r.ClientRequestID, &r.Tenant, &r.KeyID,
 			&r.Route, &r.Upstream, &r.Method, &r.Path, &r.Model, &r.ResponseModel, &provider, &kind, &stream,
 			&status, &errType, &bin, &bout, &events, &ttfb, &ttft, &dur, &gone, &in, &outTok, &cached, &cacheWrite,
-			&reasoning, &audioIn, &audioOut, &estimated, &attempts, &charcnt, &keys, &values, &truncated); err != nil {
+			&reasoning, &audioIn, &audioOut, &estimated, &attempts, &atUps, &atStatuses, &atTypes, &charcnt, &keys, &values, &truncated); err != nil {
 			t.Fatalf("scan: %v", err)
 		}
 		if want := start.UTC().Format(time.DateOnly); date.Format(time.DateOnly) != want {
@@ -134,6 +137,12 @@ func readRecords(t *testing.T, conn driver.Conn, table string) []relay.Record {
 			ReasoningTokens: int64(reasoning), AudioInputTokens: int64(audioIn),
 			AudioOutputTokens: int64(audioOut), Estimated: estimated == 1}
 		r.Characters = int64(charcnt)
+		if len(atUps) != len(atStatuses) || len(atUps) != len(atTypes) {
+			t.Fatalf("record %s: attempt arrays of %d, %d and %d", r.RequestID, len(atUps), len(atStatuses), len(atTypes))
+		}
+		for i, u := range atUps {
+			r.AttemptLog = append(r.AttemptLog, relay.AttemptInfo{Upstream: u, Status: int(atStatuses[i]), ErrorType: relay.ErrorType(atTypes[i])})
+		}
 		if len(keys) != len(values) {
 			t.Fatalf("record %s: %d label keys, %d values", r.RequestID, len(keys), len(values))
 		}

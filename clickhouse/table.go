@@ -53,6 +53,9 @@ const createTableSQL = `CREATE TABLE IF NOT EXISTS %s
     audio_output_tokens         UInt64,
     usage_estimated             UInt8,
     attempts                    UInt16,
+    attempt_upstreams           Array(String),
+    attempt_statuses            Array(UInt16),
+    attempt_error_types         Array(String),
     characters                  UInt64,
     label_keys                  Array(String),
     label_values                Array(String),
@@ -73,7 +76,7 @@ const insertColumns = "date, start, start_us, request_id, client_request_id, ten
 	"method, path, model, response_model, provider, kind, stream, status, error_type, bytes_in, bytes_out, " +
 	"events, ttfb_us, ttft_us, duration_us, client_gone, input_tokens, output_tokens, cached_input_tokens, " +
 	"cache_creation_input_tokens, reasoning_tokens, audio_input_tokens, audio_output_tokens, usage_estimated, " +
-	"attempts, characters, label_keys, label_values, truncated"
+	"attempts, attempt_upstreams, attempt_statuses, attempt_error_types, characters, label_keys, label_values, truncated"
 
 // addedColumn is a column added to the table after its first release:
 // CreateTable adds it to a table that lacks it.
@@ -89,6 +92,9 @@ func addedColumns() []addedColumn {
 		{"audio_input_tokens", "audio_input_tokens UInt64 AFTER reasoning_tokens"},
 		{"audio_output_tokens", "audio_output_tokens UInt64 AFTER audio_input_tokens"},
 		{"usage_estimated", "usage_estimated UInt8 AFTER audio_output_tokens"},
+		{"attempt_upstreams", "attempt_upstreams Array(String) AFTER attempts"},
+		{"attempt_statuses", "attempt_statuses Array(UInt16) AFTER attempt_upstreams"},
+		{"attempt_error_types", "attempt_error_types Array(String) AFTER attempt_statuses"},
 	}
 }
 

@@ -20,8 +20,10 @@ import (
 //	microsecond), client_gone (true/false), input_tokens, output_tokens,
 //	cached_input_tokens, cache_creation_input_tokens, reasoning_tokens,
 //	audio_input_tokens, audio_output_tokens, usage_estimated (true/false),
-//	attempts, characters, labels (a JSON object, "{}" when there are none),
-//	truncated (true/false)
+//	attempts, attempt_log (Record.AttemptLog as a JSON array of
+//	{"upstream", "status", "error_type"} objects, "[]" for a request of
+//	one attempt), characters, labels (a JSON object, "{}" when there are
+//	none), truncated (true/false)
 //
 // A Record holds no credential, so neither does its entry.
 func EncodeRecord(rec relay.Record) []string {
@@ -29,6 +31,11 @@ func EncodeRecord(rec relay.Record) []string {
 	if len(rec.Labels) > 0 {
 		// A map of strings always marshals.
 		labels, _ = json.Marshal(rec.Labels)
+	}
+	attemptLog := []byte("[]")
+	if len(rec.AttemptLog) > 0 {
+		// Strings and ints always marshal.
+		attemptLog, _ = json.Marshal(rec.AttemptLog)
 	}
 	itoa := func(n int64) string { return strconv.FormatInt(n, 10) }
 	return []string{
@@ -64,6 +71,7 @@ func EncodeRecord(rec relay.Record) []string {
 		"audio_output_tokens", itoa(rec.Usage.AudioOutputTokens),
 		"usage_estimated", strconv.FormatBool(rec.Usage.Estimated),
 		"attempts", strconv.Itoa(rec.Attempts),
+		"attempt_log", string(attemptLog),
 		"characters", itoa(rec.Characters),
 		"labels", string(labels),
 		"truncated", strconv.FormatBool(rec.Truncated),
@@ -124,6 +132,11 @@ func DecodeRecord(values map[string]any) (relay.Record, error) {
 	if s := d.str("labels"); s != "" && s != "{}" {
 		if err := json.Unmarshal([]byte(s), &rec.Labels); err != nil && d.err == nil {
 			d.err = fmt.Errorf("relayredis: field labels: %w", err)
+		}
+	}
+	if s := d.str("attempt_log"); s != "" && s != "[]" {
+		if err := json.Unmarshal([]byte(s), &rec.AttemptLog); err != nil && d.err == nil {
+			d.err = fmt.Errorf("relayredis: field attempt_log: %w", err)
 		}
 	}
 	if d.err != nil {

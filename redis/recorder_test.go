@@ -52,7 +52,11 @@ func fullRecord() relay.Record {
 		ClientGone:      true,
 		Usage: relay.Usage{InputTokens: 11, OutputTokens: 22, CachedInputTokens: 3, CacheCreationInputTokens: 5,
 			ReasoningTokens: 4, AudioInputTokens: 6, AudioOutputTokens: 7, Estimated: true},
-		Attempts:   2,
+		Attempts: 2,
+		AttemptLog: []relay.AttemptInfo{
+			{Upstream: "azure", Status: 503, ErrorType: relay.ErrTypeUpstreamStatus},
+			{Upstream: "openai", Status: 200},
+		},
 		Characters: 99,
 		Labels:     map[string]string{"team": "search", "env": "prod"},
 		Truncated:  true,
@@ -100,10 +104,12 @@ func TestRecorderWritesFlatFields(t *testing.T) {
 		"client_gone": "true", "input_tokens": "11", "output_tokens": "22",
 		"cached_input_tokens": "3", "cache_creation_input_tokens": "5", "reasoning_tokens": "4",
 		"audio_input_tokens": "6", "audio_output_tokens": "7", "usage_estimated": "true", "attempts": "2",
-		"characters": "99", "labels": `{"env":"prod","team":"search"}`, "truncated": "true",
+		"attempt_log": `[{"upstream":"azure","status":503,"error_type":"upstream_status"},{"upstream":"openai","status":200}]`,
+		"characters":  "99", "labels": `{"env":"prod","team":"search"}`, "truncated": "true",
 	}
 	assert.Equal(t, want, msgs[0].Values)
 	assert.Equal(t, "{}", msgs[1].Values["labels"])
+	assert.Equal(t, "[]", msgs[1].Values["attempt_log"])
 	assert.Equal(t, "false", msgs[1].Values["stream"])
 	assert.Len(t, msgs[1].Values, len(want), "every field, even when empty")
 
@@ -124,6 +130,7 @@ func TestDecodeRecordRejectsMalformed(t *testing.T) {
 		"stream":      {"stream": "perhaps"},
 		"duration_ms": {"duration_ms": "NaN"},
 		"labels":      {"labels": "[1,2]"},
+		"attempt_log": {"attempt_log": `{"upstream":"a"}`},
 	}
 	for field, values := range tests {
 		t.Run(field, func(t *testing.T) {
