@@ -230,7 +230,9 @@ func TestIdleNotWhileWritingToClient(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "data: 3\n\n")
 	}
-	e := newEnv(t, up, Route{Prefix: "/v1", Timeouts: Timeouts{Idle: idle}})
+	// The events carry no content, so FirstToken bounds their reads: it
+	// is as short as Idle here, so that either bound would cut the stream.
+	e := newEnv(t, up, Route{Prefix: "/v1", Timeouts: Timeouts{Idle: idle, FirstToken: idle}})
 	w := &gatedWriter{h: http.Header{}, block: "data: 2", blocked: make(chan struct{}), release: release}
 	req := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(`{}`))
 	req.Header.Set("Authorization", "Bearer "+testKey)
