@@ -8,7 +8,7 @@ import (
 
 // keepAliveComment is what a keep-alive sends: an SSE comment, which
 // every client ignores, and which resets an intermediary's idle timer.
-var keepAliveComment = []byte(": keep-alive\n\n")
+const keepAliveComment = ": keep-alive\n\n"
 
 // keepAlive sends SSE comments to the client while the upstream of an
 // event stream is silent (Route.KeepAlive). The copy loop owns the
@@ -84,7 +84,7 @@ func (k *keepAlive) fire() {
 	ex, p := k.ex, k.p
 	wrote := false
 	if p.between() && !p.lastCR && !ex.rec.ClientGone && !ex.left.Load() {
-		if ex.client.write(keepAliveComment, time.Now()) != nil || ex.client.flush() != nil {
+		if ex.client.write([]byte(keepAliveComment), time.Now()) != nil || ex.client.flush() != nil {
 			k.gone = true
 		} else {
 			k.bytes += int64(len(keepAliveComment))

@@ -30,7 +30,11 @@ type asyncInserts struct {
 	state atomic.Int32
 }
 
-var asyncInsertSettings = clickhouse.Settings{"async_insert": 1, "wait_for_async_insert": 1}
+// asyncInsertSettings ask the server to buffer inserts and answer once
+// they are written (a new map each time: settings maps are mutable).
+func asyncInsertSettings() clickhouse.Settings {
+	return clickhouse.Settings{"async_insert": 1, "wait_for_async_insert": 1}
+}
 
 func newAsyncInserts(rec *relayclickhouse.Recorder, conn driver.Conn, log *slog.Logger) *asyncInserts {
 	return &asyncInserts{Recorder: rec, conn: conn, log: log}
@@ -44,7 +48,7 @@ func (a *asyncInserts) Record(ctx context.Context, rec relay.Record) error {
 // RecordBatch implements relay.BatchRecorder.
 func (a *asyncInserts) RecordBatch(ctx context.Context, recs []relay.Record) error {
 	if a.supported(ctx) {
-		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(asyncInsertSettings))
+		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(asyncInsertSettings()))
 	}
 	return a.Recorder.RecordBatch(ctx, recs)
 }

@@ -88,7 +88,7 @@ func (openAI) usageEdit(path string, body []byte, r Request) (Edit, bool) {
 // "openai" route in front of Azure), is judged as Azure's.
 func (openAI) acceptsUsageEdit(query string) bool { return azureAcceptsStreamOptions(query) }
 
-// The texts includeUsageEdit inserts: editText[i-1] is Edit.ins i.
+// The texts includeUsageEdit inserts, by Edit.ins (editText).
 const (
 	insStreamOptions = 1 + iota // a new top-level member
 	insObject                   // replaces "stream_options": null
@@ -97,12 +97,21 @@ const (
 	insMemberComma              // before the members of stream_options
 )
 
-var editText = [...]string{
-	`,"stream_options":{"include_usage":true}`,
-	`{"include_usage":true}`,
-	`true`,
-	`"include_usage":true`,
-	`"include_usage":true,`,
+// editText is the text includeUsageEdit inserts for Edit.ins.
+func editText(ins uint8) string {
+	switch ins {
+	case insStreamOptions:
+		return `,"stream_options":{"include_usage":true}`
+	case insObject:
+		return `{"include_usage":true}`
+	case insTrue:
+		return `true`
+	case insMember:
+		return `"include_usage":true`
+	case insMemberComma:
+		return `"include_usage":true,`
+	}
+	return ""
 }
 
 // includeUsageEdit returns the edit that sets stream_options.include_usage

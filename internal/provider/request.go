@@ -155,7 +155,7 @@ func (f Family) Rewrite(path string, body []byte, r Request) ([]byte, bool) {
 type Edit struct {
 	at  uint32
 	cut uint16
-	ins uint8 // 1 + the index of the inserted text in editText; 0: none
+	ins uint8 // the inserted text, editText(ins); 0: none
 }
 
 // newEdit returns the edit that replaces body[i:j] by text ins, and false
@@ -175,7 +175,7 @@ func (e Edit) Parts(body []byte) (head []byte, insert string, rest []byte) {
 		return body, "", nil
 	}
 	at := int(e.at)
-	return body[:at], editText[e.ins-1], body[at+int(e.cut):]
+	return body[:at], editText(e.ins), body[at+int(e.cut):]
 }
 
 // Len is the length of the edited body for a body of n bytes.
@@ -183,7 +183,7 @@ func (e Edit) Len(n int) int {
 	if e.ins == 0 {
 		return n
 	}
-	return n - int(e.cut) + len(editText[e.ins-1])
+	return n - int(e.cut) + len(editText(e.ins))
 }
 
 // Apply returns body edited, in a new slice.
