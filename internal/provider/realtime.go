@@ -166,11 +166,11 @@ func (u *rtUpstream) captureModel(v []byte) {
 }
 
 // addResponse adds one response's usage to the session's and returns its
-// tokens.
+// tokens (never negative, whatever a server writes).
 func (u *rtUpstream) addResponse(k usageKind, r *usageParts) int64 {
 	v := usageOf(k, r)
 	u.usage = addUsage(u.usage, v, 1)
-	return v.Total()
+	return max(v.Total(), 0)
 }
 
 // addUsage returns a + sign*b, field by field.
