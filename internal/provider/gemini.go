@@ -33,6 +33,7 @@ import (
 //   - Errors: {"error":{"code","message","status"}}; its status is the
 //     error type. An error chunk has no candidates and is read as OpenAI's,
 //     which reads the same object.
+//   - Gemini Live, over WebSocket: geminiLiveMessage.
 type gemini struct{ defaults }
 
 func (gemini) name() string { return "gemini" }

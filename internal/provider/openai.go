@@ -38,6 +38,8 @@ import (
 //     arguments, an audio transcript (chatContent); a Responses delta's
 //     text (audio deltas excepted).
 //   - Errors: a chunk with an "error" object; Responses' response.failed.
+//   - WebSocket sessions: OpenAI Realtime and the Responses API's
+//     WebSocket mode (openAIRealtimeEvent), and Gemini Live (gemini.go).
 //   - Error shape: ShapeOpenAI.
 type openAI struct{ defaults }
 
