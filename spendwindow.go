@@ -155,7 +155,7 @@ func tighter(a, b Quota) bool {
 	return b.Limit == 0 || a.Remaining < b.Remaining || a.Remaining == b.Remaining && a.Reset > b.Reset
 }
 
-// spendState is a tenant's spend windows, and the budgets it was last
+// spendState is a tenant's spend windows, and the budget each was last
 // written under (for the sweep). Called with the limiter's lock held.
 type spendState struct {
 	budgets [spendWindows]int64
@@ -180,10 +180,12 @@ func (s *spendState) check(now time.Time, bs [spendWindows]int64, c int64) (ok b
 
 // add adds n (a refund when negative) to every window with a budget.
 func (s *spendState) add(now time.Time, bs [spendWindows]int64, n int64) {
-	s.budgets = bs
 	for k, b := range bs {
-		if b > 0 && n != 0 {
-			s.c[k].add(s.c[k].window(k, now), b, n)
+		if b > 0 {
+			s.budgets[k] = b
+			if n != 0 {
+				s.c[k].add(s.c[k].window(k, now), b, n)
+			}
 		}
 	}
 }
@@ -204,8 +206,7 @@ func (s *spendState) quota(now time.Time, bs [spendWindows]int64) Quota {
 }
 
 // full reports whether no window holds spend at now under the budgets last
-// written, so that forgetting them changes nothing. A window whose budget
-// was removed since is forgotten, as its Redis key expires.
+// written, so that forgetting them changes nothing.
 func (s *spendState) full(now time.Time) bool {
 	for k, c := range s.c {
 		b := s.budgets[k]
