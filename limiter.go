@@ -56,6 +56,11 @@ type LimitRequest struct {
 	// Now is the relay's clock reading for this request. Distributed
 	// limiters may prefer their store's clock.
 	Now time.Time
+	// UsedSpend is set on settlement only (TokenSettler.Settle): what the
+	// request cost, in micro-units, to settle against Cost.Spend. The
+	// relay sets it to Cost.Spend when the cost is unknown (nothing to
+	// settle); zero gives the whole spend reservation back.
+	UsedSpend int64
 }
 
 // Quota describes one budget after a decision. Limit zero means the budget
@@ -108,36 +113,17 @@ func (f LimiterFunc) Allow(ctx context.Context, req LimitRequest) (Decision, err
 	return f(ctx, req)
 }
 
-// TokenSettler is implemented by limiters that keep token budgets. When a
-// request that reserved req.Cost.Tokens at admission finishes, the relay
-// calls Settle with the tokens it actually used, so that the difference is
-// given back (used < reserved) or charged (used > reserved, which may put the
-// tenant in debt). Settle is called after the response is complete, off the
-// streaming path; it must be safe for concurrent use.
+// TokenSettler is implemented by limiters that keep token or spend
+// budgets. When a request that reserved req.Cost.Tokens at admission
+// finishes, the relay calls Settle with the tokens it actually used, so
+// that the difference is given back (used < reserved) or charged (used >
+// reserved, which may put the tenant in debt). Spend settles in the same
+// call: req.UsedSpend against req.Cost.Spend, by the same rules; the relay
+// settles every admitted request that reserved tokens or spend, or whose
+// spend it prices. Settle is called after the response is complete, off
+// the streaming path; it must be safe for concurrent use.
 type TokenSettler interface {
 	Settle(ctx context.Context, req LimitRequest, used int64) error
-}
-
-// Used is what a finished request used of what it reserved (req.Cost).
-// It is a struct so that fields can be added without breaking
-// implementations.
-type Used struct {
-	// Tokens used, input plus output: TokenSettler's used.
-	Tokens int64
-	// Spend is the request's cost in micro-units, or the reserved
-	// req.Cost.Spend when its cost is unknown (nothing to settle).
-	Spend int64
-}
-
-// UsageSettler is implemented by limiters that settle spend as well as
-// tokens. The relay calls SettleUsage, and not TokenSettler's Settle, when
-// a limiter implements it, under the same rules: after the response is
-// complete, off the streaming path, for every admitted request that
-// reserved tokens or spend or whose spend is priced. Both differences
-// (used minus reserved) are given back or charged. It must be safe for
-// concurrent use.
-type UsageSettler interface {
-	SettleUsage(ctx context.Context, req LimitRequest, used Used) error
 }
 
 // HealthChecker is implemented by limiters and recorders whose health
@@ -236,9 +222,9 @@ func (m *MemoryLimiter) AllowAt(now time.Time, req LimitRequest) Decision {
 	n := float64(max(1, req.Cost.Requests))
 	tokens := float64(max(0, req.Cost.Tokens))
 	cost := clampSpend(max(0, req.Cost.Spend))
-	var bs [spendWindows]int64
+	var bs, cur [spendWindows]int64
 	if spend {
-		bs = lim.budgets()
+		bs, cur = lim.budgets(), windowsAt(now)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -250,7 +236,7 @@ func (m *MemoryLimiter) AllowAt(now time.Time, req LimitRequest) Decision {
 	// Spend first, then tokens: a refusal for either must not spend a
 	// request, and a budget refusal tells the longest wait.
 	if spend {
-		if ok, retry := b.spend.check(now, bs, cost); !ok {
+		if ok, retry := b.spend.check(now, cur, bs, cost); !ok {
 			d.Allowed, d.Reason, d.RetryAfter = false, "budget", retry
 		}
 	}
@@ -268,7 +254,7 @@ func (m *MemoryLimiter) AllowAt(now time.Time, req LimitRequest) Decision {
 			b.tokens.take(now, tokens)
 		}
 		if spend {
-			b.spend.add(now, bs, cost)
+			b.spend.add(cur, bs, cost)
 		}
 	}
 	if rs.rate > 0 {
@@ -278,13 +264,14 @@ func (m *MemoryLimiter) AllowAt(now time.Time, req LimitRequest) Decision {
 		d.Tokens = b.tokens.quota(now, lim.TokensPerMinute)
 	}
 	if spend {
-		d.Spend = b.spend.quota(now, bs)
+		d.Spend = b.spend.quota(now, cur, bs)
 	}
 	return d
 }
 
-// Settle implements TokenSettler: it gives back or charges the difference
-// between the tokens reserved at admission and those used.
+// Settle implements TokenSettler: it gives back or charges the
+// differences between the tokens and spend reserved at admission and
+// those used (used, req.UsedSpend).
 func (m *MemoryLimiter) Settle(_ context.Context, req LimitRequest, used int64) error {
 	m.SettleAt(req.Now, req, used)
 	return nil
@@ -292,26 +279,13 @@ func (m *MemoryLimiter) Settle(_ context.Context, req LimitRequest, used int64) 
 
 // SettleAt is Settle at an explicit time.
 func (m *MemoryLimiter) SettleAt(now time.Time, req LimitRequest, used int64) {
-	m.SettleUsageAt(now, req, Used{Tokens: used, Spend: req.Cost.Spend})
-}
-
-// SettleUsage implements UsageSettler: it gives back or charges the
-// differences between the tokens and spend reserved at admission and
-// those used.
-func (m *MemoryLimiter) SettleUsage(_ context.Context, req LimitRequest, used Used) error {
-	m.SettleUsageAt(req.Now, req, used)
-	return nil
-}
-
-// SettleUsageAt is SettleUsage at an explicit time.
-func (m *MemoryLimiter) SettleUsageAt(now time.Time, req LimitRequest, used Used) {
 	lim := m.defaults
 	if req.Identity.Limits != nil {
 		lim = *req.Identity.Limits
 	}
 	ts := lim.tokenShape()
-	delta := max(0, used.Tokens) - max(0, req.Cost.Tokens)
-	spent := clampSpend(max(0, used.Spend)) - clampSpend(max(0, req.Cost.Spend))
+	delta := max(0, used) - max(0, req.Cost.Tokens)
+	spent := clampSpend(max(0, req.UsedSpend)) - clampSpend(max(0, req.Cost.Spend))
 	tok, spend := delta != 0 && ts.rate > 0, spent != 0 && lim.hasSpend()
 	if !tok && !spend {
 		return
@@ -325,7 +299,7 @@ func (m *MemoryLimiter) SettleUsageAt(now time.Time, req LimitRequest, used Used
 		b.tokens.take(now, float64(delta))
 	}
 	if spend {
-		b.spend.add(now, lim.budgets(), spent)
+		b.spend.add(windowsAt(now), lim.budgets(), spent)
 	}
 }
 

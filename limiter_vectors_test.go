@@ -23,7 +23,7 @@ func (a memoryAt) AllowAt(now time.Time, req relay.LimitRequest) (relay.Decision
 	return a.m.AllowAt(now, req), nil
 }
 
-func (a memoryAt) SettleAt(now time.Time, req relay.LimitRequest, used relay.Used) error {
-	a.m.SettleUsageAt(now, req, used)
+func (a memoryAt) SettleAt(now time.Time, req relay.LimitRequest, used int64) error {
+	a.m.SettleAt(now, req, used)
 	return nil
 }

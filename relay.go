@@ -82,7 +82,6 @@ type Relay struct {
 	resolver  UpstreamResolver
 	limiter   Limiter
 	settler   TokenSettler // nil when the limiter keeps no token budgets
-	usage     UsageSettler // nil when it settles no spend; preferred to settler
 	pricing   pricing      // prices spend for the budgets (spend.go)
 	recorder  Recorder
 	async     *AsyncRecorder // nil when records are discarded
@@ -187,7 +186,6 @@ func New(opts ...Option) (*Relay, error) {
 	rl.settleCtx, rl.stopSettling = context.WithCancel(context.Background())
 	rl.refused.off, rl.refused.life = c.refusalMemo == 0, c.refusalMemo
 	rl.settler, _ = rl.limiter.(TokenSettler)
-	rl.usage, _ = rl.limiter.(UsageSettler)
 
 	switch {
 	case c.auth != nil:
@@ -538,8 +536,7 @@ func (ex *exchange) admit() error {
 	}
 	setQuotaHeaders(ex.client.header(), d)
 	c := ex.limitReq.Cost
-	ex.reserved = (rl.settler != nil || rl.usage != nil) &&
-		(c.Tokens > 0 || c.Spend > 0 || rl.pricing.cost != nil)
+	ex.reserved = rl.settler != nil && (c.Tokens > 0 || c.Spend > 0 || rl.pricing.cost != nil)
 	return nil
 }
 
@@ -579,13 +576,15 @@ func setQuotaHeaders(h http.Header, d Decision) {
 		if q.Limit <= 0 {
 			continue
 		}
-		appendN := strconv.AppendInt
-		if i == 2 {
-			appendN = appendMicros
+		if i < 2 {
+			b = strconv.AppendInt(b, q.Limit, 10)
+			ends[3*i] = len(b)
+			b = strconv.AppendInt(b, q.Remaining, 10)
+		} else {
+			b = appendMicros(b, q.Limit)
+			ends[3*i] = len(b)
+			b = appendMicros(b, q.Remaining)
 		}
-		b = appendN(b, q.Limit, 10)
-		ends[3*i] = len(b)
-		b = appendN(b, q.Remaining, 10)
 		ends[3*i+1] = len(b)
 		b = appendReset(b, q.Reset)
 		ends[3*i+2] = len(b)
@@ -621,9 +620,8 @@ func setQuotaHeaders(h http.Header, d Decision) {
 }
 
 // appendMicros appends micro-units v as an exact decimal of currency
-// units, without trailing zeros: 8200 is "0.0082", 10000000 is "10". Its
-// unused base argument gives it strconv.AppendInt's signature.
-func appendMicros(b []byte, v int64, _ int) []byte {
+// units, without trailing zeros: 8200 is "0.0082", 10000000 is "10".
+func appendMicros(b []byte, v int64) []byte {
 	if v < 0 {
 		b, v = append(b, '-'), -v
 	}
@@ -692,8 +690,10 @@ func (ex *exchange) finish() {
 	}
 	if ex.reserved {
 		req := ex.limitReq
+		var used int64
+		used, req.UsedSpend = ex.used()
 		req.Now = now
-		rl.settle(ex.r.Context(), req, ex.used(), ex.rec.RequestID)
+		rl.settle(ex.r.Context(), req, used, ex.rec.RequestID)
 	}
 	capRecord(&ex.rec, ex.r)
 	_ = rl.recorder.Record(ex.r.Context(), ex.rec)
@@ -715,19 +715,19 @@ func (ex *exchange) finish() {
 //     usage, a body the relay did not observe): the reservation, kept
 //     whole as the estimate; but a response billed otherwise than by
 //     tokens (speech by characters) is charged its cost when priced.
-func (ex *exchange) used() Used {
-	u := &ex.rec.Usage
+func (ex *exchange) used() (tokens, spend int64) {
+	u, c := &ex.rec.Usage, ex.limitReq.Cost
 	switch {
 	case u.Total() > 0 || u.Estimated:
-		return Used{Tokens: u.Total(), Spend: ex.usedSpendOr(ex.limitReq.Cost.Spend)}
+		return u.Total(), ex.usedSpendOr(c.Spend)
 	case ex.up.resp != nil && ex.up.resp.StatusCode >= 400:
-		return Used{}
+		return 0, 0
 	case ex.rec.Status >= 400 && ex.rec.BytesOut == 0:
-		return Used{}
-	case ex.limitReq.Cost.Tokens == 0:
-		return Used{Spend: ex.usedSpendOr(ex.limitReq.Cost.Spend)}
+		return 0, 0
+	case c.Tokens == 0:
+		return 0, ex.usedSpendOr(c.Spend)
 	}
-	return Used{Tokens: ex.limitReq.Cost.Tokens, Spend: ex.limitReq.Cost.Spend}
+	return c.Tokens, c.Spend
 }
 
 // usedSpendOr is the request's cost, or reserved when it is unknown.
@@ -745,22 +745,16 @@ const settleTimeout = 5 * time.Second
 // tokens and spend. The in-memory limiter settles inline; any other
 // limiter may be remote, so it settles in the background, bounded in time
 // and awaited by Shutdown, and never delays the end of a stream.
-func (rl *Relay) settle(ctx context.Context, req LimitRequest, used Used, requestID string) {
-	if ml, ok := rl.limiter.(*MemoryLimiter); ok {
-		ml.SettleUsageAt(req.Now, req, used)
+func (rl *Relay) settle(ctx context.Context, req LimitRequest, used int64, requestID string) {
+	if ml, ok := rl.settler.(*MemoryLimiter); ok {
+		ml.SettleAt(req.Now, req, used)
 		return
 	}
 	run := func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 		defer cancel()
 		defer context.AfterFunc(rl.settleCtx, cancel)() // Shutdown's cancellation
-		var err error
-		if rl.usage != nil {
-			err = rl.usage.SettleUsage(ctx, req, used)
-		} else {
-			err = rl.settler.Settle(ctx, req, used.Tokens)
-		}
-		if err != nil {
+		if err := rl.settler.Settle(ctx, req, used); err != nil {
 			rl.metrics.errors.WithLabelValues(req.Route, string(ErrTypeLimiter)).Inc()
 			rl.log.Warn("relay: settling tokens failed", "request_id", requestID, "error", err)
 		}

@@ -48,7 +48,7 @@ type fixedClock struct {
 	now time.Time
 }
 
-func (c *fixedClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fixedClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 func (c *fixedClock) set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.now = t }
 
 // TestSpendBudgetReservesAtAdmission is the proof: with a $0.01
@@ -263,30 +263,26 @@ func TestSpendSettlementRules(t *testing.T) {
 	}
 }
 
-// usageSettler records what a remote-style limiter is asked to settle.
-type usageSettler struct {
+// spendSettler records what a remote-style limiter is asked to settle.
+type spendSettler struct {
 	noLimit
-	mu   sync.Mutex
-	got  []Used
-	cost []Cost
+	mu      sync.Mutex
+	settled []LimitRequest
+	used    []int64
 }
 
-func (s *usageSettler) Settle(context.Context, LimitRequest, int64) error {
-	panic("Settle called on a UsageSettler")
-}
-
-func (s *usageSettler) SettleUsage(_ context.Context, req LimitRequest, used Used) error {
+func (s *spendSettler) Settle(_ context.Context, req LimitRequest, used int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.got, s.cost = append(s.got, used), append(s.cost, req.Cost)
+	s.settled, s.used = append(s.settled, req), append(s.used, used)
 	return nil
 }
 
-// TestUsageSettlerGetsSpend: a limiter implementing UsageSettler is asked
-// to settle tokens and spend together (not TokenSettler's Settle), with
-// the reservation in req.Cost.
-func TestUsageSettlerGetsSpend(t *testing.T) {
-	s := &usageSettler{}
+// TestSettleCarriesSpend: a limiter other than MemoryLimiter is asked to
+// settle tokens and spend in one Settle call: the reservation in
+// req.Cost, the cost in req.UsedSpend.
+func TestSettleCarriesSpend(t *testing.T) {
+	s := &spendSettler{}
 	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
@@ -298,8 +294,10 @@ func TestUsageSettlerGetsSpend(t *testing.T) {
 	require.NoError(t, e.relay.Flush(testkit.Context(t)))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	assert.Equal(t, []Used{{Tokens: 300, Spend: 1800}}, s.got)
-	assert.Equal(t, []Cost{{Requests: 1, Tokens: 1100, Spend: 8200}}, s.cost)
+	require.Len(t, s.settled, 1)
+	assert.Equal(t, []int64{300}, s.used)
+	assert.Equal(t, Cost{Requests: 1, Tokens: 1100, Spend: 8200}, s.settled[0].Cost)
+	assert.Equal(t, int64(1800), s.settled[0].UsedSpend)
 }
 
 // The nine quota headers, spend included, still cost two allocations;
@@ -332,6 +330,46 @@ func TestQuotaHeadersSpendCost(t *testing.T) {
 func TestAppendMicros(t *testing.T) {
 	for v, want := range map[int64]string{0: "0", 1: "0.000001", 8200: "0.0082", 10_000: "0.01",
 		1_000_000: "1", 12_500_000: "12.5", 9_007_199_254_740_992: "9007199254.740992", -1500: "-0.0015"} {
-		assert.Equal(t, want, string(appendMicros(nil, v, 10)), "%d", v)
+		assert.Equal(t, want, string(appendMicros(nil, v)), "%d", v)
+	}
+}
+
+// BenchmarkMemoryLimiterAllow is the admission cost of MemoryLimiter with
+// token budgets only, and with spend budgets (minute, day and month) on
+// top: the spend windows must add at most 1µs. Limits are high enough
+// that every admission is admitted; 1,000 tenants, the clock moving 1µs a
+// call.
+//
+//	go test -run '^$' -bench BenchmarkMemoryLimiterAllow -benchmem -count 6 .
+func BenchmarkMemoryLimiterAllow(b *testing.B) {
+	tokens := Limits{RequestsPerMinute: 1e9, Burst: 1e9, TokensPerMinute: 1e12}
+	spend := tokens
+	spend.SpendPerMinute, spend.SpendPerDay, spend.SpendPerMonth = 1<<50, 1<<50, 1<<50
+	for _, bc := range []struct {
+		name string
+		lim  Limits
+		cost Cost
+	}{
+		{"tokens", tokens, Cost{Requests: 1, Tokens: 1100}},
+		{"tokens+spend", spend, Cost{Requests: 1, Tokens: 1100, Spend: 8200}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			m := NewMemoryLimiter(bc.lim)
+			var tenants [1000]string
+			for i := range tenants {
+				tenants[i] = fmt.Sprintf("tenant-%d", i)
+			}
+			now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				req := LimitRequest{Identity: Identity{Tenant: tenants[i%len(tenants)]}, Cost: bc.cost}
+				now = now.Add(time.Microsecond)
+				if !m.AllowAt(now, req).Allowed {
+					b.Fatal("refused")
+				}
+				i++
+			}
+		})
 	}
 }

@@ -53,18 +53,12 @@ func (lim Limits) hasSpend() bool {
 	return lim.SpendPerMinute > 0 || lim.SpendPerDay > 0 || lim.SpendPerMonth > 0
 }
 
-// windowOf is the number of the window of kind holding now: minutes or
-// days since the Unix epoch, or months since year 0.
-func windowOf(kind int, now time.Time) int64 {
+// windowsAt numbers the windows holding now: minutes and days since the
+// Unix epoch, months since year 0.
+func windowsAt(now time.Time) [spendWindows]int64 {
 	us := now.UnixMicro()
-	switch kind {
-	case spendMinute:
-		return floorDiv(us, 60_000_000)
-	case spendDay:
-		return floorDiv(us, 86_400_000_000)
-	}
-	u := now.UTC()
-	return int64(u.Year())*12 + int64(u.Month()) - 1
+	y, m, _ := now.UTC().Date()
+	return [spendWindows]int64{floorDiv(us, 60_000_000), floorDiv(us, 86_400_000_000), int64(y)*12 + int64(m) - 1}
 }
 
 // windowStart is when window w of kind begins.
@@ -93,11 +87,10 @@ type spendCounter struct {
 	spent int64 // may exceed the budget: debt
 }
 
-// window is the window now falls in for this counter: the one last
-// written when the clock reads earlier (a clock that went back changes
-// nothing).
-func (s spendCounter) window(kind int, now time.Time) int64 {
-	w := windowOf(kind, now)
+// window is the window for this counter of w, the one the clock is in:
+// the one last written when the clock reads earlier (a clock that went
+// back changes nothing).
+func (s spendCounter) window(w int64) int64 {
 	if s.spent > 0 && s.w > w {
 		return s.w
 	}
@@ -162,15 +155,16 @@ type spendState struct {
 	c       [spendWindows]spendCounter
 }
 
-// check decides cost c at now under budgets bs, taking nothing: it returns
-// whether every window admits c and, when one does not, the Retry-After.
-func (s *spendState) check(now time.Time, bs [spendWindows]int64, c int64) (ok bool, retry time.Duration) {
+// check decides cost c at now (in windows cur) under budgets bs, taking
+// nothing: it returns whether every window admits c and, when one does
+// not, the Retry-After.
+func (s *spendState) check(now time.Time, cur, bs [spendWindows]int64, c int64) (ok bool, retry time.Duration) {
 	ok = true
 	for k, b := range bs {
 		if b <= 0 {
 			continue
 		}
-		w := s.c[k].window(k, now)
+		w := s.c[k].window(cur[k])
 		if v := s.c[k].spentIn(w, b); !spendAdmits(b, v, c) {
 			ok, retry = false, max(retry, spendRetryAfter(k, now, w, b, v, c))
 		}
@@ -178,26 +172,27 @@ func (s *spendState) check(now time.Time, bs [spendWindows]int64, c int64) (ok b
 	return ok, retry
 }
 
-// add adds n (a refund when negative) to every window with a budget.
-func (s *spendState) add(now time.Time, bs [spendWindows]int64, n int64) {
+// add adds n (a refund when negative) to every window with a budget, in
+// windows cur.
+func (s *spendState) add(cur, bs [spendWindows]int64, n int64) {
 	for k, b := range bs {
 		if b > 0 {
 			s.budgets[k] = b
 			if n != 0 {
-				s.c[k].add(s.c[k].window(k, now), b, n)
+				s.c[k].add(s.c[k].window(cur[k]), b, n)
 			}
 		}
 	}
 }
 
-// quota is the tightest window's quota at now.
-func (s *spendState) quota(now time.Time, bs [spendWindows]int64) Quota {
+// quota is the tightest window's quota at now (in windows cur).
+func (s *spendState) quota(now time.Time, cur, bs [spendWindows]int64) Quota {
 	var q Quota
 	for k, b := range bs {
 		if b <= 0 {
 			continue
 		}
-		w := s.c[k].window(k, now)
+		w := s.c[k].window(cur[k])
 		if wq := spendQuota(k, now, w, b, s.c[k].spentIn(w, b)); tighter(wq, q) {
 			q = wq
 		}
@@ -208,12 +203,13 @@ func (s *spendState) quota(now time.Time, bs [spendWindows]int64) Quota {
 // full reports whether no window holds spend at now under the budgets last
 // written, so that forgetting them changes nothing.
 func (s *spendState) full(now time.Time) bool {
+	cur := windowsAt(now)
 	for k, c := range s.c {
 		b := s.budgets[k]
 		if c.spent <= 0 || b <= 0 {
 			continue
 		}
-		if w := windowOf(k, now); w < c.w || c.spentIn(w, b) > 0 {
+		if w := cur[k]; w < c.w || c.spentIn(w, b) > 0 {
 			return false
 		}
 	}

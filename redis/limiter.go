@@ -14,8 +14,7 @@ import (
 
 // Limiter keeps per-tenant request and token budgets in Redis, so that all
 // relay replicas sharing the Redis (and the prefix) share the budgets. It
-// implements relay.Limiter, relay.TokenSettler, relay.UsageSettler and
-// relay.HealthChecker.
+// implements relay.Limiter, relay.TokenSettler and relay.HealthChecker.
 //
 // Each tenant has a request bucket and a token bucket with the semantics
 // of relay.MemoryLimiter: RequestsPerMinute refills the request bucket,
@@ -26,7 +25,7 @@ import (
 // spend budgets (SpendPerMinute, SpendPerDay, SpendPerMonth) its calendar
 // windows of UTC, in integer micro-units. The root module's
 // testdata/limiter_vectors.json, run against both, holds them to it.
-// Allow and Settle (SettleUsage) are one round trip each (one Lua script
+// Allow and Settle are one round trip each (one Lua script
 // over the tenant's keys), timed by Redis's clock; the relay's clock
 // (LimitRequest.Now) is ignored, so the calendar windows turn by Redis's
 // clock too.
@@ -248,23 +247,17 @@ func (b bucket) quota(v float64, limit int64) relay.Quota {
 
 // Settle implements relay.TokenSettler: it gives back (used < reserved) or
 // charges (used > reserved, possibly into debt) the difference between the
-// tokens req reserved and those used, in one round trip. A refund never
-// fills the bucket above its burst. It does nothing when the difference is
-// zero or the tenant has no token budget.
+// tokens req reserved and those used, and between the spend reserved
+// (req.Cost.Spend) and used (req.UsedSpend), in one round trip. A refund
+// never fills the bucket above its burst, nor leaves a window's spend
+// below zero. It does nothing when neither differs or the tenant has no
+// budget for it.
 func (l *Limiter) Settle(ctx context.Context, req relay.LimitRequest, used int64) error {
-	return l.SettleUsage(ctx, req, relay.Used{Tokens: used, Spend: req.Cost.Spend})
-}
-
-// SettleUsage implements relay.UsageSettler: Settle for tokens and spend
-// together, in one round trip. A spend refund never leaves a window's
-// spend below zero. It does nothing when neither differs or the tenant has
-// no budget for it.
-func (l *Limiter) SettleUsage(ctx context.Context, req relay.LimitRequest, used relay.Used) error {
 	lim := l.limits(req.Identity)
 	_, tb := buckets(lim)
 	bs := budgets(lim)
-	delta := max(0, used.Tokens) - max(0, req.Cost.Tokens)
-	spent := clampSpend(max(0, used.Spend)) - clampSpend(max(0, req.Cost.Spend))
+	delta := max(0, used) - max(0, req.Cost.Tokens)
+	spent := clampSpend(max(0, req.UsedSpend)) - clampSpend(max(0, req.Cost.Spend))
 	if tb.rate == 0 {
 		delta = 0
 	}

@@ -29,10 +29,10 @@ func (p pricedLimiter) Allow(ctx context.Context, req relay.LimitRequest) (relay
 	return p.Limiter.Allow(ctx, req)
 }
 
-func (p pricedLimiter) SettleUsage(ctx context.Context, req relay.LimitRequest, used relay.Used) error {
+func (p pricedLimiter) Settle(ctx context.Context, req relay.LimitRequest, used int64) error {
 	req.Cost.Spend = req.Cost.Tokens * microsPerToken
-	used.Spend = used.Tokens * microsPerToken
-	return p.Limiter.SettleUsage(ctx, req, used)
+	req.UsedSpend = used * microsPerToken
+	return p.Limiter.Settle(ctx, req, used)
 }
 
 // TestReplicasShareSpendBudget: three relays share one tenant's $0.10 day

@@ -27,7 +27,7 @@ func (a *atLimiter) AllowAt(now time.Time, req relay.LimitRequest) (relay.Decisi
 	return a.lim.Allow(context.Background(), req)
 }
 
-func (a *atLimiter) SettleAt(now time.Time, req relay.LimitRequest, used relay.Used) error {
+func (a *atLimiter) SettleAt(now time.Time, req relay.LimitRequest, used int64) error {
 	a.lim.testNow = func() time.Time { return now }
-	return a.lim.SettleUsage(context.Background(), req, used)
+	return a.lim.Settle(context.Background(), req, used)
 }

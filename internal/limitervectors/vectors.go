@@ -20,7 +20,7 @@ import (
 // Limiter is a limiter driven at explicit times.
 type Limiter interface {
 	AllowAt(now time.Time, req relay.LimitRequest) (relay.Decision, error)
-	SettleAt(now time.Time, req relay.LimitRequest, used relay.Used) error
+	SettleAt(now time.Time, req relay.LimitRequest, used int64) error
 }
 
 type vectors struct {
@@ -82,8 +82,8 @@ func Run(t *testing.T, path string, fresh func(t *testing.T) Limiter) {
 				}
 				if s.Settle {
 					require.Nil(t, s.Want, "step %d: a settlement has no decision", i)
-					used := relay.Used{Tokens: s.Used, Spend: s.UsedSpend}
-					require.NoError(t, lim.SettleAt(now, req, used), "step %d", i)
+					req.UsedSpend = s.UsedSpend
+					require.NoError(t, lim.SettleAt(now, req, s.Used), "step %d", i)
 					continue
 				}
 				require.NotNil(t, s.Want, "step %d: an admission needs want", i)
