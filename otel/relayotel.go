@@ -435,4 +435,3 @@ func hostPort(host, scheme string) (string, int) {
 	port, _ := strconv.Atoi(p)
 	return h, port
 }
-
