@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamrelay/relay"
 	relayotel "github.com/streamrelay/relay/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -91,13 +93,27 @@ func BenchmarkRequest(b *testing.B) {
 //
 //	cd otel && go test -run '^$' -bench BenchmarkHookCalls -benchmem -count 10
 func BenchmarkHookCalls(b *testing.B) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(nopExporter{}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	h, err := relayotel.New(relayotel.WithTracerProvider(tp), relayotel.WithMeterProvider(mp),
-		relayotel.WithPropagator(propagation.TraceContext{}))
-	if err != nil {
-		b.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		mp   metric.MeterProvider
+	}{
+		{"traces+metrics", sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))},
+		{"traces", noop.NewMeterProvider()},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(nopExporter{}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+			h, err := relayotel.New(relayotel.WithTracerProvider(tp), relayotel.WithMeterProvider(tc.mp),
+				relayotel.WithPropagator(propagation.TraceContext{}))
+			if err != nil {
+				b.Fatal(err)
+			}
+			hookCalls(b, h)
+		})
 	}
+}
+
+// hookCalls makes one request's hook calls per op.
+func hookCalls(b *testing.B, h *relay.Hooks) {
 	start := relay.RequestStartInfo{RequestID: "id", Method: "POST", Path: "/v1/chat/completions",
 		Route: "r", Provider: relay.ProviderOpenAI, Kind: relay.KindAuto, Tenant: "acme", KeyID: "k1"}
 	rec := relay.Record{Model: "m", ResponseModel: "m-1", Kind: relay.KindSSE, Status: 200, Attempts: 1,

@@ -263,7 +263,6 @@ func (o *observer) attemptStart(ctx context.Context, info relay.AttemptStartInfo
 		if info.Model != "" {
 			r.span.SetName(r.op + " " + info.Model)
 		}
-		r.span.SetAttributes(keyStream.Bool(info.Stream)) // the model is set at the end, with the rest
 	}
 	attrs := make([]attribute.KeyValue, 0, 5)
 	attrs = append(attrs, keyMethod.String("POST"), keyServerAddress.String(r.host), keyUpstream.String(info.Upstream))
@@ -280,12 +279,13 @@ func (o *observer) attemptStart(ctx context.Context, info relay.AttemptStartInfo
 
 func (o *observer) attemptEnd(ctx context.Context, info relay.AttemptEndInfo) {
 	span := trace.SpanFromContext(ctx)
-	if info.Status > 0 {
-		span.SetAttributes(keyStatus.Int(info.Status))
-	}
-	if info.ErrorType != relay.ErrTypeNone {
-		span.SetAttributes(keyErrorType.String(string(info.ErrorType)))
+	switch {
+	case !span.IsRecording():
+	case info.ErrorType != relay.ErrTypeNone:
+		span.SetAttributes(keyStatus.Int(info.Status), keyErrorType.String(string(info.ErrorType)))
 		span.SetStatus(codes.Error, string(info.ErrorType))
+	case info.Status > 0:
+		span.SetAttributes(keyStatus.Int(info.Status))
 	}
 	span.End()
 }
@@ -329,7 +329,7 @@ func (o *observer) requestEnd(ctx context.Context, info relay.RequestEndInfo) {
 		r.span.SetStatus(codes.Error, string(rec.ErrorType))
 	}
 	nDuration := len(kv)
-	kv = append(kv, keyStatus.Int(rec.Status), keyAttempts.Int(rec.Attempts))
+	kv = append(kv, keyStatus.Int(rec.Status), keyAttempts.Int(rec.Attempts), keyStream.Bool(r.stream))
 	u := rec.Usage
 	reported := u.InputTokens > 0 || u.OutputTokens > 0
 	if reported {
@@ -347,10 +347,18 @@ func (o *observer) requestEnd(ctx context.Context, info relay.RequestEndInfo) {
 			kv = append(kv, keyEstimated.Bool(true))
 		}
 	}
-	r.span.SetAttributes(kv[2:]...) // the operation and provider are the span's from its start
+	// One call, once: each call may grow the span's attribute slice. An
+	// unsampled span records nothing, and is not given any.
+	if r.span.IsRecording() {
+		r.span.SetAttributes(kv[2:]...) // the operation and provider are the span's from its start
+	}
 	r.span.End()
 
-	// Metrics, in the request's context (exemplars link to its span).
+	// Metrics, in the request's context (exemplars link to its span);
+	// none when the meter provider records nothing (a no-op).
+	if !o.duration.Enabled(r) {
+		return
+	}
 	// attribute.NewSet sorts its argument: each gets a copy.
 	base := newSet(kv[:nBase])
 	dur := base
