@@ -416,3 +416,42 @@ func TestRootModuleGainsNoDependency(t *testing.T) {
 		assert.True(t, allowed[p], "the root module requires %s directly", p)
 	}
 }
+
+// An unsampled trace (the host's sampler said no) records no span, yet
+// the upstream still gets the trace's context, marked unsampled, and the
+// metrics are still recorded.
+func TestUnsampled(t *testing.T) {
+	spans, reader := tracetest.NewSpanRecorder(), sdkmetric.NewManualReader()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans), sdktrace.WithSampler(sdktrace.NeverSample()))
+	hooks, err := relayotel.New(relayotel.WithTracerProvider(tp),
+		relayotel.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))),
+		relayotel.WithPropagator(propagation.TraceContext{}))
+	require.NoError(t, err)
+	parents := make(chan string, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		parents <- r.Header.Get("Traceparent")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"model":"m","usage":{"prompt_tokens":2,"completion_tokens":1}}`)
+	}))
+	defer up.Close()
+	rl, err := relay.New(relay.WithRoutes(relay.Route{Name: "r", Prefix: "/v1", Upstream: up.URL}),
+		relay.WithAPIKeys(relay.APIKey{Key: clientKey}), relay.WithRegisterer(prometheus.NewRegistry()), relay.WithHooks(hooks))
+	require.NoError(t, err)
+	// A new trace: no incoming traceparent, so the sampler decides.
+	req := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+	req.Header.Set("Authorization", "Bearer "+clientKey)
+	w := httptest.NewRecorder()
+	rl.ServeHTTP(w, req)
+	require.Equal(t, 200, w.Code)
+	got := testkit.Recv(t, parents, "the request did not reach the upstream")
+	assert.Regexp(t, `^00-[0-9a-f]{32}-[0-9a-f]{16}-00$`, got, "an unsampled context is still propagated")
+	assert.Empty(t, spans.Ended())
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	require.NotEmpty(t, rm.ScopeMetrics)
+	names := []string{}
+	for _, m := range rm.ScopeMetrics[0].Metrics {
+		names = append(names, m.Name)
+	}
+	assert.ElementsMatch(t, []string{"gen_ai.client.operation.duration", "gen_ai.client.token.usage"}, names)
+}
