@@ -90,7 +90,11 @@ func (ex *exchange) attempts() error {
 		if i+1 >= nb {
 			retry = i + 2 - nb
 		}
-		switch err := ex.try(b, i, last, retry); err {
+		err := ex.try(b, i, last, retry)
+		if ex.hk != nil && (err == errFailover || err == errRetryPlain) {
+			ex.hookAttemptEnd(true)
+		}
+		switch err {
 		case errFailover:
 			if i++; retry > 0 {
 				if err := ex.backoff(base, b); err != nil {
@@ -178,7 +182,11 @@ func (ex *exchange) send(a *attempt, b Backend) (*http.Response, error) {
 		// together (10m10s), and the trace is saved.
 		ctx = httptrace.WithClientTrace(ctx, a.trace())
 	}
-	resp, err := ex.rl.transport.RoundTrip(ex.upstreamRequest(ctx, b))
+	req := ex.upstreamRequest(ctx, b)
+	if ex.hk != nil {
+		ex.hookAttemptStart(b, req.Header)
+	}
+	resp, err := ex.rl.transport.RoundTrip(req)
 	if !a.headersIn() && err == nil {
 		resp.Body.Close()
 		resp, err = nil, context.Cause(a.ctx)

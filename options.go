@@ -56,6 +56,7 @@ type config struct {
 	observeBudget int64
 	refusalMemo   time.Duration
 	drain         time.Duration // WithDrainOnClientGone; 0: off
+	hooks         *Hooks        // WithHooks; nil: none
 	given         givenOptions  // options that exclude one another
 }
 

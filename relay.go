@@ -315,6 +315,7 @@ func (ex *exchange) serve() {
 		(*exchange).checkMethod,    // 405, before any key is looked at
 		(*exchange).authenticate,   // 401
 		(*exchange).routed,         // 404
+		(*exchange).hookStart,      // Hooks.RequestStart (hooks.go), for authenticated, routed requests
 		(*exchange).admitEarly,     // 429 for a caller still refused, before its body is read
 		(*exchange).readBody,       // 413, 408, 400, 503 over the body budget
 		(*exchange).ownDeadlines,   // the host's read and write timeouts give way to the relay's
@@ -461,6 +462,7 @@ type exchange struct {
 	up       upstream // the response roundTrip got, for relayResponse
 
 	stream observer // what the response tells as it passes
+	hk     *hookRun // the request's hook state (hooks.go); nil without hooks, or before hookStart
 
 	// One-byte fields, together: padding would push the exchange out of
 	// its allocation size class (see TestExchangeFitsSizeClass).
@@ -696,6 +698,9 @@ func (ex *exchange) finish() {
 		rl.settle(ex.r.Context(), req, used, ex.rec.RequestID)
 	}
 	capRecord(&ex.rec, ex.r)
+	if ex.hk != nil {
+		ex.hookEnd()
+	}
 	_ = rl.recorder.Record(ex.r.Context(), ex.rec)
 }
 

@@ -232,6 +232,9 @@ type observabilityConfig struct {
 	// DetailedLogs logs one line per request (metadata only) at level
 	// DEBUG, whatever the log level.
 	DetailedLogs bool `yaml:"detailed_logs"`
+	// OTLP exports OpenTelemetry traces and metrics (otlp.go); off by
+	// default.
+	OTLP otlpConfig `yaml:"otlp"`
 }
 
 type prometheusConfig struct {

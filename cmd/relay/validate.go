@@ -409,6 +409,7 @@ func (c *fileConfig) validateObservability(p *problems) {
 			c.bad(p, "observability.prometheus.addr", "is set but prometheus.enabled is false")
 		}
 	}
+	c.validateOTLP(p)
 	logKey := c.logKey()
 	if c.Observability.Logging != nil && c.has("log") {
 		c.bad(p, "observability.logging", "give either log or observability.logging, not both")
