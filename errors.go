@@ -61,6 +61,9 @@ type answers struct {
 	limiterDown      relayError // 503: the limiter failed, and fails closed
 	tooManyRequests  relayError // 429 for the request budget
 	tokensExhausted  relayError // 429 for the token budget
+	tooConcurrent    relayError // 429 for Limits.MaxConcurrent
+	tooManySessions  relayError // 429 for Limits.MaxSessions
+	upstreamBusy     relayError // 429: every key of the route is at Upstream.MaxInFlight
 	noURL            relayError // 502: a resolver's backend without a URL
 
 	// failures holds classify's answers, by phase and failure.
@@ -96,6 +99,9 @@ func newAnswers(maxBody int64, allow string) answers {
 		limiterDown:      relayError{http.StatusServiceUnavailable, ErrTypeLimiter, "Rate limiting is unavailable; retry shortly."},
 		tooManyRequests:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many requests."},
 		tokensExhausted:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: token budget exhausted."},
+		tooConcurrent:    relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many concurrent requests."},
+		tooManySessions:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many concurrent sessions."},
+		upstreamBusy:     relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "The upstream's concurrency limit is reached; retry shortly."},
 		noURL:            relayError{http.StatusBadGateway, ErrTypeUpstreamConnect, unreachable},
 		failures: [3][3]relayError{
 			readingBody: {

@@ -81,7 +81,8 @@ type Relay struct {
 	auth      Authenticator
 	resolver  UpstreamResolver
 	limiter   Limiter
-	settler   TokenSettler // nil when the limiter keeps no token budgets
+	settler   TokenSettler       // nil when the limiter keeps no token budgets
+	conc      ConcurrencyLimiter // nil when the limiter caps no concurrency
 	recorder  Recorder
 	async     *AsyncRecorder // nil when records are discarded
 	metrics   *metrics
@@ -185,6 +186,7 @@ func New(opts ...Option) (*Relay, error) {
 	rl.settleCtx, rl.stopSettling = context.WithCancel(context.Background())
 	rl.refused.off, rl.refused.life = c.refusalMemo == 0, c.refusalMemo
 	rl.settler, _ = rl.limiter.(TokenSettler)
+	rl.conc, _ = rl.limiter.(ConcurrencyLimiter)
 
 	switch {
 	case c.auth != nil:
@@ -458,6 +460,10 @@ type exchange struct {
 	// copy (48 bytes, see TestExchangeFitsSizeClass).
 	limitReq LimitRequest
 	up       upstream // the response roundTrip got, for relayResponse
+	// lease is the tenant's concurrency slot (concurrency.go), held from
+	// admit to finish; nil when none is held. 16 bytes: the exchange had
+	// room for it in its size class (TestExchangeFitsSizeClass).
+	lease Lease
 
 	stream observer // what the response tells as it passes
 
@@ -535,7 +541,7 @@ func (ex *exchange) admit() error {
 	}
 	setQuotaHeaders(ex.client.header(), d)
 	ex.reserved = ex.limitReq.Cost.Tokens > 0 && rl.settler != nil
-	return nil
+	return ex.acquireLease(false)
 }
 
 // refuse sets the headers of the answer to a request the limiter refused
@@ -547,8 +553,15 @@ func (ex *exchange) refuse(d Decision) error {
 		secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
 		ex.client.header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
-	if d.Reason == "tokens" {
+	switch d.Reason {
+	case "tokens":
 		return &ex.rl.answers.tokensExhausted
+	case ReasonConcurrency:
+		return &ex.rl.answers.tooConcurrent
+	case ReasonSessions:
+		return &ex.rl.answers.tooManySessions
+	case ReasonUpstreamConcurrency:
+		return &ex.rl.answers.upstreamBusy
 	}
 	return &ex.rl.answers.tooManyRequests
 }
@@ -637,6 +650,10 @@ func (ex *exchange) finish() {
 	}
 	if ex.entered {
 		defer rl.leave(ex)
+	}
+	if ex.lease != nil {
+		ex.lease.Release()
+		ex.lease = nil
 	}
 	if ex.cancel != nil {
 		defer ex.cancel(nil)
