@@ -291,5 +291,3 @@ func TestReplicasShareConcurrencyCap(t *testing.T) {
 	testkit.Wait(t, wg.Wait, "the requests did not end")
 	within(t, testkit.Timeout, func() bool { return leases() == 0 }, "the leases were not released")
 }
-
-
