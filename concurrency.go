@@ -327,7 +327,11 @@ func (ex *exchange) acquireLease(session bool) error {
 	}
 	req := LeaseRequest{Identity: ex.limitReq.Identity, Route: ex.route, Session: session,
 		ID: ex.rec.RequestID, Now: ex.limitReq.Now}
+	if !ex.waitable() {
+		return &rl.answers.draining
+	}
 	lease, d, err := rl.conc.Acquire(ctx, req)
+	ex.waiting.Store(waitNone)
 	if d.Waited > 0 {
 		outcome := "admitted"
 		if !d.Allowed {
@@ -362,4 +366,36 @@ func (ex *exchange) acquireLease(session bool) error {
 	}
 	ex.lease = lease
 	return nil
+}
+
+// waitable marks the exchange as about to wait for a concurrency slot,
+// unless Shutdown has begun: a request that has not started by then is
+// answered 503 rather than kept waiting. Shutdown sets rl.stopping before
+// it looks for queued exchanges (endWaits), and an exchange sets queued
+// before it looks at rl.stopping, so that one of the two always sees the
+// other. The caller stores waitNone once the wait is over.
+func (ex *exchange) waitable() bool {
+	ex.waiting.Store(waitSlot)
+	if ex.rl.stopping.Load() {
+		ex.waiting.Store(waitNone)
+		return false
+	}
+	return true
+}
+
+// What an exchange waits for (exchange.waiting).
+const (
+	waitNone uint32 = iota
+	waitBody        // the request body
+	waitSlot        // a concurrency slot
+)
+
+// endWaits ends the waits of exchanges queued for a concurrency slot: they
+// are answered 503 (shutting down). rl.mu is held.
+func (rl *Relay) endWaits() {
+	for ex := rl.live; ex != nil; ex = ex.next {
+		if ex.waiting.Load() == waitSlot {
+			ex.cancel(errShutdown)
+		}
+	}
 }

@@ -548,3 +548,51 @@ func queueWaits(t *testing.T, e *env, queue, outcome string) uint64 {
 	}
 	return 0
 }
+
+// TestShutdownEndsQueueWaits: Shutdown answers requests waiting for a
+// slot (tenant or key) with 503 at once, while the streams holding the
+// slots run on to their end.
+func TestShutdownEndsQueueWaits(t *testing.T) {
+	for _, queue := range []string{"tenant", "upstream"} {
+		t.Run(queue, func(t *testing.T) {
+			g := newGatedSSE()
+			var e *env
+			if queue == "tenant" {
+				e = newEnv(t, g.serve, Route{Prefix: "/v1", Kind: KindSSE},
+					WithRateLimit(Limits{MaxConcurrent: 1, QueueTimeout: time.Minute}))
+			} else {
+				e, _, _ = newKeyEnv(t, g, []Upstream{{MaxInFlight: 1}}, time.Minute)
+			}
+			held, err := e.open(testkit.Context(t))
+			require.NoError(t, err)
+			testkit.Recv(t, g.arrived, "the stream did not reach the upstream")
+			queued := make(chan *http.Response, 1)
+			go func() {
+				resp, err := e.open(testkit.Context(t))
+				if err == nil {
+					_, _ = io.ReadAll(resp.Body)
+					resp.Body.Close()
+					queued <- resp
+				}
+			}()
+			waitUntil(t, func() bool {
+				e.relay.mu.Lock()
+				defer e.relay.mu.Unlock()
+				for ex := e.relay.live; ex != nil; ex = ex.next {
+					if ex.waiting.Load() == waitSlot {
+						return true
+					}
+				}
+				return false
+			}, "the request did not queue")
+			stopped := make(chan error, 1)
+			go func() { stopped <- e.relay.Shutdown(testkit.Context(t)) }()
+			resp := testkit.Recv(t, queued, "Shutdown did not end the queued request's wait")
+			assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+			e.handled()
+			assert.Equal(t, ErrTypeShuttingDown, e.lastRecord().ErrorType)
+			finishStream(t, e, g, held)
+			assert.NoError(t, testkit.Recv(t, stopped, "Shutdown did not return"))
+		})
+	}
+}

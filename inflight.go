@@ -92,16 +92,22 @@ func (ex *exchange) takeKeySlot(base context.Context, i int) (keySlot, error) {
 			s.mu.Unlock()
 			if timer != nil {
 				timer.Stop()
-				ex.queued("admitted", start)
+				ex.waiting.Store(waitNone)
+				ex.observeWait("admitted", start)
 			}
 			return ks, nil
 		}
 		if t.queueWait <= 0 || (!front && len(s.waiters) >= s.capacity) {
 			s.mu.Unlock()
 			if timer != nil {
-				ex.queued("refused", start)
+				ex.waiting.Store(waitNone)
+				ex.observeWait("refused", start)
 			}
 			return keySlot{}, ex.refuse(leaseRefusal(ReasonUpstreamConcurrency))
+		}
+		if timer == nil && !ex.waitable() {
+			s.mu.Unlock()
+			return keySlot{}, &ex.rl.answers.draining
 		}
 		ch := make(chan struct{})
 		if front {
@@ -122,15 +128,16 @@ func (ex *exchange) takeKeySlot(base context.Context, i int) (keySlot, error) {
 			continue
 		case <-timer.C:
 			err = ex.refuse(leaseRefusal(ReasonUpstreamConcurrency))
-			ex.queued("refused", start)
+			ex.observeWait("refused", start)
 		case <-base.Done():
 			err = ex.failed(beforeResponse, context.Cause(base), base.Err())
-			ex.queued("canceled", start)
+			ex.observeWait("canceled", start)
 		case <-ex.r.Context().Done(): // with WithDrainOnClientGone ex.ctx outlives the client
 			err = ex.clientGone()
-			ex.queued("canceled", start)
+			ex.observeWait("canceled", start)
 		}
 		timer.Stop()
+		ex.waiting.Store(waitNone)
 		s.mu.Lock()
 		s.dequeue(ch)
 		s.mu.Unlock()
@@ -138,8 +145,8 @@ func (ex *exchange) takeKeySlot(base context.Context, i int) (keySlot, error) {
 	}
 }
 
-// queued observes a wait for a key slot.
-func (ex *exchange) queued(outcome string, start time.Time) {
+// observeWait observes a wait for a key slot.
+func (ex *exchange) observeWait(outcome string, start time.Time) {
 	ex.rl.metrics.queueWait.WithLabelValues(ex.route, "upstream", outcome).Observe(time.Since(start).Seconds())
 }
 

@@ -123,6 +123,9 @@ type Relay struct {
 
 	mu       sync.Mutex
 	draining bool
+	// stopping is draining, read without the lock by requests about to
+	// wait for a concurrency slot (see waitable).
+	stopping atomic.Bool
 	inflight int
 	live     *exchange // in-flight exchanges, linked through prev/next
 	// settling holds one channel per background settlement, closed when
@@ -451,8 +454,11 @@ type exchange struct {
 
 	arrived  int64        // when the handler started, by the system clock, in Unix ns (a time.Time is 24 bytes)
 	bodyHeld atomic.Int64 // bytes of rl.bodies held by the body
-	inBody   atomic.Bool  // reading the request body: Shutdown cuts the read
-	left     atomic.Bool  // the client left while the upstream drains (drain.go)
+	// waiting is what the exchange waits for that Shutdown must end:
+	// waitBody, the request body (its read is cut); waitSlot, a
+	// concurrency slot (concurrency.go: its wait is cancelled).
+	waiting atomic.Uint32
+	left    atomic.Bool // the client left while the upstream drains (drain.go)
 
 	// limitReq is what admit asks the limiter for (inspectRequest sets its
 	// token estimate), and what was reserved, for settlement. Its Identity
@@ -834,7 +840,7 @@ func (rl *Relay) cut() {
 	defer rl.mu.Unlock()
 	for ex := rl.live; ex != nil; ex = ex.next {
 		ex.cancel(errShutdown)
-		if ex.inBody.Load() {
+		if ex.waiting.Load() == waitBody {
 			_ = ex.client.rc.SetReadDeadline(aLongTimeAgo())
 		}
 	}
@@ -913,6 +919,8 @@ const errShutdown = Error("relay: shutdown deadline reached")
 func (rl *Relay) Shutdown(ctx context.Context) error {
 	rl.mu.Lock()
 	rl.draining = true
+	rl.stopping.Store(true)
+	rl.endWaits()
 	var idle chan struct{}
 	if rl.inflight > 0 {
 		if rl.idle == nil {
