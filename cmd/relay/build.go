@@ -28,7 +28,9 @@ func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool)
 		ak := relay.APIKey{Key: k.Key, ID: k.ID, Tenant: k.Tenant, Labels: k.Labels}
 		if l := k.Limits; l != nil {
 			ak.Limits = &relay.Limits{RequestsPerMinute: l.RequestsPerMinute, Burst: l.Burst,
-				TokensPerMinute: l.TokensPerMinute, TokenBurst: l.TokenBurst}
+				TokensPerMinute: l.TokensPerMinute, TokenBurst: l.TokenBurst,
+				MaxConcurrent: l.MaxConcurrent, MaxSessions: l.MaxSessions,
+				QueueTimeout: time.Duration(l.QueueTimeout), MaxQueued: l.MaxQueued}
 		} else if c.RateLimit.Enabled {
 			// Each key carries the defaults, not the shared limiter: a
 			// reload changes them for new requests, and the limiter adapts
@@ -92,6 +94,7 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 		},
 		NoFirstContentHold: r.NoFirstContentHold,
 		KeepAlive:          time.Duration(r.KeepAlive),
+		QueueTimeout:       time.Duration(r.QueueTimeout),
 	}
 	if len(r.Upstreams) == 0 {
 		rt.Upstream = r.Upstream
@@ -105,8 +108,9 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 			URL:        u.URL,
 			AuthHeader: u.AuthHeader,
 			AuthValue:  credential(u.AuthEnv, u.AuthValue, getenv),
-			Keys:       u.Keys,
-			Weight:     u.Weight,
+			Keys:        u.Keys,
+			Weight:      u.Weight,
+			MaxInFlight: u.MaxInFlight,
 		})
 	}
 	return rt
