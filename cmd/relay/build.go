@@ -104,10 +104,10 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 	}
 	for _, u := range r.Upstreams {
 		rt.Upstreams = append(rt.Upstreams, relay.Upstream{
-			Name:       u.Name,
-			URL:        u.URL,
-			AuthHeader: u.AuthHeader,
-			AuthValue:  credential(u.AuthEnv, u.AuthValue, getenv),
+			Name:        u.Name,
+			URL:         u.URL,
+			AuthHeader:  u.AuthHeader,
+			AuthValue:   credential(u.AuthEnv, u.AuthValue, getenv),
 			Keys:        u.Keys,
 			Weight:      u.Weight,
 			MaxInFlight: u.MaxInFlight,
