@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -593,6 +594,71 @@ func TestShutdownEndsQueueWaits(t *testing.T) {
 			assert.Equal(t, ErrTypeShuttingDown, e.lastRecord().ErrorType)
 			finishStream(t, e, g, held)
 			assert.NoError(t, testkit.Recv(t, stopped, "Shutdown did not return"))
+		})
+	}
+}
+
+// TestKeyQueueClientLeaves: a client that leaves while waiting for a key
+// slot is recorded as 499 and takes no slot: the held one stays held and
+// the queue is empty.
+func TestKeyQueueClientLeaves(t *testing.T) {
+	g := newGatedSSE()
+	e, table, name := newKeyEnv(t, g, []Upstream{{MaxInFlight: 1}}, time.Minute)
+	held, err := e.open(testkit.Context(t))
+	require.NoError(t, err)
+	testkit.Recv(t, g.arrived, "the stream did not reach the upstream")
+	slots := table.routes[0].slots
+	ctx, cancel := context.WithCancel(testkit.Context(t))
+	done := make(chan error, 1)
+	go func() {
+		resp, err := e.open(ctx)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	waitUntil(t, func() bool {
+		slots.mu.Lock()
+		defer slots.mu.Unlock()
+		return len(slots.waiters) == 1
+	}, "the request did not queue")
+	cancel()
+	assert.Error(t, testkit.Recv(t, done, "the client's request did not end"))
+	e.handled()
+	assert.Equal(t, StatusClientClosedRequest, e.lastRecord().Status)
+	assert.Equal(t, []int{1}, table.InFlight("test", name))
+	slots.mu.Lock()
+	assert.Empty(t, slots.waiters)
+	slots.mu.Unlock()
+	assert.Equal(t, uint64(1), queueWaits(t, e, "upstream", "canceled"))
+	finishStream(t, e, g, held)
+	assert.Equal(t, []int{0}, table.InFlight("test", name))
+}
+
+// failingLeases is a limiter whose Allow admits and whose Acquire fails.
+type failingLeases struct{}
+
+func (failingLeases) Allow(context.Context, LimitRequest) (Decision, error) {
+	return Decision{Allowed: true}, nil
+}
+
+func (failingLeases) Acquire(context.Context, LeaseRequest) (Lease, Decision, error) {
+	return nil, Decision{}, errors.New("store down")
+}
+
+// TestConcurrencyLimiterFailure: a ConcurrencyLimiter that cannot decide
+// fails open or closed as Allow does, counted as a limiter error.
+func TestConcurrencyLimiterFailure(t *testing.T) {
+	for _, open := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fail open %v", open), func(t *testing.T) {
+			e := newEnv(t, okUpstream, Route{Prefix: "/v1"}, WithLimiter(failingLeases{}), WithLimiterFailOpen(open))
+			resp, _ := e.do(e.request(http.MethodPost, "/v1/chat/completions", `{"model":"m","messages":[]}`))
+			if open {
+				assert.Equal(t, http.StatusOK, resp.StatusCode)
+			} else {
+				assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+			}
+			assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.errors.WithLabelValues("test", string(ErrTypeLimiter))))
 		})
 	}
 }
