@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -660,5 +661,28 @@ func TestConcurrencyLimiterFailure(t *testing.T) {
 			}
 			assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.errors.WithLabelValues("test", string(ErrTypeLimiter))))
 		})
+	}
+}
+
+// TestSlotsReleasedAfterPanic: a panic on the request path (here, in the
+// transport) still gives back the tenant's lease and the key's slot.
+func TestSlotsReleasedAfterPanic(t *testing.T) {
+	ml := NewMemoryLimiter(Limits{MaxConcurrent: 1})
+	e := newEnv(t, okUpstream, Route{Prefix: "/v1", Upstreams: []Upstream{{URL: "http://127.0.0.1:1", Name: "up", MaxInFlight: 1}}},
+		WithLimiter(ml),
+		WithTransport(roundTripFunc(func(*http.Request) (*http.Response, error) { panic(http.ErrAbortHandler) })))
+	wt := newWatch(t, e.relay, false)
+	for range 2 { // the second finds both slots free again
+		req, err := http.NewRequest(http.MethodPost, wt.front.URL+"/v1/x", strings.NewReader(`{}`))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		if resp, err := wt.front.Client().Do(req); err == nil {
+			resp.Body.Close()
+		}
+		wt.handlerReturned(t)
+		assert.Equal(t, http.StatusInternalServerError, e.lastRecord().Status)
+		c, _, _ := ml.Leases("acme")
+		assert.Zero(t, c, "the lease was released")
+		assert.Equal(t, []int{0}, e.relay.resolver.(*RouteTable).InFlight("test", "up"))
 	}
 }
