@@ -78,8 +78,12 @@ type leaseState struct {
 	mu      sync.Mutex
 	held    map[*lease]struct{}
 	waiting map[string]int // tenant → requests of this limiter waiting
-	running bool           // the renewer goroutine runs
-	wake    chan struct{}  // tells the renewer that held emptied
+	// freed holds, per tenant with waiters, a channel closed (and
+	// replaced) when this limiter releases one of the tenant's leases, so
+	// that its waiters try again at once rather than at their next poll.
+	freed   map[string]chan struct{}
+	running bool          // the renewer goroutine runs
+	wake    chan struct{} // tells the renewer that held emptied
 	ttl     time.Duration
 	script  *redis.Script
 	// renewed, set by tests only, is told of each renewal round.
@@ -89,6 +93,7 @@ type leaseState struct {
 // lease is a lease of the Redis limiter.
 type lease struct {
 	l        *Limiter
+	tenant   string
 	keys     []string // the sets holding it: conc, then sess for a session
 	id       string
 	released atomic.Bool
@@ -103,7 +108,7 @@ func (ls *lease) Release() {
 		return
 	}
 	l := ls.l
-	l.leases.forget(ls)
+	defer l.leases.forget(ls) // after the ZREM: local waiters retry then
 	_, _ = call(l.calls, context.Background(), l.timeout, func(ctx context.Context) ([]redis.Cmder, error) {
 		return l.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, k := range ls.keys {
@@ -118,6 +123,10 @@ func (s *leaseState) forget(ls *lease) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.held, ls)
+	if ch, ok := s.freed[ls.tenant]; ok {
+		close(ch)
+		s.freed[ls.tenant] = make(chan struct{})
+	}
 	if len(s.held) == 0 && s.running {
 		select {
 		case s.wake <- struct{}{}:
@@ -138,7 +147,8 @@ func (l *Limiter) leaseKeys(tenant string, session bool) []string {
 // Acquire implements relay.ConcurrencyLimiter with leases in Redis (see
 // DefaultLeaseTTL). A tenant without caps gets no lease and costs no
 // call. A request over a cap polls for a slot (every 10ms, backing off to
-// 250ms) up to Limits.QueueTimeout; at most Limits.QueueBound() of a
+// 250ms, and at once when this limiter releases one of the tenant's
+// leases) up to Limits.QueueTimeout; at most Limits.QueueBound() of a
 // tenant's requests wait at once in this limiter (each replica has its
 // own queue). The error, when Redis fails or is too slow, wraps the cause;
 // ctx's error when it ends while the request waits.
@@ -153,7 +163,7 @@ func (l *Limiter) Acquire(ctx context.Context, req relay.LeaseRequest) (relay.Le
 		_, _ = rand.Read(b[:])
 		id = hex.EncodeToString(b[:])
 	}
-	ls := &lease{l: l, keys: l.leaseKeys(req.Identity.Tenant, req.Session), id: id}
+	ls := &lease{l: l, tenant: req.Identity.Tenant, keys: l.leaseKeys(req.Identity.Tenant, req.Session), id: id}
 	reason, err := l.tryLease(ctx, ls, lim, req.Session)
 	if err != nil || reason == "" {
 		return l.granted(ls, err, 0)
@@ -169,6 +179,7 @@ func (l *Limiter) Acquire(ctx context.Context, req relay.LeaseRequest) (relay.Le
 	defer poll.Stop()
 	for gap := queuePollMin; ; gap = min(2*gap, queuePollMax) {
 		select {
+		case <-l.leases.freedCh(req.Identity.Tenant):
 		case <-ctx.Done():
 			return nil, relay.Decision{}, ctx.Err()
 		case <-deadline.C:
@@ -180,8 +191,22 @@ func (l *Limiter) Acquire(ctx context.Context, req relay.LeaseRequest) (relay.Le
 		if reason, err = l.tryLease(ctx, ls, lim, req.Session); err != nil || reason == "" {
 			return l.granted(ls, err, max(time.Since(start), 1))
 		}
+		if !poll.Stop() {
+			select { // the poll fired while a release woke this wait
+			case <-poll.C:
+			default:
+			}
+		}
 		poll.Reset(gap)
 	}
+}
+
+// freedCh is the channel closed when this limiter next releases one of
+// tenant's leases (tenant has waiters, so it exists).
+func (s *leaseState) freedCh(tenant string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.freed[tenant]
 }
 
 // tryLease runs the lease script once: "" when the lease is taken, else
@@ -232,8 +257,11 @@ func (s *leaseState) enqueue(tenant string, bound int) bool {
 	}
 	if s.waiting == nil {
 		s.waiting = make(map[string]int)
+		s.freed = make(map[string]chan struct{})
 	}
-	s.waiting[tenant]++
+	if s.waiting[tenant]++; s.freed[tenant] == nil {
+		s.freed[tenant] = make(chan struct{})
+	}
 	return true
 }
 
@@ -242,6 +270,7 @@ func (s *leaseState) dequeue(tenant string) {
 	defer s.mu.Unlock()
 	if s.waiting[tenant]--; s.waiting[tenant] <= 0 {
 		delete(s.waiting, tenant)
+		delete(s.freed, tenant)
 	}
 }
 
