@@ -317,6 +317,9 @@ func (ex *exchange) acquireLease(session bool) error {
 	if rl.conc == nil {
 		return nil
 	}
+	if ex.limitReq.Now.IsZero() {
+		ex.limitReq.Now = rl.clock.Now() // set by admit; a caller that did not ask Allow first
+	}
 	ctx := ex.ctx
 	if rl.cfg.drain > 0 {
 		// ex.ctx outlives the client (drain.go): a queued request must not.
