@@ -535,7 +535,9 @@ func (ex *exchange) admit() error {
 		rl.log.Warn("relay: limiter failed", "request_id", ex.rec.RequestID, "fail_open", rl.cfg.failOpen, "error", err)
 		if rl.cfg.failOpen {
 			// Counted here: the request itself goes on to succeed or fail
-			// on its own account. A refusal is counted by finish.
+			// on its own account. A refusal is counted by finish. No
+			// concurrency lease is asked for: the limiter's store is down,
+			// and a second wait for it would only delay the request.
 			rl.metrics.errors.WithLabelValues(ex.route, string(ErrTypeLimiter)).Inc()
 			return nil
 		}
