@@ -67,8 +67,16 @@ func (ex *exchange) attempts() error {
 		if ex.left.Load() {
 			return ex.clientGone() // no upstream is asked for a client that left
 		}
+		if ex.up.a != nil {
+			ex.up.a.slot.release() // the attempt before is over (inflight.go)
+		}
+		slot, err := ex.takeKeySlot(base, min(i, nb-1)) // may pick another key: before b is read
+		if err != nil {
+			return err
+		}
 		b, last := t.Backends[min(i, nb-1)], i == tries-1
 		if b.URL == nil {
+			slot.release()
 			rl.log.Error("relay: resolver returned a backend without a URL", "route", ex.route, "upstream", b.Name)
 			return &rl.answers.noURL
 		}
@@ -85,12 +93,13 @@ func (ex *exchange) attempts() error {
 			own = baseCancel
 		}
 		ex.up.a = newAttempt(base, own, to) // ended by serve's deferred ex.up.end, a panic included
+		ex.up.a.slot = slot                 // released by its end
 		// retry: the next attempt, if any, is a retry of this backend.
 		retry := 0
 		if i+1 >= nb {
 			retry = i + 2 - nb
 		}
-		err := ex.try(b, i, last, retry)
+		err = ex.try(b, i, last, retry)
 		if ex.hk != nil && (err == errFailover || err == errRetryPlain) {
 			ex.hookAttemptEnd(true)
 		}
@@ -301,6 +310,8 @@ type attempt struct {
 
 	wait time.Duration // the backoff before a retry follows the attempt (planRetry)
 
+	slot keySlot // the key's in-flight slot (Upstream.MaxInFlight), released by end
+
 	connect, firstByte, firstToken, idle time.Duration
 }
 
@@ -421,4 +432,5 @@ func (a *attempt) end() {
 		a.timer.Stop()
 	}
 	a.cancel(nil)
+	a.slot.release()
 }
