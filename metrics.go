@@ -39,6 +39,8 @@ type metrics struct {
 	upstreamRests *prometheus.CounterVec
 	upstreamState *prometheus.GaugeVec
 	retries       *children[prometheus.Counter] // route, upstream
+	cost          *children[prometheus.Counter] // route, model
+	costUnknown   *children[prometheus.Counter] // route, reason
 }
 
 // register registers cs with reg, all or none. It is the package's one
@@ -140,9 +142,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "relay_upstream_retries_total",
 		Help: "Attempts sent again to the same upstream after a backoff (Route.MaxAttempts beyond the backends).",
 	}, []string{"route", "upstream"})
+	cost := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_cost_total",
+		Help: "Cost of finished requests at the configured prices (WithPrices), in units of the price table's currency; models not named by WithModels are \"other\". Requests whose cost is unknown are not in it: see relay_cost_unknown_total.",
+	}, []string{"route", "model"})
+	costUnknown := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_cost_unknown_total",
+		Help: "Finished requests whose cost could not be priced, by reason: model (not in the price table) or usage (answered but no usage reported to price).",
+	}, []string{"route", "reason"})
 	all := []prometheus.Collector{requests, duration, errs, active, ttfb,
 		tokens, ttft, interChunk, upstreamReqs, limited, includeUsageRetries,
-		upstreamRests, upstreamState, retries}
+		upstreamRests, upstreamState, retries, cost, costUnknown}
 	if err := register(reg, all...); err != nil {
 		return nil, err
 	}
@@ -163,6 +173,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		upstreamRests:       upstreamRests,
 		upstreamState:       upstreamState,
 		retries:             newChildren(retries.WithLabelValues),
+		cost:                newChildren(cost.WithLabelValues),
+		costUnknown:         newChildren(costUnknown.WithLabelValues),
 	}, nil
 }
 

@@ -137,7 +137,7 @@ func appendWindow(w, b []byte, t int) []byte {
 
 // observeUsage moves what was observed into the record, and the record's
 // timings and tokens into the metrics.
-func (ex *exchange) observeUsage() {
+func (ex *exchange) observeUsage() (label string) {
 	rl := ex.rl
 	ex.stream.end(&ex.rec, &rl.streams, ex.streamed())
 	if ex.rec.TTFB > 0 {
@@ -147,7 +147,7 @@ func (ex *exchange) observeUsage() {
 	if model == "" {
 		model = ex.rec.ResponseModel
 	}
-	label := rl.modelLabel(model)
+	label = rl.modelLabel(model)
 	if ex.rec.TTFT > 0 {
 		rl.metrics.ttft.WithLabelValues(ex.route, label).Observe(ms(ex.rec.TTFT))
 	}
@@ -173,6 +173,7 @@ func (ex *exchange) observeUsage() {
 			rl.metrics.tokens.WithLabelValues(ex.route, label, t.typ).Add(float64(t.n))
 		}
 	}
+	return label
 }
 
 // streamed reports whether the response is a successful stream (SSE, a

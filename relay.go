@@ -91,6 +91,7 @@ type Relay struct {
 	clock     Clock
 	sysClock  bool // clock is the system clock: stream timings reuse wall readings
 	models    map[string]bool
+	prices    *PriceTable // nil: costs are not priced
 	methods   []string     // allowed request methods
 	allowHdr  []string     // their Allow header value, shared by every 405
 	answers   answers      // the relay's own errors
@@ -256,6 +257,7 @@ func New(opts ...Option) (*Relay, error) {
 	for _, m := range c.metricsModels {
 		rl.models[m] = true
 	}
+	rl.prices = c.prices
 	rl.methods = c.methods
 	rl.allowHdr = []string{strings.Join(c.methods, ", ")}
 	rl.answers = newAnswers(c.maxBody, rl.allowHdr[0])
@@ -644,7 +646,7 @@ func (ex *exchange) finish() {
 	if ex.counted {
 		rl.metrics.active.WithLabelValues(ex.route).Dec()
 	}
-	ex.observeUsage()
+	ex.priceRecord(ex.observeUsage())
 	m := rl.metrics
 	m.requests.WithLabelValues(ex.route, statusClass(ex.rec.Status)).Inc()
 	m.duration.WithLabelValues(ex.route).Observe(ms(ex.rec.Duration))
