@@ -142,7 +142,9 @@ type PriceEntry struct {
 	// record's provider wins over an empty one at the same step.
 	Provider Provider
 	// Models are exact model names, or patterns: a name ending in "*" is
-	// a prefix ("gpt-4o-mini*"); no other wildcard is understood.
+	// a prefix ("gpt-4o-mini*"), and "*" alone matches every model of the
+	// provider, a request naming none included (such as one price for
+	// every Azure Speech voice); no other wildcard is understood.
 	Models []string
 	Price  ModelPrice
 }
@@ -160,7 +162,8 @@ type PriceEntry struct {
 //     Recognised: -YYYY-MM-DD, -YYYYMMDD, @YYYYMMDD (Vertex) and -MMDD
 //     ("gpt-4-0613");
 //  3. the longest prefix pattern ("gpt-4o-mini*" beats "gpt-4o*"),
-//     matched against the full name.
+//     matched against the full name; "*" last, which alone matches a
+//     request that named no model.
 //
 // Names are compared case-sensitively, as providers spell them.
 type PriceTable struct {
@@ -201,7 +204,7 @@ func NewPriceTable(version, currency string, entries []PriceEntry) (*PriceTable,
 		p := new(ModelPrice)
 		*p = e.Price
 		for _, m := range e.Models {
-			if m == "" || m == "*" || strings.Contains(strings.TrimSuffix(m, "*"), "*") {
+			if m == "" || strings.Contains(strings.TrimSuffix(m, "*"), "*") {
 				return nil, fmt.Errorf("relay: price table entry %d: model %q: want a name or a prefix ending in *", i, m)
 			}
 			if seen[e.Provider][m] {
@@ -253,7 +256,7 @@ func (t *PriceTable) Lookup(provider Provider, model string) (ModelPrice, bool) 
 }
 
 func (t *PriceTable) lookup(provider Provider, model string) *ModelPrice {
-	if t == nil || model == "" {
+	if t == nil {
 		return nil
 	}
 	exact := func(name string) *ModelPrice {
@@ -262,7 +265,7 @@ func (t *PriceTable) lookup(provider Provider, model string) *ModelPrice {
 		}
 		return t.exact[""][name]
 	}
-	if p := exact(model); p != nil {
+	if p := exact(model); model != "" && p != nil {
 		return p
 	}
 	if base := stripSnapshotDate(model); base != model {
