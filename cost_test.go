@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -163,4 +164,62 @@ func TestCostCharacters(t *testing.T) {
 	require.Equal(t, int64(8), rec.Characters)
 	// 8 characters * $16 per million = 8 * 16 = 128 micro-dollars
 	assert.Equal(t, Charge{Known: true, Amount: 128, Currency: "USD", PriceVersion: "test-2026-11"}, rec.Cost)
+}
+
+// benchRelay is a relay over tr, with prices for model "m" or none.
+func benchRelay(tb testing.TB, tr http.RoundTripper, prices *PriceTable) *Relay {
+	rl, err := New(WithRoutes(Route{Name: "r", Prefix: "/", Upstream: "http://upstream.test"}),
+		WithAPIKeys(APIKey{Key: testKey}), WithTransport(tr), WithRegisterer(prometheus.NewRegistry()),
+		WithRecorder(NopRecorder{}), WithModels("m"), WithPrices(prices))
+	require.NoError(tb, err)
+	return rl
+}
+
+func benchPrices(tb testing.TB) *PriceTable {
+	pt, err := NewPriceTable("v", "USD", []PriceEntry{
+		{Models: []string{"gpt-4o", "gpt-4o-mini", "claude-sonnet-4"}, Price: ModelPrice{Input: 3_000_000, Output: 15_000_000}},
+		{Models: []string{"m*"}, Price: ModelPrice{Input: 2_500_000, CachedInput: 1_250_000, Output: 10_000_000}},
+	})
+	require.NoError(tb, err)
+	return pt
+}
+
+// TestCostNoAllocation: pricing a request (lookup, arithmetic, the cost
+// metric) adds no allocation to it.
+func TestCostNoAllocation(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts need a build without -race (.ci/run runs one)")
+	}
+	tr := &memTransport{sse: benchStream()}
+	measure := func(rl *Relay) float64 {
+		w := &discardWriter{h: http.Header{}}
+		return testing.AllocsPerRun(200, func() {
+			clear(w.h)
+			rl.ServeHTTP(w, benchRequest("/v1/chat/completions"))
+		})
+	}
+	priced := benchRelay(t, tr, benchPrices(t))
+	plain, withPrices := measure(benchRelay(t, tr, nil)), measure(priced)
+	assert.LessOrEqual(t, withPrices, plain, "allocations per request with prices vs without")
+	assert.Positive(t, testutil.ToFloat64(priced.metrics.cost.WithLabelValues("r", "m")), "the requests were priced")
+}
+
+// BenchmarkHandlerPriced is BenchmarkHandler's sse case with and without
+// a price table: the difference is what pricing costs a request.
+func BenchmarkHandlerPriced(b *testing.B) {
+	tr := &memTransport{sse: benchStream()}
+	for _, tt := range []struct {
+		name   string
+		prices *PriceTable
+	}{{"unpriced", nil}, {"priced", benchPrices(b)}} {
+		b.Run(tt.name, func(b *testing.B) {
+			rl := benchRelay(b, tr, tt.prices)
+			w := &discardWriter{h: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				rl.ServeHTTP(w, benchRequest("/v1/chat/completions"))
+			}
+		})
+	}
 }

@@ -91,7 +91,7 @@ type Relay struct {
 	clock     Clock
 	sysClock  bool // clock is the system clock: stream timings reuse wall readings
 	models    map[string]bool
-	prices    *PriceTable // nil: costs are not priced
+	prices    *PriceTable  // nil: costs are not priced
 	methods   []string     // allowed request methods
 	allowHdr  []string     // their Allow header value, shared by every 405
 	answers   answers      // the relay's own errors
