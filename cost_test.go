@@ -89,7 +89,6 @@ func jsonAnswer(status int, body string) http.HandlerFunc {
 // models freely); so is an answer without usage. A request that consumed
 // nothing costs a known zero; without prices nothing is priced.
 func TestCostUnknownAndZero(t *testing.T) {
-	const usage = `{"model":"%s","choices":[],"usage":{"prompt_tokens":100,"completion_tokens":10}}`
 	prices := mustPrices(t,
 		PriceEntry{Models: []string{"big-model"}, Price: ModelPrice{Input: 1_000_000, Output: 2_000_000}},
 		PriceEntry{Models: []string{"alias"}, Price: ModelPrice{Input: 5_000_000, Output: 5_000_000}})
