@@ -264,6 +264,7 @@ func New(opts ...Option) (*Relay, error) {
 		rl.models[m] = true
 	}
 	rl.prices = c.prices
+	rl.pricing = newPricing(c.prices)
 	rl.methods = c.methods
 	rl.allowHdr = []string{strings.Join(c.methods, ", ")}
 	rl.answers = newAnswers(c.maxBody, rl.allowHdr[0])
@@ -473,7 +474,7 @@ type exchange struct {
 	// would cost 40 bytes the exchange has no room for.
 	ident Identity
 	cost  Cost
-	up       upstream // the response roundTrip got, for relayResponse
+	up    upstream // the response roundTrip got, for relayResponse
 	// lease is the tenant's concurrency slot (concurrency.go), held from
 	// admit to finish; nil when none is held. 16 bytes: the exchange had
 	// room for it in its size class (TestExchangeFitsSizeClass).
