@@ -90,26 +90,43 @@ func BenchmarkRequest(b *testing.B) {
 // start, an attempt with its traceparent, first content, usage, request
 // end), on the SDK as BenchmarkRequest sets it up: the hooks' own cost per
 // request, free of the relay's (whose noise on a shared machine exceeds it).
+// The spans go to an exporter that drops them, through the simple
+// (synchronous) span processor, and through the batch one, which a
+// production host uses (its export runs on its own goroutine).
 //
-//	cd otel && go test -run '^$' -bench BenchmarkHookCalls -benchmem -count 10
+//	cd otel && go test -run '^$' -bench 'HookCalls|SDKSpanFloor' -benchmem -count 6
 func BenchmarkHookCalls(b *testing.B) {
-	for _, tc := range []struct {
-		name string
-		mp   metric.MeterProvider
-	}{
-		{"traces+metrics", sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))},
-		{"traces", noop.NewMeterProvider()},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(nopExporter{}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
-			h, err := relayotel.New(relayotel.WithTracerProvider(tp), relayotel.WithMeterProvider(tc.mp),
-				relayotel.WithPropagator(propagation.TraceContext{}))
-			if err != nil {
-				b.Fatal(err)
-			}
-			hookCalls(b, h)
-		})
+	for _, proc := range []string{"simple", "batch"} {
+		for _, tc := range []struct {
+			name    string
+			metrics bool
+		}{{"traces+metrics", true}, {"traces", false}} {
+			b.Run(proc+"/"+tc.name, func(b *testing.B) {
+				var mp metric.MeterProvider = noop.NewMeterProvider()
+				if tc.metrics {
+					mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+				}
+				h, err := relayotel.New(relayotel.WithTracerProvider(benchTracerProvider(b, proc)),
+					relayotel.WithMeterProvider(mp), relayotel.WithPropagator(propagation.TraceContext{}))
+				if err != nil {
+					b.Fatal(err)
+				}
+				hookCalls(b, h)
+			})
+		}
 	}
+}
+
+// benchTracerProvider samples every span and drops it at export, through
+// the span processor proc ("simple" or "batch"); it is shut down when b ends.
+func benchTracerProvider(b *testing.B, proc string) *sdktrace.TracerProvider {
+	opt := sdktrace.WithSyncer(nopExporter{})
+	if proc == "batch" {
+		opt = sdktrace.WithBatcher(nopExporter{})
+	}
+	tp := sdktrace.NewTracerProvider(opt, sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return tp
 }
 
 // hookCalls makes one request's hook calls per op.
@@ -133,14 +150,17 @@ func hookCalls(b *testing.B, h *relay.Hooks) {
 }
 
 // BenchmarkSDKSpanFloor starts and ends one bare span on the same SDK
-// setup: the floor BenchmarkHookCalls' two spans stand on, to read its
+// setups: the floor BenchmarkHookCalls' two spans stand on, to read its
 // numbers on a machine whose speed is unknown (or shared).
 func BenchmarkSDKSpanFloor(b *testing.B) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(nopExporter{}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
-	tr := tp.Tracer("floor")
-	b.ReportAllocs()
-	for b.Loop() {
-		_, s := tr.Start(context.Background(), "span")
-		s.End()
+	for _, proc := range []string{"simple", "batch"} {
+		b.Run(proc, func(b *testing.B) {
+			tr := benchTracerProvider(b, proc).Tracer("floor")
+			b.ReportAllocs()
+			for b.Loop() {
+				_, s := tr.Start(context.Background(), "span")
+				s.End()
+			}
+		})
 	}
 }

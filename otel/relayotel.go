@@ -306,7 +306,7 @@ func (o *observer) attemptStart(ctx context.Context, info relay.AttemptStartInfo
 		}
 	}
 	actx, _ := o.tracer.Start(r, "POST", as.opts...)
-	o.props.Inject(actx, propagation.HeaderCarrier(info.Header))
+	o.props.Inject(actx, headerCarrier(info.Header))
 	return actx
 }
 
