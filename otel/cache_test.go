@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -49,4 +50,29 @@ func TestHeaderCarrier(t *testing.T) {
 	c.Set("traceparent", "again")
 	assert.Equal(t, []string{"again"}, h.Values("Traceparent"), "Set replaces")
 	assert.ElementsMatch(t, []string{"Authorization", "Traceparent", "Tracestate", "Baggage", "X-Custom-Key"}, c.Keys())
+}
+
+// TestCacheConcurrent: goroutines filling one cache past its bound keep
+// it bounded, and every value found is its own key's (run with -race).
+func TestCacheConcurrent(t *testing.T) {
+	var c cache[nameKey, string]
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range cacheEntries {
+				m := strconv.Itoa(i % (cacheEntries/2 + g*100))
+				c.put(nameKey{"chat", m}, "chat "+m, len(m))
+				if v, ok := c.get(nameKey{"chat", m}); ok && v != "chat "+m {
+					t.Errorf("%q holds %q", m, v)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	assert.LessOrEqual(t, c.n.Load(), int32(cacheEntries))
+	n := 0
+	c.m.Range(func(any, any) bool { n++; return true })
+	assert.Equal(t, int(c.n.Load()), n, "the count is the entries'")
 }
