@@ -20,8 +20,8 @@ const (
 // not, the requests past the bound pay what they would without a cache).
 // Its zero value is ready to use.
 type cache[K comparable, V any] struct {
-	m sync.Map // K → V
-	n atomic.Int32
+	m sync.Map     // K → V
+	n atomic.Int32 // entries in m, and puts storing one
 }
 
 // get finds k's value.
@@ -40,7 +40,13 @@ func (c *cache[K, V]) put(k K, v V, keyLen int) {
 	if keyLen > cacheKeyLen || c.n.Load() >= cacheEntries {
 		return
 	}
-	if _, loaded := c.m.LoadOrStore(k, v); !loaded {
-		c.n.Add(1)
+	// A slot is taken before the store, so that puts racing for the last
+	// one cannot overshoot the bound.
+	if c.n.Add(1) > cacheEntries {
+		c.n.Add(-1)
+		return
+	}
+	if _, loaded := c.m.LoadOrStore(k, v); loaded {
+		c.n.Add(-1)
 	}
 }
