@@ -63,6 +63,28 @@
 // Requests the relay refuses before it knows the caller and the route
 // (401, 404, 405, 503 while draining) get no span; every later one does,
 // a 429 or a failed request included.
+//
+// # Cost
+//
+// A request costs two SDK spans (start, attributes, end) and four
+// histogram records; what this package adds to them is one allocation
+// (its request state, which is also the context the later hooks get) and
+// the traceparent header the propagator writes. What repeats from one
+// request to the next is built once and kept: each route's span start
+// options, each backend's attempt span start options, the "chat {model}"
+// span names, and the metric attribute sets of each (operation,
+// provider, model, response model, server, error type). These caches are
+// bounded, since models come from clients and upstreams: at most 512
+// entries each, none with a key over 256 bytes of such names; past the
+// bound a request builds what it needs and keeps nothing. The spans'
+// end attributes are set in one call each, from a pooled buffer.
+//
+// The attributes a sampler may use (gen_ai.operation.name,
+// gen_ai.provider.name, and the attempt's http.request.method,
+// server.address and server.port) are given when each span starts, as
+// the conventions ask; that costs the SDK two allocations per span more
+// than giving every attribute at the end would.
+// BenchmarkHookCalls and BenchmarkSDKSpanFloor measure it.
 package relayotel
 
 import (
