@@ -62,6 +62,8 @@ type answers struct {
 	tooManyRequests  relayError // 429 for the request budget
 	tokensExhausted  relayError // 429 for the token budget
 	noURL            relayError // 502: a resolver's backend without a URL
+	noWebSocket      relayError // 404: a WebSocket session on a route with NoWebSocket
+	noHijack         relayError // 501: a WebSocket session the host's ResponseWriter cannot hand over
 
 	// failures holds classify's answers, by phase and failure.
 	failures [3][3]relayError
@@ -97,6 +99,9 @@ func newAnswers(maxBody int64, allow string) answers {
 		tooManyRequests:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many requests."},
 		tokensExhausted:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: token budget exhausted."},
 		noURL:            relayError{http.StatusBadGateway, ErrTypeUpstreamConnect, unreachable},
+		noWebSocket:      relayError{http.StatusNotFound, ErrTypeNoRoute, "This route does not serve WebSocket sessions."},
+		noHijack: relayError{http.StatusNotImplemented, ErrTypeNoRoute,
+			"WebSocket sessions are not available on this server: its handler cannot take over the connection (HTTP/2, or a ResponseWriter without Hijack)."},
 		failures: [3][3]relayError{
 			readingBody: {
 				failedOther:    {http.StatusBadRequest, ErrTypeBadRequest, "The request body could not be read."},

@@ -39,6 +39,10 @@ type metrics struct {
 	upstreamRests *prometheus.CounterVec
 	upstreamState *prometheus.GaugeVec
 	retries       *children[prometheus.Counter] // route, upstream
+	// WebSocket sessions (wssession.go).
+	sessions   *children[prometheus.Counter] // route, closed_by
+	frames     *children[prometheus.Counter] // route, direction
+	closeCodes *children[prometheus.Counter] // route, code
 }
 
 // register registers cs with reg, all or none. It is the package's one
@@ -140,9 +144,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "relay_upstream_retries_total",
 		Help: "Attempts sent again to the same upstream after a backoff (Route.MaxAttempts beyond the backends).",
 	}, []string{"route", "upstream"})
+	sessions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_websocket_sessions_total",
+		Help: "WebSocket sessions relayed (past the 101), by route and the side that closed first (client, upstream, relay).",
+	}, []string{"route", "closed_by"})
+	frames := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_websocket_frames_total",
+		Help: "WebSocket frames relayed, by route and direction (in: client to upstream; out: upstream to client), counted when a session ends.",
+	}, []string{"route", "direction"})
+	closeCodes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_websocket_close_codes_total",
+		Help: "WebSocket sessions by the close code that ended them: 1000-1015 by number, 3xxx and 4xxx by range, other.",
+	}, []string{"route", "code"})
 	all := []prometheus.Collector{requests, duration, errs, active, ttfb,
 		tokens, ttft, interChunk, upstreamReqs, limited, includeUsageRetries,
-		upstreamRests, upstreamState, retries}
+		upstreamRests, upstreamState, retries, sessions, frames, closeCodes}
 	if err := register(reg, all...); err != nil {
 		return nil, err
 	}
@@ -163,6 +179,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		upstreamRests:       upstreamRests,
 		upstreamState:       upstreamState,
 		retries:             newChildren(retries.WithLabelValues),
+		sessions:            newChildren(sessions.WithLabelValues),
+		frames:              newChildren(frames.WithLabelValues),
+		closeCodes:          newChildren(closeCodes.WithLabelValues),
 	}, nil
 }
 
@@ -242,6 +261,8 @@ func statusClass(code int) string {
 		return "3xx"
 	case code >= 200:
 		return "2xx"
+	case code >= 100:
+		return "1xx" // a WebSocket session's 101
 	default:
 		return "5xx" // no status at all: the connection failed
 	}

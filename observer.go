@@ -40,10 +40,10 @@ type observer struct {
 	acct        obsAccount          // capture and tail
 	capture     []byte              // start of a JSON body
 	tail        []byte              // its end, once capture is full
-	tailWin     int                 // tail's window: capturedTail, or minTail without budget
 	prompt      int64               // the request's prompt estimate, in tokens (inspectRequest)
 	lastContent time.Duration       // when the last content event was read, since the request's start
 	interChunk  prometheus.Observer // resolved once per stream, not per event
+	tailWin     int32               // tail's window: capturedTail, or minTail without budget (int32: beside the flags, see TestExchangeFitsSizeClass)
 	captureFull bool                // the body was longer than capture
 	cut         bool                // the response ended short: the client left, or the upstream broke off
 }
@@ -112,13 +112,15 @@ func (o *observer) chunk(b []byte) {
 		o.capture = append(o.capture, b[:room]...)
 		o.captureFull = true
 		b = b[room:]
-		o.tail, o.tailWin = o.acct.tailBuf(o.tail, capturedTail)
+		var win int
+		o.tail, win = o.acct.tailBuf(o.tail, capturedTail)
+		o.tailWin = int32(win)
 		// The tail starts with the end of the head, so that a usage object
 		// straddling the boundary is found whole.
-		k := min(len(o.capture), o.tailWin)
+		k := min(len(o.capture), int(o.tailWin))
 		o.tail = append(o.tail, o.capture[len(o.capture)-k:]...)
 	}
-	o.tail = appendWindow(o.tail, b, o.tailWin)
+	o.tail = appendWindow(o.tail, b, int(o.tailWin))
 }
 
 // appendWindow appends b to w, a window over the end of a byte stream,

@@ -56,6 +56,7 @@ type config struct {
 	observeBudget int64
 	refusalMemo   time.Duration
 	drain         time.Duration // WithDrainOnClientGone; 0: off
+	session       SessionTimeouts // WithSessionTimeouts
 	given         givenOptions  // options that exclude one another
 }
 

@@ -119,6 +119,10 @@ type Relay struct {
 	// keepAliveHook, set by tests before any request, is told of each
 	// keep-alive timer's firing (keepalive.go).
 	keepAliveHook func(wrote bool)
+	// newSessionObserver, when set, observes each WebSocket session's
+	// messages (wsobserve.go); nil: sessions are metered by bytes, frames
+	// and duration only.
+	newSessionObserver func(provider string) sessionObserver
 
 	mu       sync.Mutex
 	draining bool
@@ -308,6 +312,10 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (ex *exchange) serve() {
 	defer ex.finish()
 	defer ex.up.end() // the last attempt and the total timeout, on every exit
+	if wantsWebSocket(ex.r) {
+		ex.serveSession() // websocket.go
+		return
+	}
 	for _, step := range [...]func(*exchange) error{
 		(*exchange).enter,          // 503 while draining
 		(*exchange).resolve,        // the route, labelling even a 401; its 404 waits for routed
@@ -473,6 +481,7 @@ type exchange struct {
 	scratch     [1]byte         // the read that proves a full buffer was the whole body
 	incl        uint8           // the include_usage edit: inclNone, inclSent, inclRefused (includeusage.go)
 	hideEv      bool            // the SSE event just dispatched is the usage chunk to hide
+	ws          bool            // a WebSocket session (websocket.go)
 }
 
 // fail answers with a relay error before any byte of a response was sent:
