@@ -55,9 +55,9 @@ type config struct {
 	body          bodyLimits
 	observeBudget int64
 	refusalMemo   time.Duration
-	drain         time.Duration // WithDrainOnClientGone; 0: off
+	drain         time.Duration   // WithDrainOnClientGone; 0: off
 	session       SessionTimeouts // WithSessionTimeouts
-	given         givenOptions  // options that exclude one another
+	given         givenOptions    // options that exclude one another
 }
 
 // givenOptions records which of the mutually exclusive options were

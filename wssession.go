@@ -116,9 +116,9 @@ type wsPeer struct {
 	pinged atomic.Bool   // a ping of the relay's is unanswered
 
 	wmu      sync.Mutex
-	atEdge   bool   // the bytes written to it end between frames
-	closed   bool   // a close frame was written to it: nothing more is
-	queued   []byte // a frame of the relay's, waiting for a frame boundary
+	atEdge   bool          // the bytes written to it end between frames
+	closed   bool          // a close frame was written to it: nothing more is
+	queued   []byte        // a frame of the relay's, waiting for a frame boundary
 	deadline time.Time     // the client's write deadline last set
 	timeout  time.Duration // WithClientWriteTimeout, for the client; 0: none
 
