@@ -2,7 +2,10 @@ package relay
 
 import (
 	"bytes"
+	"encoding/json"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/streamrelay/relay/internal/testkit"
@@ -96,4 +99,141 @@ func TestSessionPassesFramesByteForByte(t *testing.T) {
 	assert.Equal(t, "client", rec.ClosedBy)
 	assert.Equal(t, ErrTypeNone, rec.ErrorType)
 	assert.Equal(t, "acme", rec.Tenant)
+}
+
+// TestSessionRefusedBeforeUpgrade: a session the relay refuses gets an
+// ordinary HTTP error in the caller's shape, and no upstream is asked.
+func TestSessionRefusedBeforeUpgrade(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		route  Route
+		hdr    http.Header
+		path   string
+		status int
+		code   string
+	}{
+		{"no key", Route{Prefix: "/v1"}, nil, "/v1/realtime", 401, "invalid_api_key"},
+		{"wrong key", Route{Prefix: "/v1"}, bearer("sk-wrong"), "/v1/realtime", 401, "invalid_api_key"},
+		{"wrong subprotocol key", Route{Prefix: "/v1"},
+			http.Header{"Sec-WebSocket-Protocol": {"realtime, openai-insecure-api-key.sk-wrong"}}, "/v1/realtime", 401, "invalid_api_key"},
+		{"no route", Route{Prefix: "/v1"}, bearer(testKey), "/other", 404, "not_found"},
+		{"route without sessions", Route{Prefix: "/v1", NoWebSocket: true}, bearer(testKey), "/v1/realtime", 404, "not_found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, reqs := wsEnv(t, func(*wsPeerConn) { t.Error("upstream reached") }, tc.route)
+			resp, c := wsDial(t, e.front.URL+tc.path, tc.hdr)
+			require.Nil(t, c)
+			assert.Equal(t, tc.status, resp.StatusCode)
+			b, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			var body struct {
+				Error struct{ Code string } `json:"error"`
+			}
+			require.NoError(t, json.Unmarshal(b, &body), "%s", b)
+			assert.Equal(t, tc.code, body.Error.Code)
+			e.handled()
+			assert.Empty(t, reqs)
+			rec := e.lastRecord()
+			assert.Equal(t, tc.status, rec.Status)
+			assert.NotContains(t, string(appendRecordJSON(nil, &rec)), "sk-wrong")
+		})
+	}
+}
+
+// TestSessionBrowserKeyAndHandshake: a browser's key subprotocol
+// authenticates the session and never goes upstream (nor into the
+// record); the route's credential is injected; the extension offer is
+// removed; the upstream's chosen subprotocol reaches the client.
+func TestSessionBrowserKeyAndHandshake(t *testing.T) {
+	done := make(chan struct{})
+	e, reqs := wsEnv(t, func(p *wsPeerConn) {
+		p.sendClose(1000, "")
+		<-done
+	}, Route{Prefix: "/v1"})
+	resp, c := wsDial(t, e.front.URL+"/v1/realtime", http.Header{
+		"Sec-WebSocket-Protocol":   {"realtime, openai-insecure-api-key." + testKey, "openai-beta.realtime-v1"},
+		"Sec-WebSocket-Extensions": {"permessage-deflate; client_max_window_bits"},
+		"Cookie":                   {"session=secret"},
+	})
+	require.NotNil(t, c, "status %d", resp.StatusCode)
+	assert.Equal(t, "realtime", resp.Header.Get("Sec-WebSocket-Protocol"))
+	r := testkit.Recv(t, reqs, "the upstream handshake")
+	assert.Equal(t, "realtime, openai-beta.realtime-v1", r.Header.Get("Sec-WebSocket-Protocol"))
+	assert.Empty(t, r.Header.Values("Sec-WebSocket-Extensions"))
+	assert.Equal(t, []string{"Bearer up-secret"}, r.Header.Values("Authorization"))
+	assert.Empty(t, r.Header.Get("Cookie"))
+	for k, vv := range r.Header {
+		assert.NotContains(t, strings.Join(vv, ","), testKey, "header %s carries the client's key", k)
+	}
+	assert.Equal(t, 1000, closeCode(t, c.mustFrame()))
+	c.sendClose(1000, "")
+	close(done)
+	e.handled()
+	rec := e.lastRecord()
+	assert.Equal(t, "acme", rec.Tenant)
+	assert.Equal(t, "upstream", rec.ClosedBy)
+	assert.NotContains(t, string(appendRecordJSON(nil, &rec)), testKey)
+}
+
+// TestSessionHandshakeAnswers: an upstream's answer other than a 101 is
+// relayed as an ordinary response; a 101 with an extension is a 502; a
+// 503 fails over to the next upstream before any 101.
+func TestSessionHandshakeAnswers(t *testing.T) {
+	t.Run("non-101 relayed", func(t *testing.T) {
+		e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = io.WriteString(w, `{"error":{"message":"no realtime for you"}}`)
+		}, Route{Prefix: "/v1"})
+		resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+		require.Nil(t, c)
+		assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+		b, _ := io.ReadAll(resp.Body)
+		assert.Contains(t, string(b), "no realtime for you")
+		e.handled()
+		rec := e.lastRecord()
+		assert.Equal(t, http.StatusForbidden, rec.Status)
+		assert.Equal(t, KindWebSocket, rec.Kind)
+		assert.Equal(t, ErrTypeUpstreamStatus, rec.ErrorType)
+	})
+	t.Run("extension is 502", func(t *testing.T) {
+		e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+				"Sec-WebSocket-Accept: " + wsAccept(r.Header.Get("Sec-WebSocket-Key")) + "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"))
+		}, Route{Prefix: "/v1"})
+		resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+		require.Nil(t, c)
+		assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+		e.handled()
+		assert.Equal(t, http.StatusBadGateway, e.lastRecord().Status)
+	})
+	t.Run("failover before the 101", func(t *testing.T) {
+		ignore := goleak.IgnoreCurrent()
+		t.Cleanup(func() { goleak.VerifyNone(t, leakOptions(ignore)...) })
+		down := newEnv(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }, Route{})
+		reqs := make(chan *http.Request, 2)
+		up := newEnv(t, wsUpstream(t, reqs, func(p *wsPeerConn) {
+			p.send(true, wsframe.OpText, []byte("hi"))
+			p.sendClose(1000, "")
+			_, _ = p.readFrame()
+		}), Route{})
+		e := newEnv(t, nil, Route{Prefix: "/v1", Upstreams: []Upstream{
+			{Name: "down", URL: down.upstream.URL}, {Name: "up", URL: up.upstream.URL},
+		}})
+		resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+		require.NotNil(t, c, "status %d", resp.StatusCode)
+		assert.Equal(t, "hi", string(c.mustFrame().payload))
+		assert.Equal(t, 1000, closeCode(t, c.mustFrame()))
+		c.sendClose(1000, "")
+		e.handled()
+		rec := e.lastRecord()
+		assert.Equal(t, "up", rec.Upstream)
+		assert.Equal(t, 2, rec.Attempts)
+		assert.Equal(t, http.StatusSwitchingProtocols, rec.Status)
+	})
 }
