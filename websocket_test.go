@@ -2,11 +2,13 @@ package relay
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/streamrelay/relay/internal/wsframe"
@@ -235,5 +237,175 @@ func TestSessionHandshakeAnswers(t *testing.T) {
 		assert.Equal(t, "up", rec.Upstream)
 		assert.Equal(t, 2, rec.Attempts)
 		assert.Equal(t, http.StatusSwitchingProtocols, rec.Status)
+	})
+}
+
+// TestSessionEnds: how each end of a session reaches the other side and
+// the record.
+func TestSessionEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		upstream func(p *wsPeerConn, fromClient <-chan wsFrame)
+		client   func(t *testing.T, c *wsPeerConn)
+		code     int
+		by       string
+	}{
+		{"upstream closes first", func(p *wsPeerConn, fromClient <-chan wsFrame) {
+			p.sendClose(4000, "done")
+			<-fromClient
+		}, func(t *testing.T, c *wsPeerConn) {
+			f := c.mustFrame()
+			assert.Equal(t, 4000, closeCode(t, f))
+			assert.Equal(t, "done", string(f.payload[2:]))
+			c.sendClose(4000, "done")
+		}, 4000, "upstream"},
+		{"upstream vanishes", func(p *wsPeerConn, _ <-chan wsFrame) {
+			p.send(true, wsframe.OpText, []byte("last"))
+		}, func(t *testing.T, c *wsPeerConn) {
+			assert.Equal(t, "last", string(c.mustFrame().payload))
+			assert.Equal(t, 1014, closeCode(t, c.mustFrame()), "the relay's close for a vanished upstream")
+		}, 1006, "upstream"},
+		{"client vanishes", func(p *wsPeerConn, fromClient <-chan wsFrame) {
+			f := <-fromClient
+			assert.Equal(t, 1001, closeCode(t, f), "the relay's close for a vanished client")
+			assert.True(t, f.masked, "frames to the upstream are masked")
+		}, func(t *testing.T, c *wsPeerConn) {
+			c.c.Close()
+		}, 1006, "client"},
+		{"close without an answer", func(p *wsPeerConn, fromClient <-chan wsFrame) {
+			assert.Equal(t, 1000, closeCode(t, <-fromClient))
+			<-fromClient // never answered: the relay closes the connection
+		}, func(t *testing.T, c *wsPeerConn) {
+			c.sendClose(1000, "")
+			_, err := c.readFrame()
+			assert.Error(t, err, "closed within the close wait")
+		}, 1000, "client"},
+		{"close without a code", func(p *wsPeerConn, fromClient <-chan wsFrame) {
+			f := <-fromClient
+			assert.Empty(t, f.payload)
+			p.send(true, wsframe.OpClose, nil)
+		}, func(t *testing.T, c *wsPeerConn) {
+			c.send(true, wsframe.OpClose, nil)
+			assert.Equal(t, wsframe.OpClose, c.mustFrame().op)
+		}, 1005, "client"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := wsEnv(t, func(p *wsPeerConn) {
+				frames := make(chan wsFrame, 8)
+				go func() {
+					defer close(frames)
+					for range 8 {
+						f, err := p.readFrame()
+						if err != nil {
+							return
+						}
+						frames <- f
+					}
+				}()
+				tc.upstream(p, frames)
+				p.c.Close()
+				for range frames { // the reader ends with the connection
+				}
+			}, Route{Prefix: "/v1"})
+			resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+			require.NotNil(t, c, "status %d", resp.StatusCode)
+			tc.client(t, c)
+			e.handled()
+			rec := e.lastRecord()
+			assert.Equal(t, tc.code, rec.CloseCode)
+			assert.Equal(t, tc.by, rec.ClosedBy)
+		})
+	}
+}
+
+// TestSessionShutdown: Shutdown closes live sessions with 1001 (going
+// away) on both sides and records them.
+func TestSessionShutdown(t *testing.T) {
+	upClose := make(chan int, 1)
+	e, _ := wsEnv(t, func(p *wsPeerConn) {
+		p.send(true, wsframe.OpText, []byte("ready"))
+		f, err := p.readFrame()
+		if err == nil && f.op == wsframe.OpClose {
+			upClose <- closeCode(t, f)
+		}
+	}, Route{Prefix: "/v1"})
+	resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+	require.NotNil(t, c, "status %d", resp.StatusCode)
+	assert.Equal(t, "ready", string(c.mustFrame().payload))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- e.relay.Shutdown(ctx) }()
+	assert.Equal(t, 1001, closeCode(t, c.mustFrame()))
+	assert.Equal(t, 1001, testkit.Recv(t, upClose, "the upstream's close"))
+	testkit.Recv(t, shut, "Shutdown returns")
+	e.handled()
+	rec := e.lastRecord()
+	assert.Equal(t, 1001, rec.CloseCode)
+	assert.Equal(t, "relay", rec.ClosedBy)
+	// New sessions are refused.
+	resp, c = wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+	assert.Nil(t, c)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+}
+
+// TestSessionDeadPeer: the relay pings a silent side (masked toward the
+// upstream), and a side that stays silent past Idle ends the session;
+// Max ends any session.
+func TestSessionDeadPeer(t *testing.T) {
+	t.Run("idle", func(t *testing.T) {
+		pinged := make(chan wsFrame, 1)
+		e, _ := wsEnv(t, func(p *wsPeerConn) {
+			for range 20 { // the upstream answers pings; the client does not
+				f, err := p.readFrame()
+				if err != nil {
+					return
+				}
+				if f.op == wsframe.OpPing {
+					select {
+					case pinged <- f:
+					default:
+					}
+					p.send(true, wsframe.OpPong, f.payload)
+				}
+			}
+		}, Route{Prefix: "/v1"}, WithSessionTimeouts(SessionTimeouts{Ping: 20 * time.Millisecond, Idle: 200 * time.Millisecond}))
+		resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+		require.NotNil(t, c, "status %d", resp.StatusCode)
+		f := testkit.Recv(t, pinged, "the relay's ping upstream")
+		assert.True(t, f.masked)
+		sawPing := false
+		for range 20 {
+			f := c.mustFrame()
+			if f.op == wsframe.OpPing {
+				sawPing = true
+				assert.False(t, f.masked)
+			}
+			if f.op == wsframe.OpClose {
+				assert.Equal(t, 1001, closeCode(t, f))
+				break
+			}
+		}
+		assert.True(t, sawPing, "the silent client was pinged")
+		e.handled()
+		rec := e.lastRecord()
+		assert.Equal(t, "relay", rec.ClosedBy)
+		assert.Equal(t, 1001, rec.CloseCode)
+	})
+	t.Run("max", func(t *testing.T) {
+		e, _ := wsEnv(t, func(p *wsPeerConn) {
+			for range 4 {
+				if _, err := p.readFrame(); err != nil {
+					return
+				}
+			}
+		}, Route{Prefix: "/v1"}, WithSessionTimeouts(SessionTimeouts{Ping: -1, Idle: -1, Max: 50 * time.Millisecond}))
+		resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+		require.NotNil(t, c, "status %d", resp.StatusCode)
+		f := c.mustFrame()
+		assert.Equal(t, 1001, closeCode(t, f))
+		assert.Equal(t, "session time limit", string(f.payload[2:]))
+		e.handled()
+		assert.Equal(t, "relay", e.lastRecord().ClosedBy)
 	})
 }

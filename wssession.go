@@ -151,12 +151,14 @@ func newSession(ex *exchange, conn net.Conn, br *bufio.Reader, up io.ReadWriteCl
 func (s *session) run() {
 	ex := s.ex
 	stopCut := context.AfterFunc(ex.ctx, func() { s.callback(func() { s.relayClose(closeGoingAway, "relay shutting down") }) })
+	s.mu.Lock() // the timers' callbacks read timers under it
 	if s.to.Ping > 0 || s.to.Idle > 0 {
 		s.timers[0] = time.AfterFunc(s.watchInterval(), func() { s.callback(s.watch) })
 	}
 	if s.to.Max > 0 {
 		s.timers[1] = time.AfterFunc(s.to.Max, func() { s.callback(func() { s.relayClose(closeGoingAway, "session time limit") }) })
 	}
+	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
