@@ -125,7 +125,7 @@ type wsPeer struct {
 	// The direction read from this side (its goroutine's alone until run
 	// joins it).
 	frames, bytes int64
-	sawClose      bool // it sent a close frame, passed on
+	sawClose      atomic.Bool // it sent a close frame, passed on (read by the other direction)
 	small         [wsSmallBuf]byte
 }
 
@@ -432,7 +432,8 @@ func (s *session) pump(src, dst *wsPeer) {
 							code = int(binary.BigEndian.Uint16(closeBuf[:2]))
 						}
 						s.noteClose(src.name, code)
-						src.sawClose, closes = true, true
+						src.sawClose.Store(true)
+						closes = true
 					}
 				case wsframe.Error:
 					perr = ev.Err
@@ -454,7 +455,7 @@ func (s *session) pump(src, dst *wsPeer) {
 				return
 			}
 			if closes {
-				if dst.sawClose { // both closes have passed: the session is over
+				if dst.sawClose.Load() { // both closes have passed: the session is over
 					s.closeBoth()
 				} else {
 					s.closeSoon()
@@ -484,11 +485,15 @@ func (s *session) pump(src, dst *wsPeer) {
 // srcEnded ends the session when src's connection ended (or could not be
 // written to): recorded as src closing without a close frame (1006)
 // unless a close came first; dst is sent a close frame if it has none
+// coming
 // (1014 to the client when the upstream vanished, 1001 to the upstream
 // when the client did), then both connections are closed at once.
 func (s *session) srcEnded(src, dst *wsPeer) {
 	s.noteClose(src.name, closeAbnormal)
-	if !src.sawClose {
+	s.mu.Lock()
+	relayClosing := s.closedBy == closedByRelay // its own close is on its way to dst
+	s.mu.Unlock()
+	if !src.sawClose.Load() && !relayClosing {
 		code, reason := uint16(closeGoingAway), "client went away"
 		if src == &s.up {
 			code, reason = closeBadGateway, "upstream went away"
