@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -408,4 +410,128 @@ func TestSessionDeadPeer(t *testing.T) {
 		e.handled()
 		assert.Equal(t, "relay", e.lastRecord().ClosedBy)
 	})
+}
+
+// fakeRealtime is a sessionObserver that keeps what it is handed.
+type fakeRealtime struct {
+	mu       sync.Mutex
+	upstream []obsMsg
+	client   []obsMsg
+}
+
+type obsMsg struct {
+	msg, tail      string
+	text, complete bool
+}
+
+func (f *fakeRealtime) upstreamMsg(m obsMsg) sessionFact {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.upstream = append(f.upstream, m)
+	switch {
+	case strings.Contains(m.msg, "response.done"):
+		return sessionFact{Tokens: 100}
+	case strings.Contains(m.msg, `"error"`):
+		return sessionFact{Error: true}
+	case strings.Contains(m.msg, "delta"):
+		return sessionFact{Content: true}
+	}
+	return sessionFact{}
+}
+
+func (f *fakeRealtime) upstreamFn(msg, tail []byte, text, complete bool) sessionFact {
+	return f.upstreamMsg(obsMsg{string(msg), string(tail), text, complete})
+}
+
+type fakeObserver struct{ f *fakeRealtime }
+
+func (o fakeObserver) upstream(msg, tail []byte, text, complete bool) sessionFact {
+	return o.f.upstreamFn(msg, tail, text, complete)
+}
+
+func (o fakeObserver) client(msg, tail []byte, text, complete bool) {
+	o.f.mu.Lock()
+	defer o.f.mu.Unlock()
+	o.f.client = append(o.f.client, obsMsg{string(msg), string(tail), text, complete})
+}
+
+func (o fakeObserver) result(rec *Record) {
+	o.f.mu.Lock()
+	defer o.f.mu.Unlock()
+	for _, m := range o.f.client {
+		rec.Characters += int64(len(m.msg))
+	}
+}
+
+// settleSpy admits everything and reports each settlement.
+type settleSpy struct{ settled chan int64 }
+
+func (s settleSpy) Allow(context.Context, LimitRequest) (Decision, error) {
+	return Decision{Allowed: true}, nil
+}
+
+func (s settleSpy) Settle(_ context.Context, req LimitRequest, used int64) error {
+	if req.Cost.Tokens != 0 {
+		return errors.New("a session reserves no tokens")
+	}
+	s.settled <- used
+	return nil
+}
+
+// TestSessionObserved: the observer is handed each message whole and
+// unmasked (fragments reassembled, control frames between them left
+// out), a large one by its head and tail; its facts set the TTFT and the
+// error type, and settle tokens as they are reported.
+func TestSessionObserved(t *testing.T) {
+	large := "{\"type\":\"big\",\"x\":\"" + strings.Repeat("a", 100<<10) + "\",\"end\":true}"
+	spy := settleSpy{settled: make(chan int64, 4)}
+	e, _ := wsEnv(t, func(p *wsPeerConn) {
+		f, err := p.readFrame()
+		if err != nil || f.op != wsframe.OpText {
+			t.Errorf("upstream read %v %v", f.op, err)
+			return
+		}
+		p.send(false, wsframe.OpText, []byte(`{"type":"response.`))
+		p.send(true, wsframe.OpPing, []byte("x"))
+		p.send(false, wsframe.OpContinuation, []byte(`audio.delta"`))
+		p.send(true, wsframe.OpContinuation, []byte(`}`))
+		p.send(true, wsframe.OpText, []byte(large))
+		p.send(true, wsframe.OpText, []byte(`{"type":"response.done"}`))
+		p.send(true, wsframe.OpText, []byte(`{"type":"error"}`))
+		p.send(true, wsframe.OpBinary, []byte{0, 1, 2})
+		p.sendClose(1000, "")
+		_, _ = p.readFrame()
+	}, Route{Prefix: "/v1"}, WithLimiter(spy))
+	fake := &fakeRealtime{}
+	e.relay.newSessionObserver = func(provider string) sessionObserver {
+		assert.Equal(t, "openai", provider, "the route's provider")
+		return fakeObserver{fake}
+	}
+	resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+	require.NotNil(t, c, "status %d", resp.StatusCode)
+	c.send(true, wsframe.OpText, []byte("hello tts"))
+	for range 8 {
+		if c.mustFrame().op == wsframe.OpClose {
+			break
+		}
+	}
+	c.sendClose(1000, "")
+	assert.Equal(t, int64(100), testkit.Recv(t, spy.settled, "the response's tokens settled"))
+	e.handled()
+	rec := e.lastRecord()
+	assert.Positive(t, rec.TTFT)
+	assert.Equal(t, ErrTypeUpstreamEvent, rec.ErrorType)
+	assert.Equal(t, int64(9), rec.Characters)
+
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	require.Len(t, fake.upstream, 5)
+	assert.Equal(t, obsMsg{`{"type":"response.audio.delta"}`, "", true, true}, fake.upstream[0])
+	big := fake.upstream[1]
+	assert.False(t, big.complete)
+	assert.Equal(t, large[:maxObservedHead], big.msg)
+	assert.True(t, strings.HasSuffix(large, big.tail), "the tail is the message's end")
+	assert.GreaterOrEqual(t, len(big.tail), observedTail)
+	assert.Equal(t, obsMsg{"\x00\x01\x02", "", false, true}, fake.upstream[4])
+	assert.Equal(t, []obsMsg{{"hello tts", "", true, true}}, fake.client)
 }
