@@ -99,6 +99,8 @@ type session struct {
 	closedBy  string
 	closeCode int
 	closing   bool // both connections are being closed
+	sending   int  // relayClose calls writing their close frames
+	ended     bool // a side's connection ended (srcEnded)
 
 	timers [3]*time.Timer // watchdog, max duration, close wait
 }
@@ -266,10 +268,20 @@ func (s *session) closeBoth() {
 func (s *session) relayClose(code uint16, reason string) {
 	s.noteClose(closedByRelay, int(code))
 	s.closeSoon()
+	s.mu.Lock()
+	s.sending++
+	s.mu.Unlock()
 	var key [4]byte
 	payload := wsframe.ClosePayload(make([]byte, 0, 2+len(reason)), code, reason)
 	s.up.send(wsframe.AppendFrame(nil, true, wsframe.OpClose, true, key, payload), true)
 	s.client.send(wsframe.AppendFrame(nil, true, wsframe.OpClose, false, key, payload), true)
+	s.mu.Lock()
+	s.sending--
+	ended := s.ended && s.sending == 0
+	s.mu.Unlock()
+	if ended { // a side ended on the first close: the second is written, close both
+		s.closeBoth()
+	}
 }
 
 // watchInterval is how often the watchdog looks at the sides.
@@ -491,8 +503,13 @@ func (s *session) pump(src, dst *wsPeer) {
 func (s *session) srcEnded(src, dst *wsPeer) {
 	s.noteClose(src.name, closeAbnormal)
 	s.mu.Lock()
+	s.ended = true
 	relayClosing := s.closedBy == closedByRelay // its own close is on its way to dst
+	sending := s.sending > 0
 	s.mu.Unlock()
+	if sending {
+		return // relayClose closes both once its frames are written
+	}
 	if !src.sawClose.Load() && !relayClosing {
 		code, reason := uint16(closeGoingAway), "client went away"
 		if src == &s.up {
