@@ -38,12 +38,21 @@ var beforeUsageDDL = strings.NewReplacer(
 	"label_values Array(String),", "label_values Array(String), truncated UInt8,",
 ).Replace(firstReleaseDDL)
 
+// beforeSessionsDDL is the table as it was before the WebSocket session
+// columns (frames_in, frames_out, close_code, closed_by) were added.
+var beforeSessionsDDL = strings.NewReplacer(
+	"cached_input_tokens UInt64,", "cached_input_tokens UInt64, cache_creation_input_tokens UInt64,",
+	"reasoning_tokens UInt64,", "reasoning_tokens UInt64, audio_input_tokens UInt64, audio_output_tokens UInt64, usage_estimated UInt8,",
+	"attempts UInt16,", "attempts UInt16, attempt_upstreams Array(String), attempt_statuses Array(UInt16), attempt_error_types Array(String),",
+).Replace(beforeUsageDDL)
+
 // TestCreateTableMigratesAnExistingTable: CreateTable adds the new columns
 // to a table made by an earlier release, keeping its rows, after which the
 // recorder writes every field; running it again changes nothing.
 func TestCreateTableMigratesAnExistingTable(t *testing.T) {
 	t.Run("first release", func(t *testing.T) { testMigration(t, firstReleaseDDL) })
 	t.Run("before the usage columns", func(t *testing.T) { testMigration(t, beforeUsageDDL) })
+	t.Run("before the session columns", func(t *testing.T) { testMigration(t, beforeSessionsDDL) })
 }
 
 func testMigration(t *testing.T, oldDDL string) {

@@ -60,6 +60,10 @@ func fullRecord() relay.Record {
 		Characters: 99,
 		Labels:     map[string]string{"team": "search", "env": "prod"},
 		Truncated:  true,
+		FramesIn:   31,
+		FramesOut:  32,
+		CloseCode:  1000,
+		ClosedBy:   "client",
 	}
 }
 
@@ -106,6 +110,7 @@ func TestRecorderWritesFlatFields(t *testing.T) {
 		"audio_input_tokens": "6", "audio_output_tokens": "7", "usage_estimated": "true", "attempts": "2",
 		"attempt_log": `[{"upstream":"azure","status":503,"error_type":"upstream_status"},{"upstream":"openai","status":200}]`,
 		"characters":  "99", "labels": `{"env":"prod","team":"search"}`, "truncated": "true",
+		"frames_in": "31", "frames_out": "32", "close_code": "1000", "closed_by": "client",
 	}
 	assert.Equal(t, want, msgs[0].Values)
 	assert.Equal(t, "{}", msgs[1].Values["labels"])
