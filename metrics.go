@@ -261,8 +261,6 @@ func statusClass(code int) string {
 		return "3xx"
 	case code >= 200:
 		return "2xx"
-	case code >= 100:
-		return "1xx" // a WebSocket session's 101
 	default:
 		return "5xx" // no status at all: the connection failed
 	}

@@ -655,7 +655,11 @@ func (ex *exchange) finish() {
 	}
 	ex.observeUsage()
 	m := rl.metrics
-	m.requests.WithLabelValues(ex.route, statusClass(ex.rec.Status)).Inc()
+	class := statusClass(ex.rec.Status)
+	if ex.ws && ex.rec.Status == http.StatusSwitchingProtocols {
+		class = "1xx" // a WebSocket session, relayed (statusClass counts other 1xx as no answer)
+	}
+	m.requests.WithLabelValues(ex.route, class).Inc()
 	m.duration.WithLabelValues(ex.route).Observe(ms(ex.rec.Duration))
 	if ex.rec.ErrorType != ErrTypeNone {
 		m.errors.WithLabelValues(ex.route, string(ex.rec.ErrorType)).Inc()

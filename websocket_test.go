@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
 	"net/http"
 	"strings"
@@ -103,6 +104,13 @@ func TestSessionPassesFramesByteForByte(t *testing.T) {
 	assert.Equal(t, "client", rec.ClosedBy)
 	assert.Equal(t, ErrTypeNone, rec.ErrorType)
 	assert.Equal(t, "acme", rec.Tenant)
+	m := e.relay.metrics
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.requests.WithLabelValues("test", "1xx")))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.sessions.WithLabelValues("test", "client")))
+	assert.Equal(t, 8.0, testutil.ToFloat64(m.frames.WithLabelValues("test", "in")))
+	assert.Equal(t, 7.0, testutil.ToFloat64(m.frames.WithLabelValues("test", "out")))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.closeCodes.WithLabelValues("test", "1000")))
+	assert.Equal(t, 0.0, testutil.ToFloat64(m.active.WithLabelValues("test")), "relay_active_connections is back to 0")
 }
 
 // TestSessionRefusedBeforeUpgrade: a session the relay refuses gets an
@@ -334,6 +342,7 @@ func TestSessionShutdown(t *testing.T) {
 	resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
 	require.NotNil(t, c, "status %d", resp.StatusCode)
 	assert.Equal(t, "ready", string(c.mustFrame().payload))
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.relay.metrics.active.WithLabelValues("test")), "relay_active_connections holds the session")
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	shut := make(chan error, 1)
