@@ -95,9 +95,10 @@ type routeConfig struct {
 	MaxAttempts   int               `yaml:"max_attempts"`
 	Backoff       backoffConfig     `yaml:"backoff"`
 	PassHeaders   []string          `yaml:"pass_headers"`
-	// NoFirstContentHold and KeepAlive are relay.Route's.
+	// NoFirstContentHold, KeepAlive and NoWebSocket are relay.Route's.
 	NoFirstContentHold bool     `yaml:"no_first_content_hold"`
 	KeepAlive          duration `yaml:"keep_alive"`
+	NoWebSocket        bool     `yaml:"no_websocket"`
 }
 
 type backoffConfig struct {
