@@ -119,10 +119,11 @@ type Relay struct {
 	// keepAliveHook, set by tests before any request, is told of each
 	// keep-alive timer's firing (keepalive.go).
 	keepAliveHook func(wrote bool)
-	// newSessionObserver, when set, observes each WebSocket session's
-	// messages (wsobserve.go); nil: sessions are metered by bytes, frames
-	// and duration only.
+	// newSessionObserver observes each WebSocket session's messages
+	// (wsobserve.go): the provider's realtime observation, replaced by
+	// tests; nil: sessions are metered by bytes, frames and duration only.
 	newSessionObserver func(provider string) sessionObserver
+	realtimes          sync.Pool // *provider.Realtime
 
 	mu       sync.Mutex
 	draining bool
@@ -266,6 +267,8 @@ func New(opts ...Option) (*Relay, error) {
 	rl.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	rl.smallBufs.New = func() any { b := make([]byte, smallBufSize); return &b }
 	rl.streams.New = func() any { return new(provider.Stream) }
+	rl.realtimes.New = func() any { return new(provider.Realtime) }
+	rl.newSessionObserver = rl.newRealtimeObserver
 	rl.constHdr = newConstHeaders()
 	return rl, nil
 }

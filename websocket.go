@@ -30,7 +30,8 @@ func wantsWebSocket(r *http.Request) bool {
 // Sessions are not subject to WithAllowedMethods: the method list guards
 // ordinary requests; a route turns sessions off with Route.NoWebSocket.
 func (ex *exchange) serveSession() {
-	ex.ws, ex.bodyRead = true, true // an upgrade carries no body
+	ex.ws, ex.bodyRead = true, true              // an upgrade carries no body
+	ex.rec.Model = ex.r.URL.Query().Get("model") // OpenAI Realtime names it there (capped by capRecord)
 	for _, step := range [...]func(*exchange) error{
 		(*exchange).enter,          // 503 while draining
 		(*exchange).resolve,        // the route, labelling even a 401

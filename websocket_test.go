@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -543,4 +544,59 @@ func TestSessionObserved(t *testing.T) {
 	assert.GreaterOrEqual(t, len(big.tail), observedTail)
 	assert.Equal(t, obsMsg{"\x00\x01\x02", "", false, true}, fake.upstream[4])
 	assert.Equal(t, []obsMsg{{"hello tts", "", true, true}}, fake.client)
+}
+
+// TestSessionRealtimeUsage: a session of the recorded shape of OpenAI's
+// Realtime API (GA events: two responses and a transcription) is
+// metered through the provider's realtime observation: usage summed,
+// tokens settled per response.done, the model the upstream reported, TTFT.
+func TestSessionRealtimeUsage(t *testing.T) {
+	b, err := os.ReadFile("internal/provider/testdata/realtime/openai_realtime_ga.session")
+	require.NoError(t, err)
+	var lines []string
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if strings.HasPrefix(l, "< ") || strings.HasPrefix(l, "> ") {
+			lines = append(lines, l)
+		}
+	}
+	spy := settleSpy{settled: make(chan int64, 8)}
+	e, _ := wsEnv(t, func(p *wsPeerConn) {
+		for _, l := range lines {
+			if l[0] == '<' {
+				p.send(true, wsframe.OpText, []byte(l[2:]))
+				continue
+			}
+			f, err := p.readFrame()
+			if err != nil || string(f.payload) != l[2:] {
+				t.Errorf("upstream got %q (%v), want %q", f.payload, err, l[2:])
+				return
+			}
+		}
+		p.sendClose(1000, "")
+		_, _ = p.readFrame()
+	}, Route{Prefix: "/v1"}, WithLimiter(spy))
+	resp, c := wsDial(t, e.front.URL+"/v1/realtime?model=gpt-realtime", bearer(testKey))
+	require.NotNil(t, c, "status %d", resp.StatusCode)
+	for _, l := range lines {
+		if l[0] == '>' {
+			c.send(true, wsframe.OpText, []byte(l[2:]))
+			continue
+		}
+		assert.Equal(t, l[2:], string(c.mustFrame().payload))
+	}
+	assert.Equal(t, 1000, closeCode(t, c.mustFrame()))
+	c.sendClose(1000, "")
+	var settled []int64
+	for range 3 {
+		settled = append(settled, testkit.Recv(t, spy.settled, "a response's tokens settled"))
+	}
+	assert.Equal(t, []int64{26, 253, 420}, settled)
+	e.handled()
+	rec := e.lastRecord()
+	assert.Equal(t, Usage{InputTokens: 132 + 17 + 290, OutputTokens: 121 + 9 + 130, CachedInputTokens: 64 + 192,
+		AudioInputTokens: 13 + 17 + 130, AudioOutputTokens: 91 + 105}, rec.Usage)
+	assert.Equal(t, "gpt-realtime", rec.Model)
+	assert.Equal(t, "gpt-realtime-2025-08-25", rec.ResponseModel)
+	assert.Positive(t, rec.TTFT)
+	assert.Equal(t, float64(121+9+130), testutil.ToFloat64(e.relay.metrics.tokens.WithLabelValues("test", e.relay.modelLabel("gpt-realtime"), "output")))
 }

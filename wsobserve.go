@@ -1,6 +1,11 @@
 package relay
 
-import "github.com/streamrelay/relay/internal/wsframe"
+import (
+	"sync"
+
+	"github.com/streamrelay/relay/internal/provider"
+	"github.com/streamrelay/relay/internal/wsframe"
+)
 
 // sessionObserver is what the relay learns from a session's messages:
 // the provider's realtime observation (internal/provider's Realtime, for
@@ -151,4 +156,41 @@ func (m *wsMessages) deliver() {
 	if cap(m.head)+cap(m.tail) > wsKeepBuf {
 		m.release()
 	}
+}
+
+// realtimeObserver observes a session through the provider's realtime
+// observation (internal/provider's Realtime), pooled by the relay.
+type realtimeObserver struct {
+	rt   *provider.Realtime
+	pool *sync.Pool
+}
+
+// newRealtimeObserver is the relay's sessionObserver for a route of
+// provider p (a provider Realtime does not know observes nothing).
+func (rl *Relay) newRealtimeObserver(p string) sessionObserver {
+	rt := rl.realtimes.Get().(*provider.Realtime)
+	rt.Reset(p)
+	return realtimeObserver{rt: rt, pool: &rl.realtimes}
+}
+
+func (o realtimeObserver) upstream(msg, tail []byte, text, complete bool) sessionFact {
+	f := o.rt.Upstream(msg, tail, text, complete)
+	return sessionFact{Content: f.Content, Tokens: f.Tokens, Error: f.Error}
+}
+
+func (o realtimeObserver) client(msg, tail []byte, text, complete bool) {
+	o.rt.Client(msg, tail, text, complete)
+}
+
+func (o realtimeObserver) result(rec *Record) {
+	u := o.rt.Usage()
+	rec.Usage = Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
+		CachedInputTokens: u.CachedInputTokens, CacheCreationInputTokens: u.CacheCreationInputTokens,
+		ReasoningTokens: u.ReasoningTokens, AudioInputTokens: u.AudioInputTokens,
+		AudioOutputTokens: u.AudioOutputTokens}
+	rec.Characters = o.rt.Characters()
+	if m := o.rt.ResponseModel(); m != "" && m != rec.Model {
+		rec.ResponseModel = m
+	}
+	o.pool.Put(o.rt)
 }
