@@ -176,9 +176,6 @@ func sessionHeaders(h, client http.Header) {
 	}
 }
 
-// errBadHandshake is why an upstream's 101 is refused (a 502).
-const errBadHandshake = Error("relay: upstream WebSocket handshake not acceptable")
-
 // relaySession relays the upstream's answer to the handshake: any answer
 // but a 101 as an ordinary response; a 101 by hijacking the client's
 // connection, sending it the 101, and running the session until both

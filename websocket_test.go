@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -599,4 +600,50 @@ func TestSessionRealtimeUsage(t *testing.T) {
 	assert.Equal(t, "gpt-realtime-2025-08-25", rec.ResponseModel)
 	assert.Positive(t, rec.TTFT)
 	assert.Equal(t, float64(121+9+130), testutil.ToFloat64(e.relay.metrics.tokens.WithLabelValues("test", e.relay.modelLabel("gpt-realtime"), "output")))
+}
+
+// noHijackWriter hides the server's Hijack, as some middlewares do.
+type noHijackWriter struct{ w http.ResponseWriter }
+
+func (n noHijackWriter) Header() http.Header         { return n.w.Header() }
+func (n noHijackWriter) Write(b []byte) (int, error) { return n.w.Write(b) }
+func (n noHijackWriter) WriteHeader(c int)           { n.w.WriteHeader(c) }
+
+// TestSessionWithoutHijack: a ResponseWriter that cannot be hijacked
+// gets a clear 501 in the caller's shape before any upstream is asked.
+func TestSessionWithoutHijack(t *testing.T) {
+	e, reqs := wsEnv(t, func(*wsPeerConn) { t.Error("upstream reached") }, Route{Prefix: "/v1"})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.relay.ServeHTTP(noHijackWriter{w}, r)
+	}))
+	defer front.Close()
+	resp, c := wsDial(t, front.URL+"/v1/realtime", bearer(testKey))
+	require.Nil(t, c)
+	assert.Equal(t, http.StatusNotImplemented, resp.StatusCode)
+	b, _ := io.ReadAll(resp.Body)
+	assert.Contains(t, string(b), "Hijack")
+	assert.Empty(t, reqs)
+}
+
+// TestSessionProtocolError: a frame that breaks the protocol (reserved
+// bits without an extension) ends the session with 1002 to both sides.
+func TestSessionProtocolError(t *testing.T) {
+	upClose := make(chan int, 1)
+	e, _ := wsEnv(t, func(p *wsPeerConn) {
+		f, err := p.readFrame()
+		if err == nil && f.op == wsframe.OpClose {
+			upClose <- closeCode(t, f)
+		}
+	}, Route{Prefix: "/v1"})
+	resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+	require.NotNil(t, c, "status %d", resp.StatusCode)
+	f := c.frame(true, wsframe.OpText, []byte("x"))
+	f[0] |= 0x40 // RSV1: permessage-deflate, never negotiated
+	c.writeRaw(f)
+	assert.Equal(t, 1002, closeCode(t, c.mustFrame()))
+	assert.Equal(t, 1002, testkit.Recv(t, upClose, "the upstream's close"))
+	e.handled()
+	rec := e.lastRecord()
+	assert.Equal(t, 1002, rec.CloseCode)
+	assert.Equal(t, "relay", rec.ClosedBy)
 }
