@@ -456,8 +456,7 @@ type exchange struct {
 	// unrouted is why resolve found no route: answered (404) by routed,
 	// once the caller is authenticated.
 	unrouted error
-	body     []byte  // the request body, until the first attempt moves it to src
-	src      bodySrc // the body the attempts read
+	src      bodySrc // the request body (readBody), which the attempts read
 
 	arrived  int64        // when the handler started, by the system clock, in Unix ns (a time.Time is 24 bytes)
 	bodyHeld atomic.Int64 // bytes of rl.bodies held by the body
