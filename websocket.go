@@ -31,6 +31,7 @@ func wantsWebSocket(r *http.Request) bool {
 // ordinary requests; a route turns sessions off with Route.NoWebSocket.
 func (ex *exchange) serveSession() {
 	ex.ws, ex.bodyRead = true, true              // an upgrade carries no body
+	ex.rec.Kind = KindWebSocket                  // also of a refusal (resolve sets the route's, authSession this back)
 	ex.rec.Model = ex.r.URL.Query().Get("model") // OpenAI Realtime names it there (capped by capRecord)
 	for _, step := range [...]func(*exchange) error{
 		(*exchange).enter,          // 503 while draining
@@ -75,9 +76,7 @@ func (ex *exchange) authSession() error {
 			defer func() { ex.r = r }()
 		}
 	}
-	if ex.ws { // the record's kind from here on (resolve set the route's)
-		ex.rec.Kind = KindWebSocket
-	}
+	ex.rec.Kind = KindWebSocket // from here on (resolve set the route's)
 	return ex.authenticate()
 }
 
