@@ -43,6 +43,9 @@ type metrics struct {
 	sessions   *children[prometheus.Counter] // route, closed_by
 	frames     *children[prometheus.Counter] // route, direction
 	closeCodes *children[prometheus.Counter] // route, code
+	// queueWait: route, queue (tenant, upstream), outcome (admitted,
+	// refused, canceled).
+	queueWait *children[prometheus.Observer]
 }
 
 // register registers cs with reg, all or none. It is the package's one
@@ -126,7 +129,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"route", "upstream", "status"})
 	limited := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_rate_limited_total",
-		Help: "Requests refused by the limiter, by the exhausted budget (requests or tokens).",
+		Help: "Requests refused by the limiter, by the exhausted budget (requests or tokens) or cap (concurrency, sessions, upstream_concurrency).",
 	}, []string{"route", "reason"})
 	includeUsageRetries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_include_usage_retries_total",
@@ -156,9 +159,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "relay_websocket_close_codes_total",
 		Help: "WebSocket sessions by the close code that ended them: 1000-1015 by number, 3xxx and 4xxx by range, other.",
 	}, []string{"route", "code"})
+	queueWait := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "relay_queue_wait_seconds",
+		Help:    "Waits for a concurrency slot: queue tenant (Limits.MaxConcurrent, MaxSessions) or upstream (Upstream.MaxInFlight), by outcome (admitted, refused after the queue timeout, canceled by the client or a shutdown).",
+		Buckets: []float64{0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+	}, []string{"route", "queue", "outcome"})
 	all := []prometheus.Collector{requests, duration, errs, active, ttfb,
 		tokens, ttft, interChunk, upstreamReqs, limited, includeUsageRetries,
-		upstreamRests, upstreamState, retries, sessions, frames, closeCodes}
+		upstreamRests, upstreamState, retries, queueWait, sessions, frames, closeCodes}
 	if err := register(reg, all...); err != nil {
 		return nil, err
 	}
@@ -182,6 +190,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		sessions:            newChildren(sessions.WithLabelValues),
 		frames:              newChildren(frames.WithLabelValues),
 		closeCodes:          newChildren(closeCodes.WithLabelValues),
+		queueWait:           newChildren(queueWait.WithLabelValues),
 	}, nil
 }
 

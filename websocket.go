@@ -146,18 +146,12 @@ func canHijack(w http.ResponseWriter) bool {
 
 // admitSession asks the limiter for the session as for one request
 // (Cost.Requests 1, no tokens: they are settled as each response reports
-// them), then takes the concurrent-session lease.
+// them), then takes the tenant's concurrency lease as a session
+// (Limits.MaxSessions and MaxConcurrent: 429 before the upgrade), held
+// until finish.
 func (ex *exchange) admitSession() error {
-	if err := ex.admit(); err != nil {
-		return err
-	}
-	return ex.acquireSession()
+	return ex.admitAs(true)
 }
-
-// acquireSession takes the caller's concurrent-session lease, when the
-// limiter caps sessions (ConcurrencyLimiter, issue #15); the relay has
-// none yet, so nothing is taken. Released by finish.
-func (ex *exchange) acquireSession() error { return nil }
 
 // sessionHeaders turns the headers of an upstream request into a
 // WebSocket handshake's: the upgrade headers (hop-by-hop, so copyHeaders

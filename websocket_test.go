@@ -647,3 +647,26 @@ func TestSessionProtocolError(t *testing.T) {
 	assert.Equal(t, 1002, rec.CloseCode)
 	assert.Equal(t, "relay", rec.ClosedBy)
 }
+
+// TestSessionCap: a tenant at its concurrent-session cap gets a 429
+// before the upgrade; the lease comes back when the session ends.
+func TestSessionCap(t *testing.T) {
+	release := make(chan struct{})
+	e, _ := wsEnv(t, func(p *wsPeerConn) {
+		<-release
+		p.sendClose(1000, "")
+		_, _ = p.readFrame()
+	}, Route{Prefix: "/v1"}, WithRateLimit(Limits{MaxSessions: 1}))
+	resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+	require.NotNil(t, c, "status %d", resp.StatusCode)
+	resp, c2 := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+	require.Nil(t, c2)
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	e.handled()
+	close(release)
+	assert.Equal(t, 1000, closeCode(t, c.mustFrame()))
+	c.sendClose(1000, "")
+	e.handled()
+	resp, c = wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+	require.NotNil(t, c, "the lease came back: status %d", resp.StatusCode)
+}
