@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -271,7 +272,7 @@ func (s *session) relayClose(code uint16, reason string) {
 	s.mu.Lock()
 	s.sending++
 	s.mu.Unlock()
-	var key [4]byte
+	key := maskKey()
 	payload := wsframe.ClosePayload(make([]byte, 0, 2+len(reason)), code, reason)
 	s.up.send(wsframe.AppendFrame(nil, true, wsframe.OpClose, true, key, payload), true)
 	s.client.send(wsframe.AppendFrame(nil, true, wsframe.OpClose, false, key, payload), true)
@@ -306,8 +307,7 @@ func (s *session) watch() {
 		}
 		if s.to.Ping > 0 && silent >= s.to.Ping && !p.pinged.Load() {
 			p.pinged.Store(true)
-			var key [4]byte
-			key[0], key[3] = byte(now), byte(now>>8)
+			key := maskKey()
 			p.send(wsframe.AppendFrame(nil, true, wsframe.OpPing, p.mask, key, []byte("relay")), false)
 		}
 	}
@@ -515,11 +515,20 @@ func (s *session) srcEnded(src, dst *wsPeer) {
 		if src == &s.up {
 			code, reason = closeBadGateway, "upstream went away"
 		}
-		var key [4]byte
+		key := maskKey()
 		dst.send(wsframe.AppendFrame(nil, true, wsframe.OpClose, dst.mask, key,
 			wsframe.ClosePayload(nil, code, reason)), true)
 	}
 	s.closeBoth()
+}
+
+// maskKey is a fresh masking key for a frame of the relay's own toward
+// the upstream (RFC 6455 wants it unpredictable: it keeps intermediaries
+// from reading a frame's bytes as something else).
+func maskKey() [4]byte {
+	var k [4]byte
+	binary.LittleEndian.PutUint32(k[:], rand.Uint32())
+	return k
 }
 
 // Protocol errors the relay finds beyond the framing itself.
