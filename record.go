@@ -159,6 +159,9 @@ type Record struct {
 	// exchange that holds the record fits its size class.)
 	Truncated bool  `json:"truncated,omitempty"`
 	Usage     Usage `json:"usage"`
+	// Cost is what the usage cost at the relay's prices (WithPrices);
+	// unknown (Known false) without prices or for a model they lack.
+	Cost Charge `json:"cost"`
 	// Attempts is how many upstream attempts were made (failover).
 	Attempts int `json:"attempts"`
 	// AttemptLog lists the attempts of a request that made more than one,

@@ -25,12 +25,19 @@ func wantsWebSocket(r *http.Request) bool {
 		connectionListed(r.Header["Upgrade"], "websocket")
 }
 
+// session reports whether the exchange is a WebSocket session: the
+// record's kind says so (serveSession sets it), and the request is an
+// upgrade (a resolver's Target of that kind does not make one).
+func (ex *exchange) session() bool {
+	return ex.rec.Kind == KindWebSocket && wantsWebSocket(ex.r)
+}
+
 // serveSession runs a session's request path, one step a line, as serve
 // does an ordinary request's (see serve for what the steps return).
 // Sessions are not subject to WithAllowedMethods: the method list guards
 // ordinary requests; a route turns sessions off with Route.NoWebSocket.
 func (ex *exchange) serveSession() {
-	ex.ws, ex.bodyRead = true, true              // an upgrade carries no body
+	ex.bodyRead = true                           // an upgrade carries no body
 	ex.rec.Kind = KindWebSocket                  // also of a refusal (resolve sets the route's, authSession this back)
 	ex.rec.Model = ex.r.URL.Query().Get("model") // OpenAI Realtime names it there (capped by capRecord)
 	for _, step := range [...]func(*exchange) error{

@@ -45,8 +45,8 @@ func (s *session) fact(f sessionFact) {
 		ex.rec.ErrorType = ErrTypeUpstreamEvent
 	}
 	if f.Tokens > 0 && rl.settler != nil {
-		req := ex.limitReq
-		req.Cost.Tokens, req.Now = 0, rl.clock.Now()
+		req := ex.limitRequest(rl.clock.Now())
+		req.Cost = Cost{} // nothing reserved: the tokens are charged, the spend is finish's
 		rl.settle(ex.r.Context(), req, f.Tokens, ex.rec.RequestID)
 	}
 }
