@@ -6,10 +6,7 @@
 // copy of the payload bytes it wants to look at (Unmask).
 package wsframe
 
-import (
-	"encoding/binary"
-	"errors"
-)
+import "encoding/binary"
 
 // Opcode is a frame's opcode (RFC 6455, section 5.2).
 type Opcode uint8
@@ -57,14 +54,20 @@ type Event struct {
 	Err    error  // Error
 }
 
+// ProtocolError is a protocol error (a constant, so that no package state is
+// mutable).
+type ProtocolError string
+
+func (e ProtocolError) Error() string { return string(e) }
+
 // Protocol errors.
-var (
-	ErrReservedOpcode     = errors.New("wsframe: reserved opcode")
-	ErrControlTooLong     = errors.New("wsframe: control frame payload over 125 bytes")
-	ErrControlFragmented  = errors.New("wsframe: fragmented control frame")
-	ErrLength             = errors.New("wsframe: payload length not minimally encoded or over 2^63-1")
-	ErrUnexpectedContinue = errors.New("wsframe: continuation frame outside a fragmented message")
-	ErrExpectedContinue   = errors.New("wsframe: data frame inside a fragmented message")
+const (
+	ErrReservedOpcode     = ProtocolError("wsframe: reserved opcode")
+	ErrControlTooLong     = ProtocolError("wsframe: control frame payload over 125 bytes")
+	ErrControlFragmented  = ProtocolError("wsframe: fragmented control frame")
+	ErrLength             = ProtocolError("wsframe: payload length not minimally encoded or over 2^63-1")
+	ErrUnexpectedContinue = ProtocolError("wsframe: continuation frame outside a fragmented message")
+	ErrExpectedContinue   = ProtocolError("wsframe: data frame inside a fragmented message")
 )
 
 // Scanner scans one direction of a WebSocket connection. Its zero value

@@ -131,7 +131,7 @@ func TestScanErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		stream []byte
-		err    error
+		err    ProtocolError
 	}{
 		{"reserved opcode", []byte{0x83, 0x00}, ErrReservedOpcode},
 		{"reserved control opcode", []byte{0x8b, 0x00}, ErrReservedOpcode},
@@ -146,7 +146,7 @@ func TestScanErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := scanAll(t, tc.stream)
 			last := got[len(got)-1]
-			if last.Kind != Error || last.Err != tc.err {
+			if last.Kind != Error || last.Err != error(tc.err) {
 				t.Fatalf("got %+v, want error %v", got, tc.err)
 			}
 		})
