@@ -26,7 +26,9 @@ type Limits struct {
 	// day from midnight, the month from the 1st. Each is granted afresh at
 	// its window's boundary, less any debt; see MemoryLimiter. Zero means no
 	// budget for that window. Amounts are exact up to 2^53 micro-units
-	// and capped there.
+	// and capped there. A budget binds only on what the relay can price:
+	// without WithPrices, and for a model the table does not price, no
+	// spend is reserved or settled (README "Spend budgets").
 	SpendPerMinute int64
 	SpendPerDay    int64
 	SpendPerMonth  int64
