@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -179,7 +180,10 @@ func TestMemoryLimiterQueue(t *testing.T) {
 // releasing leases (some twice) never hold more than the cap, and leave
 // nothing behind.
 func TestMemoryLimiterLeasesUnderConcurrency(t *testing.T) {
-	m := NewMemoryLimiter(Limits{MaxConcurrent: 3, QueueTimeout: time.Minute})
+	// Room in the queue for every goroutine: the default bound (four per
+	// slot, 12) refuses some of 40 at once when they all contend, which a
+	// loaded machine makes likely; this test is about the cap, not the bound.
+	m := NewMemoryLimiter(Limits{MaxConcurrent: 3, QueueTimeout: time.Minute, MaxQueued: 40})
 	var held, peak atomic.Int64
 	var wg sync.WaitGroup
 	for i := range 40 {
@@ -211,6 +215,8 @@ func TestMemoryLimiterLeasesUnderConcurrency(t *testing.T) {
 // tells arrived of each request it got and counts those open at once.
 type gatedSSE struct {
 	gate    chan struct{}
+	own     sync.Map // X-Gated-Stream value -> chan struct{}: one stream's own gate
+	ids     atomic.Int64
 	arrived chan string // the request's key (its Authorization)
 	open    atomic.Int64
 	peak    atomic.Int64
@@ -240,12 +246,18 @@ func (g *gatedSSE) serve(w http.ResponseWriter, r *http.Request) {
 		g.perKey[key]--
 		g.mu.Unlock()
 	}()
+	id := strconv.FormatInt(g.ids.Add(1), 10)
+	own := make(chan struct{})
+	g.own.Store(id, own)
+	defer g.own.Delete(id)
+	w.Header().Set("X-Gated-Stream", id)
 	w.Header().Set("Content-Type", "text/event-stream")
 	_, _ = io.WriteString(w, "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n")
 	w.(http.Flusher).Flush()
 	g.arrived <- key
 	select {
 	case <-g.gate:
+	case <-own:
 	case <-r.Context().Done():
 		return
 	}
@@ -260,10 +272,15 @@ func (e *env) open(ctx context.Context) (*http.Response, error) {
 	return e.front.Client().Do(req.WithContext(ctx))
 }
 
-// finishStream lets one held stream end and reads it.
+// finishStream lets the held stream of resp end and reads it. It opens
+// that stream's own gate: a value on the shared gate goes to whichever
+// stream waits first, which under load need not be resp's, and reading
+// resp would then wait for the test's deadline.
 func finishStream(t *testing.T, e *env, g *gatedSSE, resp *http.Response) {
 	t.Helper()
-	testkit.Send(t, g.gate, struct{}{}, "no stream took the gate")
+	own, ok := g.own.Load(resp.Header.Get("X-Gated-Stream"))
+	require.True(t, ok, "the response is not of a held stream")
+	testkit.Send(t, own.(chan struct{}), struct{}{}, "the stream did not take its gate")
 	_, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	resp.Body.Close()

@@ -26,7 +26,9 @@ type Limits struct {
 	// day from midnight, the month from the 1st. Each is granted afresh at
 	// its window's boundary, less any debt; see MemoryLimiter. Zero means no
 	// budget for that window. Amounts are exact up to 2^53 micro-units
-	// and capped there.
+	// and capped there. A budget binds only on what the relay can price:
+	// without WithPrices, and for a model the table does not price, no
+	// spend is reserved or settled (README "Spend budgets").
 	SpendPerMinute int64
 	SpendPerDay    int64
 	SpendPerMonth  int64
@@ -78,6 +80,14 @@ type LimitRequest struct {
 	// relay sets it to Cost.Spend when the cost is unknown (nothing to
 	// settle); zero gives the whole spend reservation back.
 	UsedSpend int64
+	// Reserved is set on settlement only: when the reservation was made
+	// (no later than the Now of the Allow that made it). A refund of spend
+	// (UsedSpend below Cost.Spend) is given only to the spend windows that
+	// still hold the reservation, those Reserved falls in: a window begun
+	// since never held it, and crediting it would let it admit more than
+	// its budget. Zero means unknown: the refund goes to the current
+	// windows.
+	Reserved time.Time
 }
 
 // Quota describes one budget after a decision. Limit zero means the budget
@@ -323,7 +333,8 @@ func (m *MemoryLimiter) SettleAt(now time.Time, req LimitRequest, used int64) {
 		b.tokens.take(now, float64(delta))
 	}
 	if spend {
-		b.spend.add(windowsAt(now), lim.budgets(), spent)
+		cur := windowsAt(now)
+		b.spend.settle(cur, reservedWindows(req.Reserved), lim.budgets(), spent)
 	}
 }
 

@@ -743,6 +743,12 @@ func (ex *exchange) finish() {
 	}
 	if ex.reserved {
 		req := ex.limitRequest(now)
+		// The reservation was made at admission, no earlier than the
+		// request's start: a refund is not given to a spend window begun
+		// since (spendwindow.go). The exchange keeps no admission time; a
+		// body read across a boundary makes the start a window early,
+		// which withholds the refund: the safe side.
+		req.Reserved = ex.rec.Start
 		var used int64
 		used, req.UsedSpend = ex.used()
 		if ex.session() {

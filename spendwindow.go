@@ -1,6 +1,9 @@
 package relay
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Spend budgets are kept per calendar window of UTC (minute, day, month),
 // not in sliding token buckets: a budget of $100 a month is what finance
@@ -20,7 +23,9 @@ import "time"
 //   - A cost c is admitted when B - spent >= min(c, B): a cost above the
 //     whole budget waits for an untouched window, then goes into debt.
 //     Admission adds c; settlement adds used minus reserved, never leaving
-//     the spend below zero.
+//     the spend below zero; but a refund (used below reserved) is given
+//     only to a window that still holds the reservation: not to one begun
+//     after the window the reservation was made in, which never held it.
 //   - Retry-After is the time to the boundary after which the window
 //     admits c (refunds of requests in flight aside), rounded up to whole
 //     seconds, at least one. The Quota is the tightest window's: Limit B,
@@ -183,6 +188,34 @@ func (s *spendState) add(cur, bs [spendWindows]int64, n int64) {
 			}
 		}
 	}
+}
+
+// settle adds n, a settlement's used minus reserved, to every window with
+// a budget, in windows cur; a refund (n < 0) only to the windows still
+// holding the reservation, made in windows res: a window later than the
+// reservation's never held it.
+func (s *spendState) settle(cur, res, bs [spendWindows]int64, n int64) {
+	for k, b := range bs {
+		if b <= 0 || n == 0 {
+			continue
+		}
+		s.budgets[k] = b
+		w := s.c[k].window(cur[k])
+		if n < 0 && w > res[k] {
+			continue
+		}
+		s.c[k].add(w, b, n)
+	}
+}
+
+// reservedWindows is the windows a reservation made at reserved is in;
+// when reserved is zero (unknown), windows no later than any, so that a
+// refund goes to the windows the spend is in.
+func reservedWindows(reserved time.Time) [spendWindows]int64 {
+	if reserved.IsZero() {
+		return [spendWindows]int64{math.MaxInt64, math.MaxInt64, math.MaxInt64}
+	}
+	return windowsAt(reserved)
 }
 
 // quota is the tightest window's quota at now (in windows cur).

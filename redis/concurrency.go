@@ -166,7 +166,7 @@ func (l *Limiter) Acquire(ctx context.Context, req relay.LeaseRequest) (relay.Le
 	ls := &lease{l: l, tenant: req.Identity.Tenant, keys: l.leaseKeys(req.Identity.Tenant, req.Session), id: id}
 	reason, err := l.tryLease(ctx, ls, lim, req.Session)
 	if err != nil || reason == "" {
-		return l.granted(ls, err, 0)
+		return l.granted(ctx, ls, err, 0)
 	}
 	if lim.QueueTimeout <= 0 || !l.leases.enqueue(req.Identity.Tenant, lim.QueueBound()) {
 		return nil, refused(reason), nil
@@ -189,7 +189,7 @@ func (l *Limiter) Acquire(ctx context.Context, req relay.LeaseRequest) (relay.Le
 		case <-poll.C:
 		}
 		if reason, err = l.tryLease(ctx, ls, lim, req.Session); err != nil || reason == "" {
-			return l.granted(ls, err, max(time.Since(start), 1))
+			return l.granted(ctx, ls, err, max(time.Since(start), 1))
 		}
 		if !poll.Stop() {
 			select { // the poll fired while a release woke this wait
@@ -235,9 +235,17 @@ func (l *Limiter) tryLease(ctx context.Context, ls *lease, lim relay.Limits, ses
 	return "", nil
 }
 
-// granted registers a taken lease with the renewer, unless err.
-func (l *Limiter) granted(ls *lease, err error, waited time.Duration) (relay.Lease, relay.Decision, error) {
+// granted registers a taken lease with the renewer, unless err. An error
+// after ctx ended (the client left, Shutdown) may come after the script
+// ran and took the slot: the lease is removed then, rather than left to
+// count against the tenant's cap until it expires. (A timeout of the
+// limiter's own can leave one the same way, until the TTL; removing it
+// there would double the wait of a request failing open.)
+func (l *Limiter) granted(ctx context.Context, ls *lease, err error, waited time.Duration) (relay.Lease, relay.Decision, error) {
 	if err != nil {
+		if ctx.Err() != nil {
+			ls.Release()
+		}
 		return nil, relay.Decision{}, err
 	}
 	l.leases.hold(l, ls)

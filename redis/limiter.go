@@ -153,7 +153,7 @@ func (l *Limiter) Allow(ctx context.Context, req relay.LimitRequest) (relay.Deci
 	spend := clampSpend(max(0, req.Cost.Spend))
 	keys := l.keys(req.Identity.Tenant)
 	args := l.args("allow", formatFloat(rb.rate), formatFloat(rb.burst), n,
-		formatFloat(tb.rate), formatFloat(tb.burst), tokens, spend, bs[0], bs[1], bs[2])
+		formatFloat(tb.rate), formatFloat(tb.burst), tokens, spend, bs[0], bs[1], bs[2], -1)
 	res, err := call(l.calls, ctx, l.timeout, func(ctx context.Context) ([]any, error) {
 		return l.script.Run(ctx, l.client, keys, args...).Slice()
 	})
@@ -256,7 +256,7 @@ func (b bucket) quota(v float64, limit int64) relay.Quota {
 // tokens req reserved and those used, and between the spend reserved
 // (req.Cost.Spend) and used (req.UsedSpend), in one round trip. A refund
 // never fills the bucket above its burst, nor leaves a window's spend
-// below zero. It does nothing when neither differs or the tenant has no
+// below zero, nor goes to a spend window begun after req.Reserved's. It does nothing when neither differs or the tenant has no
 // budget for it.
 func (l *Limiter) Settle(ctx context.Context, req relay.LimitRequest, used int64) error {
 	lim := l.limits(req.Identity)
@@ -274,7 +274,11 @@ func (l *Limiter) Settle(ctx context.Context, req relay.LimitRequest, used int64
 		return nil
 	}
 	keys := l.keys(req.Identity.Tenant)
-	args := l.args("settle", 0, 0, 0, formatFloat(tb.rate), formatFloat(tb.burst), delta, spent, bs[0], bs[1], bs[2])
+	age := int64(-1) // the reservation's age, for its refund (script.go)
+	if !req.Reserved.IsZero() {
+		age = max(0, req.Now.Sub(req.Reserved).Microseconds())
+	}
+	args := l.args("settle", 0, 0, 0, formatFloat(tb.rate), formatFloat(tb.burst), delta, spent, bs[0], bs[1], bs[2], age)
 	_, err := call(l.calls, ctx, l.timeout, func(ctx context.Context) (any, error) {
 		return l.script.Run(ctx, l.client, keys, args...).Result()
 	})

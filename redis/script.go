@@ -13,8 +13,9 @@ package relayredis
 // request cost, token rate per second, token burst, token cost (for
 // "settle": tokens used minus tokens reserved, refunded when negative),
 // spend cost in micro-units (for "settle": used minus reserved), the spend
-// budgets per minute, day and month, and, for tests only, a time in
-// microseconds to use instead of Redis's clock. A rate or budget of 0
+// budgets per minute, day and month, for "settle" the age of the
+// reservation in microseconds (-1: unknown; "allow" passes -1), and, for
+// tests only, a time in microseconds to use instead of Redis's clock. A rate or budget of 0
 // means that budget is unlimited and its key or field is not touched.
 //
 // The spend windows are a hash {w1, s1, w2, s2, w3, s3}: for the minute,
@@ -26,7 +27,10 @@ package relayredis
 // budget - s >= min(c, budget); settlement never leaves it below zero. The
 // key's TTL is never shortened, and covers the time until every window's
 // spend is back to zero (months counted as 31 days); at zero the key is
-// deleted.
+// deleted. A settlement's refund (a negative spend) is given only to the
+// windows that still hold the reservation, those of now less its age (on
+// Redis's clock, the age measured by the relay's): a window begun since
+// never held it.
 //
 // Both buckets follow relay.MemoryLimiter's one rule, operation for
 // operation: a cost c is admitted when the level is at least
@@ -42,7 +46,7 @@ package relayredis
 // taken on a refusal, so a refusal for spend or tokens does not spend a
 // request.
 //
-// The clock is Redis's TIME, never the relay's (only tests pass ARGV[12]),
+// The clock is Redis's TIME, never the relay's (only tests pass ARGV[13]),
 // so replicas with skewed
 // clocks share one budget. Every write sets a TTL of the time the bucket
 // needs to refill (plus a second); a full bucket is deleted instead. So
@@ -53,8 +57,8 @@ const bucketScript = `
 if redis.replicate_commands then redis.replicate_commands() end
 
 local now
-if ARGV[12] then
-  now = tonumber(ARGV[12])
+if ARGV[13] then
+  now = tonumber(ARGV[13])
 else
   now = redis.call('TIME')
   now = tonumber(now[1]) * 1000000 + tonumber(now[2])
@@ -92,8 +96,8 @@ local spending = budgets[1] > 0 or budgets[2] > 0 or budgets[3] > 0
 
 -- The numbers of the minute, day and month windows holding now (UTC);
 -- the month from the day by Howard Hinnant's civil_from_days.
-local function windows()
-  local d = math.floor(now / 86400000000)
+local function windows(at)
+  local d = math.floor(at / 86400000000)
   local z = d + 719468
   local era = math.floor(z / 146097)
   local doe = z - era * 146097
@@ -103,14 +107,14 @@ local function windows()
   local mp = math.floor((5 * doy + 2) / 153)
   local m = mp < 10 and mp + 3 or mp - 9
   if m <= 2 then y = y + 1 end
-  return {math.floor(now / 60000000), d, y * 12 + m - 1}
+  return {math.floor(at / 60000000), d, y * 12 + m - 1}
 end
 
 -- The spend windows as {w, s} each: the window now falls in (the one
 -- last written when the clock reads earlier) and its spend there.
 local function loadSpend()
   local f = redis.call('HMGET', KEYS[3], 'w1', 's1', 'w2', 's2', 'w3', 's3')
-  local cur = windows()
+  local cur = windows(now)
   local out = {}
   for k = 1, 3 do
     local sw, ss, w, b = tonumber(f[2 * k - 1]), tonumber(f[2 * k]), cur[k], budgets[k]
@@ -165,8 +169,14 @@ if ARGV[1] == 'settle' then
   end
   if spending and scost ~= 0 then
     local sp = loadSpend()
+    local age = tonumber(ARGV[12])
+    local res = nil
+    if scost < 0 and age >= 0 then res = windows(now - age) end
     for k = 1, 3 do
-      if budgets[k] > 0 then sp[k][2] = math.max(0, sp[k][2] + scost) end
+      -- A refund skips a window begun after the reservation's.
+      if budgets[k] > 0 and not (res and sp[k][1] > res[k]) then
+        sp[k][2] = math.max(0, sp[k][2] + scost)
+      end
     end
     saveSpend(sp)
   end

@@ -27,6 +27,7 @@ func TestParseMoney(t *testing.T) {
 func TestSpendBudgetsConfig(t *testing.T) {
 	const src = "routes: [{name: r, path: /v1, upstream: https://api.example.com}]\n" +
 		"rate_limit: {enabled: true, spend_per_minute: 0.5, spend_per_day: \"10.00\", spend_per_month: 250}\n" +
+		"prices: prices.example.yaml\n" +
 		"auth:\n  api_keys:\n    - key: k\n      limits: {spend_per_day: \"0.01\"}\n"
 	c, err := parseConfig([]byte(src), "relay.yaml", env(nil))
 	if err != nil {
@@ -40,8 +41,29 @@ func TestSpendBudgetsConfig(t *testing.T) {
 		t.Errorf("key limits = %+v", k)
 	}
 	_, err = parseConfig([]byte(strings.Replace(src, `"0.01"`, `"0.0000001"`, 1)), "relay.yaml", env(nil))
-	if err == nil || !strings.Contains(err.Error(), "relay.yaml:6:") || !strings.Contains(err.Error(), "spend_per_day") ||
+	if err == nil || !strings.Contains(err.Error(), "relay.yaml:7:") || !strings.Contains(err.Error(), "spend_per_day") ||
 		!strings.Contains(err.Error(), "six decimal places") {
 		t.Errorf("error = %v", err)
+	}
+}
+
+// A spend budget without a prices file would never bind (every cost
+// unknown, nothing reserved or settled): the configuration is refused,
+// naming the budget's key, whether the budget is the default or a key's.
+func TestSpendBudgetNeedsPrices(t *testing.T) {
+	for name, src := range map[string]string{
+		"rate_limit": "routes: [{name: r, path: /v1, upstream: https://api.example.com}]\n" +
+			"rate_limit: {enabled: true, spend_per_day: \"10.00\"}\nauth: {api_keys: [k]}\n",
+		"auth.api_keys[0].limits": "routes: [{name: r, path: /v1, upstream: https://api.example.com}]\n" +
+			"rate_limit: {enabled: true}\nauth:\n  api_keys:\n    - key: k\n      limits: {spend_per_month: 5}\n",
+	} {
+		_, err := parseConfig([]byte(src), "relay.yaml", env(nil))
+		if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "no prices file") {
+			t.Errorf("%s: error = %v", name, err)
+		}
+		_, err = parseConfig([]byte(src+"prices: prices.example.yaml\n"), "relay.yaml", env(nil))
+		if err != nil {
+			t.Errorf("%s with prices: %v", name, err)
+		}
 	}
 }

@@ -346,6 +346,7 @@ func (c *fileConfig) validateAuth(p *problems) {
 	keys := map[string]string{}
 	ids := map[string]string{}
 	perKey := false
+	spendAt := "" // the first key whose limits set a spend budget
 	for i, k := range c.Auth.APIKeys {
 		at := "auth.api_keys[" + strconv.Itoa(i) + "]"
 		if k.Key == "" {
@@ -363,6 +364,9 @@ func (c *fileConfig) validateAuth(p *problems) {
 		}
 		if l := k.Limits; l != nil {
 			perKey = true
+			if spendAt == "" && (l.SpendPerMinute > 0 || l.SpendPerDay > 0 || l.SpendPerMonth > 0) {
+				spendAt = at + ".limits"
+			}
 			if l.RequestsPerMinute < 0 || l.Burst < 0 || l.TokensPerMinute < 0 || l.TokenBurst < 0 ||
 				l.MaxConcurrent < 0 || l.MaxSessions < 0 || l.QueueTimeout < 0 || l.MaxQueued < 0 {
 				c.bad(p, at+".limits", "limits cannot be negative")
@@ -373,6 +377,14 @@ func (c *fileConfig) validateAuth(p *problems) {
 		}
 	}
 	spend := rl.SpendPerMinute > 0 || rl.SpendPerDay > 0 || rl.SpendPerMonth > 0
+	if spend && spendAt == "" {
+		spendAt = "rate_limit"
+	}
+	if rl.Enabled && spendAt != "" && c.Prices == "" {
+		// Without prices every cost is unknown: a budget would reserve
+		// and settle nothing, and never refuse.
+		c.bad(p, spendAt, "a spend budget is set but no prices file is: without prices no cost is known and no budget would ever bind (set prices)")
+	}
 	if rl.Enabled && rl.Default == 0 && rl.TokensPerMinute == 0 && !spend && rl.MaxConcurrent == 0 && rl.MaxSessions == 0 && !perKey {
 		c.bad(p, "rate_limit.enabled", "rate limiting is enabled but no limit is set (default, tokens_per_minute, a spend_per_* budget, max_concurrent, max_sessions or a key's limits)")
 	}

@@ -29,15 +29,18 @@ type vectors struct {
 		Name   string       `json:"name"`
 		Limits relay.Limits `json:"limits"`
 		Steps  []struct {
-			AtMS      int64         `json:"at_ms"`
-			Limits    *relay.Limits `json:"limits"`
-			Requests  int64         `json:"requests"`
-			Tokens    int64         `json:"tokens"`
-			Spend     int64         `json:"spend"`
-			Settle    bool          `json:"settle"`
-			Used      int64         `json:"used"`
-			UsedSpend int64         `json:"used_spend"`
-			Want      *struct {
+			AtMS int64 `json:"at_ms"`
+			// ReservedAtMS, on a settlement, is when the reservation was
+			// made (LimitRequest.Reserved); absent: unknown.
+			ReservedAtMS *int64        `json:"reserved_at_ms"`
+			Limits       *relay.Limits `json:"limits"`
+			Requests     int64         `json:"requests"`
+			Tokens       int64         `json:"tokens"`
+			Spend        int64         `json:"spend"`
+			Settle       bool          `json:"settle"`
+			Used         int64         `json:"used"`
+			UsedSpend    int64         `json:"used_spend"`
+			Want         *struct {
 				Allowed        bool   `json:"allowed"`
 				Reason         string `json:"reason"`
 				RetryAfterS    int64  `json:"retry_after_s"`
@@ -83,6 +86,9 @@ func Run(t *testing.T, path string, fresh func(t *testing.T) Limiter) {
 				if s.Settle {
 					require.Nil(t, s.Want, "step %d: a settlement has no decision", i)
 					req.UsedSpend = s.UsedSpend
+					if s.ReservedAtMS != nil {
+						req.Reserved = t0.Add(time.Duration(*s.ReservedAtMS) * time.Millisecond)
+					}
 					require.NoError(t, lim.SettleAt(now, req, s.Used), "step %d", i)
 					continue
 				}
