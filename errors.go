@@ -62,6 +62,7 @@ type answers struct {
 	tooManyRequests  relayError // 429 for the request budget
 	tokensExhausted  relayError // 429 for the token budget
 	budgetExhausted  relayError // 429 for a spend budget
+	unpricedModel    relayError // 400: a model without a price, for a tenant with a spend budget
 	tooConcurrent    relayError // 429 for Limits.MaxConcurrent
 	tooManySessions  relayError // 429 for Limits.MaxSessions
 	upstreamBusy     relayError // 429: every key of the route is at Upstream.MaxInFlight
@@ -103,11 +104,13 @@ func newAnswers(maxBody int64, allow string) answers {
 		tooManyRequests:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many requests."},
 		tokensExhausted:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: token budget exhausted."},
 		budgetExhausted:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: spend budget exhausted."},
-		tooConcurrent:    relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many concurrent requests."},
-		tooManySessions:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many concurrent sessions."},
-		upstreamBusy:     relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "The upstream's concurrency limit is reached; retry shortly."},
-		noURL:            relayError{http.StatusBadGateway, ErrTypeUpstreamConnect, unreachable},
-		noWebSocket:      relayError{http.StatusNotFound, ErrTypeNoRoute, "This route does not serve WebSocket sessions."},
+		unpricedModel: relayError{http.StatusBadRequest, ErrTypeBadRequest,
+			"This model has no price on this gateway, and this key's spend budget admits priced models only."},
+		tooConcurrent:   relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many concurrent requests."},
+		tooManySessions: relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many concurrent sessions."},
+		upstreamBusy:    relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "The upstream's concurrency limit is reached; retry shortly."},
+		noURL:           relayError{http.StatusBadGateway, ErrTypeUpstreamConnect, unreachable},
+		noWebSocket:     relayError{http.StatusNotFound, ErrTypeNoRoute, "This route does not serve WebSocket sessions."},
 		noHijack: relayError{http.StatusNotImplemented, ErrTypeNoRoute,
 			"WebSocket sessions are not available on this server: its handler cannot take over the connection (HTTP/2, or a ResponseWriter without Hijack)."},
 		failures: [3][3]relayError{

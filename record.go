@@ -12,7 +12,7 @@ const (
 	ErrTypeAuth              ErrorType = "auth"                 // 401: missing or wrong key
 	ErrTypeRateLimited       ErrorType = "rate_limited"         // 429 from the relay's limiter
 	ErrTypeBodyTooLarge      ErrorType = "body_too_large"       // 413
-	ErrTypeBadRequest        ErrorType = "bad_request"          // 400: unreadable request body
+	ErrTypeBadRequest        ErrorType = "bad_request"          // 400: unreadable request body, or an unpriced model under a spend budget
 	ErrTypeNoRoute           ErrorType = "no_route"             // 404: no route for the path
 	ErrTypeUpstreamConnect   ErrorType = "upstream_connect"     // 502: dial, TLS or protocol failure before the response
 	ErrTypeUpstreamTimeout   ErrorType = "upstream_timeout"     // 504 before the first byte; or an idle/total timeout mid-stream

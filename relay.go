@@ -571,7 +571,27 @@ func (ex *exchange) admitAs(session bool) error {
 	setQuotaHeaders(ex.client.header(), d)
 	c := ex.cost
 	ex.reserved = rl.settler != nil && (c.Tokens > 0 || c.Spend > 0 || rl.pricing.cost != nil)
+	if d.Spend.Limit > 0 && c.Spend == 0 && !ex.priced() {
+		return &rl.answers.unpricedModel // its reservation settles at nothing, as any refusal's
+	}
 	return ex.acquireLease(session)
+}
+
+// priced reports whether a request can be charged to a spend budget: it
+// names no model (GET /v1/models, say: nothing to price), or one the
+// price table knows. A model the table does not know would reserve
+// nothing and settle at nothing, so a tenant choosing model names (an
+// alias the upstream accepts, a dated snapshot the table lacks) could
+// spend without bound under its budget: such requests are refused for
+// tenants with a budget. Without a price table budgets price nothing and
+// refuse nothing (see Limits).
+func (ex *exchange) priced() bool {
+	est := ex.rl.pricing.estimate
+	if est == nil || ex.rec.Model == "" || ex.target == nil {
+		return true
+	}
+	_, ok := est(ex.target.Provider, ex.rec.Model, 1, 1)
+	return ok
 }
 
 // limitRequest is what the limiter is asked, or settles, at now.

@@ -401,3 +401,46 @@ func TestWithPricesPricesSpend(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, "settled at $0.0017: $0.0083 left admits $0.0082")
 	assert.Equal(t, "0.0001", resp.Header.Get("X-Ratelimit-Remaining-Spend"))
 }
+
+// TestUnpricedModelUnderBudget: a tenant with a spend budget cannot use a
+// model the price table does not know (it would reserve and settle
+// nothing, so model names chosen to dodge the table would spend without
+// bound); a tenant without a budget can, and its cost is unknown.
+func TestUnpricedModelUnderBudget(t *testing.T) {
+	pt, err := NewPriceTable("t", "USD", []PriceEntry{{Models: []string{"priced"},
+		Price: ModelPrice{Input: 2 * MoneyUnit, Output: 8 * MoneyUnit}}})
+	require.NoError(t, err)
+	var calls atomic.Int32
+	upstream := func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, usageJSON(100, 200000))
+	}
+	body := func(model string) string {
+		return `{"model":"` + model + `","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`
+	}
+	t.Run("budget", func(t *testing.T) {
+		calls.Store(0)
+		e := newEnv(t, upstream, Route{Prefix: "/v1"}, WithPrices(pt), WithRateLimit(Limits{SpendPerDay: 10_000}))
+		resp, b := e.do(e.request("POST", "/v1/chat/completions", body("gpt-alias")))
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+		assert.Contains(t, string(b), "no price")
+		assert.Zero(t, calls.Load(), "never sent upstream")
+		assert.Equal(t, ErrTypeBadRequest, e.lastRecord().ErrorType)
+		assert.Equal(t, "0.01", resp.Header.Get("X-Ratelimit-Remaining-Spend"), "nothing reserved or kept")
+
+		resp, _ = e.do(e.request("GET", "/v1/models", ""))
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "a request naming no model has nothing to price")
+		resp, _ = e.do(e.request("POST", "/v1/chat/completions", body("priced")))
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+	})
+	t.Run("no budget", func(t *testing.T) {
+		calls.Store(0)
+		e := newEnv(t, upstream, Route{Prefix: "/v1"}, WithPrices(pt), WithRateLimit(Limits{RequestsPerMinute: 600}))
+		resp, _ := e.do(e.request("POST", "/v1/chat/completions", body("gpt-alias")))
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		require.NoError(t, e.relay.Flush(context.Background()))
+		assert.False(t, e.lastRecord().Cost.Known)
+	})
+}
