@@ -187,6 +187,28 @@ func TestStickySessionUsesOneKey(t *testing.T) {
 	}
 }
 
+// TestStickyAcrossUpstreams: a pin names the upstream as well as the
+// key: a route of two single-key upstreams (weighted round robin) sends
+// a session to one of them only, while sessions spread over both.
+func TestStickyAcrossUpstreams(t *testing.T) {
+	up := newKeyedUpstream(t)
+	e := newEnv(t, nil, Route{Prefix: "/v1", Sticky: Sticky{Source: StickyUser}, Upstreams: []Upstream{
+		{Name: "a", URL: up.srv.URL, AuthHeader: "Authorization", AuthValue: "k0"},
+		{Name: "b", URL: up.srv.URL, AuthHeader: "Authorization", AuthValue: "k1"},
+	}})
+	s := &stickyEnv{env: e, up: up, table: e.relay.resolver.(*RouteTable)}
+	firsts := map[string]bool{}
+	for u := range 4 {
+		body := fmt.Sprintf(`{"model":"m","user":"u%d"}`, u)
+		first := s.post("", body)
+		firsts[first] = true
+		for range 5 {
+			assert.Equal(t, first, s.post("", body), "user %d moved", u)
+		}
+	}
+	assert.Len(t, firsts, 2, "users spread over both upstreams")
+}
+
 // TestStickyNotOnOtherRoutes: a route without Sticky keeps no pin and
 // spreads a session's requests over its keys, the session header or a
 // prompt_cache_key notwithstanding.

@@ -292,6 +292,8 @@ func (c *fileConfig) routeErrorPath(e *relay.RouteError) string {
 		return at + ".headers." + e.Key
 	case "PassHeaders", "Keys":
 		return at + "." + snakeCase(e.Field) + "[" + e.Key + "]"
+	case "Sticky.TTL":
+		return at + ".sticky.ttl"
 	}
 	return at + "." + snakeCase(e.Field) // Name, Kind, MaxAttempts, Timeouts.FirstByte…
 }
