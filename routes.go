@@ -301,6 +301,7 @@ type Target struct {
 	sticky *stickyTable
 	pin    uint64
 	hasPin bool
+	pinned pinRef // the pin applyPin found; zero when none
 }
 
 // Backend is one concrete upstream request.
@@ -441,7 +442,9 @@ type poolKey struct {
 // account-selecting headers only; MaxAttempts not negative; at least one
 // upstream, each with an absolute http(s) URL, a weight not negative, and
 // credentials that can work (not empty, no surrounding whitespace or
-// control characters) carried by a valid AuthHeader.
+// control characters) carried by a valid AuthHeader; a Sticky with a
+// known Source, a valid Header for the header source only, and no
+// negative bound (see Sticky).
 func NewRouteTable(routes []Route, clock Clock) (*RouteTable, error) {
 	if clock == nil {
 		clock = systemClock{}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/streamrelay/relay/internal/provider"
 )
 
@@ -148,6 +149,9 @@ type stickyTable struct {
 	seed        maphash.Seed
 	clock       Clock
 	pools       []*backendPool // the route's, by index
+	// outcomes count relay_sticky_total's outcomes; nil unless New
+	// instrumented the table.
+	outcomes [stickyOutcomes]prometheus.Counter
 
 	mu    sync.Mutex
 	index map[uint64]int32
@@ -155,6 +159,22 @@ type stickyTable struct {
 	head  int32 // most recently used; -1 when empty
 	tail  int32
 	free  int32 // a chain of unused slots through next; -1 when none
+}
+
+// Outcomes of relay_sticky_total.
+const (
+	stickyHit   = iota // served by the pinned key
+	stickyMoved        // the pin moved: its key rested, failed or was full
+	stickyNew          // no pin yet
+	stickyOutcomes
+)
+
+func stickyOutcomeName(o int) string { return [stickyOutcomes]string{"hit", "moved", "new"}[o] }
+
+// pinRef is a pinned key: a pool of the route and a key of it.
+type pinRef struct {
+	pool *backendPool
+	key  int
 }
 
 type pinEntry struct {
@@ -340,6 +360,7 @@ func (t *Target) applyPin() {
 		return
 	}
 	p := st.pools[pi]
+	t.pinned = pinRef{p, key}
 	if key >= len(p.keys) || (p.until.Load() != 0 && p != t.probe) {
 		return // the upstream rests, or another request probes it
 	}
@@ -379,6 +400,16 @@ func (t *Target) keepPin(pool *backendPool, key int) {
 	for i, p := range st.pools {
 		if p == pool {
 			st.store(t.pin, i, key, st.clock.Now())
+			o := stickyNew
+			switch {
+			case t.pinned == pinRef{pool, key}:
+				o = stickyHit
+			case t.pinned.pool != nil:
+				o = stickyMoved
+			}
+			if c := st.outcomes[o]; c != nil {
+				c.Inc()
+			}
 			return
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -279,6 +280,10 @@ func TestStickyRepins(t *testing.T) {
 			e.up.setFail(pinned, 0)
 			clock.advance(time.Minute)
 			assert.Equal(t, moved, e.post("s", `{"model":"m"}`), "the pin stays on the key that serves")
+			m := e.relay.metrics.sticky
+			for outcome, want := range map[string]float64{"new": 1, "moved": 1, "hit": 6} {
+				assert.Equal(t, want, testutil.ToFloat64(m.WithLabelValues("test", outcome)), outcome)
+			}
 		})
 	}
 }
