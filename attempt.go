@@ -54,6 +54,7 @@ func (ex *exchange) attempts() error {
 		base, ex.up.stopTotal = context.WithTimeoutCause(base, to.Total, errTotalTimeout)
 		baseCancel = nil // a cancel of base's parent would not carry the total's cause
 	}
+	t.applyPin()   // a sticky route's pinned key first (sticky.go)
 	t.claimProbe() // now that the request is admitted (health.go)
 	// Attempts past the backends retry the last one, after a backoff
 	// (retry.go).
@@ -111,6 +112,11 @@ func (ex *exchange) attempts() error {
 				}
 			}
 		case errRetryPlain: // once: the edit is not sent again
+		case nil:
+			if t.sticky != nil && ex.up.resp.StatusCode < 400 {
+				t.keepPin(b.pool, b.key)
+			}
+			return nil
 		default:
 			return err
 		}

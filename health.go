@@ -80,6 +80,11 @@ func (t *RouteTable) instrument(m *metrics) {
 			pm.state.Set(stateClosed)
 			b.metrics = pm
 		}
+		if st := r.sticky; st != nil {
+			for i := range st.outcomes {
+				st.outcomes[i] = m.sticky.WithLabelValues(r.Name, stickyOutcomeName(i))
+			}
+		}
 	}
 }
 

@@ -155,8 +155,8 @@ func (ex *exchange) observeWait(outcome string, start time.Time) {
 // route's slots.mu is held.
 func (t *Target) freeSlot(i int) (keySlot, bool) {
 	b := &t.Backends[i]
-	if b.pool == nil {
-		return keySlot{}, true // not capped
+	if !b.capped() {
+		return keySlot{}, true
 	}
 	if k, ok := b.pool.freeKey(b.key); ok {
 		b.pool.use(b, k)
@@ -167,7 +167,7 @@ func (t *Target) freeSlot(i int) (keySlot, bool) {
 		if c.pool == b.pool {
 			continue // full, as just seen
 		}
-		if c.pool == nil {
+		if !c.capped() {
 			t.Backends[i], t.Backends[j] = t.Backends[j], t.Backends[i]
 			return keySlot{}, true
 		}
@@ -207,6 +207,9 @@ func (p *backendPool) freeKey(want int) (int, bool) {
 	}
 	return resting, resting >= 0
 }
+
+// capped reports whether b's pool caps its keys (MaxInFlight).
+func (b *Backend) capped() bool { return b.pool != nil && b.pool.maxInFlight > 0 }
 
 // use counts a request in flight on key k and points b at it. The route's
 // slots.mu is held.

@@ -38,7 +38,10 @@ type metrics struct {
 	// RouteTable.instrument: route, upstream, reason; route, upstream.
 	upstreamRests *prometheus.CounterVec
 	upstreamState *prometheus.GaugeVec
-	retries       *children[prometheus.Counter] // route, upstream
+	// sticky: route, outcome (sticky.go), resolved once per sticky route
+	// by RouteTable.instrument.
+	sticky  *prometheus.CounterVec
+	retries *children[prometheus.Counter] // route, upstream
 	// WebSocket sessions (wssession.go).
 	sessions   *children[prometheus.Counter] // route, closed_by
 	frames     *children[prometheus.Counter] // route, direction
@@ -145,6 +148,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "relay_upstream_state",
 		Help: "An upstream's health: 0 available, 1 half open (one probe request sent), 2 resting (tried only as a last resort). Built-in route table only.",
 	}, []string{"route", "upstream"})
+	sticky := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_sticky_total",
+		Help: "Requests with a pin key on sticky routes, by outcome: hit (served by the pinned key), moved (pinned elsewhere: the pinned key rested, failed or was full), new (no pin yet). Built-in route table only.",
+	}, []string{"route", "outcome"})
 	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_upstream_retries_total",
 		Help: "Attempts sent again to the same upstream after a backoff (Route.MaxAttempts beyond the backends).",
@@ -176,7 +183,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"route", "reason"})
 	all := []prometheus.Collector{requests, duration, errs, active, ttfb,
 		tokens, ttft, interChunk, upstreamReqs, limited, includeUsageRetries,
-		upstreamRests, upstreamState, retries, queueWait, cost, costUnknown, sessions, frames, closeCodes}
+		upstreamRests, upstreamState, sticky, retries, queueWait, cost, costUnknown, sessions, frames, closeCodes}
 	if err := register(reg, all...); err != nil {
 		return nil, err
 	}
@@ -196,6 +203,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		includeUsageRetries: newChildren(includeUsageRetries.WithLabelValues),
 		upstreamRests:       upstreamRests,
 		upstreamState:       upstreamState,
+		sticky:              sticky,
 		retries:             newChildren(retries.WithLabelValues),
 		sessions:            newChildren(sessions.WithLabelValues),
 		frames:              newChildren(frames.WithLabelValues),

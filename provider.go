@@ -21,10 +21,12 @@ type usageOptions struct {
 // nothing.
 func (ex *exchange) inspectRequest() error {
 	if len(ex.src.b) == 0 {
+		ex.target.setPin(ex.r.Header, nil) // a sticky route's pin key (sticky.go)
 		return nil
 	}
 	f, path := ex.family, ex.r.URL.Path
-	req := f.Request(path, ex.r.Header.Get("Content-Type"), ex.src.b)
+	req, pin := f.RequestPin(path, ex.r.Header.Get("Content-Type"), ex.src.b)
+	ex.target.setPin(ex.r.Header, &pin)
 	ex.rec.Model, ex.rec.Stream, ex.rec.Characters = req.Model, req.Stream, req.Characters
 	ex.stream.prompt = req.PromptEstimate // for the estimate of a stream cut short
 	tokens := f.TokenEstimate(path, req, ex.rl.cfg.usage.defaultMaxTokens)

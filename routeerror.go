@@ -32,8 +32,9 @@ type RouteError struct {
 	UpstreamName string
 	// Field names the field at fault as Route or Upstream spells it:
 	// Name, Prefix, RewritePrefix, Kind, Provider, Headers, PassHeaders,
-	// MaxAttempts and Upstream (a route with no upstream at all) for a
-	// route; URL, AuthHeader, AuthValue, AuthEnv, Keys and Weight for an
+	// MaxAttempts, Sticky.Source, Sticky.Header, Sticky.TTL,
+	// Sticky.MaxPins, Sticky.PromptBytes and Upstream (a route with no
+	// upstream at all) for a route; URL, AuthHeader, AuthValue, AuthEnv, Keys and Weight for an
 	// upstream.
 	Field string
 	// Key picks the element of a map or list field: the header name, as

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"net/http"
 	"net/url"
@@ -251,6 +252,10 @@ type Route struct {
 	// refused with 429. At most four requests per slot wait at once;
 	// more are refused at once. Zero: no wait; negative is an error.
 	QueueTimeout time.Duration
+	// Sticky pins each conversation to the upstream key that served it
+	// last, for prompt cache hits (sticky.go, README "Sticky routing").
+	// The zero value is off.
+	Sticky Sticky
 }
 
 // Backoff spaces the retries of one backend (see Route.MaxAttempts). The
@@ -305,6 +310,12 @@ type Target struct {
 	// is the route's QueueTimeout.
 	slots     *routeSlots
 	queueWait time.Duration
+	// sticky is the route's pin table, nil unless it is sticky; pin is the
+	// hash of the request's pin key, when hasPin (sticky.go).
+	sticky *stickyTable
+	pin    uint64
+	hasPin bool
+	pinned pinRef // the pin applyPin found; zero when none
 }
 
 // Backend is one concrete upstream request.
@@ -321,9 +332,8 @@ type Backend struct {
 	// rest a failing key.
 	Done func(AttemptResult)
 
-	// pool and key are the RouteTable pool and key the backend uses, when
-	// the pool caps its keys' requests in flight (MaxInFlight); pool is
-	// nil otherwise.
+	// pool and key are the RouteTable pool and key the backend uses;
+	// pool is nil for a resolver's own backends.
 	pool *backendPool
 	key  int
 }
@@ -385,7 +395,8 @@ type compiledRoute struct {
 	keys     int // keys over all the route's pools: the most backends a request gets
 	weights  int // the sum of the backends' weights
 	cursor   atomic.Uint64
-	slots    *routeSlots // nil unless a pool has MaxInFlight
+	slots    *routeSlots  // nil unless a pool has MaxInFlight
+	sticky   *stickyTable // nil unless the route is sticky
 }
 
 // backendPool is one Upstream with its key pool and resting state.
@@ -445,18 +456,21 @@ type poolKey struct {
 // account-selecting headers only; MaxAttempts not negative; at least one
 // upstream, each with an absolute http(s) URL, a weight not negative, and
 // credentials that can work (not empty, no surrounding whitespace or
-// control characters) carried by a valid AuthHeader.
+// control characters) carried by a valid AuthHeader; a Sticky with a
+// known Source, a valid Header for the header source only, and no
+// negative bound (see Sticky).
 func NewRouteTable(routes []Route, clock Clock) (*RouteTable, error) {
 	if clock == nil {
 		clock = systemClock{}
 	}
 	t := &RouteTable{clock: clock}
+	seed := maphash.MakeSeed() // hashes the sticky routes' pin keys: random per table
 	names := map[string]int{}
 	prefixes := map[string]int{}
 	p := &routeProblems{}
 	for i, r := range routes {
 		p.index, p.route, p.upstream, p.upName = i, r.Name, -1, ""
-		cr := compileRoute(p, r, names, prefixes, clock)
+		cr := compileRoute(p, r, names, prefixes, seed, clock)
 		if cr != nil && len(p.list) == 0 {
 			t.routes = append(t.routes, cr)
 		}
@@ -471,7 +485,7 @@ func NewRouteTable(routes []Route, clock Clock) (*RouteTable, error) {
 // compileRoute checks route p.index, adding its problems to p; names and
 // prefixes map those seen so far to their route's index. It returns nil
 // when the route cannot be compiled.
-func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, clock Clock) *compiledRoute {
+func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, seed maphash.Seed, clock Clock) *compiledRoute {
 	before := len(p.list)
 	switch first, dup := names[r.Name]; {
 	case r.Name == "":
@@ -530,6 +544,7 @@ func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, clo
 		p.add("QueueTimeout", "", "cannot be negative", "QueueTimeout cannot be negative")
 	}
 	cr := &compiledRoute{Route: r, prefix: pfx, headers: make(http.Header, len(r.Headers))}
+	cr.sticky = compileSticky(p, r.Sticky, seed, clock)
 	for _, k := range slices.Sorted(maps.Keys(r.Headers)) { // sorted: the same report every time
 		v := r.Headers[k]
 		switch {
@@ -579,6 +594,9 @@ func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, clo
 	}
 	for _, b := range cr.backends {
 		cr.keys += len(b.keys) // an upstream without keys has one (compileUpstream)
+	}
+	if cr.sticky != nil {
+		cr.sticky.pools = cr.backends
 	}
 	for _, b := range cr.backends {
 		if b.maxInFlight > 0 {
@@ -779,6 +797,7 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 
 		slots:     cr.slots,
 		queueWait: cr.QueueTimeout,
+		sticky:    cr.sticky,
 	}
 	now := lazyNow{clock: t.clock}
 	tg.Backends = cr.pick(&now, tg, fwd, query, out, urls)
@@ -900,10 +919,7 @@ func (b *backendPool) backend(now *lazyNow, path, query string, u *url.URL, roun
 	case query != "":
 		u.RawQuery = b.base.RawQuery + "&" + query
 	}
-	be := Backend{Name: b.name, URL: u, Header: b.plain}
-	if b.maxInFlight > 0 {
-		be.pool = b // the key, below
-	}
+	be := Backend{Name: b.name, URL: u, Header: b.plain, pool: b} // the key, below
 	switch len(b.keys) {
 	case 0:
 		return be, 0

@@ -101,6 +101,8 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 		NoWebSocket:        r.NoWebSocket,
 		KeepAlive:          time.Duration(r.KeepAlive),
 		QueueTimeout:       time.Duration(r.QueueTimeout),
+		Sticky: relay.Sticky{Source: relay.StickySource(r.Sticky.Source), Header: r.Sticky.Header,
+			TTL: time.Duration(r.Sticky.TTL), MaxPins: r.Sticky.MaxPins, PromptBytes: r.Sticky.PromptBytes},
 	}
 	if len(r.Upstreams) == 0 {
 		rt.Upstream = r.Upstream

@@ -111,6 +111,17 @@ type routeConfig struct {
 	// QueueTimeout is relay.Route's: the wait for a free key when every
 	// key is at its upstream's max_in_flight.
 	QueueTimeout duration `yaml:"queue_timeout"`
+	// Sticky is relay.Route's: pin each conversation to one upstream key.
+	Sticky stickyConfig `yaml:"sticky"`
+}
+
+// stickyConfig is relay.Sticky; absent (no source) is off.
+type stickyConfig struct {
+	Source      string   `yaml:"source"`
+	Header      string   `yaml:"header"`
+	TTL         duration `yaml:"ttl"`
+	MaxPins     int      `yaml:"max_pins"`
+	PromptBytes int      `yaml:"prompt_bytes"`
 }
 
 type backoffConfig struct {

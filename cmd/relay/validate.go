@@ -294,6 +294,8 @@ func (c *fileConfig) routeErrorPath(e *relay.RouteError) string {
 		return at + ".no_websocket"
 	case "PassHeaders", "Keys":
 		return at + "." + snakeCase(e.Field) + "[" + e.Key + "]"
+	case "Sticky.TTL":
+		return at + ".sticky.ttl"
 	}
 	return at + "." + snakeCase(e.Field) // Name, Kind, MaxAttempts, Timeouts.FirstByte…
 }

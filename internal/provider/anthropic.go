@@ -44,8 +44,14 @@ func (anthropic) recognises(h http.Header, path string) bool {
 
 // anthropicRequestMember reads the Messages API's own request member.
 func anthropicRequestMember(r *requestScan, key, val []byte) {
-	if string(key) == "system" {
+	switch string(key) {
+	case "system":
 		r.addPrompt(val)
+		r.pinSystem(val)
+	case "metadata":
+		if r.User == nil { // OpenAI's "user" wins
+			r.User = member(val, "user_id")
+		}
 	}
 }
 

@@ -41,8 +41,12 @@ func (gemini) name() string { return "gemini" }
 // geminiRequestMember reads Gemini's members of a JSON request body.
 func geminiRequestMember(r *requestScan, key, val []byte) {
 	switch string(key) {
-	case "contents", "systemInstruction":
+	case "contents":
 		r.addPrompt(val)
+		r.pinFirst(val)
+	case "systemInstruction":
+		r.addPrompt(val)
+		r.pinSystem(val)
 	case "generationConfig":
 		r.offerMaxOutput(rankGeminiMaxOutputTokens, member(val, "maxOutputTokens"))
 	}

@@ -71,8 +71,18 @@ func openAIRequestMember(r *requestScan, key, val []byte) {
 		r.offerMaxOutput(rankMaxOutputTokens, val)
 	case "max_tokens":
 		r.offerMaxOutput(rankMaxTokens, val)
-	case "messages", "input", "prompt", "instructions", "tools", "functions":
+	case "messages", "input":
 		r.addPrompt(val)
+		r.pinFirst(val)
+	case "instructions":
+		r.addPrompt(val)
+		r.pinSystem(val)
+	case "prompt", "tools", "functions":
+		r.addPrompt(val)
+	case "prompt_cache_key":
+		r.PromptCacheKey = val
+	case "user":
+		r.User = val
 	}
 }
 

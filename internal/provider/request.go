@@ -40,10 +40,30 @@ type Request struct {
 	StreamFormat string
 }
 
+// Pin is the members of a request body (RequestPin) a conversation can be recognised
+// by (the relay's Route.Sticky). Each is a raw JSON value as written,
+// quotes and escapes included, sliced from the body: nothing is copied,
+// and the slices are valid as long as the body is. Nil when absent.
+type Pin struct {
+	// PromptCacheKey is OpenAI's "prompt_cache_key".
+	PromptCacheKey []byte
+	// User is OpenAI's "user", else Anthropic's "metadata"."user_id".
+	User []byte
+	// System is the system prompt: "system" (Anthropic), "instructions"
+	// (the Responses API) or "systemInstruction" (Gemini), the first
+	// present.
+	System []byte
+	// FirstMessage is the first element of "messages", "input" or
+	// "contents" (the value itself when it is not an array): the opening
+	// of the conversation, the same on every turn.
+	FirstMessage []byte
+}
+
 // requestScan is one pass over a JSON request body: the facts so far, and
 // what the families keep from one member to the next.
 type requestScan struct {
 	Request
+	Pin
 	promptBytes int64 // string bytes under prompt-bearing members
 	maxRank     int   // the rank of the member MaxOutputTokens came from; 0 for none
 
@@ -72,6 +92,28 @@ func (r *requestScan) offerMaxOutput(rank int, v []byte) {
 	}
 }
 
+// pinSystem and pinFirst keep the system prompt and the first message
+// for Pin, the first member found winning.
+func (r *requestScan) pinSystem(v []byte) {
+	if r.System == nil {
+		r.System = v
+	}
+}
+
+func (r *requestScan) pinFirst(v []byte) {
+	if r.FirstMessage != nil || len(v) == 0 {
+		return
+	}
+	if v[0] != '[' {
+		r.FirstMessage = v
+		return
+	}
+	i := skipWS(v, 1)
+	if e := skipValue(v, i); e > i {
+		r.FirstMessage = v[i:e]
+	}
+}
+
 // addPrompt counts the prompt text under a prompt-bearing member.
 func (r *requestScan) addPrompt(v []byte) { r.promptBytes += textBytes(v, 0) }
 
@@ -80,11 +122,18 @@ func (r *requestScan) addPrompt(v []byte) { r.promptBytes += textBytes(v, 0) }
 // a JSON object is offered member by member to every family that reads
 // JSON requests, since the route does not always tell the dialect.
 func (f Family) Request(path, contentType string, body []byte) Request {
+	r, _ := f.RequestPin(path, contentType, body)
+	return r
+}
+
+// RequestPin is Request, also returning the body's Pin, read in the same
+// pass.
+func (f Family) RequestPin(path, contentType string, body []byte) (Request, Pin) {
 	path = stripQuery(path)
 	b := body[skipWS(body, 0):]
 	var r requestScan
 	if azureSpeechRequest(&r.Request, contentType, b, f.family() == family(azureSpeech{})) {
-		return r.Request
+		return r.Request, Pin{}
 	}
 	o := openObject(b)
 	for {
@@ -101,7 +150,7 @@ func (f Family) Request(path, contentType string, body []byte) Request {
 	azureRequestDone(&r, path) // the deployment names the model before Gemini's path does
 	openAISpeechRequestDone(&r, path)
 	geminiRequestDone(&r, path)
-	return r.Request
+	return r.Request, r.Pin
 }
 
 // TokenEstimate is the number of tokens to reserve for a request of family

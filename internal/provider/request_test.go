@@ -220,3 +220,43 @@ func TestAddIncludeUsagePreservesFields(t *testing.T) {
 		t.Errorf("other fields changed:\nbefore %v\nafter  %v", before, after)
 	}
 }
+
+// TestRequestPin: RequestPin reads the members a sticky route pins by in
+// the same pass as Request, as raw values sliced from the body.
+func TestRequestPin(t *testing.T) {
+	str := func(b []byte) string { return string(b) }
+	for _, tc := range []struct {
+		name, provider, path, body string
+		want                       [4]string // prompt_cache_key, user, system, first message
+	}{
+		{"openai chat", ProviderOpenAI, "/v1/chat/completions",
+			`{"model":"m","prompt_cache_key":"c1","user":"u1","messages":[ {"role":"system","content":"s"} ,{"role":"user","content":"q"}]}`,
+			[4]string{`"c1"`, `"u1"`, ``, `{"role":"system","content":"s"}`}},
+		{"responses", ProviderOpenAI, "/v1/responses",
+			`{"model":"m","instructions":"Short.","input":"hello"}`,
+			[4]string{``, ``, `"Short."`, `"hello"`}},
+		{"anthropic", ProviderAnthropic, "/v1/messages",
+			`{"model":"m","system":[{"type":"text","text":"sys"}],"metadata":{"user_id":"u2"},"messages":[{"role":"user","content":"hi"}]}`,
+			[4]string{``, `"u2"`, `[{"type":"text","text":"sys"}]`, `{"role":"user","content":"hi"}`}},
+		{"openai user wins over metadata", ProviderOpenAI, "/v1/chat/completions",
+			`{"metadata":{"user_id":"a"},"user":"b"}`, [4]string{``, `"b"`, ``, ``}},
+		{"gemini", ProviderOpenAI, "/v1beta/models/g:generateContent",
+			`{"systemInstruction":{"parts":[{"text":"s"}]},"contents":[{"role":"user","parts":[{"text":"q"}]}]}`,
+			[4]string{``, ``, `{"parts":[{"text":"s"}]}`, `{"role":"user","parts":[{"text":"q"}]}`}},
+		{"empty messages", ProviderOpenAI, "/v1/chat/completions", `{"messages":[]}`, [4]string{}},
+		{"none", ProviderOpenAI, "/v1/chat/completions", `{"model":"m"}`, [4]string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := []byte(tc.body)
+			f := fam(tc.provider)
+			req, pin := f.RequestPin(tc.path, "application/json", body)
+			if req != f.Request(tc.path, "application/json", body) {
+				t.Errorf("RequestPin's Request differs from Request's")
+			}
+			got := [4]string{str(pin.PromptCacheKey), str(pin.User), str(pin.System), str(pin.FirstMessage)}
+			if got != tc.want {
+				t.Errorf("got  %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
