@@ -26,6 +26,7 @@ type results struct {
 	mem       []memResult
 	scale     []scaleResult
 	hostile   []hostileResult
+	ws        wsResult
 	instances []*relayInstance
 	profile   *profileSummary
 }
