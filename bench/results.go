@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -118,11 +119,14 @@ type relayInstance struct {
 	wsWant    wsUsage
 	wsRecords int64
 	wsGot     wsUsage
+	wsEnds    map[string]int64 // session records by "closed_by close_code"
 }
 
 // wsRecordUsage is the part of a session's record the check reads.
 type wsRecordUsage struct {
-	Usage struct {
+	ClosedBy  string `json:"closed_by"`
+	CloseCode int    `json:"close_code"`
+	Usage     struct {
 		InputTokens       int64 `json:"input_tokens"`
 		OutputTokens      int64 `json:"output_tokens"`
 		CachedInputTokens int64 `json:"cached_input_tokens"`
@@ -141,6 +145,10 @@ func (ri *relayInstance) addWSRecord(line []byte) error {
 	}
 	u := rec.Usage
 	ri.wsRecords++
+	if ri.wsEnds == nil {
+		ri.wsEnds = map[string]int64{}
+	}
+	ri.wsEnds[cmp.Or(rec.ClosedBy, "—")+" "+strconv.Itoa(rec.CloseCode)]++
 	ri.wsGot = ri.wsGot.plus(wsUsage{inText: u.InputTokens - u.AudioInputTokens, inAudio: u.AudioInputTokens,
 		cached: u.CachedInputTokens, outText: u.OutputTokens - u.AudioOutputTokens, outAudio: u.AudioOutputTokens})
 	return nil

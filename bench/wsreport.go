@@ -2,6 +2,9 @@ package bench
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -98,6 +101,7 @@ func (h *harness) wsSection(w func(string, ...any)) {
 		w("| %s | %s | %s | %s |\n", name, cell(0), cell(1), cell(2))
 	}
 	w("\n")
+	h.wsEndsTable(w)
 	if !h.plan.timings || !h.wants(scenarioWebSocket) {
 		return
 	}
@@ -173,4 +177,26 @@ func (h *harness) wsSection(w func(string, ...any)) {
 func appendEchoMessageSize() []byte {
 	b, _ := appendEchoMessage(nil, nil, 0, 0, wsAudioBytes)
 	return b
+}
+
+// wsEndsTable shows how the relay recorded its sessions' ends: by whom
+// and with which close code (Record.ClosedBy, Record.CloseCode).
+func (h *harness) wsEndsTable(w func(string, ...any)) {
+	var rows []string
+	for _, ri := range h.res.instances {
+		keys := slices.Sorted(maps.Keys(ri.wsEnds))
+		for _, k := range keys {
+			by, code, _ := strings.Cut(k, " ")
+			rows = append(rows, fmt.Sprintf("| %s | %s | %s | %d |\n", ri.name, by, code, ri.wsEnds[k]))
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	w("The relay's session records by how the session ended (closed_by, close_code):\n\n")
+	w("| Relay process | Closed by | Close code | Records |\n|---|---|---|---|\n")
+	for _, r := range rows {
+		w("%s", r)
+	}
+	w("\n")
 }
