@@ -141,7 +141,7 @@ func wsCases() []wsCase {
 			return c.closeByClient(0, "")
 		}},
 		{name: "fragmented messages with a ping between fragments", run: wsFragmented},
-		{name: "ping/pong, close with code and reason by the client", run: func(ctx context.Context, h *harness, a *arm) error {
+		{name: "pings both ways, close with code and reason by the client", run: func(ctx context.Context, h *harness, a *arm) error {
 			c, err := h.d.wsDial(ctx, a, wsSpec{seed: h.seed()})
 			if err != nil {
 				return err
@@ -154,6 +154,25 @@ func wsCases() []wsCase {
 				if _, err := c.echo(opPing, p); err != nil { // the pong carries the ping's payload
 					return err
 				}
+			}
+			// The upstream's ping reaches the client, and the client's pong the upstream.
+			if err := c.writeFrame(true, opText, []byte(wsPingMe)); err != nil {
+				return wsErr(err, "asking for a ping")
+			}
+			f, err := c.readFrame()
+			switch {
+			case err != nil:
+				return wsErr(err, "waiting for the upstream's ping")
+			case f.op != opPing || string(f.payload) != wsUpstreamPing:
+				return failf(failAltered, "opcode %d %q where the upstream's ping was due", f.op, clip(f.payload))
+			}
+			if err := c.writeFrame(true, opPong, f.payload); err != nil {
+				return wsErr(err, "answering the upstream's ping")
+			}
+			if p, err := c.expectMessage(opText, "the upstream's word that the pong arrived"); err != nil {
+				return err
+			} else if string(p) != wsPingMe {
+				return failf(failAltered, "got %q after the pong, want %q", clip(p), wsPingMe)
 			}
 			return c.closeByClient(4001, "bench: client bye ✓")
 		}},

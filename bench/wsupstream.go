@@ -114,20 +114,33 @@ func (u *upstream) wsSession(c *wsConn, s wsSpec) {
 	}
 }
 
+// Asking the upstream to ping: the client sends wsPingMe; the upstream
+// pings it with wsUpstreamPing and, once the pong with that payload is
+// back, sends wsPingMe in return.
+const (
+	wsPingMe       = `{"type":"bench.ping_me"}`
+	wsUpstreamPing = "upstream ping"
+)
+
 // wsRead reads the client's frames until its close: data frames are
-// echoed as they came, pings answered, a close echoed unless the upstream
-// closed first (then it is the answer).
+// echoed as they came (wsPingMe excepted), pings answered, a close echoed
+// unless the upstream closed first (then it is the answer).
 func (u *upstream) wsRead(c *wsConn, closing *atomic.Bool) {
 	for {
 		f, err := c.readFrame()
 		if err != nil {
 			return
 		}
-		switch f.op {
-		case opPong:
-		case opPing:
+		switch {
+		case f.op == opText && string(f.payload) == wsPingMe:
+			// The upstream pings the client; the pong is answered below.
+			err = c.writeFrame(true, opPing, []byte(wsUpstreamPing))
+		case f.op == opPong && string(f.payload) == wsUpstreamPing:
+			err = c.writeFrame(true, opText, []byte(wsPingMe))
+		case f.op == opPong:
+		case f.op == opPing:
 			err = c.writeFrame(true, opPong, f.payload)
-		case opClose:
+		case f.op == opClose:
 			if !closing.Load() {
 				_ = c.writeFrame(true, opClose, f.payload)
 			}
