@@ -227,9 +227,10 @@ func (c *wsConn) closeByUpstream(code int) error {
 }
 
 func (c *wsConn) expectClose(code int, reason string, answer bool) error {
+	start := time.Now()
 	f, err := c.next()
 	if err != nil {
-		return wsErr(err, "waiting for the close")
+		return wsErr(err, "waiting for the close ("+time.Since(start).Round(time.Millisecond).String()+")")
 	}
 	if f.op != opClose {
 		return failf(failAltered, "frame opcode %d where the close was due", f.op)
