@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -472,6 +473,12 @@ func (h *harness) wsMemoryOf(a *arm, counts []int) (memResult, scaleResult, erro
 			return m, scaleResult{}, err
 		}
 		pt.held = h.heldAtUpstream()
+		if dir := h.cfg.HeapProfileDir; dir != "" {
+			name := fmt.Sprintf("heap-%s-websocket-%d.pb.gz", a.name, c)
+			if err := h.saveHeap(a.proc, filepath.Join(dir, name)); err != nil {
+				h.logf("heap profile: %v", err)
+			}
+		}
 		m.points = append(m.points, pt)
 	}
 	h.logf("websocket scale %s: releasing %d sessions", a.name, opened)
