@@ -187,6 +187,9 @@ func (h *harness) wsEndsTable(w func(string, ...any)) {
 		keys := slices.Sorted(maps.Keys(ri.wsEnds))
 		for _, k := range keys {
 			by, code, _ := strings.Cut(k, " ")
+			if code == "0" {
+				code = "—" // no close: refused before the upgrade
+			}
 			rows = append(rows, fmt.Sprintf("| %s | %s | %s | %d |\n", ri.name, by, code, ri.wsEnds[k]))
 		}
 	}
