@@ -60,6 +60,14 @@ const (
 	// ProviderAzureTTS is Azure Speech REST text to speech: an SSML request
 	// billed in characters, an audio response.
 	ProviderAzureTTS Provider = "azure-tts"
+	// ProviderElevenLabs is ElevenLabs text to speech: billed in
+	// characters; on a WebSocket session (stream-input) the relay counts
+	// the characters the client sends for synthesis.
+	ProviderElevenLabs Provider = "elevenlabs"
+	// ProviderCartesia is Cartesia text to speech: billed in characters;
+	// on a WebSocket session (/tts/websocket) the relay counts the
+	// characters of the transcripts the client sends.
+	ProviderCartesia Provider = "cartesia"
 )
 
 // Timeouts bound an upstream exchange. A zero field takes the relay's

@@ -27,7 +27,7 @@ func TestRouteRulesAtTheirLine(t *testing.T) {
 		{"relative rewrite", "routes:\n  - name: r\n    path: /v1\n    rewrite_prefix: v2\n    upstream: https://x.example\n",
 			nil, []string{"relay.yaml:4: routes[0].rewrite_prefix: want a path starting with /"}},
 		{"unknown provider", "routes:\n  - name: r\n    path: /v1\n    upstream: https://x.example\n    provider: bedrock\n",
-			nil, []string{`relay.yaml:5: routes[0].provider: unknown provider "bedrock" (want openai, azure, anthropic or azure-tts)`}},
+			nil, []string{`relay.yaml:5: routes[0].provider: unknown provider "bedrock" (want openai, azure, anthropic, azure-tts, elevenlabs or cartesia)`}},
 		{"bad header name", "routes:\n  - name: r\n    path: /v1\n    upstream: https://x.example\n    headers:\n      x bad: v\n",
 			nil, []string{`relay.yaml:6: routes[0].headers.x bad: "x bad" is not a valid header name`}},
 		{"header value with a control character", "routes:\n  - name: r\n    path: /v1\n    upstream: https://x.example\n    headers:\n      x-note: \"a\\u0001b\"\n",
