@@ -61,6 +61,7 @@ type answers struct {
 	limiterDown      relayError // 503: the limiter failed, and fails closed
 	tooManyRequests  relayError // 429 for the request budget
 	tokensExhausted  relayError // 429 for the token budget
+	budgetExhausted  relayError // 429 for a spend budget
 	noURL            relayError // 502: a resolver's backend without a URL
 
 	// failures holds classify's answers, by phase and failure.
@@ -96,6 +97,7 @@ func newAnswers(maxBody int64, allow string) answers {
 		limiterDown:      relayError{http.StatusServiceUnavailable, ErrTypeLimiter, "Rate limiting is unavailable; retry shortly."},
 		tooManyRequests:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many requests."},
 		tokensExhausted:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: token budget exhausted."},
+		budgetExhausted:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: spend budget exhausted."},
 		noURL:            relayError{http.StatusBadGateway, ErrTypeUpstreamConnect, unreachable},
 		failures: [3][3]relayError{
 			readingBody: {

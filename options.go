@@ -177,7 +177,8 @@ func WithLimiter(l Limiter) Option {
 // WithLimiter is also given.
 func WithRateLimit(l Limits) Option {
 	return func(c *config) error {
-		if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.Burst < 0 || l.TokenBurst < 0 {
+		if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.Burst < 0 || l.TokenBurst < 0 ||
+			l.SpendPerMinute < 0 || l.SpendPerDay < 0 || l.SpendPerMonth < 0 {
 			return errors.New("relay: negative rate limit")
 		}
 		c.limiter = NewMemoryLimiter(l)

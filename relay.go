@@ -82,6 +82,7 @@ type Relay struct {
 	resolver  UpstreamResolver
 	limiter   Limiter
 	settler   TokenSettler // nil when the limiter keeps no token budgets
+	pricing   pricing      // prices spend for the budgets (spend.go)
 	recorder  Recorder
 	async     *AsyncRecorder // nil when records are discarded
 	metrics   *metrics
@@ -534,7 +535,8 @@ func (ex *exchange) admit() error {
 		return ex.refuse(d)
 	}
 	setQuotaHeaders(ex.client.header(), d)
-	ex.reserved = ex.limitReq.Cost.Tokens > 0 && rl.settler != nil
+	c := ex.limitReq.Cost
+	ex.reserved = rl.settler != nil && (c.Tokens > 0 || c.Spend > 0 || rl.pricing.cost != nil)
 	return nil
 }
 
@@ -547,39 +549,50 @@ func (ex *exchange) refuse(d Decision) error {
 		secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
 		ex.client.header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
-	if d.Reason == "tokens" {
+	switch d.Reason {
+	case "tokens":
 		return &ex.rl.answers.tokensExhausted
+	case "budget":
+		return &ex.rl.answers.budgetExhausted
 	}
 	return &ex.rl.answers.tooManyRequests
 }
 
 // setQuotaHeaders sets OpenAI-style x-ratelimit-* headers for the budgets
-// the decision reports. The keys are canonical constants, and the values
-// are cut from one string into one backing slice, so that the six headers
-// cost two allocations, not twelve: they are on every response.
+// the decision reports, and their -spend kin for a spend budget (amounts
+// in currency units, as exact decimals of the micro-units). The keys are
+// canonical constants, and the values are cut from one string into one
+// backing slice, so that the nine headers cost two allocations, not
+// eighteen: they are on every response.
 func setQuotaHeaders(h http.Header, d Decision) {
-	rq, tq := d.Requests.Limit > 0, d.Tokens.Limit > 0
-	if !rq && !tq {
+	qs := [3]Quota{d.Requests, d.Tokens, d.Spend}
+	if qs[0].Limit <= 0 && qs[1].Limit <= 0 && qs[2].Limit <= 0 {
 		return
 	}
-	var buf [128]byte
-	var ends [6]int
+	var buf [192]byte
+	var ends [9]int
 	b := buf[:0]
-	for i, q := range [2]Quota{d.Requests, d.Tokens} {
+	for i, q := range qs {
 		if q.Limit <= 0 {
 			continue
 		}
-		b = strconv.AppendInt(b, q.Limit, 10)
-		ends[3*i] = len(b)
-		b = strconv.AppendInt(b, q.Remaining, 10)
+		if i < 2 {
+			b = strconv.AppendInt(b, q.Limit, 10)
+			ends[3*i] = len(b)
+			b = strconv.AppendInt(b, q.Remaining, 10)
+		} else {
+			b = appendMicros(b, q.Limit)
+			ends[3*i] = len(b)
+			b = appendMicros(b, q.Remaining)
+		}
 		ends[3*i+1] = len(b)
 		b = appendReset(b, q.Reset)
 		ends[3*i+2] = len(b)
 	}
 	s := string(b)
-	vals := make([]string, 6)
+	vals := make([]string, 9)
 	start := 0
-	for i, q := range [2]Quota{d.Requests, d.Tokens} {
+	for i, q := range qs {
 		if q.Limit <= 0 {
 			continue
 		}
@@ -589,16 +602,40 @@ func setQuotaHeaders(h http.Header, d Decision) {
 			start = ends[k]
 		}
 	}
-	if rq {
+	if qs[0].Limit > 0 {
 		h["X-Ratelimit-Limit-Requests"] = vals[0:1:1]
 		h["X-Ratelimit-Remaining-Requests"] = vals[1:2:2]
 		h["X-Ratelimit-Reset-Requests"] = vals[2:3:3]
 	}
-	if tq {
+	if qs[1].Limit > 0 {
 		h["X-Ratelimit-Limit-Tokens"] = vals[3:4:4]
 		h["X-Ratelimit-Remaining-Tokens"] = vals[4:5:5]
 		h["X-Ratelimit-Reset-Tokens"] = vals[5:6:6]
 	}
+	if qs[2].Limit > 0 {
+		h["X-Ratelimit-Limit-Spend"] = vals[6:7:7]
+		h["X-Ratelimit-Remaining-Spend"] = vals[7:8:8]
+		h["X-Ratelimit-Reset-Spend"] = vals[8:9:9]
+	}
+}
+
+// appendMicros appends micro-units v as an exact decimal of currency
+// units, without trailing zeros: 8200 is "0.0082", 10000000 is "10".
+func appendMicros(b []byte, v int64) []byte {
+	if v < 0 {
+		b, v = append(b, '-'), -v
+	}
+	b = strconv.AppendInt(b, v/1_000_000, 10)
+	frac := v % 1_000_000
+	if frac == 0 {
+		return b
+	}
+	b = append(b, '.')
+	for div := int64(100_000); frac > 0; div /= 10 {
+		b = append(b, byte('0'+frac/div))
+		frac %= div
+	}
+	return b
 }
 
 // formatReset renders a duration as OpenAI does ("1s", "6m0s", "20ms").
@@ -653,18 +690,21 @@ func (ex *exchange) finish() {
 	}
 	if ex.reserved {
 		req := ex.limitReq
+		var used int64
+		used, req.UsedSpend = ex.used()
 		req.Now = now
-		rl.settle(ex.r.Context(), req, ex.usedTokens(), ex.rec.RequestID)
+		rl.settle(ex.r.Context(), req, used, ex.rec.RequestID)
 	}
 	capRecord(&ex.rec, ex.r)
 	_ = rl.recorder.Record(ex.r.Context(), ex.rec)
 }
 
-// usedTokens is what a request's token reservation settles at, once its
-// usage is recorded (observeUsage): the one place the settlement rules
-// live.
+// used is what a request's token and spend reservations settle at, once
+// its usage is recorded (observeUsage): the one place the settlement
+// rules live, for both.
 //
-//   - Usage reported, or estimated for a stream cut short: its total.
+//   - Usage reported, or estimated for a stream cut short: its total,
+//     and its cost (the reservation when the cost is unknown).
 //   - An upstream 4xx or 5xx whose body reports no usage: nothing. The
 //     provider generated nothing, and a failing provider must not spend
 //     its tenants' budgets; the whole reservation comes back.
@@ -673,27 +713,38 @@ func (ex *exchange) finish() {
 //     likewise. A stream whose headers had come is estimated instead.
 //   - Any other response whose usage went unreported (a stream without
 //     usage, a body the relay did not observe): the reservation, kept
-//     whole as the estimate.
-func (ex *exchange) usedTokens() int64 {
-	u := &ex.rec.Usage
+//     whole as the estimate; but a response billed otherwise than by
+//     tokens (speech by characters) is charged its cost when priced.
+func (ex *exchange) used() (tokens, spend int64) {
+	u, c := &ex.rec.Usage, ex.limitReq.Cost
 	switch {
 	case u.Total() > 0 || u.Estimated:
-		return u.Total()
+		return u.Total(), ex.usedSpendOr(c.Spend)
 	case ex.up.resp != nil && ex.up.resp.StatusCode >= 400:
-		return 0
+		return 0, 0
 	case ex.rec.Status >= 400 && ex.rec.BytesOut == 0:
-		return 0
+		return 0, 0
+	case c.Tokens == 0:
+		return 0, ex.usedSpendOr(c.Spend)
 	}
-	return ex.limitReq.Cost.Tokens
+	return c.Tokens, c.Spend
+}
+
+// usedSpendOr is the request's cost, or reserved when it is unknown.
+func (ex *exchange) usedSpendOr(reserved int64) int64 {
+	if micros, ok := ex.usedSpend(); ok {
+		return max(0, micros)
+	}
+	return reserved
 }
 
 // settleTimeout bounds one settlement with a remote limiter.
 const settleTimeout = 5 * time.Second
 
-// settle gives back or charges the difference between reserved and used
-// tokens. The in-memory limiter settles inline; any other limiter may be
-// remote, so it settles in the background, bounded in time and awaited by
-// Shutdown, and never delays the end of a stream.
+// settle gives back or charges the differences between reserved and used
+// tokens and spend. The in-memory limiter settles inline; any other
+// limiter may be remote, so it settles in the background, bounded in time
+// and awaited by Shutdown, and never delays the end of a stream.
 func (rl *Relay) settle(ctx context.Context, req LimitRequest, used int64, requestID string) {
 	if ml, ok := rl.settler.(*MemoryLimiter); ok {
 		ml.SettleAt(req.Now, req, used)

@@ -135,7 +135,8 @@ func WithMaxLen(n int64) Option {
 }
 
 func validLimits(l relay.Limits) error {
-	if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.Burst < 0 || l.TokenBurst < 0 {
+	if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.Burst < 0 || l.TokenBurst < 0 ||
+		l.SpendPerMinute < 0 || l.SpendPerDay < 0 || l.SpendPerMonth < 0 {
 		return errors.New("relayredis: negative rate limit")
 	}
 	return nil

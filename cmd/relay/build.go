@@ -28,7 +28,9 @@ func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool)
 		ak := relay.APIKey{Key: k.Key, ID: k.ID, Tenant: k.Tenant, Labels: k.Labels}
 		if l := k.Limits; l != nil {
 			ak.Limits = &relay.Limits{RequestsPerMinute: l.RequestsPerMinute, Burst: l.Burst,
-				TokensPerMinute: l.TokensPerMinute, TokenBurst: l.TokenBurst}
+				TokensPerMinute: l.TokensPerMinute, TokenBurst: l.TokenBurst,
+				SpendPerMinute: int64(l.SpendPerMinute), SpendPerDay: int64(l.SpendPerDay),
+				SpendPerMonth: int64(l.SpendPerMonth)}
 		} else if c.RateLimit.Enabled {
 			// Each key carries the defaults, not the shared limiter: a
 			// reload changes them for new requests, and the limiter adapts

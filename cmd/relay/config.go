@@ -130,7 +130,11 @@ type rateLimitConfig struct {
 	Burst           int     `yaml:"burst"`
 	TokensPerMinute int64   `yaml:"tokens_per_minute"`
 	TokenBurst      int64   `yaml:"token_burst"`
-	FailOpen        bool    `yaml:"fail_open"`
+	// Spend budgets per UTC calendar window, in currency units ("10.00").
+	SpendPerMinute money `yaml:"spend_per_minute"`
+	SpendPerDay    money `yaml:"spend_per_day"`
+	SpendPerMonth  money `yaml:"spend_per_month"`
+	FailOpen       bool  `yaml:"fail_open"`
 }
 
 type authConfig struct {
@@ -154,6 +158,9 @@ type limitsConfig struct {
 	Burst             int     `yaml:"burst"`
 	TokensPerMinute   int64   `yaml:"tokens_per_minute"`
 	TokenBurst        int64   `yaml:"token_burst"`
+	SpendPerMinute    money   `yaml:"spend_per_minute"`
+	SpendPerDay       money   `yaml:"spend_per_day"`
+	SpendPerMonth     money   `yaml:"spend_per_month"`
 }
 
 type storageConfig struct {

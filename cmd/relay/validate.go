@@ -358,8 +358,9 @@ func (c *fileConfig) validateAuth(p *problems) {
 			}
 		}
 	}
-	if rl.Enabled && rl.Default == 0 && rl.TokensPerMinute == 0 && !perKey {
-		c.bad(p, "rate_limit.enabled", "rate limiting is enabled but no limit is set (default, tokens_per_minute or a key's limits)")
+	spend := rl.SpendPerMinute > 0 || rl.SpendPerDay > 0 || rl.SpendPerMonth > 0
+	if rl.Enabled && rl.Default == 0 && rl.TokensPerMinute == 0 && !spend && !perKey {
+		c.bad(p, "rate_limit.enabled", "rate limiting is enabled but no limit is set (default, tokens_per_minute, a spend_per_* budget or a key's limits)")
 	}
 }
 
