@@ -88,8 +88,8 @@ func (ex *exchange) readBody() error {
 	if r.ContentLength > 0 {
 		limit = r.ContentLength
 	}
-	ex.inBody.Store(true)
-	defer ex.inBody.Store(false)
+	ex.waiting.Store(waitBody)
+	defer ex.waiting.Store(waitNone)
 	lim := rl.cfg.body
 	start := time.Now()
 	bd := ex.newBodyDeadline()

@@ -62,6 +62,9 @@ type answers struct {
 	tooManyRequests  relayError // 429 for the request budget
 	tokensExhausted  relayError // 429 for the token budget
 	budgetExhausted  relayError // 429 for a spend budget
+	tooConcurrent    relayError // 429 for Limits.MaxConcurrent
+	tooManySessions  relayError // 429 for Limits.MaxSessions
+	upstreamBusy     relayError // 429: every key of the route is at Upstream.MaxInFlight
 	noURL            relayError // 502: a resolver's backend without a URL
 
 	// failures holds classify's answers, by phase and failure.
@@ -98,6 +101,9 @@ func newAnswers(maxBody int64, allow string) answers {
 		tooManyRequests:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many requests."},
 		tokensExhausted:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: token budget exhausted."},
 		budgetExhausted:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: spend budget exhausted."},
+		tooConcurrent:    relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many concurrent requests."},
+		tooManySessions:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many concurrent sessions."},
+		upstreamBusy:     relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "The upstream's concurrency limit is reached; retry shortly."},
 		noURL:            relayError{http.StatusBadGateway, ErrTypeUpstreamConnect, unreachable},
 		failures: [3][3]relayError{
 			readingBody: {

@@ -190,7 +190,7 @@ func (ex *exchange) upstreamIDHdr() []string {
 		// one checked), capped so that nothing appends to the client's slice.
 		return ex.r.Header["X-Request-Id"][:1:1]
 	}
-	return ex.idHdr
+	return ex.idHdr[:]
 }
 
 // clientRequestID returns the client's X-Request-ID when it is well formed

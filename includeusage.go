@@ -236,6 +236,9 @@ func (h *hiding) send(b []byte) {
 	}
 	if ex.rec.BytesOut == 0 {
 		ex.rec.TTFB = h.now.Sub(ex.rec.Start)
+		if ex.hk != nil {
+			ex.hookFirstByte()
+		}
 	}
 	h.wrote = true
 	if ex.left.Load() || ex.client.write(b, h.wall) != nil {

@@ -30,6 +30,23 @@ type Limits struct {
 	SpendPerMinute int64
 	SpendPerDay    int64
 	SpendPerMonth  int64
+
+	// MaxConcurrent caps the tenant's requests in flight at once, WebSocket
+	// sessions included, from admission to the end of the response
+	// (README "Concurrency"). Over it, a request waits up to QueueTimeout,
+	// then is refused with 429, reason "concurrency". Only a limiter that
+	// implements ConcurrencyLimiter (MemoryLimiter, the Redis limiter)
+	// enforces it.
+	MaxConcurrent int
+	// MaxSessions caps the tenant's WebSocket sessions open at once
+	// (reason "sessions"); each also counts against MaxConcurrent.
+	MaxSessions int
+	// QueueTimeout is how long a request over MaxConcurrent or MaxSessions
+	// waits for a slot before it is refused. Zero: no wait.
+	QueueTimeout time.Duration
+	// MaxQueued bounds the requests of the tenant waiting for a slot at
+	// once (per process; see QueueBound). Zero means four per slot.
+	MaxQueued int
 }
 
 // Cost is what one admission asks of the limiter.
@@ -78,13 +95,18 @@ type Decision struct {
 	// RetryAfter is how long a refused caller should wait. Zero when allowed.
 	RetryAfter time.Duration
 	// Reason names the exhausted budget of a refusal: "requests",
-	// "tokens" or "budget" (spend).
+	// "tokens" or "budget" (spend); for a ConcurrencyLimiter's, the cap:
+	// "concurrency" or "sessions".
 	Reason   string
 	Requests Quota
 	Tokens   Quota
 	// Spend is the tightest spend window (least remaining), in
 	// micro-units; Reset is the time until its spend is back to zero.
 	Spend Quota
+	// Waited is how long a ConcurrencyLimiter's Acquire waited in its
+	// queue for a slot (zero when it did not wait), for the
+	// relay_queue_wait_seconds metric.
+	Waited time.Duration
 }
 
 // Limiter decides whether a request may proceed.
@@ -184,6 +206,8 @@ type MemoryLimiter struct {
 	buckets   map[string]*tenantBucket
 	lastSweep time.Time
 	sweepGap  time.Duration
+
+	conc concurrency // leases (concurrency.go), under a lock of their own
 }
 
 // tenantBucket is one tenant's pair of buckets. A tenant whose keys carry

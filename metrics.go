@@ -39,6 +39,9 @@ type metrics struct {
 	upstreamRests *prometheus.CounterVec
 	upstreamState *prometheus.GaugeVec
 	retries       *children[prometheus.Counter] // route, upstream
+	// queueWait: route, queue (tenant, upstream), outcome (admitted,
+	// refused, canceled).
+	queueWait *children[prometheus.Observer]
 }
 
 // register registers cs with reg, all or none. It is the package's one
@@ -122,7 +125,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"route", "upstream", "status"})
 	limited := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_rate_limited_total",
-		Help: "Requests refused by the limiter, by the exhausted budget (requests or tokens).",
+		Help: "Requests refused by the limiter, by the exhausted budget (requests or tokens) or cap (concurrency, sessions, upstream_concurrency).",
 	}, []string{"route", "reason"})
 	includeUsageRetries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_include_usage_retries_total",
@@ -140,9 +143,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "relay_upstream_retries_total",
 		Help: "Attempts sent again to the same upstream after a backoff (Route.MaxAttempts beyond the backends).",
 	}, []string{"route", "upstream"})
+	queueWait := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "relay_queue_wait_seconds",
+		Help:    "Waits for a concurrency slot: queue tenant (Limits.MaxConcurrent, MaxSessions) or upstream (Upstream.MaxInFlight), by outcome (admitted, refused after the queue timeout, canceled by the client or a shutdown).",
+		Buckets: []float64{0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+	}, []string{"route", "queue", "outcome"})
 	all := []prometheus.Collector{requests, duration, errs, active, ttfb,
 		tokens, ttft, interChunk, upstreamReqs, limited, includeUsageRetries,
-		upstreamRests, upstreamState, retries}
+		upstreamRests, upstreamState, retries, queueWait}
 	if err := register(reg, all...); err != nil {
 		return nil, err
 	}
@@ -163,6 +171,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		upstreamRests:       upstreamRests,
 		upstreamState:       upstreamState,
 		retries:             newChildren(retries.WithLabelValues),
+		queueWait:           newChildren(queueWait.WithLabelValues),
 	}, nil
 }
 

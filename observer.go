@@ -55,6 +55,9 @@ func (ex *exchange) onEvent(at time.Time, name, data, tail []byte, truncated boo
 	if ex.stream.event(name, data, tail, truncated) {
 		ex.contentAt(at)
 	}
+	if ex.hk != nil {
+		ex.hookUsage()
+	}
 	if ex.incl == inclSent {
 		ex.hideEv = !truncated && ex.stream.obs != nil && ex.stream.obs.UsageChunk()
 	}
@@ -81,6 +84,9 @@ func (ex *exchange) contentAt(at time.Time) {
 	if ex.rec.TTFT == 0 {
 		ex.rec.TTFT = max(since, 1)
 		ex.up.a.contentSeen()
+		if ex.hk != nil {
+			ex.hookFirstContent()
+		}
 	} else {
 		if o.interChunk == nil {
 			o.interChunk = ex.rl.metrics.interChunk.WithLabelValues(ex.route, ex.rl.modelLabel(ex.rec.Model))

@@ -56,6 +56,7 @@ type config struct {
 	observeBudget int64
 	refusalMemo   time.Duration
 	drain         time.Duration // WithDrainOnClientGone; 0: off
+	hooks         *Hooks        // WithHooks; nil: none
 	given         givenOptions  // options that exclude one another
 }
 
@@ -161,7 +162,9 @@ func WithAuthenticator(a Authenticator) Option {
 
 // WithLimiter sets the rate limiter. The default admits everything. New
 // fails with ErrConflictingOptions when WithRateLimit is also given: wrap
-// NewMemoryLimiter(limits) instead. Nil counts as not given.
+// NewMemoryLimiter(limits) instead. Nil counts as not given. A limiter
+// that also implements ConcurrencyLimiter (MemoryLimiter and the Redis
+// limiter do) enforces the concurrency caps of Limits as well.
 func WithLimiter(l Limiter) Option {
 	return func(c *config) error {
 		if l != nil {
@@ -180,6 +183,9 @@ func WithRateLimit(l Limits) Option {
 		if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.Burst < 0 || l.TokenBurst < 0 ||
 			l.SpendPerMinute < 0 || l.SpendPerDay < 0 || l.SpendPerMonth < 0 {
 			return errors.New("relay: negative rate limit")
+		}
+		if l.MaxConcurrent < 0 || l.MaxSessions < 0 || l.MaxQueued < 0 || l.QueueTimeout < 0 {
+			return errors.New("relay: negative concurrency limit")
 		}
 		c.limiter = NewMemoryLimiter(l)
 		c.given |= givenRateLimit

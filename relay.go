@@ -81,8 +81,9 @@ type Relay struct {
 	auth      Authenticator
 	resolver  UpstreamResolver
 	limiter   Limiter
-	settler   TokenSettler // nil when the limiter keeps no token budgets
-	pricing   pricing      // prices spend for the budgets (spend.go)
+	settler   TokenSettler       // nil when the limiter keeps no token budgets
+	pricing   pricing            // prices spend for the budgets (spend.go)
+	conc      ConcurrencyLimiter // nil when the limiter caps no concurrency
 	recorder  Recorder
 	async     *AsyncRecorder // nil when records are discarded
 	metrics   *metrics
@@ -123,6 +124,9 @@ type Relay struct {
 
 	mu       sync.Mutex
 	draining bool
+	// stopping is draining, read without the lock by requests about to
+	// wait for a concurrency slot (see waitable).
+	stopping atomic.Bool
 	inflight int
 	live     *exchange // in-flight exchanges, linked through prev/next
 	// settling holds one channel per background settlement, closed when
@@ -186,6 +190,7 @@ func New(opts ...Option) (*Relay, error) {
 	rl.settleCtx, rl.stopSettling = context.WithCancel(context.Background())
 	rl.refused.off, rl.refused.life = c.refusalMemo == 0, c.refusalMemo
 	rl.settler, _ = rl.limiter.(TokenSettler)
+	rl.conc, _ = rl.limiter.(ConcurrencyLimiter)
 
 	switch {
 	case c.auth != nil:
@@ -288,8 +293,8 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.rec.Method = r.Method
 	ex.rec.Path = r.URL.Path
 	ex.route = "none"
-	ex.idHdr = []string{ex.rec.RequestID} // the client's response header; upstream too unless the client sent one
-	w.Header()["X-Request-Id"] = ex.idHdr
+	ex.idHdr = &[1]string{ex.rec.RequestID} // the client's response header; upstream too unless the client sent one
+	w.Header()["X-Request-Id"] = ex.idHdr[:]
 	ex.serve()
 }
 
@@ -315,6 +320,7 @@ func (ex *exchange) serve() {
 		(*exchange).checkMethod,    // 405, before any key is looked at
 		(*exchange).authenticate,   // 401
 		(*exchange).routed,         // 404
+		(*exchange).hookStart,      // Hooks.RequestStart (hooks.go), for authenticated, routed requests
 		(*exchange).admitEarly,     // 429 for a caller still refused, before its body is read
 		(*exchange).readBody,       // 413, 408, 400, 503 over the body budget
 		(*exchange).ownDeadlines,   // the host's read and write timeouts give way to the relay's
@@ -434,7 +440,7 @@ type exchange struct {
 	r      *http.Request
 	client clientWriter // the response to the client
 
-	idHdr      []string        // the X-Request-Id response header value: the relay's id
+	idHdr      *[1]string      // the X-Request-Id header value, the relay's id: a pointer, 16 bytes less than a slice
 	ctx        context.Context // r's context, also cancelled by Shutdown
 	cancel     context.CancelCauseFunc
 	prev, next *exchange // in rl.live while entered
@@ -450,8 +456,11 @@ type exchange struct {
 
 	arrived  int64        // when the handler started, by the system clock, in Unix ns (a time.Time is 24 bytes)
 	bodyHeld atomic.Int64 // bytes of rl.bodies held by the body
-	inBody   atomic.Bool  // reading the request body: Shutdown cuts the read
-	left     atomic.Bool  // the client left while the upstream drains (drain.go)
+	// waiting is what the exchange waits for that Shutdown must end:
+	// waitBody, the request body (its read is cut); waitSlot, a
+	// concurrency slot (concurrency.go: its wait is cancelled).
+	waiting atomic.Uint32
+	left    atomic.Bool // the client left while the upstream drains (drain.go)
 
 	// limitReq is what admit asks the limiter for (inspectRequest sets its
 	// token estimate), and what was reserved, for settlement. Its Identity
@@ -459,8 +468,13 @@ type exchange struct {
 	// copy (48 bytes, see TestExchangeFitsSizeClass).
 	limitReq LimitRequest
 	up       upstream // the response roundTrip got, for relayResponse
+	// lease is the tenant's concurrency slot (concurrency.go), held from
+	// admit to finish; nil when none is held. 16 bytes: the exchange had
+	// room for it in its size class (TestExchangeFitsSizeClass).
+	lease Lease
 
 	stream observer // what the response tells as it passes
+	hk     *hookRun // the request's hook state (hooks.go); nil without hooks, or before hookStart
 
 	// One-byte fields, together: padding would push the exchange out of
 	// its allocation size class (see TestExchangeFitsSizeClass).
@@ -524,7 +538,9 @@ func (ex *exchange) admit() error {
 		rl.log.Warn("relay: limiter failed", "request_id", ex.rec.RequestID, "fail_open", rl.cfg.failOpen, "error", err)
 		if rl.cfg.failOpen {
 			// Counted here: the request itself goes on to succeed or fail
-			// on its own account. A refusal is counted by finish.
+			// on its own account. A refusal is counted by finish. No
+			// concurrency lease is asked for: the limiter's store is down,
+			// and a second wait for it would only delay the request.
 			rl.metrics.errors.WithLabelValues(ex.route, string(ErrTypeLimiter)).Inc()
 			return nil
 		}
@@ -537,7 +553,7 @@ func (ex *exchange) admit() error {
 	setQuotaHeaders(ex.client.header(), d)
 	c := ex.limitReq.Cost
 	ex.reserved = rl.settler != nil && (c.Tokens > 0 || c.Spend > 0 || rl.pricing.cost != nil)
-	return nil
+	return ex.acquireLease(false)
 }
 
 // refuse sets the headers of the answer to a request the limiter refused
@@ -554,6 +570,12 @@ func (ex *exchange) refuse(d Decision) error {
 		return &ex.rl.answers.tokensExhausted
 	case "budget":
 		return &ex.rl.answers.budgetExhausted
+	case ReasonConcurrency:
+		return &ex.rl.answers.tooConcurrent
+	case ReasonSessions:
+		return &ex.rl.answers.tooManySessions
+	case ReasonUpstreamConcurrency:
+		return &ex.rl.answers.upstreamBusy
 	}
 	return &ex.rl.answers.tooManyRequests
 }
@@ -675,6 +697,10 @@ func (ex *exchange) finish() {
 	if ex.entered {
 		defer rl.leave(ex)
 	}
+	if ex.lease != nil {
+		ex.lease.Release()
+		ex.lease = nil
+	}
 	if ex.cancel != nil {
 		defer ex.cancel(nil)
 	}
@@ -696,6 +722,9 @@ func (ex *exchange) finish() {
 		rl.settle(ex.r.Context(), req, used, ex.rec.RequestID)
 	}
 	capRecord(&ex.rec, ex.r)
+	if ex.hk != nil {
+		ex.hookEnd()
+	}
 	_ = rl.recorder.Record(ex.r.Context(), ex.rec)
 }
 
@@ -868,7 +897,7 @@ func (rl *Relay) cut() {
 	defer rl.mu.Unlock()
 	for ex := rl.live; ex != nil; ex = ex.next {
 		ex.cancel(errShutdown)
-		if ex.inBody.Load() {
+		if ex.waiting.Load() == waitBody {
 			_ = ex.client.rc.SetReadDeadline(aLongTimeAgo())
 		}
 	}
@@ -947,6 +976,8 @@ const errShutdown = Error("relay: shutdown deadline reached")
 func (rl *Relay) Shutdown(ctx context.Context) error {
 	rl.mu.Lock()
 	rl.draining = true
+	rl.stopping.Store(true)
+	rl.endWaits()
 	var idle chan struct{}
 	if rl.inflight > 0 {
 		if rl.idle == nil {

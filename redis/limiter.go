@@ -14,7 +14,9 @@ import (
 
 // Limiter keeps per-tenant request and token budgets in Redis, so that all
 // relay replicas sharing the Redis (and the prefix) share the budgets. It
-// implements relay.Limiter, relay.TokenSettler and relay.HealthChecker.
+// implements relay.Limiter, relay.TokenSettler and relay.HealthChecker,
+// and relay.ConcurrencyLimiter for the concurrency caps (Acquire, in
+// concurrency.go: leases with expiry, renewed while held).
 //
 // Each tenant has a request bucket and a token bucket with the semantics
 // of relay.MemoryLimiter: RequestsPerMinute refills the request bucket,
@@ -52,13 +54,14 @@ type Limiter struct {
 	defaults relay.Limits
 	timeout  time.Duration
 	calls    *caller
+	leases   leaseState // concurrency leases (concurrency.go)
 	// testNow, set only by this package's tests, replaces Redis's clock
 	// so that the shared vectors run at exact times.
 	testNow func() time.Time
 }
 
 // NewLimiter returns a Limiter using client, configured by WithPrefix,
-// WithDefaultLimits, WithTimeout and WithLogger. It does not contact
+// WithDefaultLimits, WithTimeout, WithLeaseTTL and WithLogger. It does not contact
 // Redis: the relay's readiness check (Healthy) does.
 func NewLimiter(client redis.UniversalClient, opts ...Option) (*Limiter, error) {
 	if client == nil {
@@ -68,14 +71,17 @@ func NewLimiter(client redis.UniversalClient, opts ...Option) (*Limiter, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &Limiter{
+	l := &Limiter{
 		client:   client,
 		script:   redis.NewScript(bucketScript),
 		prefix:   s.prefix,
 		defaults: s.defaults,
 		timeout:  s.timeout,
 		calls:    newCaller(client, "limiter", s.logger),
-	}, nil
+	}
+	l.leases.ttl, l.leases.script = s.leaseTTL, redis.NewScript(leaseScript)
+	l.leases.wake = make(chan struct{}, 1)
+	return l, nil
 }
 
 // bucket is one budget: rate per second and size. A zero rate means the

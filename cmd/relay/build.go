@@ -30,7 +30,9 @@ func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool)
 			ak.Limits = &relay.Limits{RequestsPerMinute: l.RequestsPerMinute, Burst: l.Burst,
 				TokensPerMinute: l.TokensPerMinute, TokenBurst: l.TokenBurst,
 				SpendPerMinute: int64(l.SpendPerMinute), SpendPerDay: int64(l.SpendPerDay),
-				SpendPerMonth: int64(l.SpendPerMonth)}
+				SpendPerMonth: int64(l.SpendPerMonth),
+				MaxConcurrent: l.MaxConcurrent, MaxSessions: l.MaxSessions,
+				QueueTimeout: time.Duration(l.QueueTimeout), MaxQueued: l.MaxQueued}
 		} else if c.RateLimit.Enabled {
 			// Each key carries the defaults, not the shared limiter: a
 			// reload changes them for new requests, and the limiter adapts
@@ -94,6 +96,7 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 		},
 		NoFirstContentHold: r.NoFirstContentHold,
 		KeepAlive:          time.Duration(r.KeepAlive),
+		QueueTimeout:       time.Duration(r.QueueTimeout),
 	}
 	if len(r.Upstreams) == 0 {
 		rt.Upstream = r.Upstream
@@ -103,12 +106,13 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 	}
 	for _, u := range r.Upstreams {
 		rt.Upstreams = append(rt.Upstreams, relay.Upstream{
-			Name:       u.Name,
-			URL:        u.URL,
-			AuthHeader: u.AuthHeader,
-			AuthValue:  credential(u.AuthEnv, u.AuthValue, getenv),
-			Keys:       u.Keys,
-			Weight:     u.Weight,
+			Name:        u.Name,
+			URL:         u.URL,
+			AuthHeader:  u.AuthHeader,
+			AuthValue:   credential(u.AuthEnv, u.AuthValue, getenv),
+			Keys:        u.Keys,
+			Weight:      u.Weight,
+			MaxInFlight: u.MaxInFlight,
 		})
 	}
 	return rt

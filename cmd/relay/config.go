@@ -98,6 +98,9 @@ type routeConfig struct {
 	// NoFirstContentHold and KeepAlive are relay.Route's.
 	NoFirstContentHold bool     `yaml:"no_first_content_hold"`
 	KeepAlive          duration `yaml:"keep_alive"`
+	// QueueTimeout is relay.Route's: the wait for a free key when every
+	// key is at its upstream's max_in_flight.
+	QueueTimeout duration `yaml:"queue_timeout"`
 }
 
 type backoffConfig struct {
@@ -113,6 +116,8 @@ type upstreamConfig struct {
 	AuthValue  string   `yaml:"auth_value"`
 	Keys       []string `yaml:"keys"`
 	Weight     int      `yaml:"weight"`
+	// MaxInFlight is relay.Upstream's: requests in flight per key.
+	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 type timeoutsConfig struct {
@@ -135,6 +140,11 @@ type rateLimitConfig struct {
 	SpendPerDay    money `yaml:"spend_per_day"`
 	SpendPerMonth  money `yaml:"spend_per_month"`
 	FailOpen       bool  `yaml:"fail_open"`
+	// The concurrency caps of relay.Limits.
+	MaxConcurrent int      `yaml:"max_concurrent"`
+	MaxSessions   int      `yaml:"max_sessions"`
+	QueueTimeout  duration `yaml:"queue_timeout"`
+	MaxQueued     int      `yaml:"max_queued"`
 }
 
 type authConfig struct {
@@ -154,13 +164,17 @@ type apiKeyConfig struct {
 func (k *apiKeyConfig) fromScalar(s string) { k.Key = s }
 
 type limitsConfig struct {
-	RequestsPerMinute float64 `yaml:"requests_per_minute"`
-	Burst             int     `yaml:"burst"`
-	TokensPerMinute   int64   `yaml:"tokens_per_minute"`
-	TokenBurst        int64   `yaml:"token_burst"`
-	SpendPerMinute    money   `yaml:"spend_per_minute"`
-	SpendPerDay       money   `yaml:"spend_per_day"`
-	SpendPerMonth     money   `yaml:"spend_per_month"`
+	RequestsPerMinute float64  `yaml:"requests_per_minute"`
+	Burst             int      `yaml:"burst"`
+	TokensPerMinute   int64    `yaml:"tokens_per_minute"`
+	TokenBurst        int64    `yaml:"token_burst"`
+	SpendPerMinute    money    `yaml:"spend_per_minute"`
+	SpendPerDay       money    `yaml:"spend_per_day"`
+	SpendPerMonth     money    `yaml:"spend_per_month"`
+	MaxConcurrent     int      `yaml:"max_concurrent"`
+	MaxSessions       int      `yaml:"max_sessions"`
+	QueueTimeout      duration `yaml:"queue_timeout"`
+	MaxQueued         int      `yaml:"max_queued"`
 }
 
 type storageConfig struct {
@@ -232,6 +246,9 @@ type observabilityConfig struct {
 	// DetailedLogs logs one line per request (metadata only) at level
 	// DEBUG, whatever the log level.
 	DetailedLogs bool `yaml:"detailed_logs"`
+	// OTLP exports OpenTelemetry traces and metrics (otlp.go); off by
+	// default.
+	OTLP otlpConfig `yaml:"otlp"`
 }
 
 type prometheusConfig struct {
