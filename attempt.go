@@ -159,7 +159,7 @@ func (ex *exchange) try(b Backend, i int, last bool, retry int) error {
 		}
 		return err
 	}
-	if ex.incl == inclSent && resp.StatusCode == http.StatusBadRequest && ex.refusesUsageEdit(a, b, resp) {
+	if ex.stream.incl == inclSent && resp.StatusCode == http.StatusBadRequest && ex.refusesUsageEdit(a, b, resp) {
 		a.endRefused()
 		return errRetryPlain
 	}

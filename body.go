@@ -159,7 +159,7 @@ const bodyFirst = 4 << 10
 func (ex *exchange) growBody(buf []byte, first, limit int64) ([]byte, *relayError) {
 	c := min(max(2*int64(cap(buf)), first), limit)
 	d := c - int64(cap(buf))
-	rl, tenant := ex.rl, ex.limitReq.Identity.Tenant
+	rl, tenant := ex.rl, ex.ident.Tenant
 	if !rl.bodies.take(d) {
 		return buf, &rl.answers.overloaded
 	}
@@ -178,7 +178,7 @@ func (ex *exchange) growBody(buf []byte, first, limit int64) ([]byte, *relayErro
 func (ex *exchange) releaseBody() {
 	if n := ex.bodyHeld.Swap(0); n != 0 {
 		ex.rl.bodies.give(n)
-		ex.rl.perTenant.give(ex.limitReq.Identity.Tenant, n)
+		ex.rl.perTenant.give(ex.ident.Tenant, n)
 	}
 }
 

@@ -317,9 +317,7 @@ func (ex *exchange) acquireLease(session bool) error {
 	if rl.conc == nil {
 		return nil
 	}
-	if ex.limitReq.Now.IsZero() {
-		ex.limitReq.Now = rl.clock.Now() // set by admit; a caller that did not ask Allow first
-	}
+	start := rl.clock.Now()
 	ctx := ex.ctx
 	if rl.cfg.drain > 0 {
 		// ex.ctx outlives the client (drain.go): a queued request must not.
@@ -328,8 +326,8 @@ func (ex *exchange) acquireLease(session bool) error {
 		defer cancel()
 		defer context.AfterFunc(ex.r.Context(), cancel)()
 	}
-	req := LeaseRequest{Identity: ex.limitReq.Identity, Route: ex.route, Session: session,
-		ID: ex.rec.RequestID, Now: ex.limitReq.Now}
+	req := LeaseRequest{Identity: ex.ident, Route: ex.route, Session: session,
+		ID: ex.rec.RequestID, Now: start}
 	if !ex.waitable() {
 		return &rl.answers.draining
 	}
@@ -345,7 +343,7 @@ func (ex *exchange) acquireLease(session bool) error {
 	if err != nil && ctx.Err() != nil {
 		// The wait was cut: by the client or Shutdown, not the limiter.
 		rl.metrics.queueWait.WithLabelValues(ex.route, "tenant", "canceled").
-			Observe(rl.clock.Now().Sub(ex.limitReq.Now).Seconds())
+			Observe(rl.clock.Now().Sub(start).Seconds())
 	}
 	switch {
 	case err == nil:

@@ -99,7 +99,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 		h[k] = v
 	}
 	h["Accept-Encoding"] = acceptEncoding(h["Accept-Encoding"], ex.rl.constHdr.identity)
-	if ex.incl == inclSent || !ex.rl.observed.room(decoderMem) {
+	if ex.stream.incl == inclSent || !ex.rl.observed.room(decoderMem) {
 		// A plain answer: the usage chunk the relay's edit causes can only
 		// be kept from the client in an uncompressed stream; and with no
 		// room to decode a compressed answer, a plain one is still metered.
@@ -130,7 +130,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 		Header:     h,
 		Host:       b.URL.Host,
 	}).WithContext(ctx)
-	ex.attemptBody(out, ex.incl == inclSent)
+	ex.attemptBody(out, ex.stream.incl == inclSent)
 	return out
 }
 

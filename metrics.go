@@ -41,7 +41,9 @@ type metrics struct {
 	retries       *children[prometheus.Counter] // route, upstream
 	// queueWait: route, queue (tenant, upstream), outcome (admitted,
 	// refused, canceled).
-	queueWait *children[prometheus.Observer]
+	queueWait   *children[prometheus.Observer]
+	cost        *children[prometheus.Counter] // route, model
+	costUnknown *children[prometheus.Counter] // route, reason
 }
 
 // register registers cs with reg, all or none. It is the package's one
@@ -148,9 +150,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help:    "Waits for a concurrency slot: queue tenant (Limits.MaxConcurrent, MaxSessions) or upstream (Upstream.MaxInFlight), by outcome (admitted, refused after the queue timeout, canceled by the client or a shutdown).",
 		Buckets: []float64{0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 	}, []string{"route", "queue", "outcome"})
+	cost := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_cost_total",
+		Help: "Cost of finished requests at the configured prices (WithPrices), in units of the price table's currency; models not named by WithModels are \"other\". Requests whose cost is unknown are not in it: see relay_cost_unknown_total.",
+	}, []string{"route", "model"})
+	costUnknown := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_cost_unknown_total",
+		Help: "Finished requests whose cost could not be priced, by reason: model (not in the price table) or usage (answered but no usage reported to price).",
+	}, []string{"route", "reason"})
 	all := []prometheus.Collector{requests, duration, errs, active, ttfb,
 		tokens, ttft, interChunk, upstreamReqs, limited, includeUsageRetries,
-		upstreamRests, upstreamState, retries, queueWait}
+		upstreamRests, upstreamState, retries, queueWait, cost, costUnknown}
 	if err := register(reg, all...); err != nil {
 		return nil, err
 	}
@@ -172,6 +182,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		upstreamState:       upstreamState,
 		retries:             newChildren(retries.WithLabelValues),
 		queueWait:           newChildren(queueWait.WithLabelValues),
+		cost:                newChildren(cost.WithLabelValues),
+		costUnknown:         newChildren(costUnknown.WithLabelValues),
 	}, nil
 }
 

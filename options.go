@@ -51,6 +51,7 @@ type config struct {
 	writeTimeout  time.Duration
 	usage         usageOptions
 	metricsModels []string
+	prices        *PriceTable
 	methods       []string
 	body          bodyLimits
 	observeBudget int64
@@ -324,6 +325,16 @@ func WithDefaultMaxTokens(n int64) Option {
 // model is labelled "other", which keeps label cardinality bounded.
 func WithModels(models ...string) Option {
 	return func(c *config) error { c.metricsModels = append(c.metricsModels, models...); return nil }
+}
+
+// WithPrices prices every request's usage with t when it ends: the
+// record's Cost, and the relay_cost_total and relay_cost_unknown_total
+// metrics. Nil (the default) prices nothing: Record.Cost stays unknown,
+// with no currency. The relay ships no prices: they change, and stale
+// ones would bill wrongly; the operator supplies them (cmd/relay reads
+// them from a file, see its example prices).
+func WithPrices(t *PriceTable) Option {
+	return func(c *config) error { c.prices = t; return nil }
 }
 
 // WithAllowedMethods sets the request methods the relay forwards. Others

@@ -28,10 +28,10 @@ func (ex *exchange) inspectRequest() error {
 	ex.rec.Model, ex.rec.Stream, ex.rec.Characters = req.Model, req.Stream, req.Characters
 	ex.stream.prompt = req.PromptEstimate // for the estimate of a stream cut short
 	tokens := f.TokenEstimate(path, req, ex.rl.cfg.usage.defaultMaxTokens)
-	ex.limitReq.Cost.Tokens = tokens
+	ex.cost.Tokens = tokens
 	if tokens > 0 {
 		in := min(req.PromptEstimate, tokens)
-		ex.limitReq.Cost.Spend = ex.reserveSpend(in, tokens-in)
+		ex.cost.Spend = ex.reserveSpend(in, tokens-in)
 	}
 	// Only a provider named as such: a resolver's Target with no Provider,
 	// or one the relay does not know, is read as OpenAI-compatible but its

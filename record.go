@@ -153,6 +153,9 @@ type Record struct {
 	// ClientGone reports that the client disconnected before the end.
 	ClientGone bool  `json:"client_gone"`
 	Usage      Usage `json:"usage"`
+	// Cost is what the usage cost at the relay's prices (WithPrices);
+	// unknown (Known false) without prices or for a model they lack.
+	Cost Charge `json:"cost"`
 	// Attempts is how many upstream attempts were made (failover).
 	Attempts int `json:"attempts"`
 	// AttemptLog lists the attempts of a request that made more than one,

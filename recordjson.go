@@ -63,6 +63,16 @@ func appendRecordJSON(b []byte, r *Record) []byte {
 	b = append(b, `,"estimated":`...)
 	b = strconv.AppendBool(b, r.Usage.Estimated)
 	b = append(b, '}')
+	b = append(b, `,"cost":{"known":`...)
+	b = strconv.AppendBool(b, r.Cost.Known)
+	b = appendIntField(b, "amount_micros", int64(r.Cost.Amount))
+	if r.Cost.Currency != "" {
+		b = appendStringField(b, "currency", r.Cost.Currency)
+	}
+	if r.Cost.PriceVersion != "" {
+		b = appendStringField(b, "price_version", r.Cost.PriceVersion)
+	}
+	b = append(b, '}')
 	b = appendIntField(b, "attempts", int64(r.Attempts))
 	if len(r.AttemptLog) > 0 {
 		b = append(b, `,"attempt_log":[`...)

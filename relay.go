@@ -93,6 +93,7 @@ type Relay struct {
 	clock     Clock
 	sysClock  bool // clock is the system clock: stream timings reuse wall readings
 	models    map[string]bool
+	prices    *PriceTable  // nil: costs are not priced
 	methods   []string     // allowed request methods
 	allowHdr  []string     // their Allow header value, shared by every 405
 	answers   answers      // the relay's own errors
@@ -262,6 +263,8 @@ func New(opts ...Option) (*Relay, error) {
 	for _, m := range c.metricsModels {
 		rl.models[m] = true
 	}
+	rl.prices = c.prices
+	rl.pricing = newPricing(c.prices)
 	rl.methods = c.methods
 	rl.allowHdr = []string{strings.Join(c.methods, ", ")}
 	rl.answers = newAnswers(c.maxBody, rl.allowHdr[0])
@@ -293,7 +296,7 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.rec.Method = r.Method
 	ex.rec.Path = r.URL.Path
 	ex.route = "none"
-	ex.idHdr = &[1]string{ex.rec.RequestID} // the client's response header; upstream too unless the client sent one
+	ex.idHdr[0] = ex.rec.RequestID // the client's response header; upstream too unless the client sent one
 	w.Header()["X-Request-Id"] = ex.idHdr[:]
 	ex.serve()
 }
@@ -394,7 +397,7 @@ func (ex *exchange) authenticate() error {
 		}
 		return &rl.answers.unauthorized
 	}
-	ex.limitReq.Identity = id // the one copy: admit asks the limiter for it
+	ex.ident = id // the one copy: admit asks the limiter for it
 	ex.rec.Tenant, ex.rec.KeyID, ex.rec.Labels = id.Tenant, id.KeyID, id.Labels
 	return nil
 }
@@ -440,7 +443,7 @@ type exchange struct {
 	r      *http.Request
 	client clientWriter // the response to the client
 
-	idHdr      *[1]string      // the X-Request-Id header value, the relay's id: a pointer, 16 bytes less than a slice
+	idHdr      [1]string       // the X-Request-Id response header value: the relay's id (an array: 8 bytes less than a slice)
 	ctx        context.Context // r's context, also cancelled by Shutdown
 	cancel     context.CancelCauseFunc
 	prev, next *exchange // in rl.live while entered
@@ -462,12 +465,16 @@ type exchange struct {
 	waiting atomic.Uint32
 	left    atomic.Bool // the client left while the upstream drains (drain.go)
 
-	// limitReq is what admit asks the limiter for (inspectRequest sets its
-	// token estimate), and what was reserved, for settlement. Its Identity
-	// is the caller's, from authentication on: the exchange keeps no other
-	// copy (48 bytes, see TestExchangeFitsSizeClass).
-	limitReq LimitRequest
-	up       upstream // the response roundTrip got, for relayResponse
+	// ident is the caller's Identity, from authentication on: the
+	// exchange keeps no other copy (48 bytes, see
+	// TestExchangeFitsSizeClass). cost is what admit asks the limiter for
+	// (inspectRequest sets its token and spend estimates), and what was
+	// reserved, for settlement. A LimitRequest is built from them when
+	// the limiter is asked (limitRequest), not kept: its Route and Now
+	// would cost 40 bytes the exchange has no room for.
+	ident Identity
+	cost  Cost
+	up    upstream // the response roundTrip got, for relayResponse
 	// lease is the tenant's concurrency slot (concurrency.go), held from
 	// admit to finish; nil when none is held. 16 bytes: the exchange had
 	// room for it in its size class (TestExchangeFitsSizeClass).
@@ -482,12 +489,10 @@ type exchange struct {
 	family      provider.Family // the route's provider family; OpenAI-compatible until resolve
 	entered     bool            // counted in rl.inflight
 	counted     bool            // counted in relay_active_connections
-	reserved    bool            // limitReq's tokens were reserved: finish settles them
+	reserved    bool            // cost's tokens or spend were reserved: finish settles them
 	bodyRead    bool            // the request body was read to its end, or there is none
 	readCleared bool            // readBody cleared the read deadline it set
 	scratch     [1]byte         // the read that proves a full buffer was the whole body
-	incl        uint8           // the include_usage edit: inclNone, inclSent, inclRefused (includeusage.go)
-	hideEv      bool            // the SSE event just dispatched is the usage chunk to hide
 }
 
 // fail answers with a relay error before any byte of a response was sent:
@@ -521,7 +526,7 @@ const StatusClientClosedRequest = 499
 // limiter refused for its request budget until a time still to come:
 // cheap checks first.
 func (ex *exchange) admitEarly() error {
-	if d, refused := ex.rl.refused.check(ex.limitReq.Identity, ex.route, ex.rl.clock); refused {
+	if d, refused := ex.rl.refused.check(ex.ident, ex.route, ex.rl.clock); refused {
 		return ex.refuse(d)
 	}
 	return nil
@@ -531,9 +536,9 @@ func (ex *exchange) admitEarly() error {
 func (ex *exchange) admit() error {
 	rl := ex.rl
 	// The token estimate is inspectRequest's; 0 when not an LLM call.
-	ex.limitReq.Route, ex.limitReq.Now = ex.route, rl.clock.Now()
-	ex.limitReq.Cost.Requests = 1
-	d, err := rl.limiter.Allow(ex.ctx, ex.limitReq)
+	ex.cost.Requests = 1
+	req := ex.limitRequest(rl.clock.Now())
+	d, err := rl.limiter.Allow(ex.ctx, req)
 	if err != nil {
 		rl.log.Warn("relay: limiter failed", "request_id", ex.rec.RequestID, "fail_open", rl.cfg.failOpen, "error", err)
 		if rl.cfg.failOpen {
@@ -547,13 +552,18 @@ func (ex *exchange) admit() error {
 		return &rl.answers.limiterDown
 	}
 	if !d.Allowed {
-		rl.refused.note(ex.limitReq.Identity, ex.route, ex.limitReq.Now, d)
+		rl.refused.note(ex.ident, ex.route, req.Now, d)
 		return ex.refuse(d)
 	}
 	setQuotaHeaders(ex.client.header(), d)
-	c := ex.limitReq.Cost
+	c := ex.cost
 	ex.reserved = rl.settler != nil && (c.Tokens > 0 || c.Spend > 0 || rl.pricing.cost != nil)
 	return ex.acquireLease(false)
+}
+
+// limitRequest is what the limiter is asked, or settles, at now.
+func (ex *exchange) limitRequest(now time.Time) LimitRequest {
+	return LimitRequest{Identity: ex.ident, Route: ex.route, Cost: ex.cost, Now: now}
 }
 
 // refuse sets the headers of the answer to a request the limiter refused
@@ -707,7 +717,7 @@ func (ex *exchange) finish() {
 	if ex.counted {
 		rl.metrics.active.WithLabelValues(ex.route).Dec()
 	}
-	ex.observeUsage()
+	ex.priceRecord(ex.observeUsage())
 	m := rl.metrics
 	m.requests.WithLabelValues(ex.route, statusClass(ex.rec.Status)).Inc()
 	m.duration.WithLabelValues(ex.route).Observe(ms(ex.rec.Duration))
@@ -715,10 +725,9 @@ func (ex *exchange) finish() {
 		m.errors.WithLabelValues(ex.route, string(ex.rec.ErrorType)).Inc()
 	}
 	if ex.reserved {
-		req := ex.limitReq
+		req := ex.limitRequest(now)
 		var used int64
 		used, req.UsedSpend = ex.used()
-		req.Now = now
 		rl.settle(ex.r.Context(), req, used, ex.rec.RequestID)
 	}
 	capRecord(&ex.rec, ex.r)
@@ -745,7 +754,7 @@ func (ex *exchange) finish() {
 //     whole as the estimate; but a response billed otherwise than by
 //     tokens (speech by characters) is charged its cost when priced.
 func (ex *exchange) used() (tokens, spend int64) {
-	u, c := &ex.rec.Usage, ex.limitReq.Cost
+	u, c := &ex.rec.Usage, ex.cost
 	switch {
 	case u.Total() > 0 || u.Estimated:
 		return u.Total(), ex.usedSpendOr(c.Spend)

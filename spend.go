@@ -15,6 +15,24 @@ type pricing struct {
 	cost func(provider Provider, rec *Record) (micros int64, ok bool)
 }
 
+// newPricing prices spend with the price table t (WithPrices): the
+// reservation by t.Estimate, the settlement at the record's Cost, which
+// finish sets (priceRecord) before it settles. A nil t prices nothing.
+func newPricing(t *PriceTable) pricing {
+	if t == nil {
+		return pricing{}
+	}
+	return pricing{
+		estimate: func(p Provider, model string, in, out int64) (int64, bool) {
+			m, ok := t.Estimate(p, model, in, out)
+			return int64(m), ok
+		},
+		cost: func(_ Provider, rec *Record) (int64, bool) {
+			return int64(rec.Cost.Amount), rec.Cost.Known
+		},
+	}
+}
+
 // reserveSpend prices the token reservation of inspectRequest: in prompt
 // tokens and out of output. An unknown price reserves nothing.
 func (ex *exchange) reserveSpend(in, out int64) int64 {

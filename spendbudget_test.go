@@ -18,16 +18,20 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// priceAt2And8 prices spend through the seam as the price table will:
-// $2 per million input tokens and $8 per million output tokens, that is
-// 2 and 8 micro-units a token.
-func priceAt2And8() pricing {
-	return pricing{
-		estimate: func(_ Provider, _ string, in, out int64) (int64, bool) { return 2*in + 8*out, true },
-		cost: func(_ Provider, rec *Record) (int64, bool) {
-			return 2*rec.Usage.InputTokens + 8*rec.Usage.OutputTokens, true
-		},
-	}
+// prices2And8 is a price table of $2 per million input tokens and $8
+// per million output tokens for every model: 2 and 8 micro-units a token.
+func prices2And8(t *testing.T) *PriceTable {
+	t.Helper()
+	pt, err := NewPriceTable("test-1", "USD", []PriceEntry{{Models: []string{"*"},
+		Price: ModelPrice{Input: 2 * MoneyUnit, Output: 8 * MoneyUnit}}})
+	require.NoError(t, err)
+	return pt
+}
+
+// usePrices2And8 prices rl's requests at prices2And8, as WithPrices does.
+func usePrices2And8(t *testing.T, rl *Relay) {
+	rl.prices = prices2And8(t)
+	rl.pricing = newPricing(rl.prices)
 }
 
 // budgetBody asks for max_tokens 1000 with a prompt of 400 bytes, which
@@ -77,7 +81,7 @@ func TestSpendBudgetReservesAtAdmission(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, usageJSON(100, 200)) // 200 + 1600 = $0.0018
 	}, Route{Prefix: "/v1"}, WithRateLimit(Limits{SpendPerDay: 10_000}), WithClock(clock))
-	e.relay.pricing = priceAt2And8()
+	usePrices2And8(t, e.relay)
 
 	type result struct {
 		resp *http.Response
@@ -138,7 +142,7 @@ func TestSpendBudgetHoldsUnderConcurrency(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, usageJSON(100, 1000)) // $0.0082: all of its reservation
 	}, Route{Prefix: "/v1"}, WithRateLimit(Limits{SpendPerDay: budget}), WithClock(clock))
-	e.relay.pricing = priceAt2And8()
+	usePrices2And8(t, e.relay)
 
 	statuses := make(chan int, n)
 	var wg sync.WaitGroup
@@ -181,8 +185,9 @@ func TestSpendBudgetHoldsUnderConcurrency(t *testing.T) {
 	var spent int64
 	for _, rec := range e.records() {
 		if rec.Status == http.StatusOK {
-			c, _ := priceAt2And8().cost("", &rec)
-			spent += c
+			require.True(t, rec.Cost.Known)
+			assert.Equal(t, 2*rec.Usage.InputTokens+8*rec.Usage.OutputTokens, int64(rec.Cost.Amount), "priced at $2/$8 per million")
+			spent += int64(rec.Cost.Amount)
 		}
 	}
 	assert.LessOrEqual(t, spent, int64(budget), "spent more than the budget")
@@ -199,7 +204,7 @@ func TestSpendBudgetDayBoundary(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, usageJSON(100, 1000))
 	}, Route{Prefix: "/v1"}, WithRateLimit(Limits{SpendPerDay: 10_000}), WithClock(clock))
-	e.relay.pricing = priceAt2And8()
+	usePrices2And8(t, e.relay)
 
 	resp, _ := e.do(e.request("POST", "/v1/chat/completions", budgetBody()))
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -249,7 +254,7 @@ func TestSpendSettlementRules(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := &fixedClock{now: time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)}
 			e := newEnv(t, tc.upstream, tc.route, WithRateLimit(Limits{SpendPerDay: 10_000}), WithClock(clock))
-			e.relay.pricing = priceAt2And8()
+			usePrices2And8(t, e.relay)
 			resp, _ := e.do(e.request("POST", "/v1/chat/completions", budgetBody()))
 			require.Equal(t, tc.status, resp.StatusCode)
 			assert.Equal(t, "0.0018", resp.Header.Get("X-Ratelimit-Remaining-Spend"), "$0.0082 reserved")
@@ -288,7 +293,7 @@ func TestSettleCarriesSpend(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, usageJSON(100, 200))
 	}, Route{Prefix: "/v1"}, WithLimiter(s))
-	e.relay.pricing = priceAt2And8()
+	usePrices2And8(t, e.relay)
 	resp, _ := e.do(e.request("POST", "/v1/chat/completions", budgetBody()))
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.NoError(t, e.relay.Flush(testkit.Context(t)))
@@ -372,4 +377,27 @@ func BenchmarkMemoryLimiterAllow(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestWithPricesPricesSpend: WithPrices alone wires the spend budgets to
+// the price table: the reservation is priced by its estimate, and the
+// settlement at the record's Cost.
+func TestWithPricesPricesSpend(t *testing.T) {
+	clock := &fixedClock{now: time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)}
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, usageJSON(50, 200)) // $0.0001 + $0.0016
+	}, Route{Prefix: "/v1"}, WithPrices(prices2And8(t)), WithClock(clock),
+		WithRateLimit(Limits{SpendPerDay: 10_000}))
+	resp, _ := e.do(e.request("POST", "/v1/chat/completions", budgetBody()))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "0.0018", resp.Header.Get("X-Ratelimit-Remaining-Spend"), "$0.0082 reserved from the table's estimate")
+	require.NoError(t, e.relay.Flush(context.Background()))
+	rec := e.lastRecord()
+	assert.Equal(t, Charge{Known: true, Amount: 1700, Currency: "USD", PriceVersion: "test-1"}, rec.Cost)
+
+	resp, _ = e.do(e.request("POST", "/v1/chat/completions", budgetBody()))
+	require.Equal(t, http.StatusOK, resp.StatusCode, "settled at $0.0017: $0.0083 left admits $0.0082")
+	assert.Equal(t, "0.0001", resp.Header.Get("X-Ratelimit-Remaining-Spend"))
 }

@@ -27,6 +27,9 @@ type columns struct {
 	inputTokens, outputTokens, cachedInput, reasons []uint64
 	cacheCreation, audioInput, audioOutput          []uint64
 	estimated                                       []uint8
+	costKnown                                       []uint8
+	costMicros                                      []int64
+	costCurrency, costPriceVersion                  []string
 	attempts                                        []uint16
 	attemptUpstreams, attemptErrorTypes             [][]string // Record.AttemptLog, parallel arrays
 	attemptStatuses                                 [][]uint16
@@ -53,6 +56,8 @@ func toColumns(recs []relay.Record) *columns {
 		inputTokens: make([]uint64, 0, n), outputTokens: make([]uint64, 0, n),
 		cachedInput: make([]uint64, 0, n), reasons: make([]uint64, 0, n), cacheCreation: make([]uint64, 0, n),
 		audioInput: make([]uint64, 0, n), audioOutput: make([]uint64, 0, n), estimated: make([]uint8, 0, n),
+		costKnown: make([]uint8, 0, n), costMicros: make([]int64, 0, n),
+		costCurrency: make([]string, 0, n), costPriceVersion: make([]string, 0, n),
 		attempts:         make([]uint16, 0, n),
 		attemptUpstreams: make([][]string, 0, n), attemptStatuses: make([][]uint16, 0, n),
 		attemptErrorTypes: make([][]string, 0, n),
@@ -95,6 +100,10 @@ func toColumns(recs []relay.Record) *columns {
 		c.audioInput = append(c.audioInput, unsigned(r.Usage.AudioInputTokens))
 		c.audioOutput = append(c.audioOutput, unsigned(r.Usage.AudioOutputTokens))
 		c.estimated = append(c.estimated, flag(r.Usage.Estimated))
+		c.costKnown = append(c.costKnown, flag(r.Cost.Known))
+		c.costMicros = append(c.costMicros, int64(r.Cost.Amount))
+		c.costCurrency = append(c.costCurrency, r.Cost.Currency)
+		c.costPriceVersion = append(c.costPriceVersion, r.Cost.PriceVersion)
 		c.attempts = append(c.attempts, uint16(min(max(r.Attempts, 0), math.MaxUint16)))
 		ups, statuses, types := make([]string, len(r.AttemptLog)), make([]uint16, len(r.AttemptLog)), make([]string, len(r.AttemptLog))
 		for j, at := range r.AttemptLog {
@@ -124,7 +133,8 @@ func (c *columns) values() []any {
 		c.date, c.start, c.startUS, c.requestID, c.clientRequestID, c.tenant, c.keyID, c.route, c.upstream,
 		c.method, c.path, c.model, c.responseModel, c.provider, c.kind, c.stream, c.status, c.errorType, c.bytesIn,
 		c.bytesOut, c.events, c.ttfbUS, c.ttftUS, c.durationUS, c.clientGone, c.inputTokens, c.outputTokens,
-		c.cachedInput, c.cacheCreation, c.reasons, c.audioInput, c.audioOutput, c.estimated, c.attempts,
+		c.cachedInput, c.cacheCreation, c.reasons, c.audioInput, c.audioOutput, c.estimated,
+		c.costKnown, c.costMicros, c.costCurrency, c.costPriceVersion, c.attempts,
 		c.attemptUpstreams, c.attemptStatuses, c.attemptErrorTypes, c.characters, c.labelKeys, c.labelValues, c.truncated,
 	}
 }

@@ -52,6 +52,10 @@ const createTableSQL = `CREATE TABLE IF NOT EXISTS %s
     audio_input_tokens          UInt64,
     audio_output_tokens         UInt64,
     usage_estimated             UInt8,
+    cost_known                  UInt8,
+    cost_micros                 Int64,
+    cost_currency               String,
+    cost_price_version          String,
     attempts                    UInt16,
     attempt_upstreams           Array(String),
     attempt_statuses            Array(UInt16),
@@ -76,6 +80,7 @@ const insertColumns = "date, start, start_us, request_id, client_request_id, ten
 	"method, path, model, response_model, provider, kind, stream, status, error_type, bytes_in, bytes_out, " +
 	"events, ttfb_us, ttft_us, duration_us, client_gone, input_tokens, output_tokens, cached_input_tokens, " +
 	"cache_creation_input_tokens, reasoning_tokens, audio_input_tokens, audio_output_tokens, usage_estimated, " +
+	"cost_known, cost_micros, cost_currency, cost_price_version, " +
 	"attempts, attempt_upstreams, attempt_statuses, attempt_error_types, characters, label_keys, label_values, truncated"
 
 // addedColumn is a column added to the table after its first release:
@@ -95,6 +100,10 @@ func addedColumns() []addedColumn {
 		{"attempt_upstreams", "attempt_upstreams Array(String) AFTER attempts"},
 		{"attempt_statuses", "attempt_statuses Array(UInt16) AFTER attempt_upstreams"},
 		{"attempt_error_types", "attempt_error_types Array(String) AFTER attempt_statuses"},
+		{"cost_known", "cost_known UInt8 AFTER usage_estimated"},
+		{"cost_micros", "cost_micros Int64 AFTER cost_known"},
+		{"cost_currency", "cost_currency String AFTER cost_micros"},
+		{"cost_price_version", "cost_price_version String AFTER cost_currency"},
 	}
 }
 

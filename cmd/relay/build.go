@@ -68,6 +68,9 @@ func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool)
 	if len(c.Models) > 0 {
 		opts = append(opts, relay.WithModels(c.Models...))
 	}
+	if c.prices != nil {
+		opts = append(opts, relay.WithPrices(c.prices))
+	}
 	if l := st.limiter(c); l != nil {
 		opts = append(opts, relay.WithLimiter(l))
 	}

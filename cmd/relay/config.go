@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/streamrelay/relay"
 )
 
 // fileConfig is the YAML configuration file. Field tags name the keys; the
@@ -20,6 +22,13 @@ type fileConfig struct {
 	Log           logConfig           `yaml:"log"`
 	// Models get their own metric label; others are labelled "other".
 	Models []string `yaml:"models"`
+	// Prices names a price file (prices.go; relative to this file's
+	// directory) that prices every request's usage. No prices: costs are
+	// recorded as unknown.
+	Prices string `yaml:"prices"`
+
+	// prices is the table read from Prices, nil without it.
+	prices *relay.PriceTable
 
 	// lines maps a key path ("routes[0].kind") to the line it is on, so that
 	// validation can point at the line of a bad value.
@@ -357,6 +366,13 @@ func parseConfig(src []byte, name string, getenv func(string) (string, bool)) (*
 	c.defaultsFor()
 	if err := c.validate(getenv); err != nil {
 		return nil, err
+	}
+	if c.Prices != "" {
+		t, err := loadPrices(pricesPath(name, c.Prices))
+		if err != nil {
+			return nil, err
+		}
+		c.prices = t
 	}
 	return &c, nil
 }
