@@ -141,7 +141,7 @@ func (ex *exchange) readBody() error {
 	}
 	ex.rec.BytesIn = n
 	ex.bodyRead = true
-	ex.body = buf
+	ex.src.b = buf // no attempt reads it yet: no lock needed
 	// net/http's background read starts at the body's end: a deadline
 	// left set would cut it, and cancel the request, mid-stream.
 	ex.readCleared = bd.clear()
@@ -333,12 +333,12 @@ func (ex *exchange) dropBody(force bool) {
 }
 
 // attemptBody sets req's body for one attempt, with the include_usage
-// edit applied or not. The body moves from ex.body to ex.src at the first
-// attempt.
+// edit applied or not. readBody left the body in ex.src; its readers
+// take s.mu from the first attempt on.
 func (ex *exchange) attemptBody(req *http.Request, edited bool) {
 	s := &ex.src
 	if s.ex == nil {
-		s.ex, s.b, ex.body = ex, ex.body, nil
+		s.ex = ex
 	}
 	req.ContentLength = int64(len(s.b))
 	if edited {

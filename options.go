@@ -56,9 +56,10 @@ type config struct {
 	body          bodyLimits
 	observeBudget int64
 	refusalMemo   time.Duration
-	drain         time.Duration // WithDrainOnClientGone; 0: off
-	hooks         *Hooks        // WithHooks; nil: none
-	given         givenOptions  // options that exclude one another
+	drain         time.Duration   // WithDrainOnClientGone; 0: off
+	session       SessionTimeouts // WithSessionTimeouts
+	hooks         *Hooks          // WithHooks; nil: none
+	given         givenOptions    // options that exclude one another
 }
 
 // givenOptions records which of the mutually exclusive options were

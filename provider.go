@@ -20,11 +20,11 @@ type usageOptions struct {
 // each attempt decides whether to send it: includeusage.go). It refuses
 // nothing.
 func (ex *exchange) inspectRequest() error {
-	if len(ex.body) == 0 {
+	if len(ex.src.b) == 0 {
 		return nil
 	}
 	f, path := ex.family, ex.r.URL.Path
-	req := f.Request(path, ex.r.Header.Get("Content-Type"), ex.body)
+	req := f.Request(path, ex.r.Header.Get("Content-Type"), ex.src.b)
 	ex.rec.Model, ex.rec.Stream, ex.rec.Characters = req.Model, req.Stream, req.Characters
 	ex.stream.prompt = req.PromptEstimate // for the estimate of a stream cut short
 	tokens := f.TokenEstimate(path, req, ex.rl.cfg.usage.defaultMaxTokens)
@@ -37,7 +37,7 @@ func (ex *exchange) inspectRequest() error {
 	// or one the relay does not know, is read as OpenAI-compatible but its
 	// body is never edited (a strict upstream may refuse stream_options).
 	if ex.rl.cfg.usage.includeUsage && f.Name() == string(ex.target.Provider) {
-		ex.src.edit, _ = f.UsageEdit(path, ex.body, req)
+		ex.src.edit, _ = f.UsageEdit(path, ex.src.b, req)
 	}
 	return nil
 }

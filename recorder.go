@@ -155,6 +155,10 @@ func (s SlogRecorder) Record(ctx context.Context, rec Record) error {
 		slog.Int64("characters", rec.Characters),
 		slog.Attr{Key: "labels", Value: labelsValue(rec.Labels)},
 		slog.Bool("truncated", rec.Truncated),
+		slog.Int64("frames_in", rec.FramesIn),
+		slog.Int64("frames_out", rec.FramesOut),
+		slog.Int("close_code", rec.CloseCode),
+		slog.String("closed_by", rec.ClosedBy),
 	}
 	msg := s.Message
 	if msg == "" {

@@ -52,6 +52,9 @@ func appendRecordJSON(b []byte, r *Record) []byte {
 	b = appendIntField(b, "duration_ns", int64(r.Duration))
 	b = append(b, `,"client_gone":`...)
 	b = strconv.AppendBool(b, r.ClientGone)
+	if r.Truncated {
+		b = append(b, `,"truncated":true`...)
+	}
 	b = append(b, `,"usage":{"input_tokens":`...)
 	b = strconv.AppendInt(b, r.Usage.InputTokens, 10)
 	b = appendIntField(b, "output_tokens", r.Usage.OutputTokens)
@@ -110,8 +113,17 @@ func appendRecordJSON(b []byte, r *Record) []byte {
 		}
 		b = append(b, '}')
 	}
-	if r.Truncated {
-		b = append(b, `,"truncated":true`...)
+	if r.FramesIn != 0 {
+		b = appendIntField(b, "frames_in", r.FramesIn)
+	}
+	if r.FramesOut != 0 {
+		b = appendIntField(b, "frames_out", r.FramesOut)
+	}
+	if r.CloseCode != 0 {
+		b = appendIntField(b, "close_code", int64(r.CloseCode))
+	}
+	if r.ClosedBy != "" {
+		b = appendStringField(b, "closed_by", r.ClosedBy)
 	}
 	return append(b, '}')
 }

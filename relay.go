@@ -122,6 +122,11 @@ type Relay struct {
 	// keepAliveHook, set by tests before any request, is told of each
 	// keep-alive timer's firing (keepalive.go).
 	keepAliveHook func(wrote bool)
+	// newSessionObserver observes each WebSocket session's messages
+	// (wsobserve.go): the provider's realtime observation, replaced by
+	// tests; nil: sessions are metered by bytes, frames and duration only.
+	newSessionObserver func(provider string) sessionObserver
+	realtimes          sync.Pool // *provider.Realtime
 
 	mu       sync.Mutex
 	draining bool
@@ -271,6 +276,8 @@ func New(opts ...Option) (*Relay, error) {
 	rl.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	rl.smallBufs.New = func() any { b := make([]byte, smallBufSize); return &b }
 	rl.streams.New = func() any { return new(provider.Stream) }
+	rl.realtimes.New = func() any { return new(provider.Realtime) }
+	rl.newSessionObserver = rl.newRealtimeObserver
 	rl.constHdr = newConstHeaders()
 	return rl, nil
 }
@@ -317,6 +324,10 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (ex *exchange) serve() {
 	defer ex.finish()
 	defer ex.up.end() // the last attempt and the total timeout, on every exit
+	if wantsWebSocket(ex.r) {
+		ex.serveSession() // websocket.go
+		return
+	}
 	for _, step := range [...]func(*exchange) error{
 		(*exchange).enter,          // 503 while draining
 		(*exchange).resolve,        // the route, labelling even a 401; its 404 waits for routed
@@ -454,8 +465,7 @@ type exchange struct {
 	// unrouted is why resolve found no route: answered (404) by routed,
 	// once the caller is authenticated.
 	unrouted error
-	body     []byte  // the request body, until the first attempt moves it to src
-	src      bodySrc // the body the attempts read
+	src      bodySrc // the request body (readBody), which the attempts read
 
 	arrived  int64        // when the handler started, by the system clock, in Unix ns (a time.Time is 24 bytes)
 	bodyHeld atomic.Int64 // bytes of rl.bodies held by the body
@@ -533,7 +543,10 @@ func (ex *exchange) admitEarly() error {
 }
 
 // admit asks the limiter.
-func (ex *exchange) admit() error {
+func (ex *exchange) admit() error { return ex.admitAs(false) }
+
+// admitAs asks the limiter for a request, or a WebSocket session.
+func (ex *exchange) admitAs(session bool) error {
 	rl := ex.rl
 	// The token estimate is inspectRequest's; 0 when not an LLM call.
 	ex.cost.Requests = 1
@@ -558,7 +571,7 @@ func (ex *exchange) admit() error {
 	setQuotaHeaders(ex.client.header(), d)
 	c := ex.cost
 	ex.reserved = rl.settler != nil && (c.Tokens > 0 || c.Spend > 0 || rl.pricing.cost != nil)
-	return ex.acquireLease(false)
+	return ex.acquireLease(session)
 }
 
 // limitRequest is what the limiter is asked, or settles, at now.
@@ -719,7 +732,11 @@ func (ex *exchange) finish() {
 	}
 	ex.priceRecord(ex.observeUsage())
 	m := rl.metrics
-	m.requests.WithLabelValues(ex.route, statusClass(ex.rec.Status)).Inc()
+	class := statusClass(ex.rec.Status)
+	if ex.rec.Status == http.StatusSwitchingProtocols && ex.session() {
+		class = "1xx" // a WebSocket session, relayed (statusClass counts other 1xx as no answer)
+	}
+	m.requests.WithLabelValues(ex.route, class).Inc()
 	m.duration.WithLabelValues(ex.route).Observe(ms(ex.rec.Duration))
 	if ex.rec.ErrorType != ErrTypeNone {
 		m.errors.WithLabelValues(ex.route, string(ex.rec.ErrorType)).Inc()
@@ -728,6 +745,11 @@ func (ex *exchange) finish() {
 		req := ex.limitRequest(now)
 		var used int64
 		used, req.UsedSpend = ex.used()
+		if ex.session() {
+			// A session's tokens were settled response by response
+			// (wsobserve.go); its spend is settled here.
+			used = req.Cost.Tokens
+		}
 		rl.settle(ex.r.Context(), req, used, ex.rec.RequestID)
 	}
 	capRecord(&ex.rec, ex.r)

@@ -31,6 +31,10 @@ const (
 	KindAudio StreamKind = "audio"
 	// KindJSON relays a complete body, keeping its Content-Length.
 	KindJSON StreamKind = "json"
+	// KindWebSocket is recorded for WebSocket sessions (Record.Kind); it
+	// is not a route's kind: every route serves sessions unless it sets
+	// NoWebSocket.
+	KindWebSocket StreamKind = "websocket"
 )
 
 // Provider names the API family behind a route. It selects what cannot be
@@ -235,6 +239,12 @@ type Route struct {
 	// Backoff spaces retries of one backend. Zero fields take the
 	// defaults (Base 500ms, Max 10s); negative ones are an error.
 	Backoff Backoff
+	// NoWebSocket refuses WebSocket sessions on this route (404 in the
+	// caller's shape, before any upstream is asked). By default a route
+	// relays a WebSocket upgrade on its paths as a session to its upstream
+	// (see "Realtime and WebSocket" in the README), whatever
+	// WithAllowedMethods allows.
+	NoWebSocket bool
 	// QueueTimeout is how long a request waits for a free key when every
 	// key of the route is at its upstream's MaxInFlight, before it is
 	// refused with 429. At most four requests per slot wait at once;
@@ -276,6 +286,9 @@ type Target struct {
 	NoFirstContentHold bool
 	KeepAlive          time.Duration
 	Backoff            Backoff
+	// NoWebSocket refuses WebSocket sessions (see Route.NoWebSocket); a
+	// resolver's zero Target allows them.
+	NoWebSocket bool
 	// PassHeaders names account-selecting client headers to forward (see
 	// Route.PassHeaders); nil drops them all. Compared case-insensitively.
 	PassHeaders []string
@@ -761,6 +774,7 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 
 		NoFirstContentHold: cr.NoFirstContentHold,
 		KeepAlive:          cr.KeepAlive,
+		NoWebSocket:        cr.NoWebSocket,
 
 		slots:     cr.slots,
 		queueWait: cr.QueueTimeout,

@@ -36,6 +36,9 @@ type columns struct {
 	characters                                      []uint64
 	labelKeys, labelValues                          [][]string
 	truncated                                       []uint8
+	framesIn, framesOut                             []uint64 // WebSocket sessions
+	closeCode                                       []uint16
+	closedBy                                        []string
 }
 
 // toColumns converts recs. Values a column cannot hold are clamped rather
@@ -63,6 +66,8 @@ func toColumns(recs []relay.Record) *columns {
 		attemptErrorTypes: make([][]string, 0, n),
 		characters:        make([]uint64, 0, n), labelKeys: make([][]string, 0, n), labelValues: make([][]string, 0, n),
 		truncated: make([]uint8, 0, n),
+		framesIn:  make([]uint64, 0, n), framesOut: make([]uint64, 0, n), closeCode: make([]uint16, 0, n),
+		closedBy: make([]string, 0, n),
 	}
 	for i := range recs {
 		r := &recs[i]
@@ -123,6 +128,10 @@ func toColumns(recs []relay.Record) *columns {
 		c.labelKeys = append(c.labelKeys, keys)
 		c.labelValues = append(c.labelValues, values)
 		c.truncated = append(c.truncated, flag(r.Truncated))
+		c.framesIn = append(c.framesIn, unsigned(r.FramesIn))
+		c.framesOut = append(c.framesOut, unsigned(r.FramesOut))
+		c.closeCode = append(c.closeCode, uint16(min(max(r.CloseCode, 0), math.MaxUint16)))
+		c.closedBy = append(c.closedBy, r.ClosedBy)
 	}
 	return c
 }
@@ -136,6 +145,7 @@ func (c *columns) values() []any {
 		c.cachedInput, c.cacheCreation, c.reasons, c.audioInput, c.audioOutput, c.estimated,
 		c.costKnown, c.costMicros, c.costCurrency, c.costPriceVersion, c.attempts,
 		c.attemptUpstreams, c.attemptStatuses, c.attemptErrorTypes, c.characters, c.labelKeys, c.labelValues, c.truncated,
+		c.framesIn, c.framesOut, c.closeCode, c.closedBy,
 	}
 }
 

@@ -60,6 +60,28 @@ func beforeCostDDL(t *testing.T) string {
 	return out
 }
 
+// beforeSessionsDDL is the table as it was before the WebSocket session
+// columns (frames_in, frames_out, close_code, closed_by) were added:
+// today's, without them.
+func beforeSessionsDDL(t *testing.T) string {
+	t.Helper()
+	ddl, err := relayclickhouse.DDL("relay_placeholder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for line := range strings.SplitSeq(ddl, "\n") {
+		if f := strings.TrimSpace(line); !strings.HasPrefix(f, "frames_") && !strings.HasPrefix(f, "close_code") && !strings.HasPrefix(f, "closed_by") {
+			lines = append(lines, line)
+		}
+	}
+	out := strings.Replace(strings.Join(lines, "\n"), "relay_placeholder", "%s", 1)
+	if strings.Contains(out, "frames_in") || out == ddl {
+		t.Fatalf("the session columns were not cut from the DDL:\n%s", out)
+	}
+	return out
+}
+
 // TestCreateTableMigratesAnExistingTable: CreateTable adds the new columns
 // to a table made by an earlier release, keeping its rows, after which the
 // recorder writes every field; running it again changes nothing.
@@ -67,6 +89,7 @@ func TestCreateTableMigratesAnExistingTable(t *testing.T) {
 	t.Run("first release", func(t *testing.T) { testMigration(t, firstReleaseDDL) })
 	t.Run("before the usage columns", func(t *testing.T) { testMigration(t, beforeUsageDDL) })
 	t.Run("before the cost columns", func(t *testing.T) { testMigration(t, beforeCostDDL(t)) })
+	t.Run("before the session columns", func(t *testing.T) { testMigration(t, beforeSessionsDDL(t)) })
 }
 
 func testMigration(t *testing.T, oldDDL string) {

@@ -78,6 +78,7 @@ func TestEveryRecordFieldIsStored(t *testing.T) {
 		"Stream": true, "Status": true, "ErrorType": true, "BytesIn": true, "BytesOut": true, "Events": true,
 		"TTFB": true, "TTFT": true, "Duration": true, "ClientGone": true, "Usage": true, "Attempts": true, "AttemptLog": true,
 		"Characters": true, "Labels": true, "ClientRequestID": true, "Truncated": true,
+		"FramesIn": true, "FramesOut": true, "CloseCode": true, "ClosedBy": true,
 		"Usage.InputTokens": true, "Usage.OutputTokens": true, "Usage.CachedInputTokens": true,
 		"Usage.ReasoningTokens": true, "Usage.CacheCreationInputTokens": true, "Usage.AudioInputTokens": true,
 		"Usage.AudioOutputTokens": true, "Usage.Estimated": true,
@@ -133,6 +134,10 @@ func fullRecord(id string) relay.Record {
 		Characters: 808,
 		Labels:     map[string]string{"team": "search", "env": "prod", "cost_center": "42", "empty": ""},
 		Truncated:  true,
+		FramesIn:   909,
+		FramesOut:  1010,
+		CloseCode:  4000,
+		ClosedBy:   "upstream",
 	}
 }
 

@@ -63,6 +63,28 @@
 // Requests the relay refuses before it knows the caller and the route
 // (401, 404, 405, 503 while draining) get no span; every later one does,
 // a 429 or a failed request included.
+//
+// # Cost
+//
+// A request costs two SDK spans (start, attributes, end) and four
+// histogram records; what this package adds to them is one allocation
+// (its request state, which is also the context the later hooks get) and
+// the traceparent header the propagator writes. What repeats from one
+// request to the next is built once and kept: each route's span start
+// options, each backend's attempt span start options, the "chat {model}"
+// span names, and the metric attribute sets of each (operation,
+// provider, model, response model, server, error type). These caches are
+// bounded, since models come from clients and upstreams: at most 512
+// entries each, none with a key over 256 bytes of such names; past the
+// bound a request builds what it needs and keeps nothing. The spans'
+// end attributes are set in one call each, from a pooled buffer.
+//
+// The attributes a sampler may use (gen_ai.operation.name,
+// gen_ai.provider.name, and the attempt's http.request.method,
+// server.address and server.port) are given when each span starts, as
+// the conventions ask; that costs the SDK two allocations per span more
+// than giving every attribute at the end would.
+// BenchmarkHookCalls and BenchmarkSDKSpanFloor measure it.
 package relayotel
 
 import (
@@ -70,6 +92,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/streamrelay/relay"
 	"go.opentelemetry.io/otel"
@@ -128,9 +151,10 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 
 // New returns hooks that report each request's spans and metrics. They
 // are safe for concurrent use, as relay.Hooks must be, and keep each
-// request's state in its context: they share nothing between requests
-// but the tracer and the instruments. New fails only when an instrument
-// cannot be created.
+// request's state in its context: between requests they share the tracer,
+// the instruments and bounded caches of what repeats from one request to
+// the next (span names, start options, metric attribute sets; see
+// "Cost"). New fails only when an instrument cannot be created.
 func New(opts ...Option) (*relay.Hooks, error) {
 	var c config
 	for _, o := range opts {
@@ -146,7 +170,8 @@ func New(opts ...Option) (*relay.Hooks, error) {
 		c.props = otel.GetTextMapPropagator()
 	}
 	meter := c.mp.Meter(ScopeName)
-	o := &observer{tracer: c.tp.Tracer(ScopeName), props: c.props}
+	o := &observer{tracer: c.tp.Tracer(ScopeName), props: c.props,
+		kv: sync.Pool{New: func() any { return new([kvCap]attribute.KeyValue) }}}
 	var err error
 	if o.duration, err = meter.Float64Histogram("gen_ai.client.operation.duration",
 		metric.WithDescription("GenAI operation duration."), metric.WithUnit("s"),
@@ -163,23 +188,34 @@ func New(opts ...Option) (*relay.Hooks, error) {
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(DurationBuckets()...)); err != nil {
 		return nil, err
 	}
+	// No FirstContent hook: the time to first chunk is the Record's TTFT,
+	// given at the end with the rest (one call fewer into the span).
 	return &relay.Hooks{
 		RequestStart: o.requestStart,
 		AttemptStart: o.attemptStart,
 		AttemptEnd:   o.attemptEnd,
-		FirstContent: o.firstContent,
 		RequestEnd:   o.requestEnd,
 	}, nil
 }
 
+// kvCap bounds the attributes a request span is given at its end.
+const kvCap = 24
+
 // observer holds what the hooks share: safe for concurrent use, since
-// it is only read after New.
+// its fields are only read after New and the caches and pool are
+// concurrency-safe.
 type observer struct {
 	tracer   trace.Tracer
 	props    propagation.TextMapPropagator
 	duration metric.Float64Histogram
 	tokens   metric.Int64Histogram
 	ttfc     metric.Float64Histogram
+
+	kv       sync.Pool                                // *[kvCap]attribute.KeyValue, a request span's end attributes
+	starts   cache[startKey, []trace.SpanStartOption] // a request span's start options
+	attempts cache[attemptKey, *attemptStart]         // an attempt span's
+	names    cache[nameKey, string]                   // span names
+	sets     cache[setKey, *metricSets]               // metric attribute sets
 }
 
 // Attribute keys of the GenAI conventions, and the relay's own.
@@ -217,6 +253,7 @@ type request struct {
 	context.Context // with the request's span
 	span            trace.Span
 	op, provider    string
+	id, tenant      string // relay.request_id and relay.tenant, given at the end
 	model           string // requested, once an attempt told it
 	host            string // the last attempt's server.address
 	port            int    // its server.port, 0 when unknown
@@ -239,17 +276,35 @@ func requestOf(ctx context.Context) *request {
 	return r
 }
 
+// startKey is what a request span's start options depend on.
+type startKey struct{ op, provider, route string }
+
 func (o *observer) requestStart(ctx context.Context, info relay.RequestStartInfo) context.Context {
-	r := &request{op: operation(info.Path, info.Kind), provider: providerName(info.Provider, info.Path)}
-	r.Context, r.span = o.tracer.Start(ctx, r.op, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(
-			keyOperation.String(r.op),
-			keyProvider.String(r.provider),
-			keyRoute.String(info.Route),
-			keyRequestID.String(info.RequestID),
-			keyTenant.String(info.Tenant),
-		))
+	r := &request{op: operation(info.Path, info.Kind), provider: providerName(info.Provider, info.Path),
+		id: info.RequestID, tenant: info.Tenant}
+	// The attributes a sampler may want are given at the start; those
+	// that differ per request (id, tenant) wait for the end's single call,
+	// so that the options repeat and are built once per route.
+	k := startKey{r.op, r.provider, info.Route}
+	opts, ok := o.starts.get(k)
+	if !ok {
+		opts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+			keyOperation.String(r.op), keyProvider.String(r.provider), keyRoute.String(info.Route))}
+		o.starts.put(k, opts, len(info.Route))
+	}
+	r.Context, r.span = o.tracer.Start(ctx, r.op, opts...)
 	return r
+}
+
+// attemptKey is what an attempt span's start options depend on (the
+// first attempt's: a resend's carry its count too).
+type attemptKey struct{ upstream, host, scheme string }
+
+// attemptStart is what attempts to one backend share.
+type attemptStart struct {
+	host string // server.address
+	port int    // server.port, 0 when unknown
+	opts []trace.SpanStartOption
 }
 
 func (o *observer) attemptStart(ctx context.Context, info relay.AttemptStartInfo) context.Context {
@@ -257,43 +312,72 @@ func (o *observer) attemptStart(ctx context.Context, info relay.AttemptStartInfo
 	if r == nil {
 		return ctx
 	}
-	r.host, r.port = hostPort(info.Host, info.URLScheme)
+	k := attemptKey{info.Upstream, info.Host, info.URLScheme}
+	as, ok := o.attempts.get(k)
+	if !ok || info.Attempt > 1 {
+		as = newAttemptStart(info)
+		if !ok && info.Attempt <= 1 {
+			o.attempts.put(k, as, len(info.Upstream)+len(info.Host)+len(info.URLScheme))
+		}
+	}
+	r.host, r.port = as.host, as.port
 	if !r.named {
 		r.named, r.model, r.stream = true, info.Model, info.Stream
 		if info.Model != "" {
-			r.span.SetName(r.op + " " + info.Model)
+			r.span.SetName(o.name(r.op, info.Model))
 		}
 	}
+	actx, _ := o.tracer.Start(r, "POST", as.opts...)
+	o.props.Inject(actx, headerCarrier(info.Header))
+	return actx
+}
+
+// newAttemptStart builds the start options of an attempt span.
+func newAttemptStart(info relay.AttemptStartInfo) *attemptStart {
+	as := &attemptStart{}
+	as.host, as.port = hostPort(info.Host, info.URLScheme)
 	attrs := make([]attribute.KeyValue, 0, 5)
-	attrs = append(attrs, keyMethod.String("POST"), keyServerAddress.String(r.host), keyUpstream.String(info.Upstream))
-	if r.port > 0 {
-		attrs = append(attrs, keyServerPort.Int(r.port))
+	attrs = append(attrs, keyMethod.String("POST"), keyServerAddress.String(as.host), keyUpstream.String(info.Upstream))
+	if as.port > 0 {
+		attrs = append(attrs, keyServerPort.Int(as.port))
 	}
 	if info.Attempt > 1 {
 		attrs = append(attrs, keyResend.Int(info.Attempt-1))
 	}
-	actx, _ := o.tracer.Start(r, "POST", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
-	o.props.Inject(actx, propagation.HeaderCarrier(info.Header))
-	return actx
+	as.opts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...)}
+	return as
 }
 
 func (o *observer) attemptEnd(ctx context.Context, info relay.AttemptEndInfo) {
 	span := trace.SpanFromContext(ctx)
-	switch {
-	case !span.IsRecording():
-	case info.ErrorType != relay.ErrTypeNone:
-		span.SetAttributes(keyStatus.Int(info.Status), keyErrorType.String(string(info.ErrorType)))
-		span.SetStatus(codes.Error, string(info.ErrorType))
-	case info.Status > 0:
-		span.SetAttributes(keyStatus.Int(info.Status))
+	if span.IsRecording() && (info.Status > 0 || info.ErrorType != relay.ErrTypeNone) {
+		// The pool's buffer, since a variadic call on an interface
+		// allocates its arguments.
+		buf := o.kv.Get().(*[kvCap]attribute.KeyValue)
+		kv := append(buf[:0], keyStatus.Int(info.Status))
+		if info.ErrorType != relay.ErrTypeNone {
+			kv = append(kv, keyErrorType.String(string(info.ErrorType)))
+			span.SetStatus(codes.Error, string(info.ErrorType))
+		}
+		span.SetAttributes(kv...)
+		clear(kv)
+		o.kv.Put(buf)
 	}
 	span.End()
 }
 
-func (o *observer) firstContent(ctx context.Context, info relay.FirstContentInfo) {
-	if r := requestOf(ctx); r != nil {
-		r.span.SetAttributes(keyTTFC.Float64(info.TTFT.Seconds()))
+// nameKey is what a request span's name depends on.
+type nameKey struct{ op, model string }
+
+// name is the span name "{op} {model}".
+func (o *observer) name(op, model string) string {
+	k := nameKey{op, model}
+	n, ok := o.names.get(k)
+	if !ok {
+		n = op + " " + model
+		o.names.put(k, n, len(model))
 	}
+	return n
 }
 
 func (o *observer) requestEnd(ctx context.Context, info relay.RequestEndInfo) {
@@ -304,53 +388,53 @@ func (o *observer) requestEnd(ctx context.Context, info relay.RequestEndInfo) {
 	rec := &info.Record
 	if r.model == "" && rec.Model != "" { // no attempt was made: the body still named it
 		r.model = rec.Model
-		r.span.SetName(r.op + " " + rec.Model)
+		r.span.SetName(o.name(r.op, rec.Model))
 	}
-	// One slice: the attributes every metric carries first, then
-	// error.type (the duration's too), then the span's own. The span gets
-	// them in one call; the metrics get attribute sets built once.
-	kv := make([]attribute.KeyValue, 0, 20)
-	kv = append(kv, keyOperation.String(r.op), keyProvider.String(r.provider))
-	if r.model != "" {
-		kv = append(kv, keyRequestModel.String(r.model))
-	}
-	if rec.ResponseModel != "" {
-		kv = append(kv, keyResponseModel.String(rec.ResponseModel))
-	}
-	if r.host != "" {
-		kv = append(kv, keyServerAddress.String(r.host))
-		if r.port > 0 {
-			kv = append(kv, keyServerPort.Int(r.port))
-		}
-	}
-	nBase := len(kv)
 	if rec.ErrorType != relay.ErrTypeNone {
-		kv = append(kv, keyErrorType.String(string(rec.ErrorType)))
 		r.span.SetStatus(codes.Error, string(rec.ErrorType))
 	}
-	nDuration := len(kv)
-	kv = append(kv, keyStatus.Int(rec.Status), keyAttempts.Int(rec.Attempts), keyStream.Bool(r.stream))
-	u := rec.Usage
-	reported := u.InputTokens > 0 || u.OutputTokens > 0
-	if reported {
-		kv = append(kv, keyInput.Int64(u.InputTokens), keyOutput.Int64(u.OutputTokens))
-		if u.CachedInputTokens > 0 {
-			kv = append(kv, keyCacheRead.Int64(u.CachedInputTokens))
-		}
-		if u.CacheCreationInputTokens > 0 {
-			kv = append(kv, keyCacheCreation.Int64(u.CacheCreationInputTokens))
-		}
-		if u.ReasoningTokens > 0 {
-			kv = append(kv, keyReasoning.Int64(u.ReasoningTokens))
-		}
-		if u.Estimated {
-			kv = append(kv, keyEstimated.Bool(true))
-		}
-	}
-	// One call, once: each call may grow the span's attribute slice. An
+	// One call, once: each call grows the span's attribute slice. An
 	// unsampled span records nothing, and is not given any.
 	if r.span.IsRecording() {
-		r.span.SetAttributes(kv[2:]...) // the operation and provider are the span's from its start
+		buf := o.kv.Get().(*[kvCap]attribute.KeyValue)
+		kv := append(buf[:0], keyRequestID.String(r.id), keyTenant.String(r.tenant))
+		if r.model != "" {
+			kv = append(kv, keyRequestModel.String(r.model))
+		}
+		if rec.ResponseModel != "" {
+			kv = append(kv, keyResponseModel.String(rec.ResponseModel))
+		}
+		if r.host != "" {
+			kv = append(kv, keyServerAddress.String(r.host))
+			if r.port > 0 {
+				kv = append(kv, keyServerPort.Int(r.port))
+			}
+		}
+		if rec.ErrorType != relay.ErrTypeNone {
+			kv = append(kv, keyErrorType.String(string(rec.ErrorType)))
+		}
+		kv = append(kv, keyStatus.Int(rec.Status), keyAttempts.Int(rec.Attempts), keyStream.Bool(r.stream))
+		if rec.Kind == relay.KindSSE && rec.TTFT > 0 {
+			kv = append(kv, keyTTFC.Float64(rec.TTFT.Seconds()))
+		}
+		if u := &rec.Usage; u.InputTokens > 0 || u.OutputTokens > 0 {
+			kv = append(kv, keyInput.Int64(u.InputTokens), keyOutput.Int64(u.OutputTokens))
+			if u.CachedInputTokens > 0 {
+				kv = append(kv, keyCacheRead.Int64(u.CachedInputTokens))
+			}
+			if u.CacheCreationInputTokens > 0 {
+				kv = append(kv, keyCacheCreation.Int64(u.CacheCreationInputTokens))
+			}
+			if u.ReasoningTokens > 0 {
+				kv = append(kv, keyReasoning.Int64(u.ReasoningTokens))
+			}
+			if u.Estimated {
+				kv = append(kv, keyEstimated.Bool(true))
+			}
+		}
+		r.span.SetAttributes(kv...) // the span copies them
+		clear(kv)                   // keep no strings alive from the pool
+		o.kv.Put(buf)
 	}
 	r.span.End()
 
@@ -359,27 +443,69 @@ func (o *observer) requestEnd(ctx context.Context, info relay.RequestEndInfo) {
 	if !o.duration.Enabled(r) {
 		return
 	}
-	// attribute.NewSet sorts its argument: each gets a copy.
-	base := newSet(kv[:nBase])
-	dur := base
-	if nDuration > nBase {
-		dur = newSet(kv[:nDuration])
-	}
-	o.duration.Record(r, rec.Duration.Seconds(), metric.WithAttributeSet(dur))
-	if reported && !u.Estimated {
+	sets := o.metricSets(r, rec)
+	o.duration.Record(r, rec.Duration.Seconds(), sets.duration...)
+	if u := &rec.Usage; !u.Estimated {
 		if u.InputTokens > 0 {
-			o.tokens.Record(r, u.InputTokens, metric.WithAttributeSet(newSet(kv[:nBase], keyTokenType.String("input"))))
+			o.tokens.Record(r, u.InputTokens, sets.input...)
 		}
 		if u.OutputTokens > 0 {
-			o.tokens.Record(r, u.OutputTokens, metric.WithAttributeSet(newSet(kv[:nBase], keyTokenType.String("output"))))
+			o.tokens.Record(r, u.OutputTokens, sets.output...)
 		}
 	}
 	if rec.Kind == relay.KindSSE && rec.TTFT > 0 {
-		o.ttfc.Record(r, rec.TTFT.Seconds(), metric.WithAttributeSet(base))
+		o.ttfc.Record(r, rec.TTFT.Seconds(), sets.base...)
 	}
 }
 
-// newSet is the set of kv and more, built from a copy.
+// setKey is what a request's metric attributes depend on.
+type setKey struct {
+	op, provider, model, responseModel, host string
+	port                                     int
+	errType                                  relay.ErrorType
+}
+
+// metricSets are the record options, each one attribute set, of the
+// metrics of requests alike: the duration's (with error.type), the
+// time to first chunk's (base), the tokens' (base and gen_ai.token.type).
+type metricSets struct {
+	duration, base, input, output []metric.RecordOption
+}
+
+// metricSets finds or builds the request's metric attribute sets.
+func (o *observer) metricSets(r *request, rec *relay.Record) *metricSets {
+	k := setKey{r.op, r.provider, r.model, rec.ResponseModel, r.host, r.port, rec.ErrorType}
+	if s, ok := o.sets.get(k); ok {
+		return s
+	}
+	kv := make([]attribute.KeyValue, 0, 8)
+	kv = append(kv, keyOperation.String(k.op), keyProvider.String(k.provider))
+	if k.model != "" {
+		kv = append(kv, keyRequestModel.String(k.model))
+	}
+	if k.responseModel != "" {
+		kv = append(kv, keyResponseModel.String(k.responseModel))
+	}
+	if k.host != "" {
+		kv = append(kv, keyServerAddress.String(k.host))
+		if k.port > 0 {
+			kv = append(kv, keyServerPort.Int(k.port))
+		}
+	}
+	base := newSet(kv)
+	s := &metricSets{base: []metric.RecordOption{metric.WithAttributeSet(base)},
+		input:  []metric.RecordOption{metric.WithAttributeSet(newSet(kv, keyTokenType.String("input")))},
+		output: []metric.RecordOption{metric.WithAttributeSet(newSet(kv, keyTokenType.String("output")))}}
+	s.duration = s.base
+	if k.errType != relay.ErrTypeNone {
+		s.duration = []metric.RecordOption{metric.WithAttributeSet(newSet(kv, keyErrorType.String(string(k.errType))))}
+	}
+	o.sets.put(k, s, len(k.model)+len(k.responseModel)+len(k.host)+len(k.errType))
+	return s
+}
+
+// newSet is the set of kv and more, built from a copy (attribute.NewSet
+// sorts its argument).
 func newSet(kv []attribute.KeyValue, more ...attribute.KeyValue) attribute.Set {
 	cp := make([]attribute.KeyValue, 0, len(kv)+len(more))
 	return attribute.NewSet(append(append(cp, kv...), more...)...)

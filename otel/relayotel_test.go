@@ -455,3 +455,39 @@ func TestUnsampled(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []string{"gen_ai.client.operation.duration", "gen_ai.client.token.usage"}, names)
 }
+
+// TestCachesKeepRequestsApart: requests naming different models, through
+// the same hooks (whose caches keep span names and metric attribute sets
+// between requests), each get their own name, attributes and data point;
+// a repeated one finds its own again.
+func TestCachesKeepRequestsApart(t *testing.T) {
+	stream := "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n" +
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n"
+	e := newEnv(t, relay.Route{Prefix: "/v1"}, replay([]byte(stream)))
+	models := []string{"m-a", "m-b", "m-a"}
+	for _, m := range models {
+		status, _ := e.do(t, "/v1/chat/completions", `{"model":"`+m+`","stream":true,"messages":[{"role":"user","content":"x"}]}`)
+		require.Equal(t, 200, status)
+	}
+	var names []string
+	ids := map[string]bool{}
+	for _, s := range e.ended() {
+		if s.Parent().IsValid() && strings.HasPrefix(s.Name(), "chat ") {
+			names = append(names, s.Name())
+			a := attrs(s)
+			assert.Equal(t, strings.TrimPrefix(s.Name(), "chat "), a["gen_ai.request.model"].AsString())
+			assert.Equal(t, "r", a["relay.route"].AsString())
+			assert.Equal(t, "acme", a["relay.tenant"].AsString())
+			ids[a["relay.request_id"].AsString()] = true
+		}
+	}
+	assert.Equal(t, []string{"chat m-a", "chat m-b", "chat m-a"}, names)
+	assert.Len(t, ids, 3, "each span its own request id")
+	dur := e.collect(t)["gen_ai.client.operation.duration"].Data.(metricdata.Histogram[float64])
+	counts := map[string]uint64{}
+	for _, p := range dur.DataPoints {
+		v, _ := p.Attributes.Value("gen_ai.request.model")
+		counts[v.AsString()] += p.Count
+	}
+	assert.Equal(t, map[string]uint64{"m-a": 2, "m-b": 1}, counts)
+}

@@ -81,6 +81,10 @@ func EncodeRecord(rec relay.Record) []string {
 		"characters", itoa(rec.Characters),
 		"labels", string(labels),
 		"truncated", strconv.FormatBool(rec.Truncated),
+		"frames_in", itoa(rec.FramesIn),
+		"frames_out", itoa(rec.FramesOut),
+		"close_code", strconv.Itoa(rec.CloseCode),
+		"closed_by", rec.ClosedBy,
 	}
 }
 
@@ -139,6 +143,10 @@ func DecodeRecord(values map[string]any) (relay.Record, error) {
 	rec.Attempts = int(d.int("attempts"))
 	rec.Characters = d.int("characters")
 	rec.Truncated = d.bool("truncated")
+	rec.FramesIn = d.int("frames_in")
+	rec.FramesOut = d.int("frames_out")
+	rec.CloseCode = int(d.int("close_code"))
+	rec.ClosedBy = d.str("closed_by")
 	if s := d.str("labels"); s != "" && s != "{}" {
 		if err := json.Unmarshal([]byte(s), &rec.Labels); err != nil && d.err == nil {
 			d.err = fmt.Errorf("relayredis: field labels: %w", err)

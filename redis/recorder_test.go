@@ -61,6 +61,10 @@ func fullRecord() relay.Record {
 		Characters: 99,
 		Labels:     map[string]string{"team": "search", "env": "prod"},
 		Truncated:  true,
+		FramesIn:   31,
+		FramesOut:  32,
+		CloseCode:  1000,
+		ClosedBy:   "client",
 	}
 }
 
@@ -109,6 +113,7 @@ func TestRecorderWritesFlatFields(t *testing.T) {
 		"attempts":    "2",
 		"attempt_log": `[{"upstream":"azure","status":503,"error_type":"upstream_status"},{"upstream":"openai","status":200}]`,
 		"characters":  "99", "labels": `{"env":"prod","team":"search"}`, "truncated": "true",
+		"frames_in": "31", "frames_out": "32", "close_code": "1000", "closed_by": "client",
 	}
 	assert.Equal(t, want, msgs[0].Values)
 	assert.Equal(t, "{}", msgs[1].Values["labels"])

@@ -98,6 +98,7 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 			Total:      time.Duration(r.Timeouts.Total),
 		},
 		NoFirstContentHold: r.NoFirstContentHold,
+		NoWebSocket:        r.NoWebSocket,
 		KeepAlive:          time.Duration(r.KeepAlive),
 		QueueTimeout:       time.Duration(r.QueueTimeout),
 	}

@@ -104,9 +104,10 @@ type routeConfig struct {
 	MaxAttempts   int               `yaml:"max_attempts"`
 	Backoff       backoffConfig     `yaml:"backoff"`
 	PassHeaders   []string          `yaml:"pass_headers"`
-	// NoFirstContentHold and KeepAlive are relay.Route's.
+	// NoFirstContentHold, KeepAlive and NoWebSocket are relay.Route's.
 	NoFirstContentHold bool     `yaml:"no_first_content_hold"`
 	KeepAlive          duration `yaml:"keep_alive"`
+	NoWebSocket        bool     `yaml:"no_websocket"`
 	// QueueTimeout is relay.Route's: the wait for a free key when every
 	// key is at its upstream's max_in_flight.
 	QueueTimeout duration `yaml:"queue_timeout"`

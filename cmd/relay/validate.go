@@ -290,6 +290,8 @@ func (c *fileConfig) routeErrorPath(e *relay.RouteError) string {
 		return at + ".auth_value"
 	case "Headers":
 		return at + ".headers." + e.Key
+	case "NoWebSocket": // WebSocket is one word in the file
+		return at + ".no_websocket"
 	case "PassHeaders", "Keys":
 		return at + "." + snakeCase(e.Field) + "[" + e.Key + "]"
 	}
