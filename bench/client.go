@@ -28,6 +28,25 @@ type arm struct {
 	proc *process // nil for the direct arm
 	h2c  bool     // the server speaks cleartext HTTP/2 to the upstream
 	sent atomic.Int64
+
+	wsMu    sync.Mutex
+	wsUsage wsUsage // the usage of the WebSocket sessions sent since the server started
+}
+
+// addWSUsage counts the usage a WebSocket session's upstream will report.
+func (a *arm) addWSUsage(u wsUsage) {
+	a.wsMu.Lock()
+	defer a.wsMu.Unlock()
+	a.wsUsage = a.wsUsage.plus(u)
+}
+
+// takeWSUsage returns the usage counted so far and starts again from zero.
+func (a *arm) takeWSUsage() wsUsage {
+	a.wsMu.Lock()
+	defer a.wsMu.Unlock()
+	u := a.wsUsage
+	a.wsUsage = wsUsage{}
+	return u
 }
 
 // Arm names, in report order.

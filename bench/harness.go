@@ -308,6 +308,7 @@ func (h *harness) startServer(a *arm, instance string, h2c bool) error {
 	}
 	a.proc, a.base = p, p.url()
 	a.sent.Store(0)
+	a.takeWSUsage()
 	if a.name == armRelay {
 		h.setScrape(p)
 		h.res.instances = append(h.res.instances, &relayInstance{name: instance, file: cfg.RecordFile})
@@ -332,6 +333,7 @@ func (h *harness) stopServer(a *arm) error {
 	h.setScrape(nil)
 	inst := h.res.instances[len(h.res.instances)-1]
 	inst.sent = a.sent.Load()
+	inst.wsWant = a.takeWSUsage()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if m, err := p.control(ctx, "GET", "/metrics"); err == nil {

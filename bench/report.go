@@ -73,6 +73,7 @@ func (h *harness) report() string {
 	if len(r.hostile) > 0 {
 		h.hostileSection(w)
 	}
+	h.wsSection(w)
 	h.fidelitySection(w)
 	if r.profile != nil {
 		h.profileSection(w)
@@ -231,6 +232,7 @@ func (h *harness) targets() []target {
 	ts = append(ts, target{name: "Allocations per JSON request", relay: fmt.Sprintf("%.1f", rpa), bare: fmt.Sprintf("%.1f", bpa),
 		versus: ratio(rpa, bpa), want: "≤ 1.5 × bare", pass: rpa <= 1.5*bpa, measured: bpa > 0})
 	ts = append(ts, h.hostileTargets()...)
+	ts = append(ts, h.wsTargets()...)
 	for _, sc := range r.scale {
 		if sc.arm != armRelay {
 			continue
@@ -424,6 +426,8 @@ func (h *harness) fidelitySection(w func(string, ...any)) {
 		res := "ok"
 		if ri.err != nil {
 			res = ri.err.Error()
+		} else if ri.wsRecords > 0 {
+			res = fmt.Sprintf("ok; %d WebSocket session records, their usage as the upstream reported it", ri.wsRecords)
 		}
 		w("| %s | %d | %d | %.0f | %s |\n", ri.name, ri.sent, ri.lines, ri.dropped, res)
 	}

@@ -3,6 +3,8 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -26,6 +28,7 @@ type results struct {
 	mem       []memResult
 	scale     []scaleResult
 	hostile   []hostileResult
+	ws        wsResult
 	instances []*relayInstance
 	profile   *profileSummary
 }
@@ -110,6 +113,45 @@ type relayInstance struct {
 	haveDropped bool
 	lines       int64
 	err         error
+
+	// wsWant is the usage the upstream reported in the WebSocket sessions
+	// sent to this relay; the session records must sum to it.
+	wsWant    wsUsage
+	wsRecords int64
+	wsGot     wsUsage
+	wsEnds    map[string]int64 // session records by "closed_by close_code"
+}
+
+// wsRecordUsage is the part of a session's record the check reads.
+type wsRecordUsage struct {
+	ClosedBy  string `json:"closed_by"`
+	CloseCode int    `json:"close_code"`
+	Usage     struct {
+		InputTokens       int64 `json:"input_tokens"`
+		OutputTokens      int64 `json:"output_tokens"`
+		CachedInputTokens int64 `json:"cached_input_tokens"`
+		AudioInputTokens  int64 `json:"audio_input_tokens"`
+		AudioOutputTokens int64 `json:"audio_output_tokens"`
+	} `json:"usage"`
+}
+
+// addWSRecord adds a WebSocket session's record to the sums; the text
+// and audio split of the input is kept as the relay reports it (input
+// minus audio counts as text).
+func (ri *relayInstance) addWSRecord(line []byte) error {
+	var rec wsRecordUsage
+	if err := json.Unmarshal(line, &rec); err != nil {
+		return err
+	}
+	u := rec.Usage
+	ri.wsRecords++
+	if ri.wsEnds == nil {
+		ri.wsEnds = map[string]int64{}
+	}
+	ri.wsEnds[cmp.Or(rec.ClosedBy, "—")+" "+strconv.Itoa(rec.CloseCode)]++
+	ri.wsGot = ri.wsGot.plus(wsUsage{inText: u.InputTokens - u.AudioInputTokens, inAudio: u.AudioInputTokens,
+		cached: u.CachedInputTokens, outText: u.OutputTokens - u.AudioOutputTokens, outAudio: u.AudioOutputTokens})
+	return nil
 }
 
 func (ri *relayInstance) check() {
@@ -128,6 +170,14 @@ func (ri *relayInstance) check() {
 		if bytes.Contains(line, []byte(clientKey)) || bytes.Contains(line, []byte(upstreamKey)) {
 			leaked = true
 		}
+		if bytes.Contains(line, []byte(`"kind":"websocket"`)) {
+			if err := ri.addWSRecord(line); err != nil && ri.err == nil {
+				ri.err = failf(failAltered, "a session record in %s: %v", ri.file, err)
+			}
+		}
+	}
+	if ri.err != nil {
+		return
 	}
 	switch {
 	case sc.Err() != nil:
@@ -139,6 +189,9 @@ func (ri *relayInstance) check() {
 	case ri.lines+int64(ri.dropped) != ri.sent:
 		ri.err = failf(failTruncated, "relay %s: %d requests sent, %d records written, %.0f counted as dropped",
 			ri.name, ri.sent, ri.lines, ri.dropped)
+	case ri.dropped == 0 && ri.wsGot != ri.wsWant:
+		ri.err = failf(failAltered, "relay %s: the %d session records sum to usage %+v, the upstream reported %+v",
+			ri.name, ri.wsRecords, ri.wsGot, ri.wsWant)
 	}
 }
 

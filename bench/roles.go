@@ -188,7 +188,15 @@ func bareServer(cfg roleConfig) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &server{handler: newBareProxy(target, cfg.UpstreamH2C), control: http.NewServeMux()}, nil
+	rp, ws := newBareProxy(target, cfg.UpstreamH2C), newBareWS(target.Host)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isWebSocket(r) {
+			ws.ServeHTTP(w, r)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+	return &server{handler: h, control: http.NewServeMux()}, nil
 }
 
 // relayServer builds the relay with everything on: API-key auth, an

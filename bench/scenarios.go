@@ -48,6 +48,7 @@ type plan struct {
 	memSets []memSet
 
 	hostile hostilePlan
+	ws      wsPlan
 
 	fidelity     int  // responses of each kind per arm in the fidelity check
 	smokeHeld    int  // concurrent held streams per arm in smoke mode
@@ -78,6 +79,12 @@ func (m memSet) instance() string {
 }
 
 func planFor(mode string) (plan, error) {
+	p, err := basePlanFor(mode)
+	p.ws = wsPlanFor(mode)
+	return p, err
+}
+
+func basePlanFor(mode string) (plan, error) {
 	switch mode {
 	case ModeFull:
 		return plan{
@@ -121,6 +128,8 @@ func (h *harness) scenarios() error {
 	}
 	h.logf("fidelity")
 	h.fidelity()
+	h.logf("websocket fidelity")
+	h.wsFidelity()
 	if h.plan.smokeHeld > 0 {
 		h.logf("%d held streams per arm", h.plan.smokeHeld)
 		for _, a := range h.arms {
@@ -144,6 +153,13 @@ func (h *harness) scenarios() error {
 	if h.wants(scenarioStreaming) {
 		h.streaming()
 	}
+	if h.wants(scenarioWebSocket) {
+		h.wsLatency()
+		h.wsCPU()
+		if err := h.wsMemory(); err != nil {
+			return err
+		}
+	}
 	if h.wants(scenarioMemory) {
 		if err := h.memory(); err != nil {
 			return err
@@ -166,7 +182,7 @@ const (
 
 // Scenarios lists the timed scenarios a run can be limited to.
 func Scenarios() []string {
-	return []string{scenarioLatency, scenarioThroughput, scenarioStreaming, scenarioMemory, scenarioHostile}
+	return []string{scenarioLatency, scenarioThroughput, scenarioStreaming, scenarioWebSocket, scenarioMemory, scenarioHostile}
 }
 
 // wants reports whether the run includes a timed scenario.

@@ -107,6 +107,10 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if r.URL.Path == wsPath {
+		u.serveWS(w, r)
+		return
+	}
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
 		return
 	}
