@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,6 +20,21 @@ const checkTimeout = 10 * time.Second
 // BrowserKeyProtocol is the subprotocol prefix that carries a browser
 // client's key ("openai-insecure-api-key.<key>"); the relay removes it.
 const BrowserKeyProtocol = "openai-insecure-api-key."
+
+// Start serves a mock accepting upstreamKey on a loopback port until the
+// test ends and returns it with its base URL.
+func Start(t testing.TB, upstreamKey string) (*Upstream, string) {
+	t.Helper()
+	u := New(upstreamKey)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: u, ReadHeaderTimeout: checkTimeout}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return u, "http://" + ln.Addr().String()
+}
 
 // CheckSession opens two sessions at url (an http:// or ws:// URL served
 // by the relay in front of u), one presenting clientKey in the
