@@ -41,6 +41,7 @@ func (u *realtimeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer func() { _ = c.CloseNow() }()
+	c.SetReadLimit(1 << 20)
 	ctx := r.Context()
 	if c.Write(ctx, websocket.MessageText, []byte(`{"type":"session.created","event_id":"e0","session":{"id":"sess_1","object":"realtime.session","model":"gpt-realtime"}}`)) != nil {
 		return
@@ -114,6 +115,7 @@ storage: {jsonl: {path: "%s"}}
 				t.Errorf("browser=%v: the client key reached the upstream in %s", browser, name)
 			}
 		}
+		c.SetReadLimit(1 << 20)
 		if c.Subprotocol() != "realtime" {
 			t.Errorf("browser=%v: subprotocol %q", browser, c.Subprotocol())
 		}
@@ -161,9 +163,13 @@ storage: {jsonl: {path: "%s"}}
 			Status int    `json:"status"`
 			KeyID  string `json:"key_id"`
 			Usage  struct {
-				TotalTokens int64 `json:"total_tokens"`
+				InputTokens  int64 `json:"input_tokens"`
+				OutputTokens int64 `json:"output_tokens"`
 			} `json:"usage"`
-			ClosedBy string `json:"closed_by"`
+			FramesIn  int64  `json:"frames_in"`
+			FramesOut int64  `json:"frames_out"`
+			CloseCode int    `json:"close_code"`
+			ClosedBy  string `json:"closed_by"`
 		}
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("record %q: %v", line, err)
@@ -172,7 +178,8 @@ storage: {jsonl: {path: "%s"}}
 			continue // the refusal
 		}
 		sessions++
-		if rec.KeyID != "web" || rec.Usage.TotalTokens != 253 || rec.ClosedBy != "client" {
+		if rec.KeyID != "web" || rec.Usage.InputTokens != 132 || rec.Usage.OutputTokens != 121 ||
+			rec.FramesIn < 4 || rec.FramesOut < 4 || rec.CloseCode != 1000 || rec.ClosedBy != "client" {
 			t.Errorf("session record: %s", line)
 		}
 	}
