@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/streamrelay/relay/examples/internal/realtimemock"
 	"github.com/streamrelay/relay/examples/internal/streamtest"
 	"github.com/streamrelay/relay/internal/testkit"
@@ -25,4 +27,52 @@ func TestRealtimeSessionUnderNetHTTP(t *testing.T) {
 	base := streamtest.Serve(t, &http.Server{Handler: newHandler(rl), ReadHeaderTimeout: 5 * time.Second})
 	url := "ws" + strings.TrimPrefix(base, "http") + "/llm/v1/realtime?model=gpt-realtime"
 	realtimemock.CheckSession(t, up, url, streamtest.ClientKey, streamtest.UpstreamKey)
+}
+
+// The traps README's "Mounting" names, as they behave today: a writer
+// that hides Hijack (no Unwrap) and http.TimeoutHandler get a 501 before
+// any upstream is dialled; a deadline on the request's context ends the
+// session with 1001 (going away) when it passes. If one of these starts
+// failing, the relay or net/http changed and the README must follow.
+func TestSessionTraps(t *testing.T) {
+	up, upURL := realtimemock.Start(t, streamtest.UpstreamKey)
+	rl, err := newRelay(upURL, streamtest.UpstreamKey, streamtest.ClientKey, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rl.Shutdown(testkit.Context(t)) })
+	serve := func(h http.Handler) string {
+		base := streamtest.Serve(t, &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second})
+		return "ws" + strings.TrimPrefix(base, "http") + "/v1/realtime"
+	}
+	for _, tc := range []struct {
+		name string
+		h    http.Handler
+	}{
+		{"writer without Unwrap", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rl.ServeHTTP(struct{ http.ResponseWriter }{w}, r) // hides Hijack
+		})},
+		{"http.TimeoutHandler", http.TimeoutHandler(rl, time.Minute, "timeout")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code := realtimemock.Refused(t, serve(tc.h), streamtest.ClientKey); code != http.StatusNotImplemented {
+				t.Errorf("status %d, want 501", code)
+			}
+			select {
+			case hs := <-up.Handshakes:
+				t.Errorf("a session that could not be served was dialled upstream: %+v", hs)
+			default:
+			}
+		})
+	}
+	t.Run("context deadline", func(t *testing.T) {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), 200*time.Millisecond)
+			defer cancel()
+			rl.ServeHTTP(w, r.WithContext(ctx))
+		})
+		if code := realtimemock.Ended(t, serve(h), streamtest.ClientKey); code != websocket.StatusGoingAway {
+			t.Errorf("close %d, want 1001 at the context's deadline", code)
+		}
+	})
 }

@@ -197,3 +197,49 @@ func recv[T any](t *testing.T, ch <-chan T, what string) T {
 		return zero
 	}
 }
+
+// Refused dials url with clientKey in Authorization, expecting the
+// session to be refused before the upgrade, and returns the HTTP status
+// of the refusal. It fails the test if the session opens.
+func Refused(t *testing.T, url, clientKey string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + clientKey}}})
+	if err == nil {
+		_ = c.CloseNow()
+		t.Fatal("the session opened")
+	}
+	if resp == nil {
+		t.Fatalf("dial: %v, and no HTTP answer", err)
+	}
+	return resp.StatusCode
+}
+
+// Ended opens a session at url with clientKey in Authorization, reads
+// session.created and then waits, up to checkTimeout, for the other side
+// to end the session; it returns the close code the client got (-1 for
+// none).
+func Ended(t *testing.T, url, clientKey string) websocket.StatusCode {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + clientKey}}})
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	defer func() { _ = c.CloseNow() }()
+	if ev := readEvent(ctx, t, c); ev.Type != "session.created" {
+		t.Fatalf("first event %q, want session.created", ev.Type)
+	}
+	for range 100 { // the mock sends nothing unasked; bounded all the same
+		if _, _, err := c.Read(ctx); err != nil {
+			if ctx.Err() != nil {
+				t.Fatal("the session was not ended")
+			}
+			return websocket.CloseStatus(err)
+		}
+	}
+	t.Fatal("the session went on")
+	return -1
+}
