@@ -32,7 +32,8 @@ func TestRealtimeSessionUnderNetHTTP(t *testing.T) {
 // The traps README's "Mounting" names, as they behave today: a writer
 // that hides Hijack (no Unwrap) and http.TimeoutHandler get a 501 before
 // any upstream is dialled; a deadline on the request's context ends the
-// session with 1001 (going away) when it passes. If one of these starts
+// session with 1001 (going away) when it passes; http.Server's
+// ReadTimeout and WriteTimeout do not cut it. If one of these starts
 // failing, the relay or net/http changed and the README must follow.
 func TestSessionTraps(t *testing.T) {
 	up, upURL := realtimemock.Start(t, streamtest.UpstreamKey)
@@ -65,6 +66,25 @@ func TestSessionTraps(t *testing.T) {
 			}
 		})
 	}
+	t.Run("server timeouts", func(t *testing.T) {
+		// ReadTimeout and WriteTimeout leave deadlines on the connection
+		// the relay hijacks; it must clear them. The wait past them is the
+		// condition under test, not a synchronisation.
+		const d = 50 * time.Millisecond
+		base := streamtest.Serve(t, &http.Server{Handler: rl, ReadTimeout: d, WriteTimeout: d})
+		url := "ws" + strings.TrimPrefix(base, "http") + "/v1/realtime"
+		ctx := testkit.Context(t)
+		c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + streamtest.ClientKey}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = c.CloseNow() }()
+		<-time.After(4 * d)
+		realtimemock.Exchange(ctx, t, c)
+		if err := c.Close(websocket.StatusNormalClosure, ""); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
 	t.Run("context deadline", func(t *testing.T) {
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithTimeout(r.Context(), 200*time.Millisecond)
