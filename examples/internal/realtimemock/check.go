@@ -80,7 +80,6 @@ func CheckSession(t *testing.T, u *Upstream, url, clientKey, upstreamKey string)
 				t.Fatalf("dial %s: %v (status %d)", url, err, status)
 			}
 			defer func() { _ = c.CloseNow() }()
-			c.SetReadLimit(readLimit)
 			if got := c.Subprotocol(); got != "realtime" {
 				t.Errorf("negotiated subprotocol %q, want realtime", got)
 			}
@@ -106,9 +105,11 @@ func CheckSession(t *testing.T, u *Upstream, url, clientKey, upstreamKey string)
 }
 
 // Exchange runs the mock's conversation on an open session: session.created,
-// a text and a binary echo, and a response with usage.
+// a text and a binary echo, and a response with usage. It raises c's read
+// limit to fit the 64 KiB echo.
 func Exchange(ctx context.Context, t *testing.T, c *websocket.Conn) {
 	t.Helper()
+	c.SetReadLimit(readLimit)
 	if ev := readEvent(ctx, t, c); ev.Type != "session.created" {
 		t.Fatalf("first event %q, want session.created", ev.Type)
 	}
