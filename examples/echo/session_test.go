@@ -54,6 +54,8 @@ func TestEchoMiddlewareAndSessions(t *testing.T) {
 		realtimemock.CheckSession(t, up, serve(middleware.Gzip()), streamtest.ClientKey, streamtest.UpstreamKey)
 	})
 	t.Run("Timeout", func(t *testing.T) {
+		// Deprecated in Echo, still in use: the trap is worth a test.
+		//lint:ignore SA1019 the test documents what the deprecated middleware does to sessions
 		url := serve(middleware.TimeoutWithConfig(middleware.TimeoutConfig{Timeout: time.Minute}))
 		if code := realtimemock.Refused(t, url, streamtest.ClientKey); code != http.StatusNotImplemented {
 			t.Errorf("status %d, want 501", code)
