@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -227,5 +228,52 @@ func exchange(ctx context.Context, t *testing.T, c *websocket.Conn) {
 	}
 	if _, msg := read(); !bytes.Contains(msg, []byte(`"response.done"`)) {
 		t.Fatalf("after response.create: %q", msg)
+	}
+}
+
+// TestServerRelaysSessionsOverTLS: with TLS on, the server offers HTTP/2,
+// and a client whose transport prefers HTTP/2 (as http.DefaultTransport
+// does) still opens its session: the upgrade goes over HTTP/1.1, which
+// the listener still speaks.
+func TestServerRelaysSessionsOverTLS(t *testing.T) {
+	up := &realtimeUpstream{key: "upstream-secret", handshakes: make(chan http.Header, 4), closed: make(chan websocket.StatusCode, 4)}
+	base := serveLoopback(t, &http.Server{Handler: up, ReadHeaderTimeout: 5 * time.Second})
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	ca.issue(t, certFile, keyFile, "relay", 2, time.Now().Add(-time.Hour))
+	cfg := filepath.Join(dir, "relay.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`
+server: {tls: {cert_file: "%s", key_file: "%s"}}
+routes:
+  - {name: openai, path: /v1, upstream: "%s", auth_header: Authorization, auth_env: UP_KEY}
+auth: {api_keys: [client-secret]}
+storage: {discard: true}
+`, certFile, keyFile, base))
+	s := startServer(t, []string{"-config", cfg}, hooks{getenv: env(map[string]string{"UP_KEY": "upstream-secret"})})
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
+	defer cancel()
+	url := "wss://" + strings.TrimPrefix(s.base, "http://") + "/v1/realtime?model=gpt-realtime"
+	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr},
+		HTTPHeader: http.Header{"Authorization": {"Bearer client-secret"}}})
+	if err != nil {
+		t.Fatalf("dial over TLS: %v", err)
+	}
+	defer func() { _ = c.CloseNow() }()
+	if resp.ProtoMajor != 1 {
+		t.Errorf("handshake over %s", resp.Proto)
+	}
+	if hs := testkit.Recv(t, up.handshakes, "the session did not reach the upstream"); hs.Get("Authorization") != "Bearer upstream-secret" {
+		t.Errorf("upstream saw Authorization %q", hs.Get("Authorization"))
+	}
+	c.SetReadLimit(1 << 20)
+	exchange(ctx, t, c)
+	if err := c.Close(websocket.StatusNormalClosure, ""); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	if code := testkit.Recv(t, up.closed, "the close did not reach the upstream"); code != websocket.StatusNormalClosure {
+		t.Errorf("upstream saw close %d", code)
 	}
 }
