@@ -67,8 +67,16 @@ func (ex *exchange) attempts() error {
 		if ex.left.Load() {
 			return ex.clientGone() // no upstream is asked for a client that left
 		}
+		if ex.up.a != nil {
+			ex.up.a.slot.release() // the attempt before is over (inflight.go)
+		}
+		slot, err := ex.takeKeySlot(base, min(i, nb-1)) // may pick another key: before b is read
+		if err != nil {
+			return err
+		}
 		b, last := t.Backends[min(i, nb-1)], i == tries-1
 		if b.URL == nil {
+			slot.release()
 			rl.log.Error("relay: resolver returned a backend without a URL", "route", ex.route, "upstream", b.Name)
 			return &rl.answers.noURL
 		}
@@ -85,12 +93,17 @@ func (ex *exchange) attempts() error {
 			own = baseCancel
 		}
 		ex.up.a = newAttempt(base, own, to) // ended by serve's deferred ex.up.end, a panic included
+		ex.up.a.slot = slot                 // released by its end
 		// retry: the next attempt, if any, is a retry of this backend.
 		retry := 0
 		if i+1 >= nb {
 			retry = i + 2 - nb
 		}
-		switch err := ex.try(b, i, last, retry); err {
+		err = ex.try(b, i, last, retry)
+		if ex.hk != nil && (err == errFailover || err == errRetryPlain) {
+			ex.hookAttemptEnd(true)
+		}
+		switch err {
 		case errFailover:
 			if i++; retry > 0 {
 				if err := ex.backoff(base, b); err != nil {
@@ -146,7 +159,7 @@ func (ex *exchange) try(b Backend, i int, last bool, retry int) error {
 		}
 		return err
 	}
-	if ex.incl == inclSent && resp.StatusCode == http.StatusBadRequest && ex.refusesUsageEdit(a, b, resp) {
+	if ex.stream.incl == inclSent && resp.StatusCode == http.StatusBadRequest && ex.refusesUsageEdit(a, b, resp) {
 		a.endRefused()
 		return errRetryPlain
 	}
@@ -178,7 +191,11 @@ func (ex *exchange) send(a *attempt, b Backend) (*http.Response, error) {
 		// together (10m10s), and the trace is saved.
 		ctx = httptrace.WithClientTrace(ctx, a.trace())
 	}
-	resp, err := ex.rl.transport.RoundTrip(ex.upstreamRequest(ctx, b))
+	req := ex.upstreamRequest(ctx, b)
+	if ex.hk != nil {
+		ex.hookAttemptStart(b, req.Header)
+	}
+	resp, err := ex.rl.transport.RoundTrip(req)
 	if !a.headersIn() && err == nil {
 		resp.Body.Close()
 		resp, err = nil, context.Cause(a.ctx)
@@ -292,6 +309,8 @@ type attempt struct {
 	errType ErrorType
 
 	wait time.Duration // the backoff before a retry follows the attempt (planRetry)
+
+	slot keySlot // the key's in-flight slot (Upstream.MaxInFlight), released by end
 
 	connect, firstByte, firstToken, idle time.Duration
 }
@@ -413,4 +432,5 @@ func (a *attempt) end() {
 		a.timer.Stop()
 	}
 	a.cancel(nil)
+	a.slot.release()
 }

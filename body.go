@@ -88,8 +88,8 @@ func (ex *exchange) readBody() error {
 	if r.ContentLength > 0 {
 		limit = r.ContentLength
 	}
-	ex.inBody.Store(true)
-	defer ex.inBody.Store(false)
+	ex.waiting.Store(waitBody)
+	defer ex.waiting.Store(waitNone)
 	lim := rl.cfg.body
 	start := time.Now()
 	bd := ex.newBodyDeadline()
@@ -141,7 +141,7 @@ func (ex *exchange) readBody() error {
 	}
 	ex.rec.BytesIn = n
 	ex.bodyRead = true
-	ex.body = buf
+	ex.src.b = buf // no attempt reads it yet: no lock needed
 	// net/http's background read starts at the body's end: a deadline
 	// left set would cut it, and cancel the request, mid-stream.
 	ex.readCleared = bd.clear()
@@ -159,7 +159,7 @@ const bodyFirst = 4 << 10
 func (ex *exchange) growBody(buf []byte, first, limit int64) ([]byte, *relayError) {
 	c := min(max(2*int64(cap(buf)), first), limit)
 	d := c - int64(cap(buf))
-	rl, tenant := ex.rl, ex.limitReq.Identity.Tenant
+	rl, tenant := ex.rl, ex.ident.Tenant
 	if !rl.bodies.take(d) {
 		return buf, &rl.answers.overloaded
 	}
@@ -178,7 +178,7 @@ func (ex *exchange) growBody(buf []byte, first, limit int64) ([]byte, *relayErro
 func (ex *exchange) releaseBody() {
 	if n := ex.bodyHeld.Swap(0); n != 0 {
 		ex.rl.bodies.give(n)
-		ex.rl.perTenant.give(ex.limitReq.Identity.Tenant, n)
+		ex.rl.perTenant.give(ex.ident.Tenant, n)
 	}
 }
 
@@ -333,12 +333,12 @@ func (ex *exchange) dropBody(force bool) {
 }
 
 // attemptBody sets req's body for one attempt, with the include_usage
-// edit applied or not. The body moves from ex.body to ex.src at the first
-// attempt.
+// edit applied or not. readBody left the body in ex.src; its readers
+// take s.mu from the first attempt on.
 func (ex *exchange) attemptBody(req *http.Request, edited bool) {
 	s := &ex.src
 	if s.ex == nil {
-		s.ex, s.b, ex.body = ex, ex.body, nil
+		s.ex = ex
 	}
 	req.ContentLength = int64(len(s.b))
 	if edited {

@@ -61,7 +61,13 @@ type answers struct {
 	limiterDown      relayError // 503: the limiter failed, and fails closed
 	tooManyRequests  relayError // 429 for the request budget
 	tokensExhausted  relayError // 429 for the token budget
+	budgetExhausted  relayError // 429 for a spend budget
+	tooConcurrent    relayError // 429 for Limits.MaxConcurrent
+	tooManySessions  relayError // 429 for Limits.MaxSessions
+	upstreamBusy     relayError // 429: every key of the route is at Upstream.MaxInFlight
 	noURL            relayError // 502: a resolver's backend without a URL
+	noWebSocket      relayError // 404: a WebSocket session on a route with NoWebSocket
+	noHijack         relayError // 501: a WebSocket session the host's ResponseWriter cannot hand over
 
 	// failures holds classify's answers, by phase and failure.
 	failures [3][3]relayError
@@ -96,7 +102,14 @@ func newAnswers(maxBody int64, allow string) answers {
 		limiterDown:      relayError{http.StatusServiceUnavailable, ErrTypeLimiter, "Rate limiting is unavailable; retry shortly."},
 		tooManyRequests:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many requests."},
 		tokensExhausted:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: token budget exhausted."},
+		budgetExhausted:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: spend budget exhausted."},
+		tooConcurrent:    relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many concurrent requests."},
+		tooManySessions:  relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "Rate limit exceeded: too many concurrent sessions."},
+		upstreamBusy:     relayError{http.StatusTooManyRequests, ErrTypeRateLimited, "The upstream's concurrency limit is reached; retry shortly."},
 		noURL:            relayError{http.StatusBadGateway, ErrTypeUpstreamConnect, unreachable},
+		noWebSocket:      relayError{http.StatusNotFound, ErrTypeNoRoute, "This route does not serve WebSocket sessions."},
+		noHijack: relayError{http.StatusNotImplemented, ErrTypeNoRoute,
+			"WebSocket sessions are not available on this server: its handler cannot take over the connection (HTTP/2, or a ResponseWriter without Hijack)."},
 		failures: [3][3]relayError{
 			readingBody: {
 				failedOther:    {http.StatusBadRequest, ErrTypeBadRequest, "The request body could not be read."},

@@ -99,7 +99,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 		h[k] = v
 	}
 	h["Accept-Encoding"] = acceptEncoding(h["Accept-Encoding"], ex.rl.constHdr.identity)
-	if ex.incl == inclSent || !ex.rl.observed.room(decoderMem) {
+	if ex.stream.incl == inclSent || !ex.rl.observed.room(decoderMem) {
 		// A plain answer: the usage chunk the relay's edit causes can only
 		// be kept from the client in an uncompressed stream; and with no
 		// room to decode a compressed answer, a plain one is still metered.
@@ -118,6 +118,9 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 		}
 	}
 	h["X-Request-Id"] = ex.upstreamIDHdr()
+	if ex.session() {
+		sessionHeaders(h, r.Header) // websocket.go
+	}
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = ex.rl.constHdr.empty // keep Go's default agent off the wire
 	}
@@ -130,7 +133,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 		Header:     h,
 		Host:       b.URL.Host,
 	}).WithContext(ctx)
-	ex.attemptBody(out, ex.incl == inclSent)
+	ex.attemptBody(out, ex.stream.incl == inclSent)
 	return out
 }
 
@@ -190,7 +193,7 @@ func (ex *exchange) upstreamIDHdr() []string {
 		// one checked), capped so that nothing appends to the client's slice.
 		return ex.r.Header["X-Request-Id"][:1:1]
 	}
-	return ex.idHdr
+	return ex.idHdr[:]
 }
 
 // clientRequestID returns the client's X-Request-ID when it is well formed

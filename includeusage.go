@@ -30,7 +30,7 @@ import (
 //     event by event, without the usage-only chunk the edit caused, which
 //     is observed all the same.
 
-// The include_usage edit of an exchange (exchange.incl).
+// The include_usage edit of an exchange (exchange.stream.incl).
 const (
 	inclNone    uint8 = iota // the attempt sends the body as the client sent it
 	inclSent                 // the attempt sends the usage edit
@@ -43,12 +43,12 @@ const errRetryPlain = Error("relay: retry without include_usage")
 
 // injectFor decides whether the attempt at b sends the usage edit.
 func (ex *exchange) injectFor(b Backend) {
-	if ex.incl == inclRefused {
+	if ex.stream.incl == inclRefused {
 		return
 	}
-	ex.incl = inclNone
+	ex.stream.incl = inclNone
 	if ex.src.edit != (provider.Edit{}) && ex.family.AcceptsUsageEdit(b.URL.RawQuery) {
-		ex.incl = inclSent
+		ex.stream.incl = inclSent
 	}
 }
 
@@ -77,7 +77,7 @@ func (ex *exchange) refusesUsageEdit(a *attempt, b Backend, resp *http.Response)
 		return false
 	}
 	resp.Body.Close()
-	ex.incl = inclRefused
+	ex.stream.incl = inclRefused
 	ex.rl.metrics.includeUsageRetries.WithLabelValues(ex.route).Inc()
 	ex.rl.log.Info("relay: upstream refused stream_options; retrying without include_usage",
 		"request_id", ex.rec.RequestID, "route", ex.route, "upstream", b.Name)
@@ -135,7 +135,7 @@ func (b *peekedBody) Read(p []byte) (int, error) {
 // stream passed untouched, usage chunk included. Its Content-Length, if
 // any, is not passed on.
 func (ex *exchange) hidesUsageChunk(kind StreamKind, resp *http.Response) bool {
-	return ex.incl == inclSent && kind == KindSSE && contentCoding(resp.Header) == codingIdentity
+	return ex.stream.incl == inclSent && kind == KindSSE && contentCoding(resp.Header) == codingIdentity
 }
 
 // maxHeld bounds the bytes of one event held back: less than the first
@@ -172,8 +172,8 @@ func (ex *exchange) passHiding(chunk []byte, p *sseParser) error {
 		}
 		start := i
 		i += p.feedTo(chunk[i:], now)
-		hide := ex.hideEv
-		ex.hideEv = false
+		hide := ex.stream.hideEv
+		ex.stream.hideEv = false
 		if !p.between() {
 			open = start // i is len(chunk)
 			break
@@ -236,6 +236,9 @@ func (h *hiding) send(b []byte) {
 	}
 	if ex.rec.BytesOut == 0 {
 		ex.rec.TTFB = h.now.Sub(ex.rec.Start)
+		if ex.hk != nil {
+			ex.hookFirstByte()
+		}
 	}
 	h.wrote = true
 	if ex.left.Load() || ex.client.write(b, h.wall) != nil {

@@ -20,6 +20,33 @@ type Limits struct {
 	// TokenBurst is the token bucket's size. Zero means TokensPerMinute, a
 	// minute's worth.
 	TokenBurst int64
+	// SpendPerMinute, SpendPerDay and SpendPerMonth are spend budgets in
+	// micro-units of the prices' currency (1,000,000 micro-units are one
+	// unit: 10,000 is $0.01), per calendar window of UTC: the minute, the
+	// day from midnight, the month from the 1st. Each is granted afresh at
+	// its window's boundary, less any debt; see MemoryLimiter. Zero means no
+	// budget for that window. Amounts are exact up to 2^53 micro-units
+	// and capped there.
+	SpendPerMinute int64
+	SpendPerDay    int64
+	SpendPerMonth  int64
+
+	// MaxConcurrent caps the tenant's requests in flight at once, WebSocket
+	// sessions included, from admission to the end of the response
+	// (README "Concurrency"). Over it, a request waits up to QueueTimeout,
+	// then is refused with 429, reason "concurrency". Only a limiter that
+	// implements ConcurrencyLimiter (MemoryLimiter, the Redis limiter)
+	// enforces it.
+	MaxConcurrent int
+	// MaxSessions caps the tenant's WebSocket sessions open at once
+	// (reason "sessions"); each also counts against MaxConcurrent.
+	MaxSessions int
+	// QueueTimeout is how long a request over MaxConcurrent or MaxSessions
+	// waits for a slot before it is refused. Zero: no wait.
+	QueueTimeout time.Duration
+	// MaxQueued bounds the requests of the tenant waiting for a slot at
+	// once (per process; see QueueBound). Zero means four per slot.
+	MaxQueued int
 }
 
 // Cost is what one admission asks of the limiter.
@@ -29,6 +56,11 @@ type Cost struct {
 	// Tokens is the estimate reserved at admission: the request's output
 	// budget plus an estimate of its prompt. Zero when unknown.
 	Tokens int64
+	// Spend is the spend reserved at admission, in micro-units: Tokens
+	// priced for the request's model (its prompt estimate as input, the
+	// rest as output). Zero when the price is unknown or the request is not
+	// billed by tokens; its real cost is then charged at settlement.
+	Spend int64
 }
 
 // LimitRequest is the input of a Limiter. It is a struct so that fields can
@@ -41,6 +73,11 @@ type LimitRequest struct {
 	// Now is the relay's clock reading for this request. Distributed
 	// limiters may prefer their store's clock.
 	Now time.Time
+	// UsedSpend is set on settlement only (TokenSettler.Settle): what the
+	// request cost, in micro-units, to settle against Cost.Spend. The
+	// relay sets it to Cost.Spend when the cost is unknown (nothing to
+	// settle); zero gives the whole spend reservation back.
+	UsedSpend int64
 }
 
 // Quota describes one budget after a decision. Limit zero means the budget
@@ -57,10 +94,19 @@ type Decision struct {
 	Allowed bool
 	// RetryAfter is how long a refused caller should wait. Zero when allowed.
 	RetryAfter time.Duration
-	// Reason names the exhausted budget of a refusal: "requests" or "tokens".
+	// Reason names the exhausted budget of a refusal: "requests",
+	// "tokens" or "budget" (spend); for a ConcurrencyLimiter's, the cap:
+	// "concurrency" or "sessions".
 	Reason   string
 	Requests Quota
 	Tokens   Quota
+	// Spend is the tightest spend window (least remaining), in
+	// micro-units; Reset is the time until its spend is back to zero.
+	Spend Quota
+	// Waited is how long a ConcurrencyLimiter's Acquire waited in its
+	// queue for a slot (zero when it did not wait), for the
+	// relay_queue_wait_seconds metric.
+	Waited time.Duration
 }
 
 // Limiter decides whether a request may proceed.
@@ -89,12 +135,15 @@ func (f LimiterFunc) Allow(ctx context.Context, req LimitRequest) (Decision, err
 	return f(ctx, req)
 }
 
-// TokenSettler is implemented by limiters that keep token budgets. When a
-// request that reserved req.Cost.Tokens at admission finishes, the relay
-// calls Settle with the tokens it actually used, so that the difference is
-// given back (used < reserved) or charged (used > reserved, which may put the
-// tenant in debt). Settle is called after the response is complete, off the
-// streaming path; it must be safe for concurrent use.
+// TokenSettler is implemented by limiters that keep token or spend
+// budgets. When a request that reserved req.Cost.Tokens at admission
+// finishes, the relay calls Settle with the tokens it actually used, so
+// that the difference is given back (used < reserved) or charged (used >
+// reserved, which may put the tenant in debt). Spend settles in the same
+// call: req.UsedSpend against req.Cost.Spend, by the same rules; the relay
+// settles every admitted request that reserved tokens or spend, or whose
+// spend it prices. Settle is called after the response is complete, off
+// the streaming path; it must be safe for concurrent use.
 type TokenSettler interface {
 	Settle(ctx context.Context, req LimitRequest, used int64) error
 }
@@ -127,12 +176,21 @@ func (noLimit) Allow(context.Context, LimitRequest) (Decision, error) {
 //     into debt. Admission subtracts c; settlement subtracts used minus
 //     reserved (a refund when negative), never above burst. The level may
 //     be negative (debt) and is repaid by the refill.
-//   - Tokens are checked first and nothing is taken on a refusal, so a
-//     refusal for tokens does not spend a request.
+//   - Spend is checked first, then tokens, then requests, and nothing is
+//     taken on a refusal, so a refusal for spend or tokens does not spend
+//     a request.
 //   - Retry-After is the time to refill the missing amount, rounded up to
 //     whole seconds (as the header carries), at least one second. A
 //     Quota's Remaining is the level rounded down (never below zero), its
 //     Reset the exact time until the bucket is full.
+//
+// Spend budgets are not buckets but calendar windows of UTC (minute, day,
+// month) with integer counters, so that money stays exact: a window's
+// budget is granted afresh at its boundary, less any debt carried; a cost
+// c is admitted when the budget less the window's spend is at least
+// min(c, budget), as for the buckets; settlement adds used minus reserved,
+// never leaving the spend below zero. The Redis limiter's script follows
+// the same rule (spendwindow.go tells it in full).
 //
 // Buckets are created on first use and evicted once full: a full bucket is
 // indistinguishable from a new one, so eviction never resets an active
@@ -148,6 +206,8 @@ type MemoryLimiter struct {
 	buckets   map[string]*tenantBucket
 	lastSweep time.Time
 	sweepGap  time.Duration
+
+	conc concurrency // leases (concurrency.go), under a lock of their own
 }
 
 // tenantBucket is one tenant's pair of buckets. A tenant whose keys carry
@@ -155,6 +215,7 @@ type MemoryLimiter struct {
 // sizes to the stored levels, as the Redis limiter does.
 type tenantBucket struct {
 	requests, tokens tokenBucket
+	spend            spendState
 }
 
 // NewMemoryLimiter returns a MemoryLimiter with the given default limits,
@@ -178,12 +239,17 @@ func (m *MemoryLimiter) AllowAt(now time.Time, req LimitRequest) Decision {
 	if req.Identity.Limits != nil {
 		lim = *req.Identity.Limits
 	}
-	rs, ts := lim.requestShape(), lim.tokenShape()
-	if rs.rate <= 0 && ts.rate <= 0 {
+	rs, ts, spend := lim.requestShape(), lim.tokenShape(), lim.hasSpend()
+	if rs.rate <= 0 && ts.rate <= 0 && !spend {
 		return Decision{Allowed: true}
 	}
 	n := float64(max(1, req.Cost.Requests))
 	tokens := float64(max(0, req.Cost.Tokens))
+	cost := clampSpend(max(0, req.Cost.Spend))
+	var bs, cur [spendWindows]int64
+	if spend {
+		bs, cur = lim.budgets(), windowsAt(now)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sweep(now)
@@ -191,8 +257,14 @@ func (m *MemoryLimiter) AllowAt(now time.Time, req LimitRequest) Decision {
 	b.requests.bucketShape, b.tokens.bucketShape = rs, ts
 
 	d := Decision{Allowed: true}
-	// Tokens first: a refusal for tokens must not spend a request.
-	if ts.rate > 0 && !b.tokens.admits(now, tokens) {
+	// Spend first, then tokens: a refusal for either must not spend a
+	// request, and a budget refusal tells the longest wait.
+	if spend {
+		if ok, retry := b.spend.check(now, cur, bs, cost); !ok {
+			d.Allowed, d.Reason, d.RetryAfter = false, "budget", retry
+		}
+	}
+	if d.Allowed && ts.rate > 0 && !b.tokens.admits(now, tokens) {
 		d.Allowed, d.Reason, d.RetryAfter = false, "tokens", b.tokens.retryAfter(now, tokens)
 	}
 	if d.Allowed && rs.rate > 0 && !b.requests.admits(now, n) {
@@ -205,6 +277,9 @@ func (m *MemoryLimiter) AllowAt(now time.Time, req LimitRequest) Decision {
 		if ts.rate > 0 && tokens > 0 {
 			b.tokens.take(now, tokens)
 		}
+		if spend {
+			b.spend.add(cur, bs, cost)
+		}
 	}
 	if rs.rate > 0 {
 		d.Requests = b.requests.quota(now, int64(lim.RequestsPerMinute))
@@ -212,11 +287,15 @@ func (m *MemoryLimiter) AllowAt(now time.Time, req LimitRequest) Decision {
 	if ts.rate > 0 {
 		d.Tokens = b.tokens.quota(now, lim.TokensPerMinute)
 	}
+	if spend {
+		d.Spend = b.spend.quota(now, cur, bs)
+	}
 	return d
 }
 
-// Settle implements TokenSettler: it gives back or charges the difference
-// between the tokens reserved at admission and those used.
+// Settle implements TokenSettler: it gives back or charges the
+// differences between the tokens and spend reserved at admission and
+// those used (used, req.UsedSpend).
 func (m *MemoryLimiter) Settle(_ context.Context, req LimitRequest, used int64) error {
 	m.SettleAt(req.Now, req, used)
 	return nil
@@ -224,21 +303,28 @@ func (m *MemoryLimiter) Settle(_ context.Context, req LimitRequest, used int64) 
 
 // SettleAt is Settle at an explicit time.
 func (m *MemoryLimiter) SettleAt(now time.Time, req LimitRequest, used int64) {
-	delta := max(0, used) - max(0, req.Cost.Tokens)
 	lim := m.defaults
 	if req.Identity.Limits != nil {
 		lim = *req.Identity.Limits
 	}
 	ts := lim.tokenShape()
-	if delta == 0 || ts.rate <= 0 {
+	delta := max(0, used) - max(0, req.Cost.Tokens)
+	spent := clampSpend(max(0, req.UsedSpend)) - clampSpend(max(0, req.Cost.Spend))
+	tok, spend := delta != 0 && ts.rate > 0, spent != 0 && lim.hasSpend()
+	if !tok && !spend {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	// A bucket evicted as full is rebuilt full, which is what it was.
 	b := m.bucket(req.Identity.Tenant)
-	b.tokens.bucketShape = ts
-	b.tokens.take(now, float64(delta))
+	if tok {
+		b.tokens.bucketShape = ts
+		b.tokens.take(now, float64(delta))
+	}
+	if spend {
+		b.spend.add(windowsAt(now), lim.budgets(), spent)
+	}
 }
 
 // Len reports how many tenants have a bucket, for tests and monitoring.
@@ -268,7 +354,7 @@ func (m *MemoryLimiter) sweep(now time.Time) {
 	}
 	m.lastSweep = now
 	for k, b := range m.buckets {
-		if b.requests.full(now) && b.tokens.full(now) {
+		if b.requests.full(now) && b.tokens.full(now) && b.spend.full(now) {
 			delete(m.buckets, k)
 		}
 	}

@@ -39,6 +39,15 @@ type metrics struct {
 	upstreamRests *prometheus.CounterVec
 	upstreamState *prometheus.GaugeVec
 	retries       *children[prometheus.Counter] // route, upstream
+	// WebSocket sessions (wssession.go).
+	sessions   *children[prometheus.Counter] // route, closed_by
+	frames     *children[prometheus.Counter] // route, direction
+	closeCodes *children[prometheus.Counter] // route, code
+	// queueWait: route, queue (tenant, upstream), outcome (admitted,
+	// refused, canceled).
+	queueWait   *children[prometheus.Observer]
+	cost        *children[prometheus.Counter] // route, model
+	costUnknown *children[prometheus.Counter] // route, reason
 }
 
 // register registers cs with reg, all or none. It is the package's one
@@ -122,7 +131,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"route", "upstream", "status"})
 	limited := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_rate_limited_total",
-		Help: "Requests refused by the limiter, by the exhausted budget (requests or tokens).",
+		Help: "Requests refused by the limiter, by the exhausted budget (requests or tokens) or cap (concurrency, sessions, upstream_concurrency).",
 	}, []string{"route", "reason"})
 	includeUsageRetries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_include_usage_retries_total",
@@ -140,9 +149,34 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "relay_upstream_retries_total",
 		Help: "Attempts sent again to the same upstream after a backoff (Route.MaxAttempts beyond the backends).",
 	}, []string{"route", "upstream"})
+	sessions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_websocket_sessions_total",
+		Help: "WebSocket sessions relayed (past the 101), by route and the side that closed first (client, upstream, relay).",
+	}, []string{"route", "closed_by"})
+	frames := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_websocket_frames_total",
+		Help: "WebSocket frames relayed, by route and direction (in: client to upstream; out: upstream to client), counted when a session ends.",
+	}, []string{"route", "direction"})
+	closeCodes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_websocket_close_codes_total",
+		Help: "WebSocket sessions by the close code that ended them: 1000-1015 by number, 3xxx and 4xxx by range, other.",
+	}, []string{"route", "code"})
+	queueWait := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "relay_queue_wait_seconds",
+		Help:    "Waits for a concurrency slot: queue tenant (Limits.MaxConcurrent, MaxSessions) or upstream (Upstream.MaxInFlight), by outcome (admitted, refused after the queue timeout, canceled by the client or a shutdown).",
+		Buckets: []float64{0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+	}, []string{"route", "queue", "outcome"})
+	cost := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_cost_total",
+		Help: "Cost of finished requests at the configured prices (WithPrices), in units of the price table's currency; models not named by WithModels are \"other\". Requests whose cost is unknown are not in it: see relay_cost_unknown_total.",
+	}, []string{"route", "model"})
+	costUnknown := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_cost_unknown_total",
+		Help: "Finished requests whose cost could not be priced, by reason: model (not in the price table) or usage (answered but no usage reported to price).",
+	}, []string{"route", "reason"})
 	all := []prometheus.Collector{requests, duration, errs, active, ttfb,
 		tokens, ttft, interChunk, upstreamReqs, limited, includeUsageRetries,
-		upstreamRests, upstreamState, retries}
+		upstreamRests, upstreamState, retries, queueWait, cost, costUnknown, sessions, frames, closeCodes}
 	if err := register(reg, all...); err != nil {
 		return nil, err
 	}
@@ -163,6 +197,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		upstreamRests:       upstreamRests,
 		upstreamState:       upstreamState,
 		retries:             newChildren(retries.WithLabelValues),
+		sessions:            newChildren(sessions.WithLabelValues),
+		frames:              newChildren(frames.WithLabelValues),
+		closeCodes:          newChildren(closeCodes.WithLabelValues),
+		queueWait:           newChildren(queueWait.WithLabelValues),
+		cost:                newChildren(cost.WithLabelValues),
+		costUnknown:         newChildren(costUnknown.WithLabelValues),
 	}, nil
 }
 

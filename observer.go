@@ -40,12 +40,19 @@ type observer struct {
 	acct        obsAccount          // capture and tail
 	capture     []byte              // start of a JSON body
 	tail        []byte              // its end, once capture is full
-	tailWin     int                 // tail's window: capturedTail, or minTail without budget
 	prompt      int64               // the request's prompt estimate, in tokens (inspectRequest)
 	lastContent time.Duration       // when the last content event was read, since the request's start
 	interChunk  prometheus.Observer // resolved once per stream, not per event
-	captureFull bool                // the body was longer than capture
-	cut         bool                // the response ended short: the client left, or the upstream broke off
+	// Small fields together, so that the exchange keeps to its allocation
+	// size class (TestExchangeFitsSizeClass).
+	tailWin     int32 // tail's window: capturedTail, or minTail without budget
+	captureFull bool  // the body was longer than capture
+	cut         bool  // the response ended short: the client left, or the upstream broke off
+	// incl is the request's include_usage edit: inclNone, inclSent,
+	// inclRefused (includeusage.go); it outlives attempts, like the
+	// observer.
+	incl   uint8
+	hideEv bool // the SSE event just dispatched is the usage chunk to hide
 }
 
 // onEvent observes one SSE event, ended by the read made at at, after
@@ -55,8 +62,11 @@ func (ex *exchange) onEvent(at time.Time, name, data, tail []byte, truncated boo
 	if ex.stream.event(name, data, tail, truncated) {
 		ex.contentAt(at)
 	}
-	if ex.incl == inclSent {
-		ex.hideEv = !truncated && ex.stream.obs != nil && ex.stream.obs.UsageChunk()
+	if ex.hk != nil {
+		ex.hookUsage()
+	}
+	if ex.stream.incl == inclSent {
+		ex.stream.hideEv = !truncated && ex.stream.obs != nil && ex.stream.obs.UsageChunk()
 	}
 }
 
@@ -81,6 +91,9 @@ func (ex *exchange) contentAt(at time.Time) {
 	if ex.rec.TTFT == 0 {
 		ex.rec.TTFT = max(since, 1)
 		ex.up.a.contentSeen()
+		if ex.hk != nil {
+			ex.hookFirstContent()
+		}
 	} else {
 		if o.interChunk == nil {
 			o.interChunk = ex.rl.metrics.interChunk.WithLabelValues(ex.route, ex.rl.modelLabel(ex.rec.Model))
@@ -112,13 +125,15 @@ func (o *observer) chunk(b []byte) {
 		o.capture = append(o.capture, b[:room]...)
 		o.captureFull = true
 		b = b[room:]
-		o.tail, o.tailWin = o.acct.tailBuf(o.tail, capturedTail)
+		var w int
+		o.tail, w = o.acct.tailBuf(o.tail, capturedTail)
+		o.tailWin = int32(w)
 		// The tail starts with the end of the head, so that a usage object
 		// straddling the boundary is found whole.
-		k := min(len(o.capture), o.tailWin)
+		k := min(len(o.capture), int(o.tailWin))
 		o.tail = append(o.tail, o.capture[len(o.capture)-k:]...)
 	}
-	o.tail = appendWindow(o.tail, b, o.tailWin)
+	o.tail = appendWindow(o.tail, b, int(o.tailWin))
 }
 
 // appendWindow appends b to w, a window over the end of a byte stream,
@@ -137,7 +152,7 @@ func appendWindow(w, b []byte, t int) []byte {
 
 // observeUsage moves what was observed into the record, and the record's
 // timings and tokens into the metrics.
-func (ex *exchange) observeUsage() {
+func (ex *exchange) observeUsage() (label string) {
 	rl := ex.rl
 	ex.stream.end(&ex.rec, &rl.streams, ex.streamed())
 	if ex.rec.TTFB > 0 {
@@ -147,7 +162,7 @@ func (ex *exchange) observeUsage() {
 	if model == "" {
 		model = ex.rec.ResponseModel
 	}
-	label := rl.modelLabel(model)
+	label = rl.modelLabel(model)
 	if ex.rec.TTFT > 0 {
 		rl.metrics.ttft.WithLabelValues(ex.route, label).Observe(ms(ex.rec.TTFT))
 	}
@@ -173,6 +188,7 @@ func (ex *exchange) observeUsage() {
 			rl.metrics.tokens.WithLabelValues(ex.route, label, t.typ).Add(float64(t.n))
 		}
 	}
+	return label
 }
 
 // streamed reports whether the response is a successful stream (SSE, a

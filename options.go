@@ -51,12 +51,15 @@ type config struct {
 	writeTimeout  time.Duration
 	usage         usageOptions
 	metricsModels []string
+	prices        *PriceTable
 	methods       []string
 	body          bodyLimits
 	observeBudget int64
 	refusalMemo   time.Duration
-	drain         time.Duration // WithDrainOnClientGone; 0: off
-	given         givenOptions  // options that exclude one another
+	drain         time.Duration   // WithDrainOnClientGone; 0: off
+	session       SessionTimeouts // WithSessionTimeouts
+	hooks         *Hooks          // WithHooks; nil: none
+	given         givenOptions    // options that exclude one another
 }
 
 // givenOptions records which of the mutually exclusive options were
@@ -161,7 +164,9 @@ func WithAuthenticator(a Authenticator) Option {
 
 // WithLimiter sets the rate limiter. The default admits everything. New
 // fails with ErrConflictingOptions when WithRateLimit is also given: wrap
-// NewMemoryLimiter(limits) instead. Nil counts as not given.
+// NewMemoryLimiter(limits) instead. Nil counts as not given. A limiter
+// that also implements ConcurrencyLimiter (MemoryLimiter and the Redis
+// limiter do) enforces the concurrency caps of Limits as well.
 func WithLimiter(l Limiter) Option {
 	return func(c *config) error {
 		if l != nil {
@@ -177,8 +182,12 @@ func WithLimiter(l Limiter) Option {
 // WithLimiter is also given.
 func WithRateLimit(l Limits) Option {
 	return func(c *config) error {
-		if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.Burst < 0 || l.TokenBurst < 0 {
+		if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.Burst < 0 || l.TokenBurst < 0 ||
+			l.SpendPerMinute < 0 || l.SpendPerDay < 0 || l.SpendPerMonth < 0 {
 			return errors.New("relay: negative rate limit")
+		}
+		if l.MaxConcurrent < 0 || l.MaxSessions < 0 || l.MaxQueued < 0 || l.QueueTimeout < 0 {
+			return errors.New("relay: negative concurrency limit")
 		}
 		c.limiter = NewMemoryLimiter(l)
 		c.given |= givenRateLimit
@@ -317,6 +326,16 @@ func WithDefaultMaxTokens(n int64) Option {
 // model is labelled "other", which keeps label cardinality bounded.
 func WithModels(models ...string) Option {
 	return func(c *config) error { c.metricsModels = append(c.metricsModels, models...); return nil }
+}
+
+// WithPrices prices every request's usage with t when it ends: the
+// record's Cost, and the relay_cost_total and relay_cost_unknown_total
+// metrics. Nil (the default) prices nothing: Record.Cost stays unknown,
+// with no currency. The relay ships no prices: they change, and stale
+// ones would bill wrongly; the operator supplies them (cmd/relay reads
+// them from a file, see its example prices).
+func WithPrices(t *PriceTable) Option {
+	return func(c *config) error { c.prices = t; return nil }
 }
 
 // WithAllowedMethods sets the request methods the relay forwards. Others

@@ -168,12 +168,27 @@ func (ex *exchange) passes(k string) bool {
 // header an upstream meant for one hop, such as a proxy's internal secret,
 // never reaches the client. Responses that are read until the connection
 // closes look the same and are treated the same.
+//
+// When the relay's limiter reported the caller's quotas (setQuotaHeaders
+// set them in dst), the upstream's rate-limit headers are not forwarded:
+// they describe the operator's account with the provider, not the
+// tenant's budget, and would both overwrite the relay's and tell every
+// tenant the operator's capacity. Without a relay quota they pass, as the
+// only ones the client has.
 func copyResponseHeaders(dst http.Header, resp *http.Response) {
-	skip := func(k string) bool { return k == "X-Request-Id" }
-	if connectionHidden(resp) {
-		skip = func(k string) bool { return k == "X-Request-Id" || !endToEnd(k) }
-	}
-	copyHeaders(dst, resp.Header, skip)
+	ours := dst["X-Ratelimit-Limit-Requests"] != nil || dst["X-Ratelimit-Limit-Tokens"] != nil
+	hidden := connectionHidden(resp)
+	copyHeaders(dst, resp.Header, func(k string) bool {
+		return k == "X-Request-Id" || (hidden && !endToEnd(k)) || (ours && isRateLimitHeader(k))
+	})
+}
+
+// isRateLimitHeader reports the rate-limit header families providers
+// send: X-Ratelimit-*, RateLimit and RateLimit-* (the IETF draft's), and
+// Anthropic-Ratelimit-*.
+func isRateLimitHeader(k string) bool {
+	return k == "Ratelimit" || strings.HasPrefix(k, "X-Ratelimit-") ||
+		strings.HasPrefix(k, "Ratelimit-") || strings.HasPrefix(k, "Anthropic-Ratelimit-")
 }
 
 // connectionHidden reports a response whose Connection header the

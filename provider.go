@@ -14,24 +14,30 @@ type usageOptions struct {
 
 // inspectRequest reads the model, stream flag and budgets from the body
 // as the route's provider family reads them, estimates the tokens to
-// reserve (none when the family bills otherwise), and keeps the family's
+// reserve (none when the family bills otherwise) and prices them as the
+// spend to reserve, and keeps the family's
 // edit that makes the response report usage (OpenAI's include_usage;
 // each attempt decides whether to send it: includeusage.go). It refuses
 // nothing.
 func (ex *exchange) inspectRequest() error {
-	if len(ex.body) == 0 {
+	if len(ex.src.b) == 0 {
 		return nil
 	}
 	f, path := ex.family, ex.r.URL.Path
-	req := f.Request(path, ex.r.Header.Get("Content-Type"), ex.body)
+	req := f.Request(path, ex.r.Header.Get("Content-Type"), ex.src.b)
 	ex.rec.Model, ex.rec.Stream, ex.rec.Characters = req.Model, req.Stream, req.Characters
 	ex.stream.prompt = req.PromptEstimate // for the estimate of a stream cut short
-	ex.limitReq.Cost.Tokens = f.TokenEstimate(path, req, ex.rl.cfg.usage.defaultMaxTokens)
+	tokens := f.TokenEstimate(path, req, ex.rl.cfg.usage.defaultMaxTokens)
+	ex.cost.Tokens = tokens
+	if tokens > 0 {
+		in := min(req.PromptEstimate, tokens)
+		ex.cost.Spend = ex.reserveSpend(in, tokens-in)
+	}
 	// Only a provider named as such: a resolver's Target with no Provider,
 	// or one the relay does not know, is read as OpenAI-compatible but its
 	// body is never edited (a strict upstream may refuse stream_options).
 	if ex.rl.cfg.usage.includeUsage && f.Name() == string(ex.target.Provider) {
-		ex.src.edit, _ = f.UsageEdit(path, ex.body, req)
+		ex.src.edit, _ = f.UsageEdit(path, ex.src.b, req)
 	}
 	return nil
 }

@@ -151,8 +151,17 @@ type Record struct {
 	TTFT     time.Duration `json:"ttft_ns,omitempty"`
 	Duration time.Duration `json:"duration_ns"`
 	// ClientGone reports that the client disconnected before the end.
-	ClientGone bool  `json:"client_gone"`
-	Usage      Usage `json:"usage"`
+	ClientGone bool `json:"client_gone"`
+	// Truncated reports that at least one client-controlled string (Path,
+	// Model, ResponseModel, Method) was longer than its cap and was cut to
+	// it, on a UTF-8 boundary, or that AttemptLog was cut to its cap.
+	// (Declared beside ClientGone, so that the two share a word: the
+	// exchange that holds the record fits its size class.)
+	Truncated bool  `json:"truncated,omitempty"`
+	Usage     Usage `json:"usage"`
+	// Cost is what the usage cost at the relay's prices (WithPrices);
+	// unknown (Known false) without prices or for a model they lack.
+	Cost Charge `json:"cost"`
 	// Attempts is how many upstream attempts were made (failover).
 	Attempts int `json:"attempts"`
 	// AttemptLog lists the attempts of a request that made more than one,
@@ -169,10 +178,21 @@ type Record struct {
 	Characters int64 `json:"characters,omitempty"`
 	// Labels are the Identity's labels.
 	Labels map[string]string `json:"labels,omitempty"`
-	// Truncated reports that at least one client-controlled string (Path,
-	// Model, ResponseModel, Method) was longer than its cap and was cut to
-	// it, on a UTF-8 boundary, or that AttemptLog was cut to its cap.
-	Truncated bool `json:"truncated,omitempty"`
+	// FramesIn and FramesOut count a WebSocket session's frames (Kind
+	// KindWebSocket): client to upstream and upstream to client, control
+	// frames included. BytesIn and BytesOut are then the wire bytes each
+	// way, frame headers included.
+	FramesIn  int64 `json:"frames_in,omitempty"`
+	FramesOut int64 `json:"frames_out,omitempty"`
+	// CloseCode is the close code of the session's first close: the code
+	// of the first close frame (1005 when it had none), 1006 when a side
+	// ended without a close frame, or the code the relay sent when it
+	// ended the session (1001: Shutdown, a time limit or a dead peer;
+	// 1002: a protocol error). Zero for ordinary requests.
+	CloseCode int `json:"close_code,omitempty"`
+	// ClosedBy says which side closed a session first: "client",
+	// "upstream" or "relay". Empty for ordinary requests.
+	ClosedBy string `json:"closed_by,omitempty"`
 }
 
 // AttemptInfo is one upstream attempt of a request (Record.AttemptLog).

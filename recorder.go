@@ -100,7 +100,9 @@ func (j *JSONLinesRecorder) RecordBatch(_ context.Context, recs []Record) error 
 // "ttft" and "duration" (not "ttfb_ns"…), and the Usage fields are top-level
 // keys ("input_tokens", "output_tokens", "cached_input_tokens",
 // "cache_creation_input_tokens", "reasoning_tokens", "audio_input_tokens",
-// "audio_output_tokens", and "usage_estimated" for Usage.Estimated).
+// "audio_output_tokens", and "usage_estimated" for Usage.Estimated), and
+// the Cost fields are "cost_known", "cost_amount_micros", "cost_currency"
+// and "cost_price_version".
 // Labels form a group "labels", in key order; "attempt_log" is the
 // []AttemptInfo itself (nil for one attempt), which a JSON handler writes
 // as the JSON recorder does.
@@ -144,11 +146,19 @@ func (s SlogRecorder) Record(ctx context.Context, rec Record) error {
 		slog.Int64("audio_input_tokens", rec.Usage.AudioInputTokens),
 		slog.Int64("audio_output_tokens", rec.Usage.AudioOutputTokens),
 		slog.Bool("usage_estimated", rec.Usage.Estimated),
+		slog.Bool("cost_known", rec.Cost.Known),
+		slog.Int64("cost_amount_micros", int64(rec.Cost.Amount)),
+		slog.String("cost_currency", rec.Cost.Currency),
+		slog.String("cost_price_version", rec.Cost.PriceVersion),
 		slog.Int("attempts", rec.Attempts),
 		slog.Any("attempt_log", rec.AttemptLog),
 		slog.Int64("characters", rec.Characters),
 		slog.Attr{Key: "labels", Value: labelsValue(rec.Labels)},
 		slog.Bool("truncated", rec.Truncated),
+		slog.Int64("frames_in", rec.FramesIn),
+		slog.Int64("frames_out", rec.FramesOut),
+		slog.Int("close_code", rec.CloseCode),
+		slog.String("closed_by", rec.ClosedBy),
 	}
 	msg := s.Message
 	if msg == "" {

@@ -133,6 +133,9 @@ func slogKey(jsonPath string) string {
 	case "usage.estimated":
 		return "usage_estimated" // "estimated" alone would not say what
 	}
+	if rest, ok := strings.CutPrefix(jsonPath, "cost."); ok {
+		return "cost_" + rest
+	}
 	return strings.TrimPrefix(jsonPath, "usage.")
 }
 

@@ -52,6 +52,9 @@ func appendRecordJSON(b []byte, r *Record) []byte {
 	b = appendIntField(b, "duration_ns", int64(r.Duration))
 	b = append(b, `,"client_gone":`...)
 	b = strconv.AppendBool(b, r.ClientGone)
+	if r.Truncated {
+		b = append(b, `,"truncated":true`...)
+	}
 	b = append(b, `,"usage":{"input_tokens":`...)
 	b = strconv.AppendInt(b, r.Usage.InputTokens, 10)
 	b = appendIntField(b, "output_tokens", r.Usage.OutputTokens)
@@ -62,6 +65,16 @@ func appendRecordJSON(b []byte, r *Record) []byte {
 	b = appendIntField(b, "audio_output_tokens", r.Usage.AudioOutputTokens)
 	b = append(b, `,"estimated":`...)
 	b = strconv.AppendBool(b, r.Usage.Estimated)
+	b = append(b, '}')
+	b = append(b, `,"cost":{"known":`...)
+	b = strconv.AppendBool(b, r.Cost.Known)
+	b = appendIntField(b, "amount_micros", int64(r.Cost.Amount))
+	if r.Cost.Currency != "" {
+		b = appendStringField(b, "currency", r.Cost.Currency)
+	}
+	if r.Cost.PriceVersion != "" {
+		b = appendStringField(b, "price_version", r.Cost.PriceVersion)
+	}
 	b = append(b, '}')
 	b = appendIntField(b, "attempts", int64(r.Attempts))
 	if len(r.AttemptLog) > 0 {
@@ -100,8 +113,17 @@ func appendRecordJSON(b []byte, r *Record) []byte {
 		}
 		b = append(b, '}')
 	}
-	if r.Truncated {
-		b = append(b, `,"truncated":true`...)
+	if r.FramesIn != 0 {
+		b = appendIntField(b, "frames_in", r.FramesIn)
+	}
+	if r.FramesOut != 0 {
+		b = appendIntField(b, "frames_out", r.FramesOut)
+	}
+	if r.CloseCode != 0 {
+		b = appendIntField(b, "close_code", int64(r.CloseCode))
+	}
+	if r.ClosedBy != "" {
+		b = appendStringField(b, "closed_by", r.ClosedBy)
 	}
 	return append(b, '}')
 }

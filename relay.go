@@ -81,7 +81,9 @@ type Relay struct {
 	auth      Authenticator
 	resolver  UpstreamResolver
 	limiter   Limiter
-	settler   TokenSettler // nil when the limiter keeps no token budgets
+	settler   TokenSettler       // nil when the limiter keeps no token budgets
+	pricing   pricing            // prices spend for the budgets (spend.go)
+	conc      ConcurrencyLimiter // nil when the limiter caps no concurrency
 	recorder  Recorder
 	async     *AsyncRecorder // nil when records are discarded
 	metrics   *metrics
@@ -91,6 +93,7 @@ type Relay struct {
 	clock     Clock
 	sysClock  bool // clock is the system clock: stream timings reuse wall readings
 	models    map[string]bool
+	prices    *PriceTable  // nil: costs are not priced
 	methods   []string     // allowed request methods
 	allowHdr  []string     // their Allow header value, shared by every 405
 	answers   answers      // the relay's own errors
@@ -119,9 +122,17 @@ type Relay struct {
 	// keepAliveHook, set by tests before any request, is told of each
 	// keep-alive timer's firing (keepalive.go).
 	keepAliveHook func(wrote bool)
+	// newSessionObserver observes each WebSocket session's messages
+	// (wsobserve.go): the provider's realtime observation, replaced by
+	// tests; nil: sessions are metered by bytes, frames and duration only.
+	newSessionObserver func(provider string) sessionObserver
+	realtimes          sync.Pool // *provider.Realtime
 
 	mu       sync.Mutex
 	draining bool
+	// stopping is draining, read without the lock by requests about to
+	// wait for a concurrency slot (see waitable).
+	stopping atomic.Bool
 	inflight int
 	live     *exchange // in-flight exchanges, linked through prev/next
 	// settling holds one channel per background settlement, closed when
@@ -185,6 +196,7 @@ func New(opts ...Option) (*Relay, error) {
 	rl.settleCtx, rl.stopSettling = context.WithCancel(context.Background())
 	rl.refused.off, rl.refused.life = c.refusalMemo == 0, c.refusalMemo
 	rl.settler, _ = rl.limiter.(TokenSettler)
+	rl.conc, _ = rl.limiter.(ConcurrencyLimiter)
 
 	switch {
 	case c.auth != nil:
@@ -256,12 +268,16 @@ func New(opts ...Option) (*Relay, error) {
 	for _, m := range c.metricsModels {
 		rl.models[m] = true
 	}
+	rl.prices = c.prices
+	rl.pricing = newPricing(c.prices)
 	rl.methods = c.methods
 	rl.allowHdr = []string{strings.Join(c.methods, ", ")}
 	rl.answers = newAnswers(c.maxBody, rl.allowHdr[0])
 	rl.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	rl.smallBufs.New = func() any { b := make([]byte, smallBufSize); return &b }
 	rl.streams.New = func() any { return new(provider.Stream) }
+	rl.realtimes.New = func() any { return new(provider.Realtime) }
+	rl.newSessionObserver = rl.newRealtimeObserver
 	rl.constHdr = newConstHeaders()
 	return rl, nil
 }
@@ -287,8 +303,8 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.rec.Method = r.Method
 	ex.rec.Path = r.URL.Path
 	ex.route = "none"
-	ex.idHdr = []string{ex.rec.RequestID} // the client's response header; upstream too unless the client sent one
-	w.Header()["X-Request-Id"] = ex.idHdr
+	ex.idHdr[0] = ex.rec.RequestID // the client's response header; upstream too unless the client sent one
+	w.Header()["X-Request-Id"] = ex.idHdr[:]
 	ex.serve()
 }
 
@@ -308,12 +324,17 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (ex *exchange) serve() {
 	defer ex.finish()
 	defer ex.up.end() // the last attempt and the total timeout, on every exit
+	if wantsWebSocket(ex.r) {
+		ex.serveSession() // websocket.go
+		return
+	}
 	for _, step := range [...]func(*exchange) error{
 		(*exchange).enter,          // 503 while draining
 		(*exchange).resolve,        // the route, labelling even a 401; its 404 waits for routed
 		(*exchange).checkMethod,    // 405, before any key is looked at
 		(*exchange).authenticate,   // 401
 		(*exchange).routed,         // 404
+		(*exchange).hookStart,      // Hooks.RequestStart (hooks.go), for authenticated, routed requests
 		(*exchange).admitEarly,     // 429 for a caller still refused, before its body is read
 		(*exchange).readBody,       // 413, 408, 400, 503 over the body budget
 		(*exchange).ownDeadlines,   // the host's read and write timeouts give way to the relay's
@@ -387,7 +408,7 @@ func (ex *exchange) authenticate() error {
 		}
 		return &rl.answers.unauthorized
 	}
-	ex.limitReq.Identity = id // the one copy: admit asks the limiter for it
+	ex.ident = id // the one copy: admit asks the limiter for it
 	ex.rec.Tenant, ex.rec.KeyID, ex.rec.Labels = id.Tenant, id.KeyID, id.Labels
 	return nil
 }
@@ -433,7 +454,7 @@ type exchange struct {
 	r      *http.Request
 	client clientWriter // the response to the client
 
-	idHdr      []string        // the X-Request-Id response header value: the relay's id
+	idHdr      [1]string       // the X-Request-Id response header value: the relay's id (an array: 8 bytes less than a slice)
 	ctx        context.Context // r's context, also cancelled by Shutdown
 	cancel     context.CancelCauseFunc
 	prev, next *exchange // in rl.live while entered
@@ -444,22 +465,33 @@ type exchange struct {
 	// unrouted is why resolve found no route: answered (404) by routed,
 	// once the caller is authenticated.
 	unrouted error
-	body     []byte  // the request body, until the first attempt moves it to src
-	src      bodySrc // the body the attempts read
+	src      bodySrc // the request body (readBody), which the attempts read
 
 	arrived  int64        // when the handler started, by the system clock, in Unix ns (a time.Time is 24 bytes)
 	bodyHeld atomic.Int64 // bytes of rl.bodies held by the body
-	inBody   atomic.Bool  // reading the request body: Shutdown cuts the read
-	left     atomic.Bool  // the client left while the upstream drains (drain.go)
+	// waiting is what the exchange waits for that Shutdown must end:
+	// waitBody, the request body (its read is cut); waitSlot, a
+	// concurrency slot (concurrency.go: its wait is cancelled).
+	waiting atomic.Uint32
+	left    atomic.Bool // the client left while the upstream drains (drain.go)
 
-	// limitReq is what admit asks the limiter for (inspectRequest sets its
-	// token estimate), and what was reserved, for settlement. Its Identity
-	// is the caller's, from authentication on: the exchange keeps no other
-	// copy (48 bytes, see TestExchangeFitsSizeClass).
-	limitReq LimitRequest
-	up       upstream // the response roundTrip got, for relayResponse
+	// ident is the caller's Identity, from authentication on: the
+	// exchange keeps no other copy (48 bytes, see
+	// TestExchangeFitsSizeClass). cost is what admit asks the limiter for
+	// (inspectRequest sets its token and spend estimates), and what was
+	// reserved, for settlement. A LimitRequest is built from them when
+	// the limiter is asked (limitRequest), not kept: its Route and Now
+	// would cost 40 bytes the exchange has no room for.
+	ident Identity
+	cost  Cost
+	up    upstream // the response roundTrip got, for relayResponse
+	// lease is the tenant's concurrency slot (concurrency.go), held from
+	// admit to finish; nil when none is held. 16 bytes: the exchange had
+	// room for it in its size class (TestExchangeFitsSizeClass).
+	lease Lease
 
 	stream observer // what the response tells as it passes
+	hk     *hookRun // the request's hook state (hooks.go); nil without hooks, or before hookStart
 
 	// One-byte fields, together: padding would push the exchange out of
 	// its allocation size class (see TestExchangeFitsSizeClass).
@@ -467,12 +499,10 @@ type exchange struct {
 	family      provider.Family // the route's provider family; OpenAI-compatible until resolve
 	entered     bool            // counted in rl.inflight
 	counted     bool            // counted in relay_active_connections
-	reserved    bool            // limitReq's tokens were reserved: finish settles them
+	reserved    bool            // cost's tokens or spend were reserved: finish settles them
 	bodyRead    bool            // the request body was read to its end, or there is none
 	readCleared bool            // readBody cleared the read deadline it set
 	scratch     [1]byte         // the read that proves a full buffer was the whole body
-	incl        uint8           // the include_usage edit: inclNone, inclSent, inclRefused (includeusage.go)
-	hideEv      bool            // the SSE event just dispatched is the usage chunk to hide
 }
 
 // fail answers with a relay error before any byte of a response was sent:
@@ -506,36 +536,47 @@ const StatusClientClosedRequest = 499
 // limiter refused for its request budget until a time still to come:
 // cheap checks first.
 func (ex *exchange) admitEarly() error {
-	if d, refused := ex.rl.refused.check(ex.limitReq.Identity, ex.route, ex.rl.clock); refused {
+	if d, refused := ex.rl.refused.check(ex.ident, ex.route, ex.rl.clock); refused {
 		return ex.refuse(d)
 	}
 	return nil
 }
 
 // admit asks the limiter.
-func (ex *exchange) admit() error {
+func (ex *exchange) admit() error { return ex.admitAs(false) }
+
+// admitAs asks the limiter for a request, or a WebSocket session.
+func (ex *exchange) admitAs(session bool) error {
 	rl := ex.rl
 	// The token estimate is inspectRequest's; 0 when not an LLM call.
-	ex.limitReq.Route, ex.limitReq.Now = ex.route, rl.clock.Now()
-	ex.limitReq.Cost.Requests = 1
-	d, err := rl.limiter.Allow(ex.ctx, ex.limitReq)
+	ex.cost.Requests = 1
+	req := ex.limitRequest(rl.clock.Now())
+	d, err := rl.limiter.Allow(ex.ctx, req)
 	if err != nil {
 		rl.log.Warn("relay: limiter failed", "request_id", ex.rec.RequestID, "fail_open", rl.cfg.failOpen, "error", err)
 		if rl.cfg.failOpen {
 			// Counted here: the request itself goes on to succeed or fail
-			// on its own account. A refusal is counted by finish.
+			// on its own account. A refusal is counted by finish. No
+			// concurrency lease is asked for: the limiter's store is down,
+			// and a second wait for it would only delay the request.
 			rl.metrics.errors.WithLabelValues(ex.route, string(ErrTypeLimiter)).Inc()
 			return nil
 		}
 		return &rl.answers.limiterDown
 	}
 	if !d.Allowed {
-		rl.refused.note(ex.limitReq.Identity, ex.route, ex.limitReq.Now, d)
+		rl.refused.note(ex.ident, ex.route, req.Now, d)
 		return ex.refuse(d)
 	}
 	setQuotaHeaders(ex.client.header(), d)
-	ex.reserved = ex.limitReq.Cost.Tokens > 0 && rl.settler != nil
-	return nil
+	c := ex.cost
+	ex.reserved = rl.settler != nil && (c.Tokens > 0 || c.Spend > 0 || rl.pricing.cost != nil)
+	return ex.acquireLease(session)
+}
+
+// limitRequest is what the limiter is asked, or settles, at now.
+func (ex *exchange) limitRequest(now time.Time) LimitRequest {
+	return LimitRequest{Identity: ex.ident, Route: ex.route, Cost: ex.cost, Now: now}
 }
 
 // refuse sets the headers of the answer to a request the limiter refused
@@ -547,39 +588,56 @@ func (ex *exchange) refuse(d Decision) error {
 		secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
 		ex.client.header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
-	if d.Reason == "tokens" {
+	switch d.Reason {
+	case "tokens":
 		return &ex.rl.answers.tokensExhausted
+	case "budget":
+		return &ex.rl.answers.budgetExhausted
+	case ReasonConcurrency:
+		return &ex.rl.answers.tooConcurrent
+	case ReasonSessions:
+		return &ex.rl.answers.tooManySessions
+	case ReasonUpstreamConcurrency:
+		return &ex.rl.answers.upstreamBusy
 	}
 	return &ex.rl.answers.tooManyRequests
 }
 
 // setQuotaHeaders sets OpenAI-style x-ratelimit-* headers for the budgets
-// the decision reports. The keys are canonical constants, and the values
-// are cut from one string into one backing slice, so that the six headers
-// cost two allocations, not twelve: they are on every response.
+// the decision reports, and their -spend kin for a spend budget (amounts
+// in currency units, as exact decimals of the micro-units). The keys are
+// canonical constants, and the values are cut from one string into one
+// backing slice, so that the nine headers cost two allocations, not
+// eighteen: they are on every response.
 func setQuotaHeaders(h http.Header, d Decision) {
-	rq, tq := d.Requests.Limit > 0, d.Tokens.Limit > 0
-	if !rq && !tq {
+	qs := [3]Quota{d.Requests, d.Tokens, d.Spend}
+	if qs[0].Limit <= 0 && qs[1].Limit <= 0 && qs[2].Limit <= 0 {
 		return
 	}
-	var buf [128]byte
-	var ends [6]int
+	var buf [192]byte
+	var ends [9]int
 	b := buf[:0]
-	for i, q := range [2]Quota{d.Requests, d.Tokens} {
+	for i, q := range qs {
 		if q.Limit <= 0 {
 			continue
 		}
-		b = strconv.AppendInt(b, q.Limit, 10)
-		ends[3*i] = len(b)
-		b = strconv.AppendInt(b, q.Remaining, 10)
+		if i < 2 {
+			b = strconv.AppendInt(b, q.Limit, 10)
+			ends[3*i] = len(b)
+			b = strconv.AppendInt(b, q.Remaining, 10)
+		} else {
+			b = appendMicros(b, q.Limit)
+			ends[3*i] = len(b)
+			b = appendMicros(b, q.Remaining)
+		}
 		ends[3*i+1] = len(b)
 		b = appendReset(b, q.Reset)
 		ends[3*i+2] = len(b)
 	}
 	s := string(b)
-	vals := make([]string, 6)
+	vals := make([]string, 9)
 	start := 0
-	for i, q := range [2]Quota{d.Requests, d.Tokens} {
+	for i, q := range qs {
 		if q.Limit <= 0 {
 			continue
 		}
@@ -589,16 +647,40 @@ func setQuotaHeaders(h http.Header, d Decision) {
 			start = ends[k]
 		}
 	}
-	if rq {
+	if qs[0].Limit > 0 {
 		h["X-Ratelimit-Limit-Requests"] = vals[0:1:1]
 		h["X-Ratelimit-Remaining-Requests"] = vals[1:2:2]
 		h["X-Ratelimit-Reset-Requests"] = vals[2:3:3]
 	}
-	if tq {
+	if qs[1].Limit > 0 {
 		h["X-Ratelimit-Limit-Tokens"] = vals[3:4:4]
 		h["X-Ratelimit-Remaining-Tokens"] = vals[4:5:5]
 		h["X-Ratelimit-Reset-Tokens"] = vals[5:6:6]
 	}
+	if qs[2].Limit > 0 {
+		h["X-Ratelimit-Limit-Spend"] = vals[6:7:7]
+		h["X-Ratelimit-Remaining-Spend"] = vals[7:8:8]
+		h["X-Ratelimit-Reset-Spend"] = vals[8:9:9]
+	}
+}
+
+// appendMicros appends micro-units v as an exact decimal of currency
+// units, without trailing zeros: 8200 is "0.0082", 10000000 is "10".
+func appendMicros(b []byte, v int64) []byte {
+	if v < 0 {
+		b, v = append(b, '-'), -v
+	}
+	b = strconv.AppendInt(b, v/1_000_000, 10)
+	frac := v % 1_000_000
+	if frac == 0 {
+		return b
+	}
+	b = append(b, '.')
+	for div := int64(100_000); frac > 0; div /= 10 {
+		b = append(b, byte('0'+frac/div))
+		frac %= div
+	}
+	return b
 }
 
 // formatReset renders a duration as OpenAI does ("1s", "6m0s", "20ms").
@@ -638,33 +720,51 @@ func (ex *exchange) finish() {
 	if ex.entered {
 		defer rl.leave(ex)
 	}
+	if ex.lease != nil {
+		ex.lease.Release()
+		ex.lease = nil
+	}
 	if ex.cancel != nil {
 		defer ex.cancel(nil)
 	}
 	if ex.counted {
 		rl.metrics.active.WithLabelValues(ex.route).Dec()
 	}
-	ex.observeUsage()
+	ex.priceRecord(ex.observeUsage())
 	m := rl.metrics
-	m.requests.WithLabelValues(ex.route, statusClass(ex.rec.Status)).Inc()
+	class := statusClass(ex.rec.Status)
+	if ex.rec.Status == http.StatusSwitchingProtocols && ex.session() {
+		class = "1xx" // a WebSocket session, relayed (statusClass counts other 1xx as no answer)
+	}
+	m.requests.WithLabelValues(ex.route, class).Inc()
 	m.duration.WithLabelValues(ex.route).Observe(ms(ex.rec.Duration))
 	if ex.rec.ErrorType != ErrTypeNone {
 		m.errors.WithLabelValues(ex.route, string(ex.rec.ErrorType)).Inc()
 	}
 	if ex.reserved {
-		req := ex.limitReq
-		req.Now = now
-		rl.settle(ex.r.Context(), req, ex.usedTokens(), ex.rec.RequestID)
+		req := ex.limitRequest(now)
+		var used int64
+		used, req.UsedSpend = ex.used()
+		if ex.session() {
+			// A session's tokens were settled response by response
+			// (wsobserve.go); its spend is settled here.
+			used = req.Cost.Tokens
+		}
+		rl.settle(ex.r.Context(), req, used, ex.rec.RequestID)
 	}
 	capRecord(&ex.rec, ex.r)
+	if ex.hk != nil {
+		ex.hookEnd()
+	}
 	_ = rl.recorder.Record(ex.r.Context(), ex.rec)
 }
 
-// usedTokens is what a request's token reservation settles at, once its
-// usage is recorded (observeUsage): the one place the settlement rules
-// live.
+// used is what a request's token and spend reservations settle at, once
+// its usage is recorded (observeUsage): the one place the settlement
+// rules live, for both.
 //
-//   - Usage reported, or estimated for a stream cut short: its total.
+//   - Usage reported, or estimated for a stream cut short: its total,
+//     and its cost (the reservation when the cost is unknown).
 //   - An upstream 4xx or 5xx whose body reports no usage: nothing. The
 //     provider generated nothing, and a failing provider must not spend
 //     its tenants' budgets; the whole reservation comes back.
@@ -673,27 +773,38 @@ func (ex *exchange) finish() {
 //     likewise. A stream whose headers had come is estimated instead.
 //   - Any other response whose usage went unreported (a stream without
 //     usage, a body the relay did not observe): the reservation, kept
-//     whole as the estimate.
-func (ex *exchange) usedTokens() int64 {
-	u := &ex.rec.Usage
+//     whole as the estimate; but a response billed otherwise than by
+//     tokens (speech by characters) is charged its cost when priced.
+func (ex *exchange) used() (tokens, spend int64) {
+	u, c := &ex.rec.Usage, ex.cost
 	switch {
 	case u.Total() > 0 || u.Estimated:
-		return u.Total()
+		return u.Total(), ex.usedSpendOr(c.Spend)
 	case ex.up.resp != nil && ex.up.resp.StatusCode >= 400:
-		return 0
+		return 0, 0
 	case ex.rec.Status >= 400 && ex.rec.BytesOut == 0:
-		return 0
+		return 0, 0
+	case c.Tokens == 0:
+		return 0, ex.usedSpendOr(c.Spend)
 	}
-	return ex.limitReq.Cost.Tokens
+	return c.Tokens, c.Spend
+}
+
+// usedSpendOr is the request's cost, or reserved when it is unknown.
+func (ex *exchange) usedSpendOr(reserved int64) int64 {
+	if micros, ok := ex.usedSpend(); ok {
+		return max(0, micros)
+	}
+	return reserved
 }
 
 // settleTimeout bounds one settlement with a remote limiter.
 const settleTimeout = 5 * time.Second
 
-// settle gives back or charges the difference between reserved and used
-// tokens. The in-memory limiter settles inline; any other limiter may be
-// remote, so it settles in the background, bounded in time and awaited by
-// Shutdown, and never delays the end of a stream.
+// settle gives back or charges the differences between reserved and used
+// tokens and spend. The in-memory limiter settles inline; any other
+// limiter may be remote, so it settles in the background, bounded in time
+// and awaited by Shutdown, and never delays the end of a stream.
 func (rl *Relay) settle(ctx context.Context, req LimitRequest, used int64, requestID string) {
 	if ml, ok := rl.settler.(*MemoryLimiter); ok {
 		ml.SettleAt(req.Now, req, used)
@@ -817,7 +928,7 @@ func (rl *Relay) cut() {
 	defer rl.mu.Unlock()
 	for ex := rl.live; ex != nil; ex = ex.next {
 		ex.cancel(errShutdown)
-		if ex.inBody.Load() {
+		if ex.waiting.Load() == waitBody {
 			_ = ex.client.rc.SetReadDeadline(aLongTimeAgo())
 		}
 	}
@@ -896,6 +1007,8 @@ const errShutdown = Error("relay: shutdown deadline reached")
 func (rl *Relay) Shutdown(ctx context.Context) error {
 	rl.mu.Lock()
 	rl.draining = true
+	rl.stopping.Store(true)
+	rl.endWaits()
 	var idle chan struct{}
 	if rl.inflight > 0 {
 		if rl.idle == nil {

@@ -31,6 +31,10 @@ const (
 	KindAudio StreamKind = "audio"
 	// KindJSON relays a complete body, keeping its Content-Length.
 	KindJSON StreamKind = "json"
+	// KindWebSocket is recorded for WebSocket sessions (Record.Kind); it
+	// is not a route's kind: every route serves sessions unless it sets
+	// NoWebSocket.
+	KindWebSocket StreamKind = "websocket"
 )
 
 // Provider names the API family behind a route. It selects what cannot be
@@ -60,6 +64,14 @@ const (
 	// ProviderAzureTTS is Azure Speech REST text to speech: an SSML request
 	// billed in characters, an audio response.
 	ProviderAzureTTS Provider = "azure-tts"
+	// ProviderElevenLabs is ElevenLabs text to speech: billed in
+	// characters; on a WebSocket session (stream-input) the relay counts
+	// the characters the client sends for synthesis.
+	ProviderElevenLabs Provider = "elevenlabs"
+	// ProviderCartesia is Cartesia text to speech: billed in characters;
+	// on a WebSocket session (/tts/websocket) the relay counts the
+	// characters of the transcripts the client sends.
+	ProviderCartesia Provider = "cartesia"
 )
 
 // Timeouts bound an upstream exchange. A zero field takes the relay's
@@ -135,6 +147,16 @@ type Upstream struct {
 	// Weight is the upstream's share in weighted selection. Zero means 1;
 	// negative is an error.
 	Weight int
+	// MaxInFlight caps the requests in flight at once on each key of the
+	// upstream (each of Keys, or its one credential), WebSocket sessions
+	// included for their lifetime: the upstream never sees more. A request
+	// whose chosen key is full takes another key of the route with a free
+	// slot; when every key is full it waits up to the route's
+	// QueueTimeout, then is refused with 429, reason
+	// "upstream_concurrency" (README "Concurrency"). Counted in this
+	// process: replicas each allow MaxInFlight. Zero means no cap;
+	// negative is an error.
+	MaxInFlight int
 }
 
 // Route maps a path prefix to upstreams.
@@ -217,6 +239,17 @@ type Route struct {
 	// Backoff spaces retries of one backend. Zero fields take the
 	// defaults (Base 500ms, Max 10s); negative ones are an error.
 	Backoff Backoff
+	// NoWebSocket refuses WebSocket sessions on this route (404 in the
+	// caller's shape, before any upstream is asked). By default a route
+	// relays a WebSocket upgrade on its paths as a session to its upstream
+	// (see "Realtime and WebSocket" in the README), whatever
+	// WithAllowedMethods allows.
+	NoWebSocket bool
+	// QueueTimeout is how long a request waits for a free key when every
+	// key of the route is at its upstream's MaxInFlight, before it is
+	// refused with 429. At most four requests per slot wait at once;
+	// more are refused at once. Zero: no wait; negative is an error.
+	QueueTimeout time.Duration
 }
 
 // Backoff spaces the retries of one backend (see Route.MaxAttempts). The
@@ -253,6 +286,9 @@ type Target struct {
 	NoFirstContentHold bool
 	KeepAlive          time.Duration
 	Backoff            Backoff
+	// NoWebSocket refuses WebSocket sessions (see Route.NoWebSocket); a
+	// resolver's zero Target allows them.
+	NoWebSocket bool
 	// PassHeaders names account-selecting client headers to forward (see
 	// Route.PassHeaders); nil drops them all. Compared case-insensitively.
 	PassHeaders []string
@@ -263,6 +299,11 @@ type Target struct {
 	// 413) never holds it.
 	probe     *backendPool
 	probeSeen int64
+	// slots counts the requests in flight at the keys of the route's
+	// pools with MaxInFlight (inflight.go); nil when none has it. queueWait
+	// is the route's QueueTimeout.
+	slots     *routeSlots
+	queueWait time.Duration
 }
 
 // Backend is one concrete upstream request.
@@ -278,6 +319,12 @@ type Backend struct {
 	// Done, if not nil, is told how the attempt went, so that a resolver can
 	// rest a failing key.
 	Done func(AttemptResult)
+
+	// pool and key are the RouteTable pool and key the backend uses, when
+	// the pool caps its keys' requests in flight (MaxInFlight); pool is
+	// nil otherwise.
+	pool *backendPool
+	key  int
 }
 
 // AttemptResult is the outcome of one upstream attempt.
@@ -337,6 +384,7 @@ type compiledRoute struct {
 	keys     int // keys over all the route's pools: the most backends a request gets
 	weights  int // the sum of the backends' weights
 	cursor   atomic.Uint64
+	slots    *routeSlots // nil unless a pool has MaxInFlight
 }
 
 // backendPool is one Upstream with its key pool and resting state.
@@ -355,6 +403,11 @@ type backendPool struct {
 	plain             http.Header
 
 	clock Clock
+
+	// maxInFlight is Upstream.MaxInFlight; slots, the route's counts,
+	// guards the keys' inflight (inflight.go).
+	maxInFlight int
+	slots       *routeSlots
 
 	// until is the upstream's health (health.go): 0 available; positive,
 	// resting until then (Unix ns); negative, half open with a probe
@@ -375,6 +428,7 @@ type poolKey struct {
 	done      func(AttemptResult) // reports an attempt with this key; made once
 	restUntil time.Time
 	failures  int
+	inflight  int // requests in flight with this key, under the route's slots.mu
 }
 
 // NewRouteTable validates routes and compiles them into a resolver.
@@ -471,6 +525,9 @@ func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, clo
 	if r.Backoff.Base < 0 || r.Backoff.Max < 0 {
 		p.add("Backoff", "", "cannot be negative", "Backoff cannot be negative")
 	}
+	if r.QueueTimeout < 0 {
+		p.add("QueueTimeout", "", "cannot be negative", "QueueTimeout cannot be negative")
+	}
 	cr := &compiledRoute{Route: r, prefix: pfx, headers: make(http.Header, len(r.Headers))}
 	for _, k := range slices.Sorted(maps.Keys(r.Headers)) { // sorted: the same report every time
 		v := r.Headers[k]
@@ -522,6 +579,15 @@ func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, clo
 	for _, b := range cr.backends {
 		cr.keys += len(b.keys) // an upstream without keys has one (compileUpstream)
 	}
+	for _, b := range cr.backends {
+		if b.maxInFlight > 0 {
+			if cr.slots == nil {
+				cr.slots = &routeSlots{}
+			}
+			b.slots = cr.slots
+			cr.slots.capacity += queuePerSlot * b.maxInFlight * len(b.keys)
+		}
+	}
 	cr.maxTries = r.MaxAttempts
 	if cr.maxTries == 0 {
 		cr.maxTries = min(3, cr.keys) // one try per upstream key, at most 3
@@ -571,6 +637,9 @@ func compileUpstream(p *routeProblems, u Upstream, clock Clock) *backendPool {
 	if u.Weight < 0 {
 		p.add("Weight", "", "cannot be negative", "Weight cannot be negative")
 	}
+	if u.MaxInFlight < 0 {
+		p.add("MaxInFlight", "", "cannot be negative", "MaxInFlight cannot be negative")
+	}
 	header := http.CanonicalHeaderKey(u.AuthHeader)
 	if u.AuthHeader != "" && !isToken(u.AuthHeader) {
 		p.add("AuthHeader", "", fmt.Sprintf("%q is not a valid header name", u.AuthHeader),
@@ -609,7 +678,8 @@ func compileUpstream(p *routeProblems, u Upstream, clock Clock) *backendPool {
 	if len(p.list) > before {
 		return nil
 	}
-	bp := &backendPool{name: u.Name, base: base, header: header, weight: max(1, u.Weight), clock: clock}
+	bp := &backendPool{name: u.Name, base: base, header: header, weight: max(1, u.Weight), clock: clock,
+		maxInFlight: u.MaxInFlight}
 	if bp.name == "" {
 		bp.name = base.Host
 	}
@@ -704,6 +774,10 @@ func (t *RouteTable) Resolve(r *http.Request) (*Target, error) {
 
 		NoFirstContentHold: cr.NoFirstContentHold,
 		KeepAlive:          cr.KeepAlive,
+		NoWebSocket:        cr.NoWebSocket,
+
+		slots:     cr.slots,
+		queueWait: cr.QueueTimeout,
 	}
 	now := lazyNow{clock: t.clock}
 	tg.Backends = cr.pick(&now, tg, fwd, query, out, urls)
@@ -826,6 +900,9 @@ func (b *backendPool) backend(now *lazyNow, path, query string, u *url.URL, roun
 		u.RawQuery = b.base.RawQuery + "&" + query
 	}
 	be := Backend{Name: b.name, URL: u, Header: b.plain}
+	if b.maxInFlight > 0 {
+		be.pool = b // the key, below
+	}
 	switch len(b.keys) {
 	case 0:
 		return be, 0
@@ -868,7 +945,7 @@ func (b *backendPool) backend(now *lazyNow, path, query string, u *url.URL, roun
 	if round == 0 {
 		b.next = idx + 1
 	}
-	be.Header, be.Done = b.keys[idx].header, b.keys[idx].done
+	be.Header, be.Done, be.key = b.keys[idx].header, b.keys[idx].done, idx
 	return be, idx
 }
 

@@ -203,6 +203,9 @@ func (ex *exchange) pass(chunk []byte, p *sseParser, d *decoder) error {
 	if !ex.rec.ClientGone { // else the upstream drains: nothing more is sent
 		if ex.rec.BytesOut == 0 {
 			ex.rec.TTFB = now.Sub(ex.rec.Start)
+			if ex.hk != nil {
+				ex.hookFirstByte()
+			}
 		}
 		if err := ex.sendChunk(chunk, wall); err != nil && !ex.drains() {
 			return err

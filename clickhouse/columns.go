@@ -27,12 +27,18 @@ type columns struct {
 	inputTokens, outputTokens, cachedInput, reasons []uint64
 	cacheCreation, audioInput, audioOutput          []uint64
 	estimated                                       []uint8
+	costKnown                                       []uint8
+	costMicros                                      []int64
+	costCurrency, costPriceVersion                  []string
 	attempts                                        []uint16
 	attemptUpstreams, attemptErrorTypes             [][]string // Record.AttemptLog, parallel arrays
 	attemptStatuses                                 [][]uint16
 	characters                                      []uint64
 	labelKeys, labelValues                          [][]string
 	truncated                                       []uint8
+	framesIn, framesOut                             []uint64 // WebSocket sessions
+	closeCode                                       []uint16
+	closedBy                                        []string
 }
 
 // toColumns converts recs. Values a column cannot hold are clamped rather
@@ -53,11 +59,15 @@ func toColumns(recs []relay.Record) *columns {
 		inputTokens: make([]uint64, 0, n), outputTokens: make([]uint64, 0, n),
 		cachedInput: make([]uint64, 0, n), reasons: make([]uint64, 0, n), cacheCreation: make([]uint64, 0, n),
 		audioInput: make([]uint64, 0, n), audioOutput: make([]uint64, 0, n), estimated: make([]uint8, 0, n),
+		costKnown: make([]uint8, 0, n), costMicros: make([]int64, 0, n),
+		costCurrency: make([]string, 0, n), costPriceVersion: make([]string, 0, n),
 		attempts:         make([]uint16, 0, n),
 		attemptUpstreams: make([][]string, 0, n), attemptStatuses: make([][]uint16, 0, n),
 		attemptErrorTypes: make([][]string, 0, n),
 		characters:        make([]uint64, 0, n), labelKeys: make([][]string, 0, n), labelValues: make([][]string, 0, n),
 		truncated: make([]uint8, 0, n),
+		framesIn:  make([]uint64, 0, n), framesOut: make([]uint64, 0, n), closeCode: make([]uint16, 0, n),
+		closedBy: make([]string, 0, n),
 	}
 	for i := range recs {
 		r := &recs[i]
@@ -95,6 +105,10 @@ func toColumns(recs []relay.Record) *columns {
 		c.audioInput = append(c.audioInput, unsigned(r.Usage.AudioInputTokens))
 		c.audioOutput = append(c.audioOutput, unsigned(r.Usage.AudioOutputTokens))
 		c.estimated = append(c.estimated, flag(r.Usage.Estimated))
+		c.costKnown = append(c.costKnown, flag(r.Cost.Known))
+		c.costMicros = append(c.costMicros, int64(r.Cost.Amount))
+		c.costCurrency = append(c.costCurrency, r.Cost.Currency)
+		c.costPriceVersion = append(c.costPriceVersion, r.Cost.PriceVersion)
 		c.attempts = append(c.attempts, uint16(min(max(r.Attempts, 0), math.MaxUint16)))
 		ups, statuses, types := make([]string, len(r.AttemptLog)), make([]uint16, len(r.AttemptLog)), make([]string, len(r.AttemptLog))
 		for j, at := range r.AttemptLog {
@@ -114,6 +128,10 @@ func toColumns(recs []relay.Record) *columns {
 		c.labelKeys = append(c.labelKeys, keys)
 		c.labelValues = append(c.labelValues, values)
 		c.truncated = append(c.truncated, flag(r.Truncated))
+		c.framesIn = append(c.framesIn, unsigned(r.FramesIn))
+		c.framesOut = append(c.framesOut, unsigned(r.FramesOut))
+		c.closeCode = append(c.closeCode, uint16(min(max(r.CloseCode, 0), math.MaxUint16)))
+		c.closedBy = append(c.closedBy, r.ClosedBy)
 	}
 	return c
 }
@@ -124,8 +142,10 @@ func (c *columns) values() []any {
 		c.date, c.start, c.startUS, c.requestID, c.clientRequestID, c.tenant, c.keyID, c.route, c.upstream,
 		c.method, c.path, c.model, c.responseModel, c.provider, c.kind, c.stream, c.status, c.errorType, c.bytesIn,
 		c.bytesOut, c.events, c.ttfbUS, c.ttftUS, c.durationUS, c.clientGone, c.inputTokens, c.outputTokens,
-		c.cachedInput, c.cacheCreation, c.reasons, c.audioInput, c.audioOutput, c.estimated, c.attempts,
+		c.cachedInput, c.cacheCreation, c.reasons, c.audioInput, c.audioOutput, c.estimated,
+		c.costKnown, c.costMicros, c.costCurrency, c.costPriceVersion, c.attempts,
 		c.attemptUpstreams, c.attemptStatuses, c.attemptErrorTypes, c.characters, c.labelKeys, c.labelValues, c.truncated,
+		c.framesIn, c.framesOut, c.closeCode, c.closedBy,
 	}
 }
 

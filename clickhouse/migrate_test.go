@@ -38,12 +38,58 @@ var beforeUsageDDL = strings.NewReplacer(
 	"label_values Array(String),", "label_values Array(String), truncated UInt8,",
 ).Replace(firstReleaseDDL)
 
+// beforeCostDDL is the table as it was before the cost columns
+// (cost_known, cost_micros, cost_currency, cost_price_version) were
+// added: today's, without them.
+func beforeCostDDL(t *testing.T) string {
+	t.Helper()
+	ddl, err := relayclickhouse.DDL("relay_placeholder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for line := range strings.SplitSeq(ddl, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "cost_") {
+			lines = append(lines, line)
+		}
+	}
+	out := strings.Replace(strings.Join(lines, "\n"), "relay_placeholder", "%s", 1)
+	if strings.Contains(out, "cost_") || out == ddl {
+		t.Fatalf("the cost columns were not cut from the DDL:\n%s", out)
+	}
+	return out
+}
+
+// beforeSessionsDDL is the table as it was before the WebSocket session
+// columns (frames_in, frames_out, close_code, closed_by) were added:
+// today's, without them.
+func beforeSessionsDDL(t *testing.T) string {
+	t.Helper()
+	ddl, err := relayclickhouse.DDL("relay_placeholder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for line := range strings.SplitSeq(ddl, "\n") {
+		if f := strings.TrimSpace(line); !strings.HasPrefix(f, "frames_") && !strings.HasPrefix(f, "close_code") && !strings.HasPrefix(f, "closed_by") {
+			lines = append(lines, line)
+		}
+	}
+	out := strings.Replace(strings.Join(lines, "\n"), "relay_placeholder", "%s", 1)
+	if strings.Contains(out, "frames_in") || out == ddl {
+		t.Fatalf("the session columns were not cut from the DDL:\n%s", out)
+	}
+	return out
+}
+
 // TestCreateTableMigratesAnExistingTable: CreateTable adds the new columns
 // to a table made by an earlier release, keeping its rows, after which the
 // recorder writes every field; running it again changes nothing.
 func TestCreateTableMigratesAnExistingTable(t *testing.T) {
 	t.Run("first release", func(t *testing.T) { testMigration(t, firstReleaseDDL) })
 	t.Run("before the usage columns", func(t *testing.T) { testMigration(t, beforeUsageDDL) })
+	t.Run("before the cost columns", func(t *testing.T) { testMigration(t, beforeCostDDL(t)) })
+	t.Run("before the session columns", func(t *testing.T) { testMigration(t, beforeSessionsDDL(t)) })
 }
 
 func testMigration(t *testing.T, oldDDL string) {
@@ -97,6 +143,9 @@ func testMigration(t *testing.T, oldDDL string) {
 	}
 	if got[1].Usage != full.Usage {
 		t.Errorf("new row: usage %+v, want %+v", got[1].Usage, full.Usage)
+	}
+	if got[1].Cost != full.Cost {
+		t.Errorf("new row: cost %+v, want %+v", got[1].Cost, full.Cost)
 	}
 
 	// The migrated table has the columns a new one has, in the same order.

@@ -107,6 +107,11 @@ func queryRecords(now time.Time) []relay.Record {
 		if i%2 == 1 {
 			r.Tenant = "globex"
 		}
+		if i%6 != 5 {
+			r.Cost = relay.Charge{Known: true, Amount: relay.Money(i*1234 + 7), Currency: "USD", PriceVersion: "v1"}
+		} else {
+			r.Cost = relay.Charge{Currency: "USD", PriceVersion: "v1"} // unknown: a model without a price
+		}
 		if i%10 == 0 {
 			r.Status, r.ErrorType = 502, relay.ErrTypeUpstreamStatus
 		}
@@ -187,6 +192,40 @@ func TestReadmeQueries(t *testing.T) {
 					w[i] = 0
 					want[k] = w
 				}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("got %v\nwant %v", got, want)
+			}
+		},
+		"Spend per tenant per day": func(t *testing.T, rows []map[string]any) {
+			type spend struct {
+				requests, unpriced uint64
+				micros             int64
+			}
+			want := map[string]spend{}
+			for _, r := range recs {
+				k := r.Tenant + " " + r.Start.Format(time.DateOnly) + " " + r.Cost.Currency
+				w := want[k]
+				w.requests++
+				w.micros += int64(r.Cost.Amount)
+				if !r.Cost.Known {
+					w.unpriced++
+				}
+				want[k] = w
+			}
+			got := map[string]spend{}
+			for _, row := range rows {
+				k := row["tenant"].(string) + " " + row["date"].(time.Time).Format(time.DateOnly) + " " + row["currency"].(string)
+				g := spend{micros: row["spend_micros"].(int64), unpriced: row["unpriced"].(uint64)}
+				if n, ok := row["requests"].(uint64); ok {
+					g.requests = n
+				} else {
+					g.requests = want[k].requests // not in the root README's version
+				}
+				if f, ok := row["spend"].(float64); ok && math.Abs(f-float64(g.micros)/1e6) > 1e-9 {
+					t.Errorf("%s: spend %v, want spend_micros / 1e6 = %v", k, f, float64(g.micros)/1e6)
+				}
+				got[k] = g
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("got %v\nwant %v", got, want)

@@ -78,9 +78,11 @@ func TestEveryRecordFieldIsStored(t *testing.T) {
 		"Stream": true, "Status": true, "ErrorType": true, "BytesIn": true, "BytesOut": true, "Events": true,
 		"TTFB": true, "TTFT": true, "Duration": true, "ClientGone": true, "Usage": true, "Attempts": true, "AttemptLog": true,
 		"Characters": true, "Labels": true, "ClientRequestID": true, "Truncated": true,
+		"FramesIn": true, "FramesOut": true, "CloseCode": true, "ClosedBy": true,
 		"Usage.InputTokens": true, "Usage.OutputTokens": true, "Usage.CachedInputTokens": true,
 		"Usage.ReasoningTokens": true, "Usage.CacheCreationInputTokens": true, "Usage.AudioInputTokens": true,
 		"Usage.AudioOutputTokens": true, "Usage.Estimated": true,
+		"Cost": true, "Cost.Known": true, "Cost.Amount": true, "Cost.Currency": true, "Cost.PriceVersion": true,
 	}
 	check := func(prefix string, typ reflect.Type) {
 		for f := range typ.Fields() {
@@ -91,6 +93,7 @@ func TestEveryRecordFieldIsStored(t *testing.T) {
 	}
 	check("", reflect.TypeFor[relay.Record]())
 	check("Usage.", reflect.TypeFor[relay.Usage]())
+	check("Cost.", reflect.TypeFor[relay.Charge]())
 }
 
 // fullRecord sets every field, each to a value no other field has, so that
@@ -122,6 +125,7 @@ func fullRecord(id string) relay.Record {
 		ClientGone:      true,
 		Usage: relay.Usage{InputTokens: 404, OutputTokens: 505, CachedInputTokens: 66, CacheCreationInputTokens: 55,
 			ReasoningTokens: 77, AudioInputTokens: 88, AudioOutputTokens: 99, Estimated: true},
+		Cost:     relay.Charge{Known: true, Amount: 9_876_543, Currency: "EUR", PriceVersion: "prices-2026-11-29"},
 		Attempts: 2,
 		AttemptLog: []relay.AttemptInfo{
 			{Upstream: "api.anthropic.com", Status: 529, ErrorType: relay.ErrTypeUpstreamStatus},
@@ -130,6 +134,10 @@ func fullRecord(id string) relay.Record {
 		Characters: 808,
 		Labels:     map[string]string{"team": "search", "env": "prod", "cost_center": "42", "empty": ""},
 		Truncated:  true,
+		FramesIn:   909,
+		FramesOut:  1010,
+		CloseCode:  4000,
+		ClosedBy:   "upstream",
 	}
 }
 

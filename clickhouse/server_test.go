@@ -92,8 +92,8 @@ func readRecords(t *testing.T, conn driver.Conn, table string) []relay.Record {
 		tenant, key_id, route, upstream, method, path, model, response_model, provider, kind, stream, status,
 		error_type, bytes_in, bytes_out, events, ttfb_us, ttft_us, duration_us, client_gone, input_tokens,
 		output_tokens, cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, audio_input_tokens,
-		audio_output_tokens, usage_estimated, attempts, attempt_upstreams, attempt_statuses, attempt_error_types,
-		characters, label_keys, label_values, truncated
+		audio_output_tokens, usage_estimated, cost_known, cost_micros, cost_currency, cost_price_version, attempts, attempt_upstreams, attempt_statuses, attempt_error_types,
+		characters, label_keys, label_values, truncated, frames_in, frames_out, close_code, closed_by
 		FROM `+table+` ORDER BY request_id`)
 	if err != nil {
 		t.Fatalf("select: %v", err)
@@ -111,14 +111,19 @@ func readRecords(t *testing.T, conn driver.Conn, table string) []relay.Record {
 			bin, bout, events, ttfb, ttft, dur     uint64
 			in, outTok, cached, reasoning, charcnt uint64
 			cacheWrite, audioIn, audioOut          uint64
+			costKnown                              uint8
+			costMicros                             int64
 			keys, values                           []string
 			atUps, atTypes                         []string
 			atStatuses                             []uint16
+			framesIn, framesOut                    uint64
+			closeCode                              uint16
 		)
 		if err := rows.Scan(&date, &start, &startUS, &r.RequestID, &r.ClientRequestID, &r.Tenant, &r.KeyID,
 			&r.Route, &r.Upstream, &r.Method, &r.Path, &r.Model, &r.ResponseModel, &provider, &kind, &stream,
 			&status, &errType, &bin, &bout, &events, &ttfb, &ttft, &dur, &gone, &in, &outTok, &cached, &cacheWrite,
-			&reasoning, &audioIn, &audioOut, &estimated, &attempts, &atUps, &atStatuses, &atTypes, &charcnt, &keys, &values, &truncated); err != nil {
+			&reasoning, &audioIn, &audioOut, &estimated, &costKnown, &costMicros, &r.Cost.Currency, &r.Cost.PriceVersion, &attempts, &atUps, &atStatuses, &atTypes, &charcnt, &keys, &values, &truncated,
+			&framesIn, &framesOut, &closeCode, &r.ClosedBy); err != nil {
 			t.Fatalf("scan: %v", err)
 		}
 		if want := start.UTC().Format(time.DateOnly); date.Format(time.DateOnly) != want {
@@ -136,7 +141,9 @@ func readRecords(t *testing.T, conn driver.Conn, table string) []relay.Record {
 			CachedInputTokens: int64(cached), CacheCreationInputTokens: int64(cacheWrite),
 			ReasoningTokens: int64(reasoning), AudioInputTokens: int64(audioIn),
 			AudioOutputTokens: int64(audioOut), Estimated: estimated == 1}
+		r.Cost.Known, r.Cost.Amount = costKnown == 1, relay.Money(costMicros)
 		r.Characters = int64(charcnt)
+		r.FramesIn, r.FramesOut, r.CloseCode = int64(framesIn), int64(framesOut), int(closeCode)
 		if len(atUps) != len(atStatuses) || len(atUps) != len(atTypes) {
 			t.Fatalf("record %s: attempt arrays of %d, %d and %d", r.RequestID, len(atUps), len(atStatuses), len(atTypes))
 		}

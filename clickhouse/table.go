@@ -52,6 +52,10 @@ const createTableSQL = `CREATE TABLE IF NOT EXISTS %s
     audio_input_tokens          UInt64,
     audio_output_tokens         UInt64,
     usage_estimated             UInt8,
+    cost_known                  UInt8,
+    cost_micros                 Int64,
+    cost_currency               String,
+    cost_price_version          String,
     attempts                    UInt16,
     attempt_upstreams           Array(String),
     attempt_statuses            Array(UInt16),
@@ -60,6 +64,10 @@ const createTableSQL = `CREATE TABLE IF NOT EXISTS %s
     label_keys                  Array(String),
     label_values                Array(String),
     truncated                   UInt8,
+    frames_in                   UInt64,
+    frames_out                  UInt64,
+    close_code                  UInt16,
+    closed_by                   String,
     ttfb_ms                     Float64 ALIAS ttfb_us / 1000,
     ttft_ms                     Float64 ALIAS ttft_us / 1000,
     duration_ms                 Float64 ALIAS duration_us / 1000,
@@ -76,7 +84,9 @@ const insertColumns = "date, start, start_us, request_id, client_request_id, ten
 	"method, path, model, response_model, provider, kind, stream, status, error_type, bytes_in, bytes_out, " +
 	"events, ttfb_us, ttft_us, duration_us, client_gone, input_tokens, output_tokens, cached_input_tokens, " +
 	"cache_creation_input_tokens, reasoning_tokens, audio_input_tokens, audio_output_tokens, usage_estimated, " +
-	"attempts, attempt_upstreams, attempt_statuses, attempt_error_types, characters, label_keys, label_values, truncated"
+	"cost_known, cost_micros, cost_currency, cost_price_version, " +
+	"attempts, attempt_upstreams, attempt_statuses, attempt_error_types, characters, label_keys, label_values, truncated, " +
+	"frames_in, frames_out, close_code, closed_by"
 
 // addedColumn is a column added to the table after its first release:
 // CreateTable adds it to a table that lacks it.
@@ -95,6 +105,14 @@ func addedColumns() []addedColumn {
 		{"attempt_upstreams", "attempt_upstreams Array(String) AFTER attempts"},
 		{"attempt_statuses", "attempt_statuses Array(UInt16) AFTER attempt_upstreams"},
 		{"attempt_error_types", "attempt_error_types Array(String) AFTER attempt_statuses"},
+		{"cost_known", "cost_known UInt8 AFTER usage_estimated"},
+		{"cost_micros", "cost_micros Int64 AFTER cost_known"},
+		{"cost_currency", "cost_currency String AFTER cost_micros"},
+		{"cost_price_version", "cost_price_version String AFTER cost_currency"},
+		{"frames_in", "frames_in UInt64 AFTER truncated"},
+		{"frames_out", "frames_out UInt64 AFTER frames_in"},
+		{"close_code", "close_code UInt16 AFTER frames_out"},
+		{"closed_by", "closed_by String AFTER close_code"},
 	}
 }
 

@@ -20,7 +20,9 @@ import (
 //	microsecond), client_gone (true/false), input_tokens, output_tokens,
 //	cached_input_tokens, cache_creation_input_tokens, reasoning_tokens,
 //	audio_input_tokens, audio_output_tokens, usage_estimated (true/false),
-//	attempts, attempt_log (Record.AttemptLog as a JSON array of
+//	cost_known (true/false), cost_micros (Record.Cost.Amount, an integer
+//	in millionths of cost_currency; 0 when cost_known is false, which is
+//	not a zero cost), cost_currency, cost_price_version, attempts, attempt_log (Record.AttemptLog as a JSON array of
 //	{"upstream", "status", "error_type"} objects, "[]" for a request of
 //	one attempt), characters, labels (a JSON object, "{}" when there are
 //	none), truncated (true/false)
@@ -70,11 +72,19 @@ func EncodeRecord(rec relay.Record) []string {
 		"audio_input_tokens", itoa(rec.Usage.AudioInputTokens),
 		"audio_output_tokens", itoa(rec.Usage.AudioOutputTokens),
 		"usage_estimated", strconv.FormatBool(rec.Usage.Estimated),
+		"cost_known", strconv.FormatBool(rec.Cost.Known),
+		"cost_micros", itoa(int64(rec.Cost.Amount)),
+		"cost_currency", rec.Cost.Currency,
+		"cost_price_version", rec.Cost.PriceVersion,
 		"attempts", strconv.Itoa(rec.Attempts),
 		"attempt_log", string(attemptLog),
 		"characters", itoa(rec.Characters),
 		"labels", string(labels),
 		"truncated", strconv.FormatBool(rec.Truncated),
+		"frames_in", itoa(rec.FramesIn),
+		"frames_out", itoa(rec.FramesOut),
+		"close_code", strconv.Itoa(rec.CloseCode),
+		"closed_by", rec.ClosedBy,
 	}
 }
 
@@ -126,9 +136,17 @@ func DecodeRecord(values map[string]any) (relay.Record, error) {
 	rec.Usage.AudioInputTokens = d.int("audio_input_tokens")
 	rec.Usage.AudioOutputTokens = d.int("audio_output_tokens")
 	rec.Usage.Estimated = d.bool("usage_estimated")
+	rec.Cost.Known = d.bool("cost_known")
+	rec.Cost.Amount = relay.Money(d.int("cost_micros"))
+	rec.Cost.Currency = d.str("cost_currency")
+	rec.Cost.PriceVersion = d.str("cost_price_version")
 	rec.Attempts = int(d.int("attempts"))
 	rec.Characters = d.int("characters")
 	rec.Truncated = d.bool("truncated")
+	rec.FramesIn = d.int("frames_in")
+	rec.FramesOut = d.int("frames_out")
+	rec.CloseCode = int(d.int("close_code"))
+	rec.ClosedBy = d.str("closed_by")
 	if s := d.str("labels"); s != "" && s != "{}" {
 		if err := json.Unmarshal([]byte(s), &rec.Labels); err != nil && d.err == nil {
 			d.err = fmt.Errorf("relayredis: field labels: %w", err)

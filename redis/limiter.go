@@ -14,7 +14,9 @@ import (
 
 // Limiter keeps per-tenant request and token budgets in Redis, so that all
 // relay replicas sharing the Redis (and the prefix) share the budgets. It
-// implements relay.Limiter, relay.TokenSettler and relay.HealthChecker.
+// implements relay.Limiter, relay.TokenSettler and relay.HealthChecker,
+// and relay.ConcurrencyLimiter for the concurrency caps (Acquire, in
+// concurrency.go: leases with expiry, renewed while held).
 //
 // Each tenant has a request bucket and a token bucket with the semantics
 // of relay.MemoryLimiter: RequestsPerMinute refills the request bucket,
@@ -22,10 +24,13 @@ import (
 // token bucket holds TokenBurst tokens (zero: TokensPerMinute) and may go
 // into debt when a request uses more than it reserved. Both buckets follow
 // MemoryLimiter's one rule, with the same arithmetic and roundings; the
-// root module's testdata/limiter_vectors.json, run against both, holds
-// them to it. Allow and Settle
-// are one round trip each (one Lua script over both keys), timed by
-// Redis's clock; the relay's clock (LimitRequest.Now) is ignored.
+// spend budgets (SpendPerMinute, SpendPerDay, SpendPerMonth) its calendar
+// windows of UTC, in integer micro-units. The root module's
+// testdata/limiter_vectors.json, run against both, holds them to it.
+// Allow and Settle are one round trip each (one Lua script
+// over the tenant's keys), timed by Redis's clock; the relay's clock
+// (LimitRequest.Now) is ignored, so the calendar windows turn by Redis's
+// clock too.
 //
 // Every call is bounded by the timeout (WithTimeout). When Redis does not
 // answer in time, Allow returns an error and the relay fails open or
@@ -49,13 +54,14 @@ type Limiter struct {
 	defaults relay.Limits
 	timeout  time.Duration
 	calls    *caller
+	leases   leaseState // concurrency leases (concurrency.go)
 	// testNow, set only by this package's tests, replaces Redis's clock
 	// so that the shared vectors run at exact times.
 	testNow func() time.Time
 }
 
 // NewLimiter returns a Limiter using client, configured by WithPrefix,
-// WithDefaultLimits, WithTimeout and WithLogger. It does not contact
+// WithDefaultLimits, WithTimeout, WithLeaseTTL and WithLogger. It does not contact
 // Redis: the relay's readiness check (Healthy) does.
 func NewLimiter(client redis.UniversalClient, opts ...Option) (*Limiter, error) {
 	if client == nil {
@@ -65,14 +71,17 @@ func NewLimiter(client redis.UniversalClient, opts ...Option) (*Limiter, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &Limiter{
+	l := &Limiter{
 		client:   client,
 		script:   redis.NewScript(bucketScript),
 		prefix:   s.prefix,
 		defaults: s.defaults,
 		timeout:  s.timeout,
 		calls:    newCaller(client, "limiter", s.logger),
-	}, nil
+	}
+	l.leases.ttl, l.leases.script = s.leaseTTL, redis.NewScript(leaseScript)
+	l.leases.wake = make(chan struct{}, 1)
+	return l, nil
 }
 
 // bucket is one budget: rate per second and size. A zero rate means the
@@ -101,13 +110,14 @@ func buckets(lim relay.Limits) (req, tok bucket) {
 	return req, tok
 }
 
-// keys are the tenant's request and token bucket keys. The hash tag (the
+// keys are the tenant's request and token bucket keys and its spend
+// windows' key. The hash tag (the
 // part in braces) puts both in one Cluster slot, as a script's keys must
 // be. A tenant containing '}' shortens the tag but both keys keep the same
 // one, and the keys still differ from every other tenant's.
 func (l *Limiter) keys(tenant string) []string {
 	tag := "{" + l.prefix + ":" + tenant + "}"
-	return []string{tag + ":req", tag + ":tok"}
+	return []string{tag + ":req", tag + ":tok", tag + ":spend"}
 }
 
 func (l *Limiter) limits(id relay.Identity) relay.Limits {
@@ -134,62 +144,92 @@ func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) 
 func (l *Limiter) Allow(ctx context.Context, req relay.LimitRequest) (relay.Decision, error) {
 	lim := l.limits(req.Identity)
 	rb, tb := buckets(lim)
-	if rb.rate == 0 && tb.rate == 0 {
+	bs := budgets(lim)
+	if rb.rate == 0 && tb.rate == 0 && bs == ([spendWindows]int64{}) {
 		return relay.Decision{Allowed: true}, nil
 	}
 	n := max(1, req.Cost.Requests)
 	tokens := max(0, req.Cost.Tokens)
+	spend := clampSpend(max(0, req.Cost.Spend))
 	keys := l.keys(req.Identity.Tenant)
 	args := l.args("allow", formatFloat(rb.rate), formatFloat(rb.burst), n,
-		formatFloat(tb.rate), formatFloat(tb.burst), tokens)
+		formatFloat(tb.rate), formatFloat(tb.burst), tokens, spend, bs[0], bs[1], bs[2])
 	res, err := call(l.calls, ctx, l.timeout, func(ctx context.Context) ([]any, error) {
 		return l.script.Run(ctx, l.client, keys, args...).Slice()
 	})
 	if err != nil {
 		return relay.Decision{}, fmt.Errorf("relayredis: allow: %w", err)
 	}
-	refusal, rv, tv, err := parseReply(res)
+	r, err := parseReply(res)
 	if err != nil {
 		return relay.Decision{}, fmt.Errorf("relayredis: allow: %w", err)
 	}
-	return decide(lim, rb, tb, n, tokens, refusal, rv, tv), nil
+	return decide(lim, rb, tb, bs, n, tokens, spend, r), nil
 }
 
-// parseReply reads the script's {refusal, request level, token level}.
-func parseReply(res []any) (refusal int64, rv, tv float64, err error) {
-	if len(res) != 3 {
-		return 0, 0, 0, fmt.Errorf("unexpected script reply of %d elements", len(res))
+// reply is the script's answer to "allow".
+type reply struct {
+	refusal int64
+	rv, tv  float64 // bucket levels after the decision
+	now     time.Time
+	windows [spendWindows]spendWindow // after the decision
+}
+
+// parseReply reads the script's {refusal, request level, token level,
+// now, then window and spend of each spend window}.
+func parseReply(res []any) (r reply, err error) {
+	if len(res) != 4+2*spendWindows {
+		return r, fmt.Errorf("unexpected script reply of %d elements", len(res))
 	}
-	refusal, ok := res[0].(int64)
-	rs, ok2 := res[1].(string)
-	ts, ok3 := res[2].(string)
-	if !ok || !ok2 || !ok3 {
-		return 0, 0, 0, fmt.Errorf("unexpected script reply %T %T %T", res[0], res[1], res[2])
+	var ok bool
+	if r.refusal, ok = res[0].(int64); !ok {
+		return r, fmt.Errorf("unexpected script reply %T", res[0])
 	}
-	if rv, err = strconv.ParseFloat(rs, 64); err == nil {
-		tv, err = strconv.ParseFloat(ts, 64)
+	var strs [3 + 2*spendWindows]string
+	for i, v := range res[1:] {
+		if strs[i], ok = v.(string); !ok {
+			return r, fmt.Errorf("unexpected script reply %T", v)
+		}
 	}
-	return refusal, rv, tv, err
+	if r.rv, err = strconv.ParseFloat(strs[0], 64); err != nil {
+		return r, err
+	}
+	if r.tv, err = strconv.ParseFloat(strs[1], 64); err != nil {
+		return r, err
+	}
+	var ints [1 + 2*spendWindows]int64
+	for i, s := range strs[2:] {
+		if ints[i], err = strconv.ParseInt(s, 10, 64); err != nil {
+			return r, err
+		}
+	}
+	r.now = time.UnixMicro(ints[0])
+	for k := range r.windows {
+		r.windows[k] = spendWindow{w: ints[1+2*k], spent: ints[2+2*k]}
+	}
+	return r, nil
 }
 
 // decide builds the Decision from the script's answer by
 // relay.MemoryLimiter's rules, so that the relay sends the same headers
-// whichever limiter is used (the shared vectors check it). rv and tv are
-// the bucket levels after the decision.
-func decide(lim relay.Limits, rb, tb bucket, n, tokens, refusal int64, rv, tv float64) relay.Decision {
-	d := relay.Decision{Allowed: refusal == 0}
-	switch refusal {
+// whichever limiter is used (the shared vectors check it).
+func decide(lim relay.Limits, rb, tb bucket, bs [spendWindows]int64, n, tokens, spend int64, r reply) relay.Decision {
+	d := relay.Decision{Allowed: r.refusal == 0}
+	switch r.refusal {
 	case 1:
-		d.Reason, d.RetryAfter = "requests", rb.retryAfter(rv, float64(n))
+		d.Reason, d.RetryAfter = "requests", rb.retryAfter(r.rv, float64(n))
 	case 2:
-		d.Reason, d.RetryAfter = "tokens", tb.retryAfter(tv, float64(tokens))
+		d.Reason, d.RetryAfter = "tokens", tb.retryAfter(r.tv, float64(tokens))
+	case 3:
+		d.Reason, d.RetryAfter = "budget", spendRetryAfter(r.now, bs, r.windows, spend)
 	}
 	if rb.rate > 0 {
-		d.Requests = rb.quota(rv, int64(lim.RequestsPerMinute))
+		d.Requests = rb.quota(r.rv, int64(lim.RequestsPerMinute))
 	}
 	if tb.rate > 0 {
-		d.Tokens = tb.quota(tv, lim.TokensPerMinute)
+		d.Tokens = tb.quota(r.tv, lim.TokensPerMinute)
 	}
+	d.Spend = spendQuota(r.now, bs, r.windows)
 	return d
 }
 
@@ -213,17 +253,28 @@ func (b bucket) quota(v float64, limit int64) relay.Quota {
 
 // Settle implements relay.TokenSettler: it gives back (used < reserved) or
 // charges (used > reserved, possibly into debt) the difference between the
-// tokens req reserved and those used, in one round trip. A refund never
-// fills the bucket above its burst. It does nothing when the difference is
-// zero or the tenant has no token budget.
+// tokens req reserved and those used, and between the spend reserved
+// (req.Cost.Spend) and used (req.UsedSpend), in one round trip. A refund
+// never fills the bucket above its burst, nor leaves a window's spend
+// below zero. It does nothing when neither differs or the tenant has no
+// budget for it.
 func (l *Limiter) Settle(ctx context.Context, req relay.LimitRequest, used int64) error {
+	lim := l.limits(req.Identity)
+	_, tb := buckets(lim)
+	bs := budgets(lim)
 	delta := max(0, used) - max(0, req.Cost.Tokens)
-	_, tb := buckets(l.limits(req.Identity))
-	if delta == 0 || tb.rate == 0 {
+	spent := clampSpend(max(0, req.UsedSpend)) - clampSpend(max(0, req.Cost.Spend))
+	if tb.rate == 0 {
+		delta = 0
+	}
+	if bs == ([spendWindows]int64{}) {
+		spent = 0
+	}
+	if delta == 0 && spent == 0 {
 		return nil
 	}
 	keys := l.keys(req.Identity.Tenant)
-	args := l.args("settle", 0, 0, 0, formatFloat(tb.rate), formatFloat(tb.burst), delta)
+	args := l.args("settle", 0, 0, 0, formatFloat(tb.rate), formatFloat(tb.burst), delta, spent, bs[0], bs[1], bs[2])
 	_, err := call(l.calls, ctx, l.timeout, func(ctx context.Context) (any, error) {
 		return l.script.Run(ctx, l.client, keys, args...).Result()
 	})

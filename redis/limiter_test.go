@@ -231,7 +231,8 @@ func TestLimiterKeys(t *testing.T) {
 			lim := newTestLimiter(t, client, WithPrefix(prefix))
 			reqKey := "{" + prefix + ":" + tenant + "}:req"
 			tokKey := "{" + prefix + ":" + tenant + "}:tok"
-			require.Equal(t, []string{reqKey, tokKey}, lim.keys(tenant))
+			spendKey := "{" + prefix + ":" + tenant + "}:spend"
+			require.Equal(t, []string{reqKey, tokKey, spendKey}, lim.keys(tenant))
 
 			// One request a second, ten tokens a second.
 			limits := &relay.Limits{RequestsPerMinute: 60, Burst: 10, TokensPerMinute: 600}
@@ -260,8 +261,39 @@ func TestLimiterKeys(t *testing.T) {
 			require.NoError(t, err)
 			assert.Greater(t, ttl, 120*time.Second, "1200 tokens of debt take 2 minutes")
 			assert.LessOrEqual(t, ttl, 121*time.Second)
+			n, err = client.Exists(ctx, spendKey).Result()
+			require.NoError(t, err)
+			assert.Zero(t, n, "no spend budget, no spend key")
 		})
 	}
+}
+
+// TestLimiterSpendKey: the spend windows' key lives while a window holds
+// spend (its TTL bounds the time until the spend is back to zero) and is
+// deleted when a refund takes every window back to zero.
+func TestLimiterSpendKey(t *testing.T) {
+	client := newClient(t, sharedRedisAddr(t), true)
+	ctx := context.Background()
+	prefix := uniquePrefix(t)
+	lim := newTestLimiter(t, client, WithPrefix(prefix))
+	spendKey := "{" + prefix + ":acme}:spend"
+	limits := &relay.Limits{SpendPerMinute: 1000, SpendPerDay: 5000}
+	req := limitReq("acme", limits, 0)
+	req.Cost.Spend = 800
+	d, err := lim.Allow(ctx, req)
+	require.NoError(t, err)
+	require.True(t, d.Allowed)
+	assert.Equal(t, relay.Quota{Limit: 1000, Remaining: 200, Reset: d.Spend.Reset}, d.Spend)
+	ttl, err := client.PTTL(ctx, spendKey).Result()
+	require.NoError(t, err)
+	assert.Greater(t, ttl, 24*time.Hour, "the day's spend lasts until the day ends")
+	assert.LessOrEqual(t, ttl, 48*time.Hour+time.Second)
+
+	req.UsedSpend = 0 // used nothing: all of it comes back
+	require.NoError(t, lim.Settle(ctx, req, 0))
+	n, err := client.Exists(ctx, spendKey).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "no spend left in any window: the key is deleted")
 }
 
 // TestLimiterWithoutLimitsSkipsRedis: an unlimited tenant is admitted

@@ -37,10 +37,11 @@ type settings struct {
 	logger   *slog.Logger
 	stream   string
 	maxLen   int64
+	leaseTTL time.Duration
 }
 
 func newSettings(opts []Option) (settings, error) {
-	s := settings{prefix: DefaultPrefix, timeout: DefaultTimeout, maxLen: DefaultMaxLen}
+	s := settings{prefix: DefaultPrefix, timeout: DefaultTimeout, maxLen: DefaultMaxLen, leaseTTL: DefaultLeaseTTL}
 	for _, o := range opts {
 		if err := o(&s); err != nil {
 			return settings{}, err
@@ -134,9 +135,29 @@ func WithMaxLen(n int64) Option {
 	}
 }
 
+// WithLeaseTTL sets how long a concurrency lease (relay.Limits
+// MaxConcurrent, MaxSessions) lives past its last renewal. Held leases
+// are renewed every TTL/3, so it is also how long the slots of a replica
+// that crashed stay taken. Default DefaultLeaseTTL; at least 30ms (three
+// renewals must fit in it with room for a round trip). Replicas sharing a
+// prefix should use the same TTL. Limiter only.
+func WithLeaseTTL(d time.Duration) Option {
+	return func(s *settings) error {
+		if d < 30*time.Millisecond {
+			return fmt.Errorf("relayredis: lease TTL %v is under 30ms", d)
+		}
+		s.leaseTTL = d
+		return nil
+	}
+}
+
 func validLimits(l relay.Limits) error {
-	if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.Burst < 0 || l.TokenBurst < 0 {
+	if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.Burst < 0 || l.TokenBurst < 0 ||
+		l.SpendPerMinute < 0 || l.SpendPerDay < 0 || l.SpendPerMonth < 0 {
 		return errors.New("relayredis: negative rate limit")
+	}
+	if l.MaxConcurrent < 0 || l.MaxSessions < 0 || l.MaxQueued < 0 || l.QueueTimeout < 0 {
+		return errors.New("relayredis: negative concurrency limit")
 	}
 	return nil
 }

@@ -52,6 +52,7 @@ func fullRecord() relay.Record {
 		ClientGone:      true,
 		Usage: relay.Usage{InputTokens: 11, OutputTokens: 22, CachedInputTokens: 3, CacheCreationInputTokens: 5,
 			ReasoningTokens: 4, AudioInputTokens: 6, AudioOutputTokens: 7, Estimated: true},
+		Cost:     relay.Charge{Known: true, Amount: 12_345, Currency: "USD", PriceVersion: "2026-11-29"},
 		Attempts: 2,
 		AttemptLog: []relay.AttemptInfo{
 			{Upstream: "azure", Status: 503, ErrorType: relay.ErrTypeUpstreamStatus},
@@ -60,6 +61,10 @@ func fullRecord() relay.Record {
 		Characters: 99,
 		Labels:     map[string]string{"team": "search", "env": "prod"},
 		Truncated:  true,
+		FramesIn:   31,
+		FramesOut:  32,
+		CloseCode:  1000,
+		ClosedBy:   "client",
 	}
 }
 
@@ -103,9 +108,12 @@ func TestRecorderWritesFlatFields(t *testing.T) {
 		"ttfb_ms": "12.345", "ttft_ms": "250", "duration_ms": "3000.5",
 		"client_gone": "true", "input_tokens": "11", "output_tokens": "22",
 		"cached_input_tokens": "3", "cache_creation_input_tokens": "5", "reasoning_tokens": "4",
-		"audio_input_tokens": "6", "audio_output_tokens": "7", "usage_estimated": "true", "attempts": "2",
+		"audio_input_tokens": "6", "audio_output_tokens": "7", "usage_estimated": "true",
+		"cost_known": "true", "cost_micros": "12345", "cost_currency": "USD", "cost_price_version": "2026-11-29",
+		"attempts":    "2",
 		"attempt_log": `[{"upstream":"azure","status":503,"error_type":"upstream_status"},{"upstream":"openai","status":200}]`,
 		"characters":  "99", "labels": `{"env":"prod","team":"search"}`, "truncated": "true",
+		"frames_in": "31", "frames_out": "32", "close_code": "1000", "closed_by": "client",
 	}
 	assert.Equal(t, want, msgs[0].Values)
 	assert.Equal(t, "{}", msgs[1].Values["labels"])
@@ -128,6 +136,7 @@ func TestDecodeRecordRejectsMalformed(t *testing.T) {
 		"start":       {"start": "yesterday"},
 		"status":      {"status": "ok"},
 		"stream":      {"stream": "perhaps"},
+		"cost_micros": {"cost_micros": "0.01"},
 		"duration_ms": {"duration_ms": "NaN"},
 		"labels":      {"labels": "[1,2]"},
 		"attempt_log": {"attempt_log": `{"upstream":"a"}`},

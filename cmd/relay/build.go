@@ -28,7 +28,11 @@ func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool)
 		ak := relay.APIKey{Key: k.Key, ID: k.ID, Tenant: k.Tenant, Labels: k.Labels}
 		if l := k.Limits; l != nil {
 			ak.Limits = &relay.Limits{RequestsPerMinute: l.RequestsPerMinute, Burst: l.Burst,
-				TokensPerMinute: l.TokensPerMinute, TokenBurst: l.TokenBurst}
+				TokensPerMinute: l.TokensPerMinute, TokenBurst: l.TokenBurst,
+				SpendPerMinute: int64(l.SpendPerMinute), SpendPerDay: int64(l.SpendPerDay),
+				SpendPerMonth: int64(l.SpendPerMonth),
+				MaxConcurrent: l.MaxConcurrent, MaxSessions: l.MaxSessions,
+				QueueTimeout: time.Duration(l.QueueTimeout), MaxQueued: l.MaxQueued}
 		} else if c.RateLimit.Enabled {
 			// Each key carries the defaults, not the shared limiter: a
 			// reload changes them for new requests, and the limiter adapts
@@ -64,6 +68,9 @@ func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool)
 	if len(c.Models) > 0 {
 		opts = append(opts, relay.WithModels(c.Models...))
 	}
+	if c.prices != nil {
+		opts = append(opts, relay.WithPrices(c.prices))
+	}
 	if l := st.limiter(c); l != nil {
 		opts = append(opts, relay.WithLimiter(l))
 	}
@@ -91,7 +98,9 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 			Total:      time.Duration(r.Timeouts.Total),
 		},
 		NoFirstContentHold: r.NoFirstContentHold,
+		NoWebSocket:        r.NoWebSocket,
 		KeepAlive:          time.Duration(r.KeepAlive),
+		QueueTimeout:       time.Duration(r.QueueTimeout),
 	}
 	if len(r.Upstreams) == 0 {
 		rt.Upstream = r.Upstream
@@ -101,12 +110,13 @@ func (r routeConfig) route(getenv func(string) (string, bool)) relay.Route {
 	}
 	for _, u := range r.Upstreams {
 		rt.Upstreams = append(rt.Upstreams, relay.Upstream{
-			Name:       u.Name,
-			URL:        u.URL,
-			AuthHeader: u.AuthHeader,
-			AuthValue:  credential(u.AuthEnv, u.AuthValue, getenv),
-			Keys:       u.Keys,
-			Weight:     u.Weight,
+			Name:        u.Name,
+			URL:         u.URL,
+			AuthHeader:  u.AuthHeader,
+			AuthValue:   credential(u.AuthEnv, u.AuthValue, getenv),
+			Keys:        u.Keys,
+			Weight:      u.Weight,
+			MaxInFlight: u.MaxInFlight,
 		})
 	}
 	return rt

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/streamrelay/relay"
 )
 
 // fileConfig is the YAML configuration file. Field tags name the keys; the
@@ -20,6 +22,13 @@ type fileConfig struct {
 	Log           logConfig           `yaml:"log"`
 	// Models get their own metric label; others are labelled "other".
 	Models []string `yaml:"models"`
+	// Prices names a price file (prices.go; relative to this file's
+	// directory) that prices every request's usage. No prices: costs are
+	// recorded as unknown.
+	Prices string `yaml:"prices"`
+
+	// prices is the table read from Prices, nil without it.
+	prices *relay.PriceTable
 
 	// lines maps a key path ("routes[0].kind") to the line it is on, so that
 	// validation can point at the line of a bad value.
@@ -95,9 +104,13 @@ type routeConfig struct {
 	MaxAttempts   int               `yaml:"max_attempts"`
 	Backoff       backoffConfig     `yaml:"backoff"`
 	PassHeaders   []string          `yaml:"pass_headers"`
-	// NoFirstContentHold and KeepAlive are relay.Route's.
+	// NoFirstContentHold, KeepAlive and NoWebSocket are relay.Route's.
 	NoFirstContentHold bool     `yaml:"no_first_content_hold"`
 	KeepAlive          duration `yaml:"keep_alive"`
+	NoWebSocket        bool     `yaml:"no_websocket"`
+	// QueueTimeout is relay.Route's: the wait for a free key when every
+	// key is at its upstream's max_in_flight.
+	QueueTimeout duration `yaml:"queue_timeout"`
 }
 
 type backoffConfig struct {
@@ -113,6 +126,8 @@ type upstreamConfig struct {
 	AuthValue  string   `yaml:"auth_value"`
 	Keys       []string `yaml:"keys"`
 	Weight     int      `yaml:"weight"`
+	// MaxInFlight is relay.Upstream's: requests in flight per key.
+	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 type timeoutsConfig struct {
@@ -130,7 +145,16 @@ type rateLimitConfig struct {
 	Burst           int     `yaml:"burst"`
 	TokensPerMinute int64   `yaml:"tokens_per_minute"`
 	TokenBurst      int64   `yaml:"token_burst"`
-	FailOpen        bool    `yaml:"fail_open"`
+	// Spend budgets per UTC calendar window, in currency units ("10.00").
+	SpendPerMinute money `yaml:"spend_per_minute"`
+	SpendPerDay    money `yaml:"spend_per_day"`
+	SpendPerMonth  money `yaml:"spend_per_month"`
+	FailOpen       bool  `yaml:"fail_open"`
+	// The concurrency caps of relay.Limits.
+	MaxConcurrent int      `yaml:"max_concurrent"`
+	MaxSessions   int      `yaml:"max_sessions"`
+	QueueTimeout  duration `yaml:"queue_timeout"`
+	MaxQueued     int      `yaml:"max_queued"`
 }
 
 type authConfig struct {
@@ -150,10 +174,17 @@ type apiKeyConfig struct {
 func (k *apiKeyConfig) fromScalar(s string) { k.Key = s }
 
 type limitsConfig struct {
-	RequestsPerMinute float64 `yaml:"requests_per_minute"`
-	Burst             int     `yaml:"burst"`
-	TokensPerMinute   int64   `yaml:"tokens_per_minute"`
-	TokenBurst        int64   `yaml:"token_burst"`
+	RequestsPerMinute float64  `yaml:"requests_per_minute"`
+	Burst             int      `yaml:"burst"`
+	TokensPerMinute   int64    `yaml:"tokens_per_minute"`
+	TokenBurst        int64    `yaml:"token_burst"`
+	SpendPerMinute    money    `yaml:"spend_per_minute"`
+	SpendPerDay       money    `yaml:"spend_per_day"`
+	SpendPerMonth     money    `yaml:"spend_per_month"`
+	MaxConcurrent     int      `yaml:"max_concurrent"`
+	MaxSessions       int      `yaml:"max_sessions"`
+	QueueTimeout      duration `yaml:"queue_timeout"`
+	MaxQueued         int      `yaml:"max_queued"`
 }
 
 type storageConfig struct {
@@ -225,6 +256,9 @@ type observabilityConfig struct {
 	// DetailedLogs logs one line per request (metadata only) at level
 	// DEBUG, whatever the log level.
 	DetailedLogs bool `yaml:"detailed_logs"`
+	// OTLP exports OpenTelemetry traces and metrics (otlp.go); off by
+	// default.
+	OTLP otlpConfig `yaml:"otlp"`
 }
 
 type prometheusConfig struct {
@@ -333,6 +367,13 @@ func parseConfig(src []byte, name string, getenv func(string) (string, bool)) (*
 	c.defaultsFor()
 	if err := c.validate(getenv); err != nil {
 		return nil, err
+	}
+	if c.Prices != "" {
+		t, err := loadPrices(pricesPath(name, c.Prices))
+		if err != nil {
+			return nil, err
+		}
+		c.prices = t
 	}
 	return &c, nil
 }

@@ -144,6 +144,10 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		d.duration(n, v, path, true)
 		return
 	}
+	if v.Type() == reflect.TypeFor[money]() {
+		d.money(n, v, path)
+		return
+	}
 	switch v.Kind() {
 	case reflect.Pointer:
 		if v.IsNil() {

@@ -26,6 +26,7 @@ type app struct {
 	st        *storage
 	transport http.RoundTripper
 	cert      *certificate // nil without server.tls
+	tel       *telemetry   // the OTLP export; nil when off (otlp.go)
 	metrics   *metricSet
 	hooks     hooks
 	// started is the configuration the process started with: its
@@ -52,7 +53,7 @@ type app struct {
 // newGeneration builds a relay for c, with a registry of its own.
 func (a *app) newGeneration(c *fileConfig) (*generation, error) {
 	reg := prometheus.NewRegistry()
-	rl, err := relay.New(relayOptions(c, a.st, a.getenv, a.lg, reg, a.transport)...)
+	rl, err := relay.New(append(relayOptions(c, a.st, a.getenv, a.lg, reg, a.transport), a.tel.options()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.file, err)
 	}
@@ -203,6 +204,7 @@ func (a *app) needsRestart(c *fileConfig) []string {
 		changed("server.addr/host/port", o.listenAddr(), c.listenAddr())
 	}
 	changed("server.tls", o.Server.TLS != nil, c.Server.TLS != nil)
+	changed("observability.otlp", o.Observability.OTLP, c.Observability.OTLP)
 	changed("server.h2c", o.Server.H2C, c.Server.H2C)
 	changed("server.read_header_timeout", o.Server.ReadHeaderTimeout, c.Server.ReadHeaderTimeout)
 	changed("server.keepalive_timeout", o.Server.KeepaliveTimeout, c.Server.KeepaliveTimeout)

@@ -143,6 +143,18 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, h hoo
 			log.Warn("closing storage failed", "error", cerr.Error())
 		}
 	}()
+	if a.tel, err = newTelemetry(ctx, cfg.Observability.OTLP); err != nil {
+		return err
+	}
+	defer func() {
+		// After the relays' shutdown: the spans of the last requests, and
+		// the last metrics, are flushed, within a bound of their own.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if terr := a.tel.shutdown(sctx); terr != nil {
+			log.Warn("flushing OpenTelemetry export failed", "error", terr.Error())
+		}
+	}()
 	g, err := a.newGeneration(cfg)
 	if err != nil {
 		return err
@@ -153,7 +165,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, h hoo
 	if *addr != "" {
 		listen = *addr
 	}
-	srv := a.server(cfg, a.mux(cfg, cfg.Observability.Prometheus.Addr == ""))
+	srv := a.server(cfg, a.tel.handler(a.mux(cfg, cfg.Observability.Prometheus.Addr == "")))
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		_ = g.rl.Shutdown(context.Background())

@@ -218,5 +218,9 @@ func (st *storage) openClickHouse(ctx context.Context, c *fileConfig, ch *clickh
 // limits are the default per-tenant limits of the rate_limit section.
 func (r rateLimitConfig) limits() relay.Limits {
 	return relay.Limits{RequestsPerMinute: r.Default, Burst: r.Burst,
-		TokensPerMinute: r.TokensPerMinute, TokenBurst: r.TokenBurst}
+		TokensPerMinute: r.TokensPerMinute, TokenBurst: r.TokenBurst,
+		SpendPerMinute: int64(r.SpendPerMinute), SpendPerDay: int64(r.SpendPerDay),
+		SpendPerMonth: int64(r.SpendPerMonth),
+		MaxConcurrent: r.MaxConcurrent, MaxSessions: r.MaxSessions,
+		QueueTimeout: time.Duration(r.QueueTimeout), MaxQueued: r.MaxQueued}
 }

@@ -290,6 +290,8 @@ func (c *fileConfig) routeErrorPath(e *relay.RouteError) string {
 		return at + ".auth_value"
 	case "Headers":
 		return at + ".headers." + e.Key
+	case "NoWebSocket": // WebSocket is one word in the file
+		return at + ".no_websocket"
 	case "PassHeaders", "Keys":
 		return at + "." + snakeCase(e.Field) + "[" + e.Key + "]"
 	}
@@ -327,6 +329,17 @@ func (c *fileConfig) validateAuth(p *problems) {
 	if rl.TokenBurst < 0 {
 		c.bad(p, "rate_limit.token_burst", "cannot be negative")
 	}
+	for _, f := range []struct {
+		key string
+		neg bool
+	}{
+		{"max_concurrent", rl.MaxConcurrent < 0}, {"max_sessions", rl.MaxSessions < 0},
+		{"queue_timeout", rl.QueueTimeout < 0}, {"max_queued", rl.MaxQueued < 0},
+	} {
+		if f.neg {
+			c.bad(p, "rate_limit."+f.key, "cannot be negative")
+		}
+	}
 	if len(c.Auth.APIKeys) == 0 {
 		c.bad(p, "auth.api_keys", "at least one client key is required (the relay has no unauthenticated mode)")
 	}
@@ -350,7 +363,8 @@ func (c *fileConfig) validateAuth(p *problems) {
 		}
 		if l := k.Limits; l != nil {
 			perKey = true
-			if l.RequestsPerMinute < 0 || l.Burst < 0 || l.TokensPerMinute < 0 || l.TokenBurst < 0 {
+			if l.RequestsPerMinute < 0 || l.Burst < 0 || l.TokensPerMinute < 0 || l.TokenBurst < 0 ||
+				l.MaxConcurrent < 0 || l.MaxSessions < 0 || l.QueueTimeout < 0 || l.MaxQueued < 0 {
 				c.bad(p, at+".limits", "limits cannot be negative")
 			}
 			if !rl.Enabled {
@@ -358,8 +372,9 @@ func (c *fileConfig) validateAuth(p *problems) {
 			}
 		}
 	}
-	if rl.Enabled && rl.Default == 0 && rl.TokensPerMinute == 0 && !perKey {
-		c.bad(p, "rate_limit.enabled", "rate limiting is enabled but no limit is set (default, tokens_per_minute or a key's limits)")
+	spend := rl.SpendPerMinute > 0 || rl.SpendPerDay > 0 || rl.SpendPerMonth > 0
+	if rl.Enabled && rl.Default == 0 && rl.TokensPerMinute == 0 && !spend && rl.MaxConcurrent == 0 && rl.MaxSessions == 0 && !perKey {
+		c.bad(p, "rate_limit.enabled", "rate limiting is enabled but no limit is set (default, tokens_per_minute, a spend_per_* budget, max_concurrent, max_sessions or a key's limits)")
 	}
 }
 
@@ -408,6 +423,7 @@ func (c *fileConfig) validateObservability(p *problems) {
 			c.bad(p, "observability.prometheus.addr", "is set but prometheus.enabled is false")
 		}
 	}
+	c.validateOTLP(p)
 	logKey := c.logKey()
 	if c.Observability.Logging != nil && c.has("log") {
 		c.bad(p, "observability.logging", "give either log or observability.logging, not both")

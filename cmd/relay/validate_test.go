@@ -27,7 +27,7 @@ func TestRouteRulesAtTheirLine(t *testing.T) {
 		{"relative rewrite", "routes:\n  - name: r\n    path: /v1\n    rewrite_prefix: v2\n    upstream: https://x.example\n",
 			nil, []string{"relay.yaml:4: routes[0].rewrite_prefix: want a path starting with /"}},
 		{"unknown provider", "routes:\n  - name: r\n    path: /v1\n    upstream: https://x.example\n    provider: bedrock\n",
-			nil, []string{`relay.yaml:5: routes[0].provider: unknown provider "bedrock" (want openai, azure, anthropic or azure-tts)`}},
+			nil, []string{`relay.yaml:5: routes[0].provider: unknown provider "bedrock" (want openai, azure, anthropic, azure-tts, elevenlabs or cartesia)`}},
 		{"bad header name", "routes:\n  - name: r\n    path: /v1\n    upstream: https://x.example\n    headers:\n      x bad: v\n",
 			nil, []string{`relay.yaml:6: routes[0].headers.x bad: "x bad" is not a valid header name`}},
 		{"header value with a control character", "routes:\n  - name: r\n    path: /v1\n    upstream: https://x.example\n    headers:\n      x-note: \"a\\u0001b\"\n",
@@ -127,7 +127,7 @@ func TestRouteErrorPathCoversEveryField(t *testing.T) {
 	}
 	for f := range reflect.TypeFor[relay.Upstream]().Fields() {
 		check(&relay.RouteError{Index: 1, Upstream: 1, Field: f.Name, Key: "1"}, "routes[1].upstreams[1].", upstreamKeys)
-		if f.Name != "Name" && f.Name != "Keys" && f.Name != "Weight" { // the short form has none of these
+		if f.Name != "Name" && f.Name != "Keys" && f.Name != "Weight" && f.Name != "MaxInFlight" { // the short form has none of these
 			check(&relay.RouteError{Index: 0, Upstream: 0, Field: f.Name, Key: "1"}, "routes[0].", routeKeys)
 		}
 	}

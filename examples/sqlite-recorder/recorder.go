@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS relay_requests (
 	audio_input_tokens  INTEGER NOT NULL DEFAULT 0,
 	audio_output_tokens INTEGER NOT NULL DEFAULT 0,
 	usage_estimated     INTEGER NOT NULL DEFAULT 0, -- 1: the relay estimated a stream cut short
+	cost_known          INTEGER NOT NULL DEFAULT 0, -- 0: unknown (no price), never free
+	cost_micros         INTEGER NOT NULL DEFAULT 0, -- millionths of cost_currency
+	cost_currency       TEXT NOT NULL DEFAULT '',
+	cost_price_version  TEXT NOT NULL DEFAULT '',
 	attempts            INTEGER NOT NULL,
 	characters          INTEGER NOT NULL,
 	labels              TEXT             -- JSON object, NULL when none
@@ -59,8 +63,20 @@ const insert = `INSERT OR IGNORE INTO relay_requests (
 	stream, status, error_type, bytes_in, bytes_out, events, ttfb_ms, ttft_ms, duration_ms,
 	client_gone, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens,
 	cache_creation_input_tokens, audio_input_tokens, audio_output_tokens, usage_estimated,
+	cost_known, cost_micros, cost_currency, cost_price_version,
 	attempts, characters, labels
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// spendPerTenantPerDay is the root README's SQLite query (section "Cost
+// and budgets"): each tenant's spend per UTC day, in exact micro-units,
+// with the requests whose cost is unknown counted apart.
+const spendPerTenantPerDay = `SELECT tenant, substr(start, 1, 10) AS day, cost_currency AS currency,
+       count(*) AS requests, sum(cost_micros) AS spend_micros,
+       sum(cost_known = 0) AS unpriced
+FROM relay_requests
+WHERE start >= strftime('%Y-%m-%dT%H:%M:%S', 'now', '-30 days')
+GROUP BY tenant, day, currency
+ORDER BY tenant, day, currency;`
 
 // SQLiteRecorder stores the relay's records in a SQLite database. It
 // implements relay.BatchRecorder and relay.HealthChecker.
@@ -95,6 +111,10 @@ func OpenSQLiteRecorder(ctx context.Context, path string) (*SQLiteRecorder, erro
 		`ALTER TABLE relay_requests ADD COLUMN audio_input_tokens INTEGER NOT NULL DEFAULT 0`,
 		`ALTER TABLE relay_requests ADD COLUMN audio_output_tokens INTEGER NOT NULL DEFAULT 0`,
 		`ALTER TABLE relay_requests ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE relay_requests ADD COLUMN cost_known INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE relay_requests ADD COLUMN cost_micros INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE relay_requests ADD COLUMN cost_currency TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE relay_requests ADD COLUMN cost_price_version TEXT NOT NULL DEFAULT ''`,
 	} {
 		if _, err := db.ExecContext(ctx, m); err != nil && !strings.Contains(err.Error(), "duplicate column") {
 			_ = db.Close()
@@ -144,7 +164,9 @@ func (s *SQLiteRecorder) RecordBatch(ctx context.Context, recs []relay.Record) (
 			ms(r.TTFB.Seconds()), ms(r.TTFT.Seconds()), ms(r.Duration.Seconds()),
 			r.ClientGone, r.Usage.InputTokens, r.Usage.OutputTokens, r.Usage.CachedInputTokens,
 			r.Usage.ReasoningTokens, r.Usage.CacheCreationInputTokens, r.Usage.AudioInputTokens,
-			r.Usage.AudioOutputTokens, r.Usage.Estimated, r.Attempts, r.Characters, labels)
+			r.Usage.AudioOutputTokens, r.Usage.Estimated,
+			r.Cost.Known, int64(r.Cost.Amount), r.Cost.Currency, r.Cost.PriceVersion,
+			r.Attempts, r.Characters, labels)
 		if err != nil {
 			return fmt.Errorf("inserting record %s: %w", r.RequestID, err)
 		}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -144,7 +146,8 @@ func TestMigratesAnOlderTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, col := range []string{"cache_creation_input_tokens", "audio_input_tokens", "audio_output_tokens", "usage_estimated"} {
+	for _, col := range []string{"cache_creation_input_tokens", "audio_input_tokens", "audio_output_tokens", "usage_estimated",
+		"cost_known", "cost_micros", "cost_currency", "cost_price_version"} {
 		if _, err := old.DB().ExecContext(ctx, "ALTER TABLE relay_requests DROP COLUMN "+col); err != nil {
 			t.Fatal(err)
 		}
@@ -161,5 +164,65 @@ func TestMigratesAnOlderTable(t *testing.T) {
 	var estimated int64
 	if err := rec.DB().QueryRowContext(ctx, `SELECT usage_estimated FROM relay_requests`).Scan(&estimated); err != nil || estimated != 1 {
 		t.Errorf("usage_estimated %d, %v; want 1", estimated, err)
+	}
+}
+
+// The cost columns hold Record.Cost, and the root README's query sums
+// them per tenant per day, exactly, with unknown costs counted apart.
+func TestSpendPerTenantPerDay(t *testing.T) {
+	ctx := context.Background()
+	rec, err := OpenSQLiteRecorder(ctx, filepath.Join(t.TempDir(), "relay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close()
+	today := time.Now().UTC()
+	yesterday := today.Add(-24 * time.Hour)
+	usd := func(n relay.Money) relay.Charge {
+		return relay.Charge{Known: true, Amount: n, Currency: "USD", PriceVersion: "v1"}
+	}
+	batch := []relay.Record{
+		{RequestID: "a", Start: today, Tenant: "acme", Cost: usd(8200)},
+		{RequestID: "b", Start: today, Tenant: "acme", Cost: usd(1)},
+		{RequestID: "c", Start: today, Tenant: "acme", Cost: relay.Charge{Currency: "USD", PriceVersion: "v1"}}, // unknown
+		{RequestID: "d", Start: yesterday, Tenant: "acme", Cost: usd(5_000_000)},
+		{RequestID: "e", Start: today, Tenant: "globex", Cost: usd(123)},
+		{RequestID: "f", Start: today.Add(-40 * 24 * time.Hour), Tenant: "globex", Cost: usd(999)}, // too old
+	}
+	if err := rec.RecordBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := rec.DB().QueryContext(ctx, spendPerTenantPerDay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var tenant, day, currency string
+		var requests, micros, unpriced int64
+		if err := rows.Scan(&tenant, &day, &currency, &requests, &micros, &unpriced); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %s %s %d %d %d", tenant, day, currency, requests, micros, unpriced))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	d := func(t time.Time) string { return t.Format(time.DateOnly) }
+	want := []string{
+		"acme " + d(yesterday) + " USD 1 5000000 0",
+		"acme " + d(today) + " USD 3 8201 1", // 8200 + 1; the unknown one counted, not summed
+		"globex " + d(today) + " USD 1 123 0",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), spendPerTenantPerDay) {
+		t.Error("the root README does not show the query tested here (section Cost and budgets)")
 	}
 }

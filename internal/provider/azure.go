@@ -88,3 +88,6 @@ func azureRequestDone(r *requestScan, path string) {
 		r.Model = dep
 	}
 }
+
+// realtime: Azure OpenAI's Realtime API speaks OpenAI's events.
+func (azure) realtime() realtimeProto { return realtimeByShape }

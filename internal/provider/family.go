@@ -6,7 +6,9 @@
 //	anthropic.go     Anthropic Messages ("anthropic")
 //	azurespeech.go   Azure Speech REST text to speech ("azure-tts")
 //	openaispeech.go  OpenAI speech and transcription (behind "openai" and "azure" routes)
-//	gemini.go        Gemini native generateContent (behind "openai" routes)
+//	gemini.go        Gemini native generateContent and Gemini Live (behind "openai" routes)
+//	elevenlabs.go    ElevenLabs text to speech ("elevenlabs")
+//	cartesia.go      Cartesia text to speech ("cartesia")
 //
 // A family's file holds all of that family's knowledge: the facts its
 // requests carry (model, stream flag, output bound, a prompt estimate, TTS
@@ -55,7 +57,8 @@
 // json.go is a small read-only JSON scanner that never allocates and never
 // hands back an incomplete value; request.go reads a request in one pass;
 // stream.go is the state of one observed response (Stream); dispatch.go
-// offers events and bodies to the families; shape.go writes errors in a
+// offers events and bodies to the families; realtime.go is the state of
+// one observed WebSocket session (Realtime); shape.go writes errors in a
 // family's shape; usage.go is the Usage every family maps to.
 package provider
 
@@ -86,6 +89,9 @@ type family interface {
 	// acceptsUsageEdit reports whether an upstream at a URL with this raw
 	// query takes the usage edit.
 	acceptsUsageEdit(query string) bool
+	// realtime is the protocol the route's WebSocket sessions speak, as
+	// far as observing them goes (realtime.go).
+	realtime() realtimeProto
 }
 
 // families is the table of every family. The first is the default: it
@@ -93,7 +99,7 @@ type family interface {
 // as its. The order of the routed families is the order Names lists them.
 //
 // Adding a family is one line here (and the array's length).
-func families() [6]family {
+func families() [8]family {
 	return [...]family{
 		openAI{},       // "openai": OpenAI, DeepSeek, Groq, OpenRouter, SiliconFlow, ...
 		azure{},        // "azure": Azure OpenAI
@@ -101,6 +107,8 @@ func families() [6]family {
 		azureSpeech{},  // "azure-tts": Azure Speech REST text to speech
 		openAISpeech{}, // OpenAI speech and transcription, behind "openai" and "azure" routes
 		gemini{},       // Gemini native, behind "openai" routes
+		elevenLabs{},   // "elevenlabs": ElevenLabs streaming text to speech
+		cartesia{},     // "cartesia": Cartesia streaming text to speech
 	}
 }
 
@@ -163,3 +171,4 @@ func (defaults) billing(string) (tokens, output bool) { return true, true }
 
 func (defaults) usageEdit(string, []byte, Request) (Edit, bool) { return Edit{}, false }
 func (defaults) acceptsUsageEdit(string) bool                   { return true }
+func (defaults) realtime() realtimeProto                        { return realtimeNone }

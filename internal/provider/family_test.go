@@ -12,6 +12,8 @@ const (
 	ProviderAzure     = "azure"
 	ProviderAnthropic = "anthropic"
 	ProviderAzureTTS  = "azure-tts"
+	ProviderEleven    = "elevenlabs"
+	ProviderCartesia  = "cartesia"
 )
 
 // fam returns the family named name: a route provider (Lookup; "" is the
@@ -41,6 +43,8 @@ func TestLookup(t *testing.T) {
 		{"azure", "azure", true},
 		{"anthropic", "anthropic", true},
 		{"azure-tts", "azure-tts", true},
+		{"elevenlabs", "elevenlabs", true},
+		{"cartesia", "cartesia", true},
 		{"", "openai", false},
 		{"bedrock", "openai", false},
 		{"gemini", "openai", false},        // recognised by shape, not routed
@@ -52,7 +56,7 @@ func TestLookup(t *testing.T) {
 			t.Errorf("Lookup(%q) = %s, %v; want %s, %v", tt.provider, f.Name(), ok, tt.want, tt.ok)
 		}
 	}
-	if got, want := Names(), []string{"openai", "azure", "anthropic", "azure-tts"}; !slices.Equal(got, want) {
+	if got, want := Names(), []string{"openai", "azure", "anthropic", "azure-tts", "elevenlabs", "cartesia"}; !slices.Equal(got, want) {
 		t.Errorf("Names() = %q, want %q", got, want)
 	}
 	seen := map[string]bool{}
@@ -72,6 +76,7 @@ func TestLookup(t *testing.T) {
 func TestShapes(t *testing.T) {
 	for name, want := range map[string]Shape{
 		"openai": ShapeOpenAI, "azure": ShapeOpenAI, "anthropic": ShapeAnthropic, "azure-tts": ShapeOpenAI,
+		"elevenlabs": ShapeOpenAI, "cartesia": ShapeOpenAI,
 	} {
 		if got := fam(name).Shape(); got != want {
 			t.Errorf("%s: shape %d, want %d", name, got, want)

@@ -54,3 +54,35 @@ func FuzzAddIncludeUsage(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRealtime: Upstream and Client never panic on arbitrary bytes, on
+// any route, whole or cut into a head and a tail, and never report
+// negative tokens.
+func FuzzRealtime(f *testing.F) {
+	f.Add(`{"type":"response.done","response":{"usage":{"input_tokens":1,"output_tokens":2}}}`)
+	f.Add(`{"type":"session.created","session":{"model":"m\u00e9"}}`)
+	f.Add(`{"serverContent":{"modelTurn":{"parts":[{"text":"x"}]},"turnComplete":true},"usageMetadata":{"promptTokenCount":1}}`)
+	f.Add(`{"usageMetadata":{"promptTokenCount":5,"responseTokenCount":-9}}`)
+	f.Add(`{"text":"\ud83d\ude0a \u00","flush":true}`)
+	f.Add(`{"type":"chunk","transcript":"é","error":{}}`)
+	f.Add(`{"type":"response.completed","response":{"usage":{"input_tokens":-7}}}`)
+	f.Add(`{"event_id":"e","delta":"\"","type":"response.audio.delta"}`)
+	f.Fuzz(func(t *testing.T, data string) {
+		d := []byte(data)
+		for _, p := range []string{"", "azure", "elevenlabs", "cartesia", "anthropic"} {
+			var rt Realtime
+			rt.Reset(p)
+			for _, complete := range []bool{true, false} {
+				head, tail := d, []byte(nil)
+				if !complete {
+					head, tail = d[:len(d)/2], d[len(d)/3:]
+				}
+				if f := rt.Upstream(head, tail, true, complete); f.Tokens < 0 {
+					t.Fatalf("%s: negative tokens %d", p, f.Tokens)
+				}
+				rt.Client(head, tail, false, complete)
+			}
+			_, _, _ = rt.Usage(), rt.Characters(), rt.ResponseModel()
+		}
+	})
+}

@@ -33,6 +33,7 @@ import (
 //   - Errors: {"error":{"code","message","status"}}; its status is the
 //     error type. An error chunk has no candidates and is read as OpenAI's,
 //     which reads the same object.
+//   - Gemini Live, over WebSocket: geminiLiveMessage.
 type gemini struct{ defaults }
 
 func (gemini) name() string { return "gemini" }
@@ -117,7 +118,17 @@ func geminiBodyMember(s *Stream, key, val []byte) {
 // replaces the earlier value, each count absent keeps it (Gemini repeats
 // its cumulative usage on every chunk, and early chunks may lack counts).
 func setGeminiUsage(s *Stream, u []byte) {
-	var r usageParts
+	if r, ok := geminiUsageParts(u); ok {
+		s.parts.merge(&r)
+		s.usageReported(usageGemini)
+	}
+}
+
+// geminiUsageParts reads the counts a usageMetadata object reports
+// (setGeminiUsage's mapping); ok is false when it has no input or output
+// count. Gemini Live names the output responseTokenCount and
+// responseTokensDetails where generateContent says candidates.
+func geminiUsageParts(u []byte) (r usageParts, ok bool) {
 	o := openObject(u)
 	for {
 		k, v, ok := o.next()
@@ -129,7 +140,7 @@ func setGeminiUsage(s *Stream, u []byte) {
 			r.setPart(partInput, v)
 		case "toolUsePromptTokenCount":
 			r.setPart(partToolPrompt, v)
-		case "candidatesTokenCount":
+		case "candidatesTokenCount", "responseTokenCount":
 			r.setPart(partOutput, v)
 		case "thoughtsTokenCount":
 			r.setPart(partReasoning, v)
@@ -139,17 +150,13 @@ func setGeminiUsage(s *Stream, u []byte) {
 			if n, ok := geminiAudioTokens(v); ok {
 				r.set(partAudioIn, n)
 			}
-		case "candidatesTokensDetails":
+		case "candidatesTokensDetails", "responseTokensDetails":
 			if n, ok := geminiAudioTokens(v); ok {
 				r.set(partAudioOut, n)
 			}
 		}
 	}
-	if !r.has(partInput) && !r.has(partToolPrompt) && !r.has(partOutput) && !r.has(partReasoning) {
-		return
-	}
-	s.parts.merge(&r)
-	s.usageReported(usageGemini)
+	return r, r.has(partInput) || r.has(partToolPrompt) || r.has(partOutput) || r.has(partReasoning)
 }
 
 // geminiAudioTokens sums the tokenCount of the AUDIO entries of a
@@ -175,4 +182,116 @@ func geminiAudioTokens(v []byte) (n int64, ok bool) {
 		}
 		i++
 	}
+}
+
+// Gemini Live (BidiGenerateContent), over WebSocket behind "openai"
+// routes (realtime.go). Its server messages are JSON, in text or binary
+// frames, holding one of serverContent, setupComplete, toolCall,
+// toolCallCancellation, goAway or sessionResumptionUpdate, and maybe a
+// usageMetadata beside it.
+//
+//   - Content: a serverContent.modelTurn part with text or inlineData
+//     (audio), or an outputTranscription (the transcript of the model's
+//     speech).
+//   - Usage: usageMetadata, mapped as generateContent's (setGeminiUsage;
+//     Live says responseTokenCount and responseTokensDetails for the
+//     output). It reports one model turn: its promptTokenCount counts the
+//     turn's whole context, history included, which is billed again each
+//     turn. So turns are summed; a turn ends with serverContent's
+//     turnComplete or interrupted, or a toolCall (the model's next
+//     generation reads the tool's response as a new prompt). A second
+//     report within one turn repeats the turn's counts, as Gemini's
+//     streamed chunks do, and replaces the first field by field; only the
+//     increase is settled.
+//   - Model: none; the server does not name it (the client's setup
+//     message does).
+//   - Errors: Gemini Live closes the socket with a close code and reason;
+//     it sends no in-band error message.
+func geminiLiveMessage(u *rtUpstream, d, tail []byte) (f RealtimeFact) {
+	var usage []byte
+	ends := false
+	if tail == nil {
+		// A walk over the members: an audio chunk's base64 is skipped by
+		// one IndexByte, where a search for a key would compare all of it.
+		o := openObject(d)
+		for {
+			k, v, ok := o.next()
+			if !ok {
+				break
+			}
+			switch string(k) {
+			case "serverContent":
+				f.Content = geminiLiveContent(v)
+				ends = isTrue(member(v, "turnComplete")) || isTrue(member(v, "interrupted"))
+			case "toolCall":
+				ends = true
+			case "usageMetadata":
+				usage = v
+			}
+		}
+	} else {
+		// Too large to hold: the head tells content, the tail the usage
+		// and the turn's end.
+		f.Content = geminiLiveContent(member(d, "serverContent")) ||
+			hasObjectKey(d, `"modelTurn"`) && (hasObjectKey(d, `"inlineData"`) || hasNonEmptyString(d, `"text"`))
+		usage = tailUsage(d, "usageMetadata", tail)
+		ends = hasTrue(tail, `"turnComplete"`) || hasTrue(tail, `"interrupted"`) || hasObjectKey(d, `"toolCall"`)
+	}
+	if isObject(usage) {
+		if p, ok := geminiUsageParts(usage); ok {
+			f.Tokens = u.geminiTurnUsage(&p)
+		}
+	}
+	if ends {
+		u.turnOpen = false
+	}
+	return f
+}
+
+// geminiLiveContent reports whether a serverContent object carries
+// generated output: a modelTurn part with text or inlineData (found at
+// the start of an audio chunk), or an outputTranscription's text.
+func geminiLiveContent(sc []byte) bool {
+	if len(sc) == 0 {
+		return false
+	}
+	if mt := keyValue(sc, `"modelTurn"`, 0); mt >= 0 {
+		t := sc[mt:]
+		return hasObjectKey(t, `"inlineData"`) || hasNonEmptyString(t, `"text"`)
+	}
+	if ot := member(sc, "outputTranscription"); isObject(ot) {
+		return hasNonEmptyString(ot, `"text"`)
+	}
+	return false
+}
+
+// isTrue reports whether v is the value true.
+func isTrue(v []byte) bool { return string(v) == "true" }
+
+// hasTrue reports whether key k occurs with the value true.
+func hasTrue(b []byte, k string) bool {
+	for i := 0; ; {
+		i = keyValue(b, k, i)
+		if i < 0 {
+			return false
+		}
+		if bytes.HasPrefix(b[i:], []byte("true")) {
+			return true
+		}
+	}
+}
+
+// geminiTurnUsage applies one usageMetadata report to the open turn (a
+// new one if none is open) and returns the tokens it adds.
+func (u *rtUpstream) geminiTurnUsage(r *usageParts) int64 {
+	var before Usage
+	if u.turnOpen {
+		before = usageOf(usageGemini, &u.turn)
+	} else {
+		u.turn, u.turnOpen = usageParts{}, true
+	}
+	u.turn.merge(r)
+	after := usageOf(usageGemini, &u.turn)
+	u.usage = addUsage(addUsage(u.usage, before, -1), after, 1)
+	return max(after.Total()-before.Total(), 0)
 }

@@ -272,7 +272,13 @@ func runeLen(v []byte) int64 {
 	if !ok {
 		return 0
 	}
-	var n int64
+	return countRunes(s)
+}
+
+// countRunes counts the characters of the raw text of a JSON string (the
+// bytes between its quotes, or the start of them when the string is cut
+// off), as runeLen does.
+func countRunes(s []byte) (n int64) {
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {

@@ -38,6 +38,8 @@ import (
 //     arguments, an audio transcript (chatContent); a Responses delta's
 //     text (audio deltas excepted).
 //   - Errors: a chunk with an "error" object; Responses' response.failed.
+//   - WebSocket sessions: OpenAI Realtime and the Responses API's
+//     WebSocket mode (openAIRealtimeEvent), and Gemini Live (gemini.go).
 //   - Error shape: ShapeOpenAI.
 type openAI struct{ defaults }
 
@@ -355,7 +357,17 @@ func responsesEvent(s *Stream, typ, d []byte) bool {
 // it carries replace the earlier ones; an object with neither an input
 // nor an output count (transcription's {"type":"duration"}) is no report.
 func setOpenAIUsage(s *Stream, u []byte) {
-	var r usageParts
+	if r, ok := openAIUsageParts(u); ok {
+		s.parts.merge(&r)
+		s.usageReported(usageOpenAI)
+	}
+}
+
+// openAIUsageParts reads the counts an OpenAI-shaped usage object
+// reports (setOpenAIUsage's mapping); ok is false when it has neither an
+// input nor an output count. OpenAI Realtime's response.done writes its
+// output details as output_token_details (sic).
+func openAIUsageParts(u []byte) (r usageParts, ok bool) {
 	o := openObject(u)
 	for {
 		k, v, ok := o.next()
@@ -371,18 +383,14 @@ func setOpenAIUsage(s *Stream, u []byte) {
 			// input_token_details (sic): transcription's.
 			r.setPart(partCached, member(v, "cached_tokens"))
 			r.setPart(partAudioIn, member(v, "audio_tokens"))
-		case "completion_tokens_details", "output_tokens_details":
+		case "completion_tokens_details", "output_tokens_details", "output_token_details":
 			r.setPart(partReasoning, member(v, "reasoning_tokens"))
 			r.setPart(partAudioOut, member(v, "audio_tokens"))
 		case "prompt_cache_hit_tokens": // DeepSeek
 			r.setPart(partCacheHit, v)
 		}
 	}
-	if !r.has(partInput) && !r.has(partOutput) {
-		return
-	}
-	s.parts.merge(&r)
-	s.usageReported(usageOpenAI)
+	return r, r.has(partInput) || r.has(partOutput)
 }
 
 // Errors the relay answers.
@@ -428,4 +436,64 @@ func openAIErrorType(errType string) (typ, code string) {
 	default:
 		return "server_error", "upstream_error"
 	}
+}
+
+// WebSocket sessions (realtime.go).
+
+// realtime: OpenAI's routes carry OpenAI Realtime, the Responses API's
+// WebSocket mode and Gemini Live, told apart by shape.
+func (openAI) realtime() realtimeProto { return realtimeByShape }
+
+// openAIRealtimeEvent observes one server event of OpenAI Realtime (GA
+// and beta names) or of the Responses API's WebSocket mode, whose events
+// are its SSE events as JSON messages:
+//
+//   - Content: any response.*.delta: output_audio (beta: audio),
+//     output_text (text), output_audio_transcript (audio_transcript),
+//     function_call_arguments, and the Responses API's deltas.
+//   - Usage: each response.done's response.usage (Realtime), each
+//     response.completed's, response.incomplete's or response.failed's
+//     (Responses), read by the mapping chat and Responses use
+//     (openAIUsageParts): input_tokens, output_tokens and their
+//     details: cached_tokens and audio_tokens of the input, audio_tokens
+//     of the output. Responses are summed over the session; each one's
+//     total is settled at once (RealtimeFact.Tokens). The usage of
+//     conversation.item.input_audio_transcription.completed (the input
+//     transcription, billed at the transcription model's price) is added
+//     likewise when it counts tokens; a {"type":"duration"} usage counts
+//     none.
+//   - Errors: the error event; the Responses API's response.failed.
+//   - Model: session.created's and session.updated's session.model; the
+//     Responses API's response.model.
+func openAIRealtimeEvent(u *rtUpstream, typ, d, tail []byte) (f RealtimeFact) {
+	if bytes.HasPrefix(typ, []byte("response.")) && bytes.HasSuffix(typ, []byte(".delta")) {
+		f.Content = true // the common case, audio deltas, costs the two checks
+		return f
+	}
+	switch string(typ) {
+	case "error":
+		f.Error = true
+	case "session.created", "session.updated":
+		if len(u.model) == 0 {
+			u.captureModel(member(member(d, "session"), "model"))
+		}
+	case "response.created":
+		if len(u.model) == 0 {
+			u.captureModel(member(member(d, "response"), "model"))
+		}
+	case "response.done", "response.completed", "response.incomplete", "response.failed":
+		r := member(d, "response")
+		if len(u.model) == 0 {
+			u.captureModel(member(r, "model"))
+		}
+		if p, ok := openAIUsageParts(tailUsage(r, "usage", tail)); ok {
+			f.Tokens = u.addResponse(usageOpenAI, &p)
+		}
+		f.Error = string(typ) == "response.failed"
+	case "conversation.item.input_audio_transcription.completed":
+		if p, ok := openAIUsageParts(tailUsage(d, "usage", tail)); ok {
+			f.Tokens = u.addResponse(usageOpenAI, &p)
+		}
+	}
+	return f
 }

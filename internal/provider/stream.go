@@ -13,6 +13,7 @@ type Stream struct {
 
 	usage    Usage
 	hasUsage bool
+	reports  uint32     // usage reports seen (Reports)
 	parts    usageParts // the last value of each count reported
 	content  int64      // bytes of generated content seen (ContentBytes)
 	texts    int64      // events that carried some of them
@@ -77,7 +78,12 @@ func (s *Stream) routedTo(f family) bool { return s.family.family() == f }
 // the formula of kind, the reporting family's.
 func (s *Stream) usageReported(k usageKind) {
 	s.usage, s.hasUsage = usageOf(k, &s.parts), true
+	s.reports++
 }
+
+// Reports counts the usage reports seen so far: a caller that compares it
+// with the count it saw last learns, at no cost, that Usage changed.
+func (s *Stream) Reports() uint32 { return s.reports }
 
 // ContentBytes is the length of the generated content seen so far: the
 // bytes, as written in the JSON (escapes included), of the text, reasoning
