@@ -5,6 +5,7 @@
 #
 #     source .ci/services.sh
 #     install_packages      # apt: redis-server clickhouse-server clickhouse-client prometheus
+#                           #      chromium (headless, for the realtime-browser example's test)
 #     start_redis           # 127.0.0.1:6390, no persistence
 #     start_clickhouse      # 127.0.0.1:9001 (native), 127.0.0.1:8124 (http), ClickHouse 18.16
 #     find_prometheus       # binaries only; tests start their own Prometheus
@@ -48,7 +49,9 @@
 : "${RELAY_CI_STATICCHECK_VERSION:=v0.8.2}"
 : "${RELAY_CI_BENCHSTAT_VERSION:=v0.0.0-20260908200009-22c9c6c9d4da}"
 
-RELAY_CI_APT_PACKAGES=(redis-server clickhouse-server clickhouse-client prometheus)
+# chromium: the realtime-browser example's test drives it headless (about
+# 35 s to install with --no-install-recommends).
+RELAY_CI_APT_PACKAGES=(redis-server clickhouse-server clickhouse-client prometheus chromium)
 
 # ---------------------------------------------------------------- helpers ---
 
@@ -113,7 +116,7 @@ _svc_packages_installed() {
 		[[ $status == "install ok installed" ]] || return 1
 	done
 	local b
-	for b in redis-server redis-cli clickhouse-server clickhouse-client prometheus promtool; do
+	for b in redis-server redis-cli clickhouse-server clickhouse-client prometheus promtool chromium; do
 		_svc_bin "$b" >/dev/null || return 1
 	done
 }

@@ -10,6 +10,10 @@
 // fixtures folder (../shared/fixtures beside the repository), which the
 // suite requires when CI is set and skips otherwise.
 //
+// TestOpenAIRealtimeSDK drives a WebSocket session with the SDK's own
+// realtime client (client.Realtime.Connect in openai-go v3) through the
+// relay to a mock upstream speaking the OpenAI Realtime events.
+//
 // It is a module of its own so that the SDKs never become dependencies of
 // the relay itself.
 package sdktest
