@@ -2,10 +2,16 @@ package relay
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/streamrelay/relay/internal/testkit"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -97,4 +103,51 @@ func TestHooksBalancedOnEveryExit(t *testing.T) {
 		assert.Equal(t, ErrTypeClientCanceled, log.ends[0].ErrorType)
 		assert.Equal(t, ErrTypeClientCanceled, log.end.Record.ErrorType)
 	})
+}
+
+// TestHooksContextReachesTheTransport: the upstream request's context
+// holds the values of the context AttemptStart returned (an instrumented
+// transport finds its span there), while its cancellation stays the
+// relay's: a client that leaves cancels it, and a context the transport
+// derives from it, at once.
+func TestHooksContextReachesTheTransport(t *testing.T) {
+	type key struct{}
+	entered, cancelled := make(chan any, 1), make(chan error, 1)
+	tr := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		entered <- r.Context().Value(key{})
+		child, stop := context.WithCancel(r.Context()) // as http.Transport derives its own
+		defer stop()
+		select {
+		case <-child.Done():
+			cancelled <- child.Err()
+		case <-time.After(testkit.Timeout):
+			cancelled <- errors.New("the transport's context was not cancelled")
+		}
+		return nil, child.Err()
+	})
+	h := &Hooks{
+		RequestStart: func(ctx context.Context, _ RequestStartInfo) context.Context {
+			return context.WithValue(ctx, key{}, "request")
+		},
+		AttemptStart: func(ctx context.Context, i AttemptStartInfo) context.Context {
+			return context.WithValue(ctx, key{}, fmt.Sprint("attempt ", i.Attempt, " of ", ctx.Value(key{})))
+		},
+	}
+	e := newEnv(t, okUpstream, Route{Prefix: "/v1"}, WithHooks(h), WithTransport(tr))
+	ctx, cancel := context.WithCancel(testkit.Context(t))
+	defer cancel()
+	req := e.request("POST", "/v1/chat/completions", `{"model":"m","messages":[]}`).WithContext(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := e.front.Client().Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	assert.Equal(t, "attempt 1 of request", testkit.Recv(t, entered, "the transport was not called"))
+	cancel() // the client leaves
+	assert.ErrorIs(t, testkit.Recv(t, cancelled, "the transport did not return"), context.Canceled)
+	testkit.Recv(t, done, "the client did not return")
+	e.handled()
+	assert.Equal(t, ErrTypeClientCanceled, e.lastRecord().ErrorType)
 }
