@@ -97,3 +97,35 @@ func TestInstrumentedTransportRunsInTheAttemptSpan(t *testing.T) {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestAttemptSpanNamesItsMethod: a GET relayed (the default methods
+// include GET, HEAD, PUT, PATCH and DELETE: models, files) gets an
+// attempt span named and attributed by its own method, not POST.
+func TestAttemptSpanNamesItsMethod(t *testing.T) {
+	e := newEnv(t, relay.Route{Prefix: "/v1"}, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"object":"list","data":[]}`)
+	})
+	for _, method := range []string{"GET", "DELETE", "POST"} {
+		ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
+		req, err := http.NewRequestWithContext(ctx, method, e.front.URL+"/v1/models", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+clientKey)
+		resp, err := e.front.Client().Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		cancel()
+		testkit.Recv(t, e.served, "the host's handler did not return")
+	}
+	var names, methods []string
+	for _, s := range e.ended() {
+		if s.InstrumentationScope().Name == relayotel.ScopeName && s.Parent().SpanID() != (trace.SpanID{}) {
+			if v, ok := attrs(s)["http.request.method"]; ok {
+				names, methods = append(names, s.Name()), append(methods, v.AsString())
+			}
+		}
+	}
+	assert.Equal(t, []string{"GET", "DELETE", "POST"}, names)
+	assert.Equal(t, []string{"GET", "DELETE", "POST"}, methods)
+}
