@@ -103,6 +103,32 @@ func TestHooksBalancedOnEveryExit(t *testing.T) {
 		assert.Equal(t, ErrTypeClientCanceled, log.ends[0].ErrorType)
 		assert.Equal(t, ErrTypeClientCanceled, log.end.Record.ErrorType)
 	})
+
+	t.Run("shutdown cuts a stream", func(t *testing.T) {
+		log := &hookLog{}
+		first := `data: {"choices":[{"delta":{"content":"hi"}}]}` + "\n\n"
+		up := func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			_, _ = io.WriteString(w, first)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}
+		e := newEnv(t, up, Route{Prefix: "/v1", Provider: ProviderOpenAI}, WithHooks(log.hooks()))
+		resp, err := e.front.Client().Do(e.request("POST", "/v1/chat/completions", body))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		_, err = io.ReadFull(resp.Body, make([]byte, len(first)))
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(testkit.Context(t))
+		cancel() // no grace: the stream is cut at once
+		_ = e.relay.Shutdown(ctx)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		e.handled()
+		balanced(t, log.calls)
+		require.Len(t, log.ends, 1)
+		assert.Equal(t, log.end.Record.ErrorType, log.ends[0].ErrorType)
+		assert.NotEqual(t, ErrTypeNone, log.ends[0].ErrorType)
+	})
 }
 
 // TestHooksContextReachesTheTransport: the upstream request's context
