@@ -197,10 +197,7 @@ func (ex *exchange) send(a *attempt, b Backend) (*http.Response, error) {
 		// together (10m10s), and the trace is saved.
 		ctx = httptrace.WithClientTrace(ctx, a.trace())
 	}
-	req := ex.upstreamRequest(ctx, b)
-	if ex.hk != nil {
-		ex.hookAttemptStart(b, req.Header)
-	}
+	req := ex.upstreamRequest(ctx, b) // tells Hooks.AttemptStart
 	resp, err := ex.rl.transport.RoundTrip(req)
 	if !a.headersIn() && err == nil {
 		resp.Body.Close()

@@ -124,6 +124,9 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = ex.rl.constHdr.empty // keep Go's default agent off the wire
 	}
+	if ex.hk != nil { // the hooks add their headers, and may give the request's context
+		ctx = ex.hookAttemptStart(ctx, b, h)
+	}
 	out := (&http.Request{
 		Method:     r.Method,
 		URL:        b.URL,

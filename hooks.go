@@ -42,8 +42,9 @@ import (
 // else: no allocation, no lock, no clock reading (see
 // BenchmarkHooks/unset and TestHooksUnsetAllocateNothing). With hooks, a
 // hooked request allocates one small state struct (hookRun) and reads
-// the clock at attempt start and end; the rest is what the hooks
-// themselves cost. Usage is checked after each observed SSE event by
+// the clock at attempt start and end, and an attempt whose AttemptStart
+// gave a context of its own two small ones more (the upstream request's
+// context: hookedContext); the rest is what the hooks themselves cost. Usage is checked after each observed SSE event by
 // comparing one counter.
 //
 // # Security
@@ -59,14 +60,15 @@ type Hooks struct {
 	// routed. ctx is the request's own context (http.Request.Context), so
 	// that a span started here is a child of the host's server span. The
 	// context it returns (ctx itself, or one derived from it) is the one
-	// every later hook of the request gets; returning nil keeps ctx. The
-	// relay uses the returned context for nothing else: the upstream
-	// request runs in the relay's own context.
+	// every later hook of the request gets; returning nil keeps ctx.
 	RequestStart func(ctx context.Context, info RequestStartInfo) context.Context
 	// AttemptStart is called as each upstream attempt is about to be sent,
 	// with its request's header, to which it may add (propagation
 	// headers). ctx is RequestStart's context. The context it returns
-	// (nil: ctx) is given to the attempt's AttemptEnd.
+	// (nil: ctx) is given to the attempt's AttemptEnd, and its values
+	// (not its deadline or cancellation, which stay the relay's) are the
+	// upstream request's: an instrumented transport (otelhttp's, given
+	// with WithTransport) finds the attempt's span there.
 	AttemptStart func(ctx context.Context, info AttemptStartInfo) context.Context
 	// AttemptEnd is called when an attempt is over: failed over (before
 	// any backoff) or, for the attempt whose response was relayed, once
@@ -223,18 +225,44 @@ func (ex *exchange) hookStart() error {
 }
 
 // hookAttemptStart tells of the attempt about to be sent to b with
-// header h.
-func (ex *exchange) hookAttemptStart(b Backend, h http.Header) {
+// header h, and returns the context to send it in: ctx, the attempt's,
+// with the values of the hooks' context when they gave one.
+func (ex *exchange) hookAttemptStart(ctx context.Context, b Backend, h http.Header) context.Context {
 	hr := ex.hk
 	hr.open, hr.aStart, hr.aHost, hr.actx = true, ex.rl.clock.Now(), b.URL.Host, hr.ctx
 	if f := hr.h.AttemptStart; f != nil {
-		if ctx := f(hr.ctx, AttemptStartInfo{
+		if c := f(hr.ctx, AttemptStartInfo{
 			Attempt: ex.rec.Attempts, Upstream: b.Name, Host: b.URL.Host, URLScheme: b.URL.Scheme,
 			Model: ex.rec.Model, Stream: ex.rec.Stream, Time: hr.aStart, Header: h,
-		}); ctx != nil {
-			hr.actx = ctx
+		}); c != nil {
+			hr.actx = c
 		}
 	}
+	if hr.actx == ex.r.Context() { // the hooks added no value
+		return ctx
+	}
+	return &hookedContext{Context: ctx, vals: context.WithoutCancel(hr.actx)}
+}
+
+// hookedContext is an upstream request's context when the hooks gave
+// one: the attempt's deadline, cancellation and client trace, with the
+// values of the hooks' context first, so that an instrumented transport
+// (otelhttp's) finds the attempt's span in it. Its values are read
+// through context.WithoutCancel, which hides its cancellation: the
+// context package, looking for the nearest cancelCtx by Value, finds the
+// attempt's, so that a context derived from this one (the transport's)
+// is cancelled with the attempt, its cause included, without a goroutine.
+type hookedContext struct {
+	context.Context                 // the attempt's
+	vals            context.Context // AttemptStart's, without its cancellation
+}
+
+// Value finds key in the hooks' context, else in the attempt's.
+func (c *hookedContext) Value(key any) any {
+	if v := c.vals.Value(key); v != nil {
+		return v
+	}
+	return c.Context.Value(key)
 }
 
 // hookAttemptEnd tells of the end of the open attempt (ex.up.a), if

@@ -71,9 +71,13 @@ func (l *hookLog) hooks() *Hooks {
 // then a refused request, each tell the hooks what the Record tells, in
 // order, each hook getting the context the one before returned.
 func TestHooksOrderAndFacts(t *testing.T) {
+	// The content and usage events in one write, so that the relay reads
+	// them together: it observes each event it read before it writes them,
+	// so that usage is told before the first byte only when both came in
+	// one read (written apart, the order depended on the reads).
 	stream := sseUpstream(
-		`data: {"model":"m-resp","choices":[{"delta":{"content":"hi"}}]}`+"\n\n",
-		`data: {"model":"m-resp","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}`+"\n\n",
+		`data: {"model":"m-resp","choices":[{"delta":{"content":"hi"}}]}`+"\n\n"+
+			`data: {"model":"m-resp","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}`+"\n\n",
 		"data: [DONE]\n\n")
 	var seen sync.Map // X-Hooked header values the upstream got
 	up := func(w http.ResponseWriter, r *http.Request) {

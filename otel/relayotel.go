@@ -34,7 +34,8 @@
 // relay.usage.estimated (usage that is partly the relay's estimate).
 //
 // Each attempt's span (SpanKind client, named by its method, "POST", as
-// HTTP client spans are) carries http.request.method, server.address,
+// HTTP client spans are; "HTTP" for a method the HTTP conventions do not
+// know, whose http.request.method is "_OTHER") carries http.request.method, server.address,
 // server.port, relay.upstream (the backend's name), http.response.status_code,
 // http.request.resend_count (from the second attempt on) and, when the
 // attempt failed or was failed over, error.type and status Error.
@@ -253,6 +254,7 @@ type request struct {
 	context.Context // with the request's span
 	span            trace.Span
 	op, provider    string
+	method          string // http.request.method of its attempts
 	id, tenant      string // relay.request_id and relay.tenant, given at the end
 	model           string // requested, once an attempt told it
 	host            string // the last attempt's server.address
@@ -281,7 +283,7 @@ type startKey struct{ op, provider, route string }
 
 func (o *observer) requestStart(ctx context.Context, info relay.RequestStartInfo) context.Context {
 	r := &request{op: operation(info.Path, info.Kind), provider: providerName(info.Provider, info.Path),
-		id: info.RequestID, tenant: info.Tenant}
+		method: method(info.Method), id: info.RequestID, tenant: info.Tenant}
 	// The attributes a sampler may want are given at the start; those
 	// that differ per request (id, tenant) wait for the end's single call,
 	// so that the options repeat and are built once per route.
@@ -298,10 +300,11 @@ func (o *observer) requestStart(ctx context.Context, info relay.RequestStartInfo
 
 // attemptKey is what an attempt span's start options depend on (the
 // first attempt's: a resend's carry its count too).
-type attemptKey struct{ upstream, host, scheme string }
+type attemptKey struct{ upstream, host, scheme, method string }
 
 // attemptStart is what attempts to one backend share.
 type attemptStart struct {
+	name string // the span's: its method, "HTTP" for another
 	host string // server.address
 	port int    // server.port, 0 when unknown
 	opts []trace.SpanStartOption
@@ -312,10 +315,10 @@ func (o *observer) attemptStart(ctx context.Context, info relay.AttemptStartInfo
 	if r == nil {
 		return ctx
 	}
-	k := attemptKey{info.Upstream, info.Host, info.URLScheme}
+	k := attemptKey{info.Upstream, info.Host, info.URLScheme, r.method}
 	as, ok := o.attempts.get(k)
 	if !ok || info.Attempt > 1 {
-		as = newAttemptStart(info)
+		as = newAttemptStart(info, r.method)
 		if !ok && info.Attempt <= 1 {
 			o.attempts.put(k, as, len(info.Upstream)+len(info.Host)+len(info.URLScheme))
 		}
@@ -327,17 +330,21 @@ func (o *observer) attemptStart(ctx context.Context, info relay.AttemptStartInfo
 			r.span.SetName(o.name(r.op, info.Model))
 		}
 	}
-	actx, _ := o.tracer.Start(r, "POST", as.opts...)
+	actx, _ := o.tracer.Start(r, as.name, as.opts...)
 	o.props.Inject(actx, headerCarrier(info.Header))
 	return actx
 }
 
-// newAttemptStart builds the start options of an attempt span.
-func newAttemptStart(info relay.AttemptStartInfo) *attemptStart {
-	as := &attemptStart{}
+// newAttemptStart builds the start options of an attempt span of a
+// request with the given http.request.method.
+func newAttemptStart(info relay.AttemptStartInfo, method string) *attemptStart {
+	as := &attemptStart{name: method}
+	if method == methodOther {
+		as.name = "HTTP"
+	}
 	as.host, as.port = hostPort(info.Host, info.URLScheme)
 	attrs := make([]attribute.KeyValue, 0, 5)
-	attrs = append(attrs, keyMethod.String("POST"), keyServerAddress.String(as.host), keyUpstream.String(info.Upstream))
+	attrs = append(attrs, keyMethod.String(method), keyServerAddress.String(as.host), keyUpstream.String(info.Upstream))
 	if as.port > 0 {
 		attrs = append(attrs, keyServerPort.Int(as.port))
 	}
@@ -551,6 +558,20 @@ func providerName(p relay.Provider, path string) string {
 		return "openai"
 	}
 	return string(p)
+}
+
+// methodOther is http.request.method for a method the HTTP conventions
+// do not know (one WithAllowedMethods added).
+const methodOther = "_OTHER"
+
+// method is a request method as http.request.method gives it: the
+// relay forwards the client's (GET for models and files, not only POST).
+func method(m string) string {
+	switch m {
+	case "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "QUERY":
+		return m
+	}
+	return methodOther
 }
 
 // hostPort splits an upstream host into server.address and server.port,

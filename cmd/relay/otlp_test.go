@@ -83,6 +83,7 @@ func TestOTLPConfig(t *testing.T) {
 		{"{enabled: true, endpoint: c:4317, protocol: thrift}", `t.yaml:4: observability.otlp.protocol: want grpc or http, not "thrift"`},
 		{"{enabled: true, endpoint: c:4317, sampling_ratio: 2}", "t.yaml:4: observability.otlp.sampling_ratio: want a number from 0 to 1"},
 		{"{enabled: true, endpoint: c:4317, sampling_ratio: -0.5}", "observability.otlp.sampling_ratio: want a number from 0 to 1"},
+		{"{enabled: true, endpoint: c:4317, sampling_ratio: .nan}", "observability.otlp.sampling_ratio: want a number"},
 		{"{enabled: true, endpoint: c:4317, unknown: 1}", "unknown"},
 	} {
 		_, err := parseConfig([]byte(base+"observability:\n  otlp: "+tc.otlp+"\n"), "t.yaml", env(nil))
