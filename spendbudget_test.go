@@ -351,14 +351,17 @@ func BenchmarkMemoryLimiterAllow(b *testing.B) {
 	spend := tokens
 	spend.SpendPerMinute, spend.SpendPerDay, spend.SpendPerMonth = 1<<50, 1<<50, 1<<50
 	for _, bc := range []struct {
-		name string
-		lim  Limits
-		cost Cost
+		name   string
+		lim    Limits
+		cost   Cost
+		priced bool // the reservation is priced as admission prices it
 	}{
-		{"tokens", tokens, Cost{Requests: 1, Tokens: 1100}},
-		{"tokens+spend", spend, Cost{Requests: 1, Tokens: 1100, Spend: 8200}},
+		{"tokens", tokens, Cost{Requests: 1, Tokens: 1100}, false},
+		{"tokens+spend", spend, Cost{Requests: 1, Tokens: 1100, Spend: 8200}, false},
+		{"tokens+prices+spend", spend, Cost{Requests: 1, Tokens: 1100}, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
+			pt := benchPriceTable(b)
 			m := NewMemoryLimiter(bc.lim)
 			var tenants [1000]string
 			for i := range tenants {
@@ -369,6 +372,10 @@ func BenchmarkMemoryLimiterAllow(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				req := LimitRequest{Identity: Identity{Tenant: tenants[i%len(tenants)]}, Cost: bc.cost}
+				if bc.priced {
+					m, _ := pt.Estimate(ProviderOpenAI, "gpt-4o-mini-2024-07-18", 100, 1000)
+					req.Cost.Spend = int64(m)
+				}
 				now = now.Add(time.Microsecond)
 				if !m.AllowAt(now, req).Allowed {
 					b.Fatal("refused")
@@ -443,4 +450,24 @@ func TestUnpricedModelUnderBudget(t *testing.T) {
 		require.NoError(t, e.relay.Flush(context.Background()))
 		assert.False(t, e.lastRecord().Cost.Known)
 	})
+}
+
+// benchPriceTable is a price table of realistic size: forty models, exact
+// names and prefixes, so that a lookup pays for a snapshot's date suffix
+// and a prefix search.
+func benchPriceTable(b *testing.B) *PriceTable {
+	b.Helper()
+	var entries []PriceEntry
+	for i := range 20 {
+		entries = append(entries,
+			PriceEntry{Provider: ProviderOpenAI, Models: []string{fmt.Sprintf("model-%d", i)}, Price: ModelPrice{Input: 1, Output: 2}},
+			PriceEntry{Provider: ProviderAnthropic, Models: []string{fmt.Sprintf("claude-%d*", i)}, Price: ModelPrice{Input: 1, Output: 2}})
+	}
+	entries = append(entries, PriceEntry{Provider: ProviderOpenAI, Models: []string{"gpt-4o-mini"},
+		Price: ModelPrice{Input: 150_000, Output: 600_000}})
+	pt, err := NewPriceTable("bench", "USD", entries)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return pt
 }
