@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"io"
 	"net/http"
@@ -188,9 +190,12 @@ func (ex *exchange) relaySession() error {
 	}
 	up, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok || !connectionListed(resp.Header["Upgrade"], "websocket") ||
-		resp.Header.Get("Sec-Websocket-Accept") == "" || len(resp.Header["Sec-Websocket-Extensions"]) > 0 {
+		resp.Header.Get("Sec-Websocket-Accept") != acceptKey(ex.r.Header.Get("Sec-Websocket-Key")) ||
+		len(resp.Header["Sec-Websocket-Extensions"]) > 0 {
 		// An extension the client never offered (the relay removed the
-		// offer) would make its frames unreadable to the client too.
+		// offer) would make its frames unreadable to the client too; an
+		// Accept that does not answer the key sent is no WebSocket server's
+		// (the client would fail the handshake after a recorded 101).
 		resp.Body.Close()
 		ex.rl.log.Warn("relay: upstream answered the WebSocket handshake unacceptably", "request_id", ex.rec.RequestID,
 			"route", ex.route, "upstream", ex.rec.Upstream, "extensions", len(resp.Header["Sec-Websocket-Extensions"]) > 0)
@@ -225,4 +230,11 @@ func (ex *exchange) relaySession() error {
 	s := newSession(ex, conn, brw.Reader, up)
 	s.run()
 	return errEnded
+}
+
+// acceptKey is the Sec-WebSocket-Accept that answers a handshake's
+// Sec-WebSocket-Key (RFC 6455, section 4.2.2).
+func acceptKey(key string) string {
+	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h[:])
 }

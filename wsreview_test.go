@@ -1,0 +1,89 @@
+package relay
+
+import (
+	"bytes"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/streamrelay/relay/internal/testkit"
+	"github.com/streamrelay/relay/internal/wsframe"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestSessionBadAcceptIs502: an upstream's 101 whose Sec-WebSocket-Accept
+// does not answer the key sent is no WebSocket handshake: the client gets
+// a 502, not a 101 it would fail on (RFC 6455, section 4.1).
+func TestSessionBadAcceptIs502(t *testing.T) {
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Accept: " + wsAccept("another key") + "\r\n\r\n"))
+	}, Route{Prefix: "/v1"})
+	resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+	require.Nil(t, c)
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+	e.handled()
+	assert.Equal(t, http.StatusBadGateway, e.lastRecord().Status)
+}
+
+// TestSessionUpstreamNotReading: an upstream that stops reading while
+// the client keeps sending blocks the client→upstream write (the
+// upstream connection has no write deadline). The watchdog must still
+// find the session dead after Idle rather than block behind that write:
+// it used to wait for the upstream's write lock to ping it (once the
+// upstream had been heard from again), and the session then lived until
+// Max (2h by default).
+func TestSessionUpstreamNotReading(t *testing.T) {
+	stalled, release := make(chan struct{}), make(chan struct{})
+	e, _ := wsEnv(t, func(p *wsPeerConn) {
+		// It reads nothing; once the client's writes stall (every buffer
+		// on the way is full, the relay's write to it blocked), it is
+		// heard from, so that the relay pings it again.
+		select {
+		case <-stalled:
+		case <-release:
+			return
+		}
+		p.send(true, wsframe.OpText, []byte("x"))
+		<-release
+	}, Route{Prefix: "/v1"}, WithSessionTimeouts(SessionTimeouts{Ping: 50 * time.Millisecond, Idle: 500 * time.Millisecond}))
+	defer close(release)
+	resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+	require.NotNil(t, c, "status %d", resp.StatusCode)
+	frame := c.frame(true, wsframe.OpBinary, bytes.Repeat([]byte{7}, 1<<20))
+	go func() {
+		for range 1024 { // 1 GiB at most: far beyond the sockets' buffers
+			_ = c.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := c.c.Write(frame); err != nil {
+				break // no progress for 100ms: stalled (or closed)
+			}
+		}
+		close(stalled)
+	}()
+	testkit.Recv(t, stalled, "the client's writes stall")
+	// The session ends: the client's connection is closed (after the
+	// relay's close frame when it could be written).
+	var err error
+	for range 20 {
+		var f wsFrame
+		if f, err = c.readFrame(); err != nil || f.op == wsframe.OpClose {
+			break
+		}
+	}
+	if err == nil {
+		_, err = c.readFrame()
+	}
+	require.Error(t, err)
+	require.NotErrorIs(t, err, os.ErrDeadlineExceeded, "the session ended within the test's timeout")
+	e.handled()
+	rec := e.lastRecord()
+	assert.Equal(t, "relay", rec.ClosedBy)
+	assert.Equal(t, 1001, rec.CloseCode)
+}
