@@ -103,13 +103,16 @@ func protocolKey(vals []string) string {
 }
 
 // forwardedProtocols is the client's Sec-WebSocket-Protocol offer without
-// any key subprotocol, or "" when nothing is left.
-func forwardedProtocols(vals []string) string {
+// any key subprotocol (its prefix in any case), nor any subprotocol that
+// holds key, the client's key however it was sent, or "" when nothing is
+// left.
+func forwardedProtocols(vals []string, key string) string {
 	var b strings.Builder
 	for _, v := range vals {
 		for f := range strings.SplitSeq(v, ",") {
 			f = strings.TrimSpace(f)
-			if f == "" || strings.HasPrefix(f, keyProtocol) {
+			if f == "" || (len(f) >= len(keyProtocol) && strings.EqualFold(f[:len(keyProtocol)], keyProtocol)) ||
+				(key != "" && strings.Contains(f, key)) {
 				continue
 			}
 			if b.Len() > 0 {
@@ -164,16 +167,21 @@ func (ex *exchange) admitSession() error {
 
 // sessionHeaders turns the headers of an upstream request into a
 // WebSocket handshake's: the upgrade headers (hop-by-hop, so copyHeaders
-// dropped them), the client's subprotocols without a key, no extension
+// dropped them), the client's subprotocols without its key, no extension
 // offer (permessage-deflate would hide frames from observation), and no
 // Accept-Encoding (no body comes).
-func sessionHeaders(h, client http.Header) {
+func sessionHeaders(h http.Header, r *http.Request) {
+	client := r.Header
 	h["Connection"] = []string{"Upgrade"}
 	h["Upgrade"] = []string{"websocket"}
 	delete(h, "Sec-Websocket-Extensions")
 	delete(h, "Accept-Encoding")
 	delete(h, "Sec-Websocket-Protocol")
-	if p := forwardedProtocols(client["Sec-Websocket-Protocol"]); p != "" {
+	key := ClientKey(r)
+	if key == "" {
+		key = protocolKey(client["Sec-Websocket-Protocol"])
+	}
+	if p := forwardedProtocols(client["Sec-Websocket-Protocol"], key); p != "" {
 		h["Sec-Websocket-Protocol"] = []string{p}
 	}
 }

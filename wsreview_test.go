@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,3 +88,43 @@ func TestSessionUpstreamNotReading(t *testing.T) {
 	assert.Equal(t, "relay", rec.ClosedBy)
 	assert.Equal(t, 1001, rec.CloseCode)
 }
+
+// TestSessionKeyNeverUpstream: however a client spells its key into the
+// subprotocol offer (several header lines, odd spacing, the prefix in
+// another case, the bare key), it never reaches the upstream, while the
+// other subprotocols do.
+func TestSessionKeyNeverUpstream(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hdr  http.Header
+		want string
+	}{
+		{"lines and spacing", http.Header{"Sec-WebSocket-Protocol": {" realtime ,\topenai-insecure-api-key." + testKey + " ", "openai-insecure-api-key." + testKey + ",x"}}, "realtime, x"},
+		{"prefix in another case, key in a header", http.Header{"Authorization": {"Bearer " + testKey},
+			"Sec-WebSocket-Protocol": {"realtime, OpenAI-Insecure-API-Key." + testKey}}, "realtime"},
+		{"bare key, key in a header", http.Header{"X-Api-Key": {testKey},
+			"Sec-WebSocket-Protocol": {testKey + ", realtime"}}, "realtime"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan struct{})
+			e, reqs := wsEnv(t, func(p *wsPeerConn) {
+				p.sendClose(1000, "")
+				<-done
+			}, Route{Prefix: "/v1"})
+			resp, c := wsDial(t, e.front.URL+"/v1/realtime", tc.hdr)
+			require.NotNil(t, c, "status %d", resp.StatusCode)
+			r := testkit.Recv(t, reqs, "the upstream handshake")
+			assert.Equal(t, tc.want, r.Header.Get("Sec-WebSocket-Protocol"))
+			for k, vv := range r.Header {
+				assert.NotContains(t, strings.Join(vv, ","), testKey, "header %s carries the client's key", k)
+			}
+			assert.Equal(t, 1000, closeCode(t, c.mustFrame()))
+			c.sendClose(1000, "")
+			close(done)
+			e.handled()
+			assert.NotContains(t, string(appendRecordJSON(nil, ptr(e.lastRecord()))), testKey)
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
