@@ -14,24 +14,42 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestSessionBadAcceptIs502: an upstream's 101 whose Sec-WebSocket-Accept
-// does not answer the key sent is no WebSocket handshake: the client gets
-// a 502, not a 101 it would fail on (RFC 6455, section 4.1).
+// TestSessionBadAcceptIs502: an upstream's 101 that is no WebSocket
+// handshake (a Sec-WebSocket-Accept that does not answer the key sent,
+// no Upgrade, no Connection: Upgrade) gets the client a 502, not a 101
+// it would fail on (RFC 6455, section 4.1).
 func TestSessionBadAcceptIs502(t *testing.T) {
-	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
-		c, _, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-			"Sec-WebSocket-Accept: " + wsAccept("another key") + "\r\n\r\n"))
-	}, Route{Prefix: "/v1"})
-	resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
-	require.Nil(t, c)
-	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
-	e.handled()
-	assert.Equal(t, http.StatusBadGateway, e.lastRecord().Status)
+	for _, tc := range []struct {
+		name string
+		head func(key string) string
+	}{
+		{"wrong accept", func(string) string {
+			return "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + wsAccept("another key") + "\r\n"
+		}},
+		{"no accept", func(string) string { return "Upgrade: websocket\r\nConnection: Upgrade\r\n" }},
+		{"no upgrade", func(key string) string {
+			return "Connection: Upgrade\r\nSec-WebSocket-Accept: " + wsAccept(key) + "\r\n"
+		}},
+		{"no connection upgrade", func(key string) string {
+			return "Upgrade: websocket\r\nSec-WebSocket-Accept: " + wsAccept(key) + "\r\n"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				c, _, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\n" + tc.head(r.Header.Get("Sec-WebSocket-Key")) + "\r\n"))
+			}, Route{Prefix: "/v1"})
+			resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+			require.Nil(t, c)
+			assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+			e.handled()
+			assert.Equal(t, http.StatusBadGateway, e.lastRecord().Status)
+		})
+	}
 }
 
 // TestSessionUpstreamNotReading: an upstream that stops reading while
