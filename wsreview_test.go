@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"bufio"
 	"bytes"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -146,3 +148,32 @@ func TestSessionKeyNeverUpstream(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestSessionFramesWithTheHandshake: frames a client sends in the same
+// write as its handshake (before the 101) reach the upstream unchanged.
+func TestSessionFramesWithTheHandshake(t *testing.T) {
+	client := &wsPeerConn{mask: true}
+	early := append(client.frame(true, wsframe.OpText, []byte("early")), client.frame(true, wsframe.OpBinary, []byte{1, 2, 3})...)
+	got := make(chan []byte, 1)
+	e, _ := wsEnv(t, func(p *wsPeerConn) {
+		got <- p.readRaw(len(early))
+		p.sendClose(1000, "")
+		_, _ = p.readFrame()
+	}, Route{Prefix: "/v1"})
+	host := strings.TrimPrefix(e.front.URL, "http://")
+	c, err := net.DialTimeout("tcp", host, testkit.Timeout)
+	require.NoError(t, err)
+	defer c.Close()
+	p := &wsPeerConn{t: t, c: c, br: bufio.NewReader(c), mask: true}
+	p.writeRaw(append([]byte("GET /v1/realtime HTTP/1.1\r\nHost: "+host+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: "+testWSKey+"\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer "+testKey+"\r\n\r\n"), early...))
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(testkit.Timeout)))
+	resp, err := http.ReadResponse(p.br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	assert.Equal(t, early, testkit.Recv(t, got, "the early frames upstream"))
+	assert.Equal(t, 1000, closeCode(t, p.mustFrame()))
+	p.sendClose(1000, "")
+	e.handled()
+	assert.Equal(t, int64(len(early)+len(p.frame(true, wsframe.OpClose, wsframe.ClosePayload(nil, 1000, "")))), e.lastRecord().BytesIn)
+}
