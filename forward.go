@@ -119,7 +119,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, b Backend) *http.Reques
 	}
 	h["X-Request-Id"] = ex.upstreamIDHdr()
 	if ex.session() {
-		sessionHeaders(h, r.Header) // websocket.go
+		sessionHeaders(h, r) // websocket.go
 	}
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = ex.rl.constHdr.empty // keep Go's default agent off the wire

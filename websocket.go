@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"io"
 	"net/http"
@@ -101,13 +103,16 @@ func protocolKey(vals []string) string {
 }
 
 // forwardedProtocols is the client's Sec-WebSocket-Protocol offer without
-// any key subprotocol, or "" when nothing is left.
-func forwardedProtocols(vals []string) string {
+// any key subprotocol (its prefix in any case), nor any subprotocol that
+// holds key, the client's key however it was sent, or "" when nothing is
+// left.
+func forwardedProtocols(vals []string, key string) string {
 	var b strings.Builder
 	for _, v := range vals {
 		for f := range strings.SplitSeq(v, ",") {
 			f = strings.TrimSpace(f)
-			if f == "" || strings.HasPrefix(f, keyProtocol) {
+			if f == "" || (len(f) >= len(keyProtocol) && strings.EqualFold(f[:len(keyProtocol)], keyProtocol)) ||
+				(key != "" && strings.Contains(f, key)) {
 				continue
 			}
 			if b.Len() > 0 {
@@ -162,16 +167,21 @@ func (ex *exchange) admitSession() error {
 
 // sessionHeaders turns the headers of an upstream request into a
 // WebSocket handshake's: the upgrade headers (hop-by-hop, so copyHeaders
-// dropped them), the client's subprotocols without a key, no extension
+// dropped them), the client's subprotocols without its key, no extension
 // offer (permessage-deflate would hide frames from observation), and no
 // Accept-Encoding (no body comes).
-func sessionHeaders(h, client http.Header) {
+func sessionHeaders(h http.Header, r *http.Request) {
+	client := r.Header
 	h["Connection"] = []string{"Upgrade"}
 	h["Upgrade"] = []string{"websocket"}
 	delete(h, "Sec-Websocket-Extensions")
 	delete(h, "Accept-Encoding")
 	delete(h, "Sec-Websocket-Protocol")
-	if p := forwardedProtocols(client["Sec-Websocket-Protocol"]); p != "" {
+	key := ClientKey(r)
+	if key == "" {
+		key = protocolKey(client["Sec-Websocket-Protocol"])
+	}
+	if p := forwardedProtocols(client["Sec-Websocket-Protocol"], key); p != "" {
 		h["Sec-Websocket-Protocol"] = []string{p}
 	}
 }
@@ -188,9 +198,12 @@ func (ex *exchange) relaySession() error {
 	}
 	up, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok || !connectionListed(resp.Header["Upgrade"], "websocket") ||
-		resp.Header.Get("Sec-Websocket-Accept") == "" || len(resp.Header["Sec-Websocket-Extensions"]) > 0 {
+		resp.Header.Get("Sec-Websocket-Accept") != acceptKey(ex.r.Header.Get("Sec-Websocket-Key")) ||
+		len(resp.Header["Sec-Websocket-Extensions"]) > 0 {
 		// An extension the client never offered (the relay removed the
-		// offer) would make its frames unreadable to the client too.
+		// offer) would make its frames unreadable to the client too; an
+		// Accept that does not answer the key sent is no WebSocket server's
+		// (the client would fail the handshake after a recorded 101).
 		resp.Body.Close()
 		ex.rl.log.Warn("relay: upstream answered the WebSocket handshake unacceptably", "request_id", ex.rec.RequestID,
 			"route", ex.route, "upstream", ex.rec.Upstream, "extensions", len(resp.Header["Sec-Websocket-Extensions"]) > 0)
@@ -225,4 +238,11 @@ func (ex *exchange) relaySession() error {
 	s := newSession(ex, conn, brw.Reader, up)
 	s.run()
 	return errEnded
+}
+
+// acceptKey is the Sec-WebSocket-Accept that answers a handshake's
+// Sec-WebSocket-Key (RFC 6455, section 4.2.2).
+func acceptKey(key string) string {
+	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h[:])
 }

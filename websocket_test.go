@@ -593,6 +593,14 @@ func TestSessionRealtimeUsage(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []int64{26, 253, 420}, settled, "each settled on its own (in the background: any order)")
 	e.handled()
+	// The session's end settles no tokens again: Shutdown awaits the
+	// background settlements, and whatever came after the three is 0.
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
+	defer cancel()
+	require.NoError(t, e.relay.Shutdown(ctx))
+	for len(spy.settled) > 0 {
+		assert.Zero(t, <-spy.settled, "tokens settled twice")
+	}
 	rec := e.lastRecord()
 	assert.Equal(t, Usage{InputTokens: 132 + 17 + 290, OutputTokens: 121 + 9 + 130, CachedInputTokens: 64 + 192,
 		AudioInputTokens: 13 + 17 + 130, AudioOutputTokens: 91 + 105}, rec.Usage)

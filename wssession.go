@@ -306,9 +306,8 @@ func (s *session) watch() {
 			return
 		}
 		if s.to.Ping > 0 && silent >= s.to.Ping && !p.pinged.Load() {
-			p.pinged.Store(true)
 			key := maskKey()
-			p.send(wsframe.AppendFrame(nil, true, wsframe.OpPing, p.mask, key, []byte("relay")), false)
+			p.pinged.Store(p.ping(wsframe.AppendFrame(nil, true, wsframe.OpPing, p.mask, key, []byte("relay"))))
 		}
 	}
 	s.mu.Lock()
@@ -336,6 +335,29 @@ func (p *wsPeer) send(frame []byte, isClose bool) {
 	}
 	p.closed = isClose
 	_ = p.write(frame)
+}
+
+// ping sends a ping of the relay's as send does, unless a write to the
+// peer is under way: that write may be blocked (a peer that does not
+// read; the upstream's connection has no write deadline), and the
+// watchdog must never wait behind it, or it would stop looking for
+// silent sides. It reports whether the ping was written or queued.
+func (p *wsPeer) ping(frame []byte) bool {
+	if !p.wmu.TryLock() {
+		return false // bytes are on their way to it: the next look pings
+	}
+	defer p.wmu.Unlock()
+	if p.closed {
+		return false
+	}
+	if !p.atEdge {
+		if p.queued == nil {
+			p.queued = frame
+		}
+		return true
+	}
+	_ = p.write(frame)
+	return true
 }
 
 // forward writes bytes read from the other side, which end at a frame
