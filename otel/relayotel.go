@@ -292,9 +292,19 @@ func (o *observer) requestStart(ctx context.Context, info relay.RequestStartInfo
 	if !ok {
 		opts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
 			keyOperation.String(r.op), keyProvider.String(r.provider), keyRoute.String(info.Route))}
+		if r.op == "" {
+			// Not a GenAI operation: an HTTP client span, with no gen_ai
+			// attribute and no gen_ai metric.
+			opts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient),
+				trace.WithAttributes(keyRoute.String(info.Route))}
+		}
 		o.starts.put(k, opts, len(info.Route))
 	}
-	r.Context, r.span = o.tracer.Start(ctx, r.op, opts...)
+	name := r.op
+	if name == "" {
+		name = spanMethodName(r.method)
+	}
+	r.Context, r.span = o.tracer.Start(ctx, name, opts...)
 	return r
 }
 
@@ -326,7 +336,7 @@ func (o *observer) attemptStart(ctx context.Context, info relay.AttemptStartInfo
 	r.host, r.port = as.host, as.port
 	if !r.named {
 		r.named, r.model, r.stream = true, info.Model, info.Stream
-		if info.Model != "" {
+		if info.Model != "" && r.op != "" {
 			r.span.SetName(o.name(r.op, info.Model))
 		}
 	}
@@ -338,10 +348,7 @@ func (o *observer) attemptStart(ctx context.Context, info relay.AttemptStartInfo
 // newAttemptStart builds the start options of an attempt span of a
 // request with the given http.request.method.
 func newAttemptStart(info relay.AttemptStartInfo, method string) *attemptStart {
-	as := &attemptStart{name: method}
-	if method == methodOther {
-		as.name = "HTTP"
-	}
+	as := &attemptStart{name: spanMethodName(method)}
 	as.host, as.port = hostPort(info.Host, info.URLScheme)
 	attrs := make([]attribute.KeyValue, 0, 5)
 	attrs = append(attrs, keyMethod.String(method), keyServerAddress.String(as.host), keyUpstream.String(info.Upstream))
@@ -393,7 +400,7 @@ func (o *observer) requestEnd(ctx context.Context, info relay.RequestEndInfo) {
 		return
 	}
 	rec := &info.Record
-	if r.model == "" && rec.Model != "" { // no attempt was made: the body still named it
+	if r.model == "" && rec.Model != "" && r.op != "" { // no attempt was made: the body still named it
 		r.model = rec.Model
 		r.span.SetName(o.name(r.op, rec.Model))
 	}
@@ -420,7 +427,10 @@ func (o *observer) requestEnd(ctx context.Context, info relay.RequestEndInfo) {
 		if rec.ErrorType != relay.ErrTypeNone {
 			kv = append(kv, keyErrorType.String(string(rec.ErrorType)))
 		}
-		kv = append(kv, keyStatus.Int(rec.Status), keyAttempts.Int(rec.Attempts), keyStream.Bool(r.stream))
+		kv = append(kv, keyStatus.Int(rec.Status), keyAttempts.Int(rec.Attempts))
+		if r.op != "" {
+			kv = append(kv, keyStream.Bool(r.stream))
+		}
 		if rec.Kind == relay.KindSSE && rec.TTFT > 0 {
 			kv = append(kv, keyTTFC.Float64(rec.TTFT.Seconds()))
 		}
@@ -447,8 +457,8 @@ func (o *observer) requestEnd(ctx context.Context, info relay.RequestEndInfo) {
 
 	// Metrics, in the request's context (exemplars link to its span);
 	// none when the meter provider records nothing (a no-op).
-	if !o.duration.Enabled(r) {
-		return
+	if r.op == "" || !o.duration.Enabled(r) {
+		return // the gen_ai metrics count GenAI operations only
 	}
 	sets := o.metricSets(r, rec)
 	o.duration.Record(r, rec.Duration.Seconds(), sets.duration...)
@@ -537,7 +547,7 @@ func operation(path string, kind relay.StreamKind) string {
 	case strings.HasSuffix(path, "/audio/transcriptions"), strings.HasSuffix(path, "/audio/translations"):
 		return "speech_to_text"
 	}
-	return "chat"
+	return "" // not a GenAI operation: models, files, batches...
 }
 
 // providerName maps a route's provider to the conventions' well-known
@@ -572,6 +582,16 @@ func method(m string) string {
 		return m
 	}
 	return methodOther
+}
+
+// spanMethodName is an HTTP client span's name for an
+// http.request.method value: the method, "HTTP" for one the conventions
+// do not know.
+func spanMethodName(method string) string {
+	if method == methodOther {
+		return "HTTP"
+	}
+	return method
 }
 
 // hostPort splits an upstream host into server.address and server.port,

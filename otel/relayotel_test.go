@@ -167,16 +167,23 @@ func tree(t *testing.T, spans []sdktrace.ReadOnlySpan, wantAttempts int) (sdktra
 	var hostSpan, req sdktrace.ReadOnlySpan
 	var attempts []sdktrace.ReadOnlySpan
 	for _, s := range spans {
-		switch {
-		case strings.HasPrefix(s.Name(), "host "):
+		if strings.HasPrefix(s.Name(), "host ") {
 			hostSpan = s
-		case s.Name() == "POST":
-			attempts = append(attempts, s)
-		default:
-			req = s
 		}
 	}
 	require.NotNil(t, hostSpan)
+	// The request span is the host's child; the attempts are the others
+	// (a request that is no GenAI operation is named by its method too).
+	for _, s := range spans {
+		switch {
+		case s == hostSpan:
+		case s.Parent().SpanID() == hostSpan.SpanContext().SpanID():
+			req = s
+		default:
+			assert.Equal(t, "POST", s.Name(), "an attempt span is named by its method")
+			attempts = append(attempts, s)
+		}
+	}
 	require.NotNil(t, req)
 	assert.Equal(t, incomingTrace, hostSpan.SpanContext().TraceID().String())
 	assert.Equal(t, incomingParent, hostSpan.Parent().SpanID().String(), "the host span continues the incoming trace")
@@ -490,4 +497,25 @@ func TestCachesKeepRequestsApart(t *testing.T) {
 		counts[v.AsString()] += p.Count
 	}
 	assert.Equal(t, map[string]uint64{"m-a": 2, "m-b": 1}, counts)
+}
+
+// TestNotGenAIRequest: a request that is no GenAI operation (a file
+// upload, the models list) gets an HTTP client span named by its method,
+// with no gen_ai attribute, and no gen_ai metric.
+func TestNotGenAIRequest(t *testing.T) {
+	e := newEnv(t, relay.Route{Prefix: "/v1"}, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"id":"file-1"}`)
+	})
+	status, _ := e.do(t, "/v1/files", `{"purpose":"batch"}`)
+	require.Equal(t, 200, status)
+	req, attempts := tree(t, e.ended(), 1)
+	assert.Equal(t, "POST", req.Name())
+	assert.Equal(t, "POST", attempts[0].Name())
+	for k := range attrs(req) {
+		assert.NotContains(t, string(k), "gen_ai.", "a gen_ai attribute on a request that is no GenAI operation")
+	}
+	m := e.collect(t)
+	assert.NotContains(t, m, "gen_ai.client.operation.duration")
+	assert.NotContains(t, m, "gen_ai.client.token.usage")
 }
