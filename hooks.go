@@ -129,7 +129,10 @@ type AttemptStartInfo struct {
 	Time time.Time
 	// Header is the upstream request's header: add to it, never remove
 	// or read from it (it holds the upstream credential); do not keep it
-	// after the hook returns.
+	// after the hook returns. When AttemptStart is set, the client's
+	// Traceparent and Tracestate are removed from it first: the hook's
+	// propagator writes the attempt's own (continuing the client's trace
+	// when the host extracted it).
 	Header http.Header
 }
 
@@ -231,6 +234,11 @@ func (ex *exchange) hookAttemptStart(ctx context.Context, b Backend, h http.Head
 	hr := ex.hk
 	hr.open, hr.aStart, hr.aHost, hr.actx = true, ex.rl.clock.Now(), b.URL.Host, hr.ctx
 	if f := hr.h.AttemptStart; f != nil {
+		// The hook propagates the attempt's trace context: the client's
+		// own W3C headers would contradict it (a tracestate of another
+		// trace, when the host did not continue the client's).
+		delete(h, "Traceparent")
+		delete(h, "Tracestate")
 		if c := f(hr.ctx, AttemptStartInfo{
 			Attempt: ex.rec.Attempts, Upstream: b.Name, Host: b.URL.Host, URLScheme: b.URL.Scheme,
 			Model: ex.rec.Model, Stream: ex.rec.Stream, Time: hr.aStart, Header: h,

@@ -3,12 +3,14 @@ package relay
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/streamrelay/relay/internal/testkit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -217,6 +219,46 @@ func BenchmarkHooks(b *testing.B) {
 				clear(w.h)
 				rl.ServeHTTP(w, benchRequest("/v1/chat/completions"))
 			}
+		})
+	}
+}
+
+// TestHooksReplaceClientTraceHeaders: with an AttemptStart hook, the
+// client's traceparent and tracestate do not reach the upstream beside
+// the hook's own (a tracestate of another trace); without hooks they
+// pass, as any header.
+func TestHooksReplaceClientTraceHeaders(t *testing.T) {
+	got := make(chan http.Header, 1)
+	up := func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{}`)
+	}
+	const client = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	const hooked = "00-11111111111111111111111111111111-2222222222222222-01"
+	for _, tc := range []struct {
+		name          string
+		opts          []Option
+		parent, state string
+	}{
+		{"hooks", []Option{WithHooks(&Hooks{AttemptStart: func(ctx context.Context, i AttemptStartInfo) context.Context {
+			i.Header.Set("Traceparent", hooked)
+			return ctx
+		}})}, hooked, ""},
+		{"no hooks", nil, client, "vendor=x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, up, Route{Prefix: "/v1"}, tc.opts...)
+			req := e.request("POST", "/v1/x", `{}`)
+			req.Header.Set("Traceparent", client)
+			req.Header.Set("Tracestate", "vendor=x")
+			req.Header.Set("Baggage", "k=v")
+			resp, _ := e.do(req)
+			require.Equal(t, 200, resp.StatusCode)
+			h := testkit.Recv(t, got, "the upstream got no request")
+			assert.Equal(t, tc.parent, h.Get("Traceparent"))
+			assert.Equal(t, tc.state, h.Get("Tracestate"))
+			assert.Equal(t, "k=v", h.Get("Baggage"), "baggage is not the trace's: it passes")
 		})
 	}
 }
