@@ -441,6 +441,7 @@ type poolKey struct {
 	restUntil time.Time
 	failures  int
 	inflight  int // requests in flight with this key, under the route's slots.mu
+	slotID    string // "route/upstream/index": the key's name in a KeySlotStore
 }
 
 // NewRouteTable validates routes and compiles them into a resolver.
@@ -605,6 +606,9 @@ func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, see
 			}
 			b.slots = cr.slots
 			cr.slots.capacity += queuePerSlot * b.maxInFlight * len(b.keys)
+			for k := range b.keys { // names the key in a KeySlotStore
+				b.keys[k].slotID = r.Name + "/" + b.name + "/" + strconv.Itoa(k)
+			}
 		}
 	}
 	cr.maxTries = r.MaxAttempts
