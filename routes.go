@@ -440,7 +440,7 @@ type poolKey struct {
 	done      func(AttemptResult) // reports an attempt with this key; made once
 	restUntil time.Time
 	failures  int
-	inflight  int // requests in flight with this key, under the route's slots.mu
+	inflight  int    // requests in flight with this key, under the route's slots.mu
 	slotID    string // "route/upstream/index": the key's name in a KeySlotStore
 }
 
