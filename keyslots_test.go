@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -150,4 +152,56 @@ func newGatedUpstream(t *testing.T, g *gatedSSE) string {
 	up := httptest.NewServer(http.HandlerFunc(g.serve))
 	t.Cleanup(up.Close)
 	return up.URL
+}
+
+// TestKeySlotCandidates: the store is offered the chosen key first, the
+// other keys of its pool with the resting ones last, then the next
+// capped upstream's keys, up to the first uncapped upstream, which is
+// taken when every candidate is full.
+func TestKeySlotCandidates(t *testing.T) {
+	clock := newStepClock()
+	rt, err := NewRouteTable([]Route{{Name: "r", Prefix: "/", MaxAttempts: 3, Upstreams: []Upstream{
+		{Name: "a", URL: "http://a", AuthHeader: "x-api-key", Keys: []string{"k0", "k1", "k2"}, MaxInFlight: 1},
+		{Name: "b", URL: "http://b", MaxInFlight: 2},
+		{Name: "c", URL: "http://c"},
+	}}}, clock)
+	require.NoError(t, err)
+	pool := rt.routes[0].backends[0]
+	pool.keys[1].restUntil = clock.Now().Add(time.Hour) // rests: offered last
+	req, _ := http.NewRequest("POST", "http://relay/v1", nil)
+	for range 10 { // the resolution rotates: every order ends the same way
+		tg, err := rt.Resolve(req)
+		require.NoError(t, err)
+		i := slices.IndexFunc(tg.Backends, func(b Backend) bool { return b.Name == "a" })
+		if i < 0 || slices.IndexFunc(tg.Backends, func(b Backend) bool { return b.Name == "c" }) < i {
+			continue
+		}
+		// Make the order a, b, c from i on, as the loop does with swaps.
+		order := map[string]int{"a": 0, "b": 1, "c": 2}
+		slices.SortStableFunc(tg.Backends[i:], func(x, y Backend) int { return order[x.Name] - order[y.Name] })
+		want := tg.Backends[i].key
+		cands, at, free := tg.candidates(i)
+		var ids []string
+		for _, c := range cands {
+			ids = append(ids, c.ID)
+		}
+		others := []string{}
+		for d := 1; d < 3; d++ {
+			if k := (want + d) % 3; k != 1 {
+				others = append(others, "r/a/"+strconv.Itoa(k))
+			}
+		}
+		exp := append([]string{"r/a/" + strconv.Itoa(want)}, others...)
+		if want != 1 {
+			exp = append(exp, "r/a/1")
+		}
+		exp = append(exp, "r/b/0")
+		assert.Equal(t, exp, ids)
+		assert.Equal(t, KeyCandidate{ID: "r/b/0", Max: 2}, cands[len(cands)-1])
+		assert.Len(t, at, len(cands))
+		require.GreaterOrEqual(t, free, 0)
+		assert.Equal(t, "c", tg.Backends[free].Name)
+		return
+	}
+	t.Fatal("no resolution put upstream a before c")
 }

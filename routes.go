@@ -155,9 +155,9 @@ type Upstream struct {
 	// slot; when every key is full it waits up to the route's
 	// QueueTimeout, then is refused with 429, reason
 	// "upstream_concurrency" (README "Concurrency"). Counted in this
-	// process, and per route: replicas each allow MaxInFlight, and so
-	// does each route that lists the same key. Zero means no cap;
-	// negative is an error.
+	// process unless WithKeySlots shares the count among replicas, and
+	// per route: each route that lists the same key allows MaxInFlight.
+	// Zero means no cap; negative is an error.
 	MaxInFlight int
 }
 
