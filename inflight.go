@@ -8,7 +8,9 @@ import (
 
 // Per-key caps (Upstream.MaxInFlight): an attempt holds a slot on its key
 // from before it is sent until it ends (attempt.end), its response
-// relayed, or its session over. The counts are per process.
+// relayed, or its session over. The counts are per process, unless a
+// KeySlotStore shares them (keyslots.go): then the store decides and the
+// counts here mirror this process's share.
 
 // routeSlots guards the in-flight counts of a route's keys (poolKey.inflight)
 // and queues the requests waiting for a free key. One lock per route: it is
@@ -22,8 +24,9 @@ type routeSlots struct {
 // keySlot is the slot an attempt holds: a key of a capped pool. The zero
 // value holds nothing.
 type keySlot struct {
-	pool *backendPool
-	key  int
+	pool  *backendPool
+	key   int
+	lease Lease // the slot in a KeySlotStore; nil when counted here only
 }
 
 // release gives the slot back and wakes the first waiter, which looks for
@@ -34,6 +37,9 @@ func (ks *keySlot) release() {
 		return
 	}
 	ks.pool = nil
+	if ks.lease != nil {
+		ks.lease.Release() // before the wake: a local waiter finds it free
+	}
 	s := p.slots
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -85,9 +91,21 @@ func (ex *exchange) takeKeySlot(base context.Context, i int) (keySlot, error) {
 	var timer *time.Timer
 	var start time.Time
 	front := false // a woken waiter that lost its slot keeps its place
+	// With a shared store, a slot freed by another replica wakes no one
+	// here: a waiter polls, backing off.
+	shared := ex.rl.cfg.keySlots != nil && t.Backends[i].capped()
+	var poll <-chan time.Time
+	gap := keyPollMin
 	for {
-		s.mu.Lock()
-		ks, ok := t.freeSlot(i)
+		var ks keySlot
+		var ok bool
+		if shared {
+			ks, ok = ex.sharedSlot(base, i)
+			s.mu.Lock()
+		} else {
+			s.mu.Lock()
+			ks, ok = t.freeSlot(i)
+		}
 		if ok {
 			s.mu.Unlock()
 			if timer != nil {
@@ -121,9 +139,21 @@ func (ex *exchange) takeKeySlot(base context.Context, i int) (keySlot, error) {
 		if timer == nil {
 			timer, start = time.NewTimer(t.queueWait), time.Now()
 		}
+		var pt *time.Timer
+		if shared {
+			pt = time.NewTimer(gap)
+			poll, gap = pt.C, min(2*gap, keyPollMax)
+		}
 		var err error
 		select {
 		case <-ch:
+			stopTimer(pt)
+			front = true
+			continue
+		case <-poll:
+			s.mu.Lock()
+			s.remove(ch) // woken meanwhile or not, it asks again now
+			s.mu.Unlock()
 			front = true
 			continue
 		case <-timer.C:
@@ -137,11 +167,30 @@ func (ex *exchange) takeKeySlot(base context.Context, i int) (keySlot, error) {
 			ex.observeWait("canceled", start)
 		}
 		timer.Stop()
+		stopTimer(pt)
 		ex.waiting.Store(waitNone)
 		s.mu.Lock()
 		s.dequeue(ch)
 		s.mu.Unlock()
 		return keySlot{}, err
+	}
+}
+
+// stopTimer stops t, if any.
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}
+
+// remove takes ch out of the queue, if it is there (not woken yet).
+// s.mu is held.
+func (s *routeSlots) remove(ch chan struct{}) {
+	for i, w := range s.waiters {
+		if w == ch {
+			s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
+			return
+		}
 	}
 }
 
@@ -160,7 +209,7 @@ func (t *Target) freeSlot(i int) (keySlot, bool) {
 	}
 	if k, ok := b.pool.freeKey(b.key); ok {
 		b.pool.use(b, k)
-		return keySlot{b.pool, k}, true
+		return keySlot{pool: b.pool, key: k}, true
 	}
 	for j := i + 1; j < len(t.Backends); j++ {
 		c := &t.Backends[j]
@@ -175,7 +224,7 @@ func (t *Target) freeSlot(i int) (keySlot, bool) {
 			p := c.pool
 			p.use(c, k)
 			t.Backends[i], t.Backends[j] = t.Backends[j], t.Backends[i]
-			return keySlot{p, k}, true
+			return keySlot{pool: p, key: k}, true
 		}
 	}
 	return keySlot{}, false

@@ -39,6 +39,7 @@ type config struct {
 	auth          Authenticator
 	limiter       Limiter
 	failOpen      bool
+	keySlots      KeySlotStore
 	recorder      Recorder
 	asyncOpt      AsyncOptions
 	registerer    prometheus.Registerer

@@ -155,9 +155,9 @@ type Upstream struct {
 	// slot; when every key is full it waits up to the route's
 	// QueueTimeout, then is refused with 429, reason
 	// "upstream_concurrency" (README "Concurrency"). Counted in this
-	// process, and per route: replicas each allow MaxInFlight, and so
-	// does each route that lists the same key. Zero means no cap;
-	// negative is an error.
+	// process unless WithKeySlots shares the count among replicas, and
+	// per route: each route that lists the same key allows MaxInFlight.
+	// Zero means no cap; negative is an error.
 	MaxInFlight int
 }
 
@@ -440,7 +440,8 @@ type poolKey struct {
 	done      func(AttemptResult) // reports an attempt with this key; made once
 	restUntil time.Time
 	failures  int
-	inflight  int // requests in flight with this key, under the route's slots.mu
+	inflight  int    // requests in flight with this key, under the route's slots.mu
+	slotID    string // "route/upstream/index": the key's name in a KeySlotStore
 }
 
 // NewRouteTable validates routes and compiles them into a resolver.
@@ -605,6 +606,9 @@ func compileRoute(p *routeProblems, r Route, names, prefixes map[string]int, see
 			}
 			b.slots = cr.slots
 			cr.slots.capacity += queuePerSlot * b.maxInFlight * len(b.keys)
+			for k := range b.keys { // names the key in a KeySlotStore
+				b.keys[k].slotID = r.Name + "/" + b.name + "/" + strconv.Itoa(k)
+			}
 		}
 	}
 	cr.maxTries = r.MaxAttempts

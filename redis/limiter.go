@@ -54,7 +54,8 @@ type Limiter struct {
 	defaults relay.Limits
 	timeout  time.Duration
 	calls    *caller
-	leases   leaseState // concurrency leases (concurrency.go)
+	leases   leaseState    // concurrency leases (concurrency.go)
+	keySlots *redis.Script // upstream keys' slots (keyslots.go)
 	// testNow, set only by this package's tests, replaces Redis's clock
 	// so that the shared vectors run at exact times.
 	testNow func() time.Time
@@ -81,6 +82,7 @@ func NewLimiter(client redis.UniversalClient, opts ...Option) (*Limiter, error) 
 	}
 	l.leases.ttl, l.leases.script = s.leaseTTL, redis.NewScript(leaseScript)
 	l.leases.wake = make(chan struct{}, 1)
+	l.keySlots = redis.NewScript(keySlotScript)
 	return l, nil
 }
 

@@ -74,6 +74,9 @@ func relayOptions(c *fileConfig, st *storage, getenv func(string) (string, bool)
 	if l := st.limiter(c); l != nil {
 		opts = append(opts, relay.WithLimiter(l))
 	}
+	if ks := st.keySlots(c); ks != nil {
+		opts = append(opts, relay.WithKeySlots(ks))
+	}
 	return opts
 }
 

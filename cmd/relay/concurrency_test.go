@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/streamrelay/relay"
+	relayredis "github.com/streamrelay/relay/redis"
 )
 
 // TestConcurrencyKeys: the concurrency caps of rate_limit and of a key's
@@ -51,5 +53,35 @@ auth:
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("error = %v, want one naming %s", err, tc.want)
 		}
+	}
+}
+
+// TestKeySlotsFollowRedisLimiter: the upstream keys' max_in_flight is
+// shared through Redis exactly when Redis limits (rate_limit.enabled with
+// storage.redis); otherwise it is counted per process.
+func TestKeySlotsFollowRedisLimiter(t *testing.T) {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never contacted
+	defer client.Close()
+	rl, err := relayredis.NewLimiter(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		enabled bool
+		redis   relay.Limiter
+		want    relay.KeySlotStore
+	}{
+		{"redis limiting", true, rl, rl},
+		{"redis without rate_limit", false, rl, nil},
+		{"memory limiting", true, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &storage{memory: relay.NewMemoryLimiter(relay.Limits{}), redis: tc.redis}
+			c := &fileConfig{RateLimit: rateLimitConfig{Enabled: tc.enabled}}
+			if got := st.keySlots(c); got != tc.want {
+				t.Errorf("keySlots = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

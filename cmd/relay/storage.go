@@ -52,6 +52,17 @@ func (s *storage) limiter(c *fileConfig) relay.Limiter {
 	}
 }
 
+// keySlots is the store of the upstream keys' in-flight slots
+// (max_in_flight): Redis's limiter when it limits (rate_limit.enabled
+// with storage.redis), so that replicas share one cap per key; nil, per
+// process, otherwise.
+func (s *storage) keySlots(c *fileConfig) relay.KeySlotStore {
+	if ks, ok := s.limiter(c).(relay.KeySlotStore); ok && s.redis != nil {
+		return ks
+	}
+	return nil
+}
+
 // close releases files and connections, reporting the first error.
 func (s *storage) close() error {
 	var errs []error
