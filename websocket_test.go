@@ -470,6 +470,8 @@ func (o fakeObserver) client(msg, tail []byte, text, complete bool) {
 	o.f.client = append(o.f.client, obsMsg{string(msg), string(tail), text, complete})
 }
 
+func (o fakeObserver) observesClient() bool { return true }
+
 func (o fakeObserver) result(rec *Record) {
 	o.f.mu.Lock()
 	defer o.f.mu.Unlock()

@@ -403,7 +403,8 @@ func (s *session) pump(src, dst *wsPeer) {
 	rl := s.ex.rl
 	var wire wsframe.Scanner // before each write: boundaries, close frames, errors
 	var msgs wsMessages      // after it: messages, for the observer
-	if s.obs != nil {
+	observe := s.obs != nil && (src == &s.up || s.obs.observesClient())
+	if observe {
 		msgs.init(s, src == &s.up)
 		defer msgs.release()
 	}
@@ -481,7 +482,7 @@ func (s *session) pump(src, dst *wsPeer) {
 					s.closeSoon()
 				}
 			}
-			if s.obs != nil {
+			if observe {
 				msgs.scan(chunk)
 			}
 		}
