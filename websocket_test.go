@@ -7,6 +7,7 @@ import (
 	"errors"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -261,6 +262,7 @@ func TestSessionEnds(t *testing.T) {
 		client   func(t *testing.T, c *wsPeerConn)
 		code     int
 		by       string
+		wait     time.Duration // SessionTimeouts.Close; 0: the default
 	}{
 		{"upstream closes first", func(p *wsPeerConn, fromClient <-chan wsFrame) {
 			p.sendClose(4000, "done")
@@ -270,20 +272,20 @@ func TestSessionEnds(t *testing.T) {
 			assert.Equal(t, 4000, closeCode(t, f))
 			assert.Equal(t, "done", string(f.payload[2:]))
 			c.sendClose(4000, "done")
-		}, 4000, "upstream"},
+		}, 4000, "upstream", 0},
 		{"upstream vanishes", func(p *wsPeerConn, _ <-chan wsFrame) {
 			p.send(true, wsframe.OpText, []byte("last"))
 		}, func(t *testing.T, c *wsPeerConn) {
 			assert.Equal(t, "last", string(c.mustFrame().payload))
 			assert.Equal(t, 1014, closeCode(t, c.mustFrame()), "the relay's close for a vanished upstream")
-		}, 1006, "upstream"},
+		}, 1006, "upstream", 0},
 		{"client vanishes", func(p *wsPeerConn, fromClient <-chan wsFrame) {
 			f := <-fromClient
 			assert.Equal(t, 1001, closeCode(t, f), "the relay's close for a vanished client")
 			assert.True(t, f.masked, "frames to the upstream are masked")
 		}, func(t *testing.T, c *wsPeerConn) {
 			c.c.Close()
-		}, 1006, "client"},
+		}, 1006, "client", 0},
 		{"close without an answer", func(p *wsPeerConn, fromClient <-chan wsFrame) {
 			assert.Equal(t, 1000, closeCode(t, <-fromClient))
 			<-fromClient // never answered: the relay closes the connection
@@ -291,7 +293,9 @@ func TestSessionEnds(t *testing.T) {
 			c.sendClose(1000, "")
 			_, err := c.readFrame()
 			assert.Error(t, err, "closed within the close wait")
-		}, 1000, "client"},
+			var ne net.Error
+			assert.False(t, errors.As(err, &ne) && ne.Timeout(), "closed by the relay, not by the read deadline")
+		}, 1000, "client", 100 * time.Millisecond},
 		{"close without a code", func(p *wsPeerConn, fromClient <-chan wsFrame) {
 			f := <-fromClient
 			assert.Empty(t, f.payload)
@@ -299,7 +303,7 @@ func TestSessionEnds(t *testing.T) {
 		}, func(t *testing.T, c *wsPeerConn) {
 			c.send(true, wsframe.OpClose, nil)
 			assert.Equal(t, wsframe.OpClose, c.mustFrame().op)
-		}, 1005, "client"},
+		}, 1005, "client", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, _ := wsEnv(t, func(p *wsPeerConn) {
@@ -318,7 +322,7 @@ func TestSessionEnds(t *testing.T) {
 				p.c.Close()
 				for range frames { // the reader ends with the connection
 				}
-			}, Route{Prefix: "/v1"})
+			}, Route{Prefix: "/v1"}, WithSessionTimeouts(SessionTimeouts{Close: tc.wait}))
 			resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
 			require.NotNil(t, c, "status %d", resp.StatusCode)
 			tc.client(t, c)
@@ -465,6 +469,8 @@ func (o fakeObserver) client(msg, tail []byte, text, complete bool) {
 	defer o.f.mu.Unlock()
 	o.f.client = append(o.f.client, obsMsg{string(msg), string(tail), text, complete})
 }
+
+func (o fakeObserver) observesClient() bool { return true }
 
 func (o fakeObserver) result(rec *Record) {
 	o.f.mu.Lock()

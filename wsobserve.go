@@ -18,6 +18,11 @@ import (
 type sessionObserver interface {
 	upstream(msg, tail []byte, text, complete bool) sessionFact
 	client(msg, tail []byte, text, complete bool)
+	// observesClient reports whether client is worth calling: when it is
+	// not (OpenAI Realtime, Gemini Live: nothing is read from what the
+	// client sends), client messages are not reassembled at all, which
+	// spares a copy and an unmasking of every audio chunk sent.
+	observesClient() bool
 	// result moves what was observed (usage, characters, the model the
 	// upstream reported) into the record.
 	result(rec *Record)
@@ -181,6 +186,8 @@ func (o realtimeObserver) upstream(msg, tail []byte, text, complete bool) sessio
 func (o realtimeObserver) client(msg, tail []byte, text, complete bool) {
 	o.rt.Client(msg, tail, text, complete)
 }
+
+func (o realtimeObserver) observesClient() bool { return o.rt.ObservesClient() }
 
 func (o realtimeObserver) result(rec *Record) {
 	u := o.rt.Usage()

@@ -29,16 +29,21 @@ type SessionTimeouts struct {
 	// Max bounds a session's whole duration (default 2h): then both sides
 	// are closed with 1001.
 	Max time.Duration
+	// Close: once a close frame has passed one way (or the relay sent its
+	// own), how long the relay waits for the other side's answering close
+	// before it closes both connections (default 5s). The close itself is
+	// forwarded at once; this only bounds the echo, which a loaded
+	// upstream may send late: too short a wait drops sessions that were
+	// ending cleanly.
+	Close time.Duration
 }
 
-// Session defaults, and how long the relay waits, once a close frame has
-// passed one way (or the relay sent its own), for the other side's close
-// before it closes both connections.
+// Session defaults (SessionTimeouts).
 const (
-	defaultSessionPing = 30 * time.Second
-	defaultSessionIdle = 75 * time.Second
-	defaultSessionMax  = 2 * time.Hour
-	sessionCloseWait   = time.Second
+	defaultSessionPing  = 30 * time.Second
+	defaultSessionIdle  = 75 * time.Second
+	defaultSessionMax   = 2 * time.Hour
+	defaultSessionClose = 5 * time.Second
 )
 
 // WithSessionTimeouts sets the bounds of WebSocket sessions; see
@@ -54,7 +59,7 @@ func (c *config) sessionTimeouts() SessionTimeouts {
 	for _, f := range []struct {
 		d   *time.Duration
 		def time.Duration
-	}{{&t.Ping, defaultSessionPing}, {&t.Idle, defaultSessionIdle}, {&t.Max, defaultSessionMax}} {
+	}{{&t.Ping, defaultSessionPing}, {&t.Idle, defaultSessionIdle}, {&t.Max, defaultSessionMax}, {&t.Close, defaultSessionClose}} {
 		if *f.d == 0 {
 			*f.d = f.def
 		}
@@ -80,10 +85,12 @@ const (
 	closeBadGateway    = 1014
 )
 
-// wsSmallBuf is the read buffer of a direction while it is idle; a read
+// A direction reads into a pooled smallBufSize (2 KiB) buffer while
+// messages are small: one realtime audio delta or audio append (some
+// 1.4 KB) is then one read and one write, with no pool round trip. A read
 // that fills it switches to a pooled copyBufSize one until reads come
-// short again.
-const wsSmallBuf = 1 << 10
+// short again. The buffer is not part of the session, so the session
+// itself stays small.
 
 // session is one relayed WebSocket session, allocated only for sessions:
 // the two sides, and how the session ends.
@@ -129,7 +136,6 @@ type wsPeer struct {
 	// joins it).
 	frames, bytes int64
 	sawClose      atomic.Bool // it sent a close frame, passed on (read by the other direction)
-	small         [wsSmallBuf]byte
 }
 
 func newSession(ex *exchange, conn net.Conn, br *bufio.Reader, up io.ReadWriteCloser) *session {
@@ -238,14 +244,14 @@ func (s *session) noteClose(by string, code int) {
 	}
 }
 
-// closeSoon closes both connections after sessionCloseWait, unless they
+// closeSoon closes both connections after the Close wait, unless they
 // are closed before: a close frame passed one way, the other side's is
-// awaited that long.
+// awaited that long (negative Close: no bound here; Idle still applies).
 func (s *session) closeSoon() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.timers[2] == nil && !s.over {
-		s.timers[2] = time.AfterFunc(sessionCloseWait, func() { s.callback(s.closeBoth) })
+	if s.timers[2] == nil && !s.over && s.to.Close > 0 {
+		s.timers[2] = time.AfterFunc(s.to.Close, func() { s.callback(s.closeBoth) })
 	}
 }
 
@@ -265,7 +271,7 @@ func (s *session) closeBoth() {
 // relayClose ends the session from the relay's side (Shutdown, a time
 // limit, a dead peer, a protocol error): a close frame with code to both
 // sides, each at its next frame boundary, and both connections closed
-// once the sides answer, or after sessionCloseWait.
+// once the sides answer, or after the Close wait.
 func (s *session) relayClose(code uint16, reason string) {
 	s.noteClose(closedByRelay, int(code))
 	s.closeSoon()
@@ -419,15 +425,18 @@ func (s *session) pump(src, dst *wsPeer) {
 	rl := s.ex.rl
 	var wire wsframe.Scanner // before each write: boundaries, close frames, errors
 	var msgs wsMessages      // after it: messages, for the observer
-	if s.obs != nil {
+	observe := s.obs != nil && (src == &s.up || s.obs.observesClient())
+	if observe {
 		msgs.init(s, src == &s.up)
 		defer msgs.release()
 	}
 	var closeBuf [125]byte
 	var closeLen int
-	buf := src.small[:]
+	small := rl.smallBufs.Get().(*[]byte)
+	buf := *small
 	var big *[]byte
 	defer func() {
+		rl.smallBufs.Put(small)
 		if big != nil {
 			rl.bufs.Put(big)
 		}
@@ -495,7 +504,7 @@ func (s *session) pump(src, dst *wsPeer) {
 					s.closeSoon()
 				}
 			}
-			if s.obs != nil {
+			if observe {
 				msgs.scan(chunk)
 			}
 		}
@@ -509,9 +518,9 @@ func (s *session) pump(src, dst *wsPeer) {
 		case big == nil && n == len(buf):
 			big = rl.bufs.Get().(*[]byte)
 			buf = *big
-		case big != nil && n < wsSmallBuf:
+		case big != nil && n < smallBufSize:
 			rl.bufs.Put(big)
-			big, buf = nil, src.small[:]
+			big, buf = nil, *small
 		}
 	}
 }

@@ -141,6 +141,13 @@ func (rt *Realtime) Client(msg, tail []byte, text, complete bool) {
 	}
 }
 
+// ObservesClient reports whether Client reads anything for the session's
+// provider (the TTS protocols' characters); when false the caller may
+// skip handing it client messages.
+func (rt *Realtime) ObservesClient() bool {
+	return rt.proto == realtimeElevenLabs || rt.proto == realtimeCartesia
+}
+
 // Usage returns the usage summed over the session so far.
 func (rt *Realtime) Usage() Usage { return rt.up.usage }
 

@@ -404,3 +404,35 @@ func BenchmarkRealtimeGeminiAudio(b *testing.B) {
 		rt.Upstream(msg, nil, false, true)
 	}
 }
+
+// TestRealtimeObservesClient: ObservesClient is true exactly for the
+// providers whose client messages count characters, so a relay that
+// skips client messages when it is false loses nothing.
+func TestRealtimeObservesClient(t *testing.T) {
+	msgs := [][]byte{
+		[]byte(`{"text":"Hello "}`),
+		[]byte(`{"model_id":"sonic-2","transcript":"Hello, world! ","context_id":"c"}`),
+	}
+	for _, tt := range []struct {
+		provider string
+		observes bool
+	}{
+		{"", false}, {"openai", false}, {"azure", false}, {"anthropic", false},
+		{"bedrock", false}, {"elevenlabs", true}, {"cartesia", true},
+	} {
+		var rt Realtime
+		rt.Reset(tt.provider)
+		if got := rt.ObservesClient(); got != tt.observes {
+			t.Errorf("%q: ObservesClient %v, want %v", tt.provider, got, tt.observes)
+		}
+		for _, m := range msgs {
+			rt.Client(m, nil, true, true)
+		}
+		if !tt.observes && rt.Characters() != 0 {
+			t.Errorf("%q: ObservesClient false, yet %d characters counted", tt.provider, rt.Characters())
+		}
+		if tt.observes && rt.Characters() == 0 {
+			t.Errorf("%q: ObservesClient true, no characters counted", tt.provider)
+		}
+	}
+}
