@@ -684,3 +684,32 @@ func TestSessionCap(t *testing.T) {
 	resp, c = wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
 	require.NotNil(t, c, "the lease came back: status %d", resp.StatusCode)
 }
+
+// TestSessionShutdownSilentPeers: Shutdown cuts a session whose sides
+// never answer the relay's close within its own deadline, not the
+// session's Close wait, and the session's record is written by the time
+// it returns.
+func TestSessionShutdownSilentPeers(t *testing.T) {
+	e, _ := wsEnv(t, func(p *wsPeerConn) {
+		p.send(true, wsframe.OpText, []byte("ready"))
+		for range 100 { // read what comes, answer nothing, until the relay closes
+			if _, err := p.readFrame(); err != nil {
+				return
+			}
+		}
+	}, Route{Prefix: "/v1"}, WithSessionTimeouts(SessionTimeouts{Close: time.Minute}))
+	resp, c := wsDial(t, e.front.URL+"/v1/realtime", bearer(testKey))
+	require.NotNil(t, c, "status %d", resp.StatusCode)
+	assert.Equal(t, "ready", string(c.mustFrame().payload))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- e.relay.Shutdown(ctx) }()
+	assert.Equal(t, 1001, closeCode(t, c.mustFrame()), "the relay's close; the client does not answer it")
+	testkit.Recv(t, shut, "Shutdown returns")
+	assert.NoError(t, ctx.Err(), "Shutdown returned within its deadline")
+	rec := e.lastRecord()
+	assert.Equal(t, KindWebSocket, rec.Kind, "the session's record is written when Shutdown returns")
+	assert.Equal(t, 1001, rec.CloseCode)
+	assert.Equal(t, "relay", rec.ClosedBy)
+}

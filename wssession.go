@@ -159,7 +159,7 @@ func newSession(ex *exchange, conn net.Conn, br *bufio.Reader, up io.ReadWriteCl
 // saw into the record and the metrics.
 func (s *session) run() {
 	ex := s.ex
-	stopCut := context.AfterFunc(ex.ctx, func() { s.callback(func() { s.relayClose(closeGoingAway, "relay shutting down") }) })
+	stopCut := context.AfterFunc(ex.ctx, func() { s.callback(s.cut) })
 	s.mu.Lock() // the timers' callbacks read timers under it
 	if s.to.Ping > 0 || s.to.Idle > 0 {
 		s.timers[0] = time.AfterFunc(s.watchInterval(), func() { s.callback(s.watch) })
@@ -247,12 +247,39 @@ func (s *session) noteClose(by string, code int) {
 // closeSoon closes both connections after the Close wait, unless they
 // are closed before: a close frame passed one way, the other side's is
 // awaited that long (negative Close: no bound here; Idle still applies).
-func (s *session) closeSoon() {
+func (s *session) closeSoon() { s.closeAfter(s.to.Close) }
+
+// closeAfter closes both connections after d, unless they are closed
+// before; d <= 0: no bound.
+func (s *session) closeAfter(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.timers[2] == nil && !s.over && s.to.Close > 0 {
-		s.timers[2] = time.AfterFunc(s.to.Close, func() { s.callback(s.closeBoth) })
+	if s.timers[2] == nil && !s.over && d > 0 {
+		s.timers[2] = time.AfterFunc(d, func() { s.callback(s.closeBoth) })
 	}
+}
+
+// shutdownCloseWait bounds the wait for the sides' answering closes when
+// Shutdown cuts a session: Shutdown's reserve is short (it cuts at most
+// 2s before its deadline and gives cut requests 2/5 of that), and the
+// session's record must be written before the record queue closes.
+const shutdownCloseWait = 100 * time.Millisecond
+
+// cut ends the session when its exchange's context ends: Shutdown (1001,
+// "relay shutting down", a short wait for the answers), or the host's
+// own request context (a router's timeout middleware, say: 1001, "request
+// ended").
+func (s *session) cut() {
+	if context.Cause(s.ex.ctx) == errShutdown {
+		w := shutdownCloseWait
+		if s.to.Close > 0 {
+			w = min(w, s.to.Close)
+		}
+		s.closeAfter(w)
+		s.relayClose(closeGoingAway, "relay shutting down")
+		return
+	}
+	s.relayClose(closeGoingAway, "request ended")
 }
 
 // closeBoth closes both connections: the pumps' reads end.
