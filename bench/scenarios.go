@@ -512,20 +512,38 @@ func (h *harness) settle(p *process) (int64, runtimeStats, error) {
 }
 
 func (h *harness) memoryOf(a *arm, counts []int) (memResult, scaleResult, error) {
-	m := memResult{arm: a.name}
 	h.runCount(8, 200, func() { h.check(a, "memory", spec{mode: modeJSON, seed: h.seed(), n: jsonTokens}, nil) })
 	h.runCount(8, 100, func() { h.check(a, "memory", spec{mode: modeSSE, seed: h.seed(), n: shortEvents}, nil) })
+	return h.measureHeld(a, counts, heldKind{group: "memory", scenario: "scale", noun: "streams",
+		profile: strings.ReplaceAll(strings.ToLower(protoOf(a)), "/", ""), open: h.open})
+}
+
+// heldKind is what a memory measurement holds open: HTTP streams or
+// WebSocket sessions.
+type heldKind struct {
+	group    string // the hold group's prefix, and the log's name of the measurement
+	scenario string // the heldSet's, for failures
+	noun     string // "streams", "sessions"
+	profile  string // the heap profiles' file name part
+	open     func(a *arm, group string, n int, set *heldSet) error
+}
+
+// measureHeld measures a's memory (after its warm-up) at each count of
+// held items of kind k, opened in steps, then releases them all at once
+// and checks every one (the scale result).
+func (h *harness) measureHeld(a *arm, counts []int, k heldKind) (memResult, scaleResult, error) {
+	m := memResult{arm: a.name}
 	var err error
 	if m.baseRSS, m.baseStats, err = h.settle(a.proc); err != nil {
 		return m, scaleResult{}, err
 	}
-	group := "memory-" + a.name + "-" + strconv.FormatUint(h.seed(), 36)
-	set := &heldSet{arm: a.name, scenario: "scale"}
+	group := k.group + "-" + a.name + "-" + strconv.FormatUint(h.seed(), 36)
+	set := &heldSet{arm: a.name, scenario: k.scenario}
 	start := time.Now()
 	opened := 0
 	for _, c := range counts {
-		h.logf("memory %s: opening streams %d..%d", a.name, opened+1, c)
-		if err := h.open(a, group, c-opened, set); err != nil {
+		h.logf("%s %s: opening %s %d..%d", k.group, a.name, k.noun, opened+1, c)
+		if err := k.open(a, group, c-opened, set); err != nil {
 			return m, scaleResult{}, err
 		}
 		opened = c
@@ -537,15 +555,15 @@ func (h *harness) memoryOf(a *arm, counts []int) (memResult, scaleResult, error)
 		}
 		pt.held = h.heldAtUpstream()
 		if dir := h.cfg.HeapProfileDir; dir != "" {
-			name := fmt.Sprintf("heap-%s-%s-%d.pb.gz", a.name, strings.ReplaceAll(strings.ToLower(protoOf(a)), "/", ""), c)
+			name := fmt.Sprintf("heap-%s-%s-%d.pb.gz", a.name, k.profile, c)
 			if err := h.saveHeap(a.proc, filepath.Join(dir, name)); err != nil {
 				h.logf("heap profile: %v", err)
 			}
 		}
 		m.points = append(m.points, pt)
 	}
-	sc := h.finish(a, group, set, opened, start)
-	return m, sc, nil
+	h.logf("%s %s: releasing %d %s", k.group, a.name, opened, k.noun)
+	return m, h.finish(a, group, set, opened, start), nil
 }
 
 // heldAtUpstream asks the mock upstream how many streams it holds now.
@@ -584,6 +602,17 @@ type heldSet struct {
 // open starts n streams of a hold group and returns once each has
 // received its first event (or failed).
 func (h *harness) open(a *arm, group string, n int, set *heldSet) error {
+	return h.openHeld(a, n, set, "streams", func(ctx context.Context, onOpen func()) error {
+		_, err := h.d.do(ctx, a, spec{mode: modeSSE, seed: h.seed(), n: heldEvents, hold: group}, nil, onOpen)
+		return err
+	})
+}
+
+// openHeld runs n held items (streams, sessions) of set, at most
+// openInFlight opening at once, and returns once each has called its
+// onOpen (or ended); one runs an item to its end, calling onOpen once it
+// is open.
+func (h *harness) openHeld(a *arm, n int, set *heldSet, noun string, one func(ctx context.Context, onOpen func()) error) error {
 	sem := make(chan struct{}, openInFlight)
 	var opened sync.WaitGroup
 	opened.Add(n)
@@ -594,9 +623,10 @@ func (h *harness) open(a *arm, group string, n int, set *heldSet) error {
 			defer set.wg.Done()
 			var once sync.Once
 			onOpen := func() { once.Do(func() { <-sem; opened.Done() }) }
+			defer onOpen() // an item that failed before it opened
 			ctx, cancel := context.WithTimeout(context.Background(), 2*requestTimeout)
 			defer cancel()
-			_, err := h.d.do(ctx, a, spec{mode: modeSSE, seed: h.seed(), n: heldEvents, hold: group}, nil, onOpen)
+			err := one(ctx, onOpen)
 			h.res.count(a.name, err == nil)
 			if err != nil {
 				set.failed.Add(1)
@@ -614,7 +644,7 @@ func (h *harness) open(a *arm, group string, n int, set *heldSet) error {
 	case <-done:
 		return nil
 	case <-t.C:
-		return fmt.Errorf("%s: %d streams were not all open within %v", a.name, n, requestTimeout)
+		return fmt.Errorf("%s: %d %s were not all open within %v", a.name, n, noun, requestTimeout)
 	}
 }
 

@@ -3,8 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -445,83 +443,23 @@ func (h *harness) wsMemory() error {
 }
 
 func (h *harness) wsMemoryOf(a *arm, counts []int) (memResult, scaleResult, error) {
-	m := memResult{arm: a.name}
 	h.runCount(8, 100, func() {
 		h.wsCheck(a, "ws-memory", func(ctx context.Context) error {
 			s := wsSpec{seed: h.seed(), n: wsHeldDeltas, r: 1}
 			return h.d.wsHeldSession(ctx, a, s, nil)
 		})
 	})
-	var err error
-	if m.baseRSS, m.baseStats, err = h.settle(a.proc); err != nil {
-		return m, scaleResult{}, err
-	}
-	group := "ws-memory-" + a.name + "-" + strconv.FormatUint(h.seed(), 36)
-	set := &heldSet{arm: a.name, scenario: "ws-scale"}
-	start := time.Now()
-	opened := 0
-	for _, c := range counts {
-		h.logf("websocket memory %s: opening sessions %d..%d", a.name, opened+1, c)
-		if err := h.wsOpen(a, group, c-opened, set); err != nil {
-			return m, scaleResult{}, err
-		}
-		opened = c
-		pt := memPoint{streams: c}
-		time.Sleep(300 * time.Millisecond)
-		pt.rawRSS, _ = rss(a.proc.pid())
-		if pt.rss, pt.stats, err = h.settle(a.proc); err != nil {
-			return m, scaleResult{}, err
-		}
-		pt.held = h.heldAtUpstream()
-		if dir := h.cfg.HeapProfileDir; dir != "" {
-			name := fmt.Sprintf("heap-%s-websocket-%d.pb.gz", a.name, c)
-			if err := h.saveHeap(a.proc, filepath.Join(dir, name)); err != nil {
-				h.logf("heap profile: %v", err)
-			}
-		}
-		m.points = append(m.points, pt)
-	}
-	h.logf("websocket scale %s: releasing %d sessions", a.name, opened)
-	return m, h.finish(a, group, set, opened, start), nil
+	return h.measureHeld(a, counts, heldKind{group: "ws-memory", scenario: "ws-scale", noun: "sessions",
+		profile: "websocket", open: h.wsOpen})
 }
 
 // wsOpen starts n held sessions of a hold group and returns once each
 // has its session.created (or failed).
 func (h *harness) wsOpen(a *arm, group string, n int, set *heldSet) error {
-	sem := make(chan struct{}, openInFlight)
-	var opened sync.WaitGroup
-	opened.Add(n)
-	for range n {
-		sem <- struct{}{}
-		set.wg.Add(1)
-		go func() {
-			defer set.wg.Done()
-			var once sync.Once
-			onOpen := func() { once.Do(func() { <-sem; opened.Done() }) }
-			defer onOpen()
-			ctx, cancel := context.WithTimeout(context.Background(), 2*requestTimeout)
-			defer cancel()
-			s := wsSpec{seed: h.seed(), n: wsHeldDeltas, r: 1, hold: group}
-			err := h.d.wsHeldSession(ctx, a, s, onOpen)
-			h.res.count(a.name, err == nil)
-			if err != nil {
-				set.failed.Add(1)
-				h.fails.add(a.name, set.scenario, err)
-				return
-			}
-			set.ok.Add(1)
-		}()
-	}
-	done := make(chan struct{})
-	go func() { opened.Wait(); close(done) }()
-	t := time.NewTimer(requestTimeout)
-	defer t.Stop()
-	select {
-	case <-done:
-		return nil
-	case <-t.C:
-		return fmt.Errorf("%s: %d sessions were not all open within %v", a.name, n, requestTimeout)
-	}
+	return h.openHeld(a, n, set, "sessions", func(ctx context.Context, onOpen func()) error {
+		s := wsSpec{seed: h.seed(), n: wsHeldDeltas, r: 1, hold: group}
+		return h.d.wsHeldSession(ctx, a, s, onOpen)
+	})
 }
 
 // wsHeldSession is one session of the memory and scale measurements:
